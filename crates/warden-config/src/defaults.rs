@@ -1,0 +1,112 @@
+//! Every default in one place.
+
+use std::net::SocketAddr;
+
+use crate::model::*;
+use crate::types::{ByteSize, Dur};
+
+pub(crate) fn yes() -> bool {
+    true
+}
+pub(crate) fn client_auth_mode() -> ClientAuthMode {
+    ClientAuthMode::Required
+}
+pub(crate) fn connect_timeout() -> Dur {
+    Dur::secs(2)
+}
+pub(crate) fn response_timeout() -> Dur {
+    Dur::secs(30)
+}
+pub(crate) fn pool_max_idle() -> usize {
+    64
+}
+pub(crate) fn pool_idle_timeout() -> Dur {
+    Dur::secs(90)
+}
+pub(crate) fn health_path() -> String {
+    "/healthz".into()
+}
+pub(crate) fn health_interval() -> Dur {
+    Dur::secs(5)
+}
+pub(crate) fn health_timeout() -> Dur {
+    Dur::secs(1)
+}
+pub(crate) fn health_healthy() -> u32 {
+    2
+}
+pub(crate) fn health_unhealthy() -> u32 {
+    3
+}
+pub(crate) fn cors_methods() -> Vec<String> {
+    ["GET", "HEAD", "POST"].map(String::from).to_vec()
+}
+pub(crate) fn cors_max_age() -> Dur {
+    Dur::secs(600)
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: ByteSize(16 * 1024),
+            max_headers: 100,
+            max_uri_bytes: ByteSize(8 * 1024),
+            max_body_bytes: ByteSize(10 * 1024 * 1024),
+            header_read_timeout: Dur::secs(10),
+            idle_timeout: Dur::secs(60),
+            request_timeout: Dur::secs(60),
+            max_connections: 20_000,
+            max_in_flight: 10_000,
+            drain_timeout: Dur::secs(30),
+            allow_encoded_slash: false,
+        }
+    }
+}
+
+impl Default for ForwardingConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            request_id_header: "x-request-id".into(),
+        }
+    }
+}
+
+impl Default for SecurityHeaders {
+    fn default() -> Self {
+        Self {
+            hsts: "max-age=31536000; includeSubDomains".into(),
+            content_type_options: true,
+            referrer_policy: "no-referrer".into(),
+            frame_options: "DENY".into(),
+            extra: Default::default(),
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            enabled: true,
+        }
+    }
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "stdout".into(),
+        }
+    }
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            poll_interval: Dur::secs(2),
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! Meaning checks over a parsed config: references resolve, names are unique, values are in
+//! range, files that must exist do. Every problem is recorded; nothing stops at the first.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use crate::model::*;
+use crate::ConfigErrors;
+
+/// Scheme of an upstream endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+/// An upstream endpoint parsed from `http://host:port`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// Scheme.
+    pub scheme: Scheme,
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// `host:port` as used in a URI authority (IPv6 in brackets).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Parses an endpoint URL: scheme, host and port, nothing else.
+pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    let (scheme, rest) = if let Some(r) = s.strip_prefix("http://") {
+        (Scheme::Http, r)
+    } else if let Some(r) = s.strip_prefix("https://") {
+        (Scheme::Https, r)
+    } else {
+        return Err(format!("`{s}` must start with http:// or https://"));
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#', '@']) {
+        return Err(format!("`{s}` must be scheme://host:port with no path, query or user"));
+    }
+    let default_port = if scheme == Scheme::Https { 443 } else { 80 };
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("`{s}`: unclosed `[` in IPv6 address"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| format!("`{s}`: bad port"))?,
+            None if after.is_empty() => default_port,
+            None => return Err(format!("`{s}`: junk after IPv6 address")),
+        };
+        (h.to_owned(), port)
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_owned(),
+                p.parse().map_err(|_| format!("`{s}`: bad port `{p}`"))?,
+            ),
+            None => (rest.to_owned(), default_port),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("`{s}` has no host"));
+    }
+    Ok(Endpoint { scheme, host, port })
+}
+
+pub(crate) fn validate(c: &Config, e: &mut ConfigErrors) {
+    server(&c.server, e);
+    if http::HeaderName::from_bytes(c.forwarding.request_id_header.as_bytes()).is_err() {
+        e.push(
+            "forwarding.request_id_header",
+            "not a valid header name",
+        );
+    }
+    security_headers(&c.security_headers, "security_headers", e);
+    if c.reload.poll_interval.0.is_zero() {
+        e.push("reload.poll_interval", "must be more than zero");
+    }
+    if c.access_log.path.is_empty() {
+        e.push("access_log.path", "must be `stdout` or a file path");
+    }
+    if c.listeners.is_empty() {
+        e.push("listeners", "at least one listener is needed");
+    }
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    for (i, l) in c.listeners.iter().enumerate() {
+        let p = format!("listeners[{i}]");
+        if !names.insert(&l.name) {
+            e.push(format!("{p}.name"), format!("duplicate listener name `{}`", l.name));
+        }
+        if !addrs.insert(l.address) {
+            e.push(format!("{p}.address"), format!("{} is used by another listener", l.address));
+        }
+        if c.admin.enabled && l.address == c.admin.address {
+            e.push(format!("{p}.address"), "same address as the admin listener");
+        }
+        if let Some(tls) = &l.tls {
+            listener_tls(tls, &format!("{p}.tls"), e);
+        }
+    }
+    let mut clusters = HashSet::new();
+    for (i, cl) in c.clusters.iter().enumerate() {
+        let p = format!("clusters[{i}]");
+        if !clusters.insert(cl.name.as_str()) {
+            e.push(format!("{p}.name"), format!("duplicate cluster name `{}`", cl.name));
+        }
+        cluster(cl, &p, e);
+    }
+    let mut routes = HashSet::new();
+    for (i, r) in c.routes.iter().enumerate() {
+        let p = format!("routes[{i}]");
+        if !routes.insert(r.name.as_str()) {
+            e.push(format!("{p}.name"), format!("duplicate route name `{}`", r.name));
+        }
+        if !clusters.contains(r.cluster.as_str()) {
+            e.push(format!("{p}.cluster"), format!("no cluster named `{}`", r.cluster));
+        }
+        route(r, &p, e);
+    }
+}
+
+fn server(s: &ServerConfig, e: &mut ConfigErrors) {
+    let positive = [
+        ("server.max_header_bytes", s.max_header_bytes.0 as usize),
+        ("server.max_headers", s.max_headers),
+        ("server.max_uri_bytes", s.max_uri_bytes.0 as usize),
+        ("server.max_connections", s.max_connections),
+        ("server.max_in_flight", s.max_in_flight),
+    ];
+    for (path, v) in positive {
+        if v == 0 {
+            e.push(path, "must be more than zero");
+        }
+    }
+    if s.max_header_bytes.0 < 1024 {
+        e.push("server.max_header_bytes", "must be at least 1024 bytes");
+    }
+    if s.max_headers > 1000 {
+        e.push("server.max_headers", "at most 1000");
+    }
+    for (path, d) in [
+        ("server.header_read_timeout", s.header_read_timeout),
+        ("server.idle_timeout", s.idle_timeout),
+        ("server.request_timeout", s.request_timeout),
+    ] {
+        if d.0.is_zero() {
+            e.push(path, "must be more than zero");
+        }
+    }
+}
+
+fn security_headers(h: &SecurityHeaders, p: &str, e: &mut ConfigErrors) {
+    for (field, v) in [
+        ("hsts", &h.hsts),
+        ("referrer_policy", &h.referrer_policy),
+        ("frame_options", &h.frame_options),
+    ] {
+        if http::HeaderValue::from_str(v).is_err() {
+            e.push(format!("{p}.{field}"), "not a valid header value");
+        }
+    }
+    for (name, v) in &h.extra {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            e.push(format!("{p}.extra.{name}"), "not a valid header name");
+        }
+        if http::HeaderValue::from_str(v).is_err() {
+            e.push(format!("{p}.extra.{name}"), "not a valid header value");
+        }
+    }
+}
+
+fn readable(path: &Path, at: String, e: &mut ConfigErrors) {
+    if let Err(err) = std::fs::metadata(path) {
+        e.push(at, format!("cannot read `{}`: {err}", path.display()));
+    }
+}
+
+fn listener_tls(t: &TlsListenerConfig, p: &str, e: &mut ConfigErrors) {
+    if t.certificates.is_empty() {
+        e.push(format!("{p}.certificates"), "at least one certificate is needed");
+    }
+    for (i, c) in t.certificates.iter().enumerate() {
+        let cp = format!("{p}.certificates[{i}]");
+        readable(&c.cert, format!("{cp}.cert"), e);
+        if let Err(err) = c.key.read() {
+            e.push(format!("{cp}.key"), err.to_string());
+        }
+        for n in &c.server_names {
+            if let Err(why) = host_pattern(n) {
+                e.push(format!("{cp}.server_names"), why);
+            }
+        }
+    }
+    if let Some(ca) = &t.client_auth {
+        readable(&ca.ca, format!("{p}.client_auth.ca"), e);
+    }
+}
+
+fn cluster(c: &ClusterConfig, p: &str, e: &mut ConfigErrors) {
+    if c.endpoints.is_empty() {
+        e.push(format!("{p}.endpoints"), "at least one endpoint is needed");
+    }
+    let mut schemes = HashSet::new();
+    for (i, ep) in c.endpoints.iter().enumerate() {
+        match parse_endpoint(ep) {
+            Ok(ep) => {
+                schemes.insert(ep.scheme);
+            }
+            Err(why) => e.push(format!("{p}.endpoints[{i}]"), why),
+        }
+    }
+    if schemes.len() > 1 {
+        e.push(format!("{p}.endpoints"), "mixes http:// and https://; use one scheme per cluster");
+    }
+    if schemes.contains(&Scheme::Https) && c.tls.is_none() {
+        e.push(format!("{p}.tls"), "https:// endpoints need a [tls] section with the CA to trust");
+    }
+    if c.load_balancer == LoadBalancer::ConsistentHash {
+        match &c.hash_header {
+            None => e.push(format!("{p}.hash_header"), "required by load_balancer = \"consistent_hash\""),
+            Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_err() => {
+                e.push(format!("{p}.hash_header"), "not a valid header name")
+            }
+            Some(_) => {}
+        }
+    }
+    for (field, d) in [
+        ("connect_timeout", c.connect_timeout),
+        ("response_timeout", c.response_timeout),
+    ] {
+        if d.0.is_zero() {
+            e.push(format!("{p}.{field}"), "must be more than zero");
+        }
+    }
+    if let Some(t) = &c.tls {
+        readable(&t.ca, format!("{p}.tls.ca"), e);
+        match (&t.client_cert, &t.client_key) {
+            (Some(cert), Some(key)) => {
+                readable(cert, format!("{p}.tls.client_cert"), e);
+                if let Err(err) = key.read() {
+                    e.push(format!("{p}.tls.client_key"), err.to_string());
+                }
+            }
+            (None, None) => {}
+            _ => e.push(format!("{p}.tls"), "client_cert and client_key go together"),
+        }
+    }
+    if let Some(h) = &c.health_check {
+        let hp = format!("{p}.health_check");
+        if !h.path.starts_with('/') {
+            e.push(format!("{hp}.path"), "must start with /");
+        }
+        if h.interval.0.is_zero() {
+            e.push(format!("{hp}.interval"), "must be more than zero");
+        }
+        if h.timeout.0.is_zero() {
+            e.push(format!("{hp}.timeout"), "must be more than zero");
+        }
+        if h.healthy_threshold == 0 {
+            e.push(format!("{hp}.healthy_threshold"), "must be at least 1");
+        }
+        if h.unhealthy_threshold == 0 {
+            e.push(format!("{hp}.unhealthy_threshold"), "must be at least 1");
+        }
+        for s in &h.expected_statuses {
+            if !(100..=599).contains(s) {
+                e.push(format!("{hp}.expected_statuses"), format!("{s} is not an HTTP status"));
+            }
+        }
+    }
+}
+
+fn host_pattern(h: &str) -> Result<(), String> {
+    let bare = h.strip_prefix("*.").unwrap_or(h);
+    if bare.is_empty()
+        || bare.contains('*')
+        || !bare
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ':')
+    {
+        return Err(format!(
+            "`{h}` is not a host name; use `api.example.com` or `*.example.com`"
+        ));
+    }
+    Ok(())
+}
+
+fn route(r: &RouteConfig, p: &str, e: &mut ConfigErrors) {
+    if r.auth.is_none() {
+        e.push(
+            format!("{p}.auth"),
+            "every route must say who may call it; write auth = \"none\" for a public route",
+        );
+    }
+    for h in &r.hosts {
+        if let Err(why) = host_pattern(h) {
+            e.push(format!("{p}.hosts"), why);
+        }
+    }
+    let path_kinds = [
+        r.path_exact.is_some(),
+        r.path_prefix.is_some(),
+        r.path_regex.is_some(),
+    ];
+    if path_kinds.iter().filter(|b| **b).count() > 1 {
+        e.push(format!("{p}"), "use only one of path_exact, path_prefix, path_regex");
+    }
+    for (field, v) in [("path_exact", &r.path_exact), ("path_prefix", &r.path_prefix)] {
+        if let Some(v) = v {
+            if !v.starts_with('/') {
+                e.push(format!("{p}.{field}"), "must start with /");
+            }
+        }
+    }
+    if let Some(rw) = &r.rewrite_prefix {
+        if r.path_prefix.is_none() {
+            e.push(format!("{p}.rewrite_prefix"), "needs path_prefix");
+        }
+        if !rw.starts_with('/') {
+            e.push(format!("{p}.rewrite_prefix"), "must start with /");
+        }
+    }
+    for m in &r.methods {
+        if http::Method::from_bytes(m.as_bytes()).is_err() || m.chars().any(|c| c.is_ascii_lowercase()) {
+            e.push(format!("{p}.methods"), format!("`{m}` is not a method (write it in capitals)"));
+        }
+    }
+    for (i, h) in r.headers.iter().enumerate() {
+        let hp = format!("{p}.headers[{i}]");
+        if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
+            e.push(format!("{hp}.name"), "not a valid header name");
+        }
+        if h.exact.is_some() && h.regex.is_some() {
+            e.push(hp.clone(), "use exact or regex, not both");
+        }
+        if !h.present && (h.exact.is_some() || h.regex.is_some()) {
+            e.push(hp, "present = false cannot have a value to match");
+        }
+    }
+    if let Some(t) = r.timeout {
+        if t.0.is_zero() {
+            e.push(format!("{p}.timeout"), "must be more than zero");
+        }
+    }
+    if let Some(c) = &r.cors {
+        let cp = format!("{p}.cors");
+        if c.allowed_origins.is_empty() {
+            e.push(format!("{cp}.allowed_origins"), "at least one origin (or \"*\")");
+        }
+        for o in &c.allowed_origins {
+            if o != "*" && !(o.starts_with("https://") || o.starts_with("http://")) {
+                e.push(format!("{cp}.allowed_origins"), format!("`{o}` is not an origin like https://app.example.com"));
+            }
+        }
+        if c.allow_credentials && c.allowed_origins.iter().any(|o| o == "*") {
+            e.push(format!("{cp}.allow_credentials"), "not allowed with origin \"*\" (browsers refuse it)");
+        }
+        for m in &c.allowed_methods {
+            if http::Method::from_bytes(m.as_bytes()).is_err() {
+                e.push(format!("{cp}.allowed_methods"), format!("`{m}` is not a method"));
+            }
+        }
+        for h in c.allowed_headers.iter().chain(&c.exposed_headers) {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                e.push(format!("{cp}"), format!("`{h}` is not a header name"));
+            }
+        }
+    }
+    if let Some(sh) = &r.security_headers {
+        security_headers(sh, &format!("{p}.security_headers"), e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_hosts_ports_and_ipv6() {
+        let e = parse_endpoint("http://127.0.0.1:8080").unwrap();
+        assert_eq!((e.scheme, e.host.as_str(), e.port), (Scheme::Http, "127.0.0.1", 8080));
+        let e = parse_endpoint("https://[::1]:9443").unwrap();
+        assert_eq!((e.host.as_str(), e.port, e.authority()), ("::1", 9443, "[::1]:9443".to_string()));
+        assert_eq!(parse_endpoint("https://svc.local").unwrap().port, 443);
+        assert!(parse_endpoint("ftp://x").is_err());
+        assert!(parse_endpoint("http://x:1/path").is_err());
+        assert!(parse_endpoint("http://x:notaport").is_err());
+    }
+}

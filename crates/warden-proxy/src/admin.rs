@@ -1,0 +1,54 @@
+//! The admin listener (loopback by default): `/metrics`, `/healthz`, `/readyz`, `/config`
+//! (secrets appear only as their `env:`/`file:` references) and `POST /reload`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::gateway::Gateway;
+
+/// The admin API's routes.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/config", get(config))
+        .route("/reload", post(reload))
+        .with_state(gw)
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        gw.metrics().encode(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    if gw.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn config(State(gw): State<Arc<Gateway>>) -> Json<serde_json::Value> {
+    Json(warden_config::to_redacted_json(gw.snapshot().config()))
+}
+
+async fn reload(State(gw): State<Arc<Gateway>>) -> Response {
+    match gw.reload().await {
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "reloaded"}))).into_response(),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({"status": "rejected", "errors": e.errors})),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,240 @@
+//! The client connection's IO wrapper: it enforces the header-read and idle timeouts (hyper's
+//! own header timeout closes without a response and has no idle timeout of its own), answers a
+//! slow client with 408 before cutting it off, and feeds HTTP/1 bytes to the framing
+//! [`Inspector`](crate::h1_inspect::Inspector).
+//!
+//! Phases: a connection starts `ReadingHead` (the header timeout runs from accept, so a client
+//! that connects and says nothing is dropped); while requests are in flight it is `Busy` (no IO
+//! timer: the request timeout governs); when the last response finishes it becomes `Idle` (the
+//! idle timeout runs); the first byte of the next request makes it `ReadingHead` again.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::h1_inspect::{Inspector, Verdict};
+
+const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nserver: warden\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: 62\r\n\r\n{\"error\":\"request_timeout\",\"message\":\"request head too slow\"}\n";
+
+/// State shared between a connection's IO and the requests served on it.
+#[derive(Default)]
+pub(crate) struct ConnShared {
+    active: AtomicUsize,
+    waker: AtomicWaker,
+    inspector: Option<Mutex<Inspector>>,
+}
+
+impl ConnShared {
+    pub(crate) fn new(http1: bool) -> Self {
+        Self {
+            inspector: http1.then(|| Mutex::new(Inspector::default())),
+            ..Default::default()
+        }
+    }
+
+    /// Marks a request in flight until the guard drops (when its response body is done).
+    pub(crate) fn begin(self: &Arc<Self>) -> ActiveGuard {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        ActiveGuard(self.clone())
+    }
+
+    /// The framing verdict for the next HTTP/1 request head, if the inspector has one.
+    pub(crate) fn next_verdict(&self) -> Option<Verdict> {
+        let inspector = self.inspector.as_ref()?;
+        let mut guard = inspector.lock().unwrap_or_else(|p| p.into_inner());
+        guard.next_verdict()
+    }
+}
+
+/// Keeps a request counted as in flight on its connection.
+pub(crate) struct ActiveGuard(Arc<ConnShared>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.waker.wake();
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    ReadingHead,
+    Busy,
+    Idle,
+}
+
+/// Timeouts for one connection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnTimeouts {
+    pub(crate) header: Duration,
+    pub(crate) idle: Duration,
+}
+
+/// IO wrapper with the connection's timers.
+pub(crate) struct TimedIo<T> {
+    inner: T,
+    shared: Arc<ConnShared>,
+    phase: Phase,
+    sleep: Pin<Box<Sleep>>,
+    timeouts: ConnTimeouts,
+    http1: bool,
+}
+
+impl<T> TimedIo<T> {
+    pub(crate) fn new(inner: T, shared: Arc<ConnShared>, timeouts: ConnTimeouts, http1: bool) -> Self {
+        Self {
+            inner,
+            shared,
+            phase: Phase::ReadingHead,
+            sleep: Box::pin(tokio::time::sleep(timeouts.header)),
+            timeouts,
+            http1,
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let data = &buf.filled()[before..];
+                if !data.is_empty() {
+                    if let Some(inspector) = &this.shared.inspector {
+                        inspector.lock().unwrap_or_else(|p| p.into_inner()).feed(data);
+                    }
+                    let active = this.shared.active.load(Ordering::Acquire);
+                    if active == 0 && this.phase != Phase::ReadingHead {
+                        if this.http1 {
+                            this.phase = Phase::ReadingHead;
+                            this.sleep.as_mut().reset(Instant::now() + this.timeouts.header);
+                        } else {
+                            this.phase = Phase::Idle;
+                            this.sleep.as_mut().reset(Instant::now() + this.timeouts.idle);
+                        }
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if this.shared.active.load(Ordering::Acquire) > 0 {
+                    this.phase = Phase::Busy;
+                    this.shared.waker.register(cx.waker());
+                    // Re-check: the last request may have finished between the load and the
+                    // registration.
+                    if this.shared.active.load(Ordering::Acquire) > 0 {
+                        return Poll::Pending;
+                    }
+                }
+                if this.phase == Phase::Busy {
+                    this.phase = Phase::Idle;
+                    this.sleep.as_mut().reset(Instant::now() + this.timeouts.idle);
+                }
+                if this.sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                if this.phase == Phase::ReadingHead && this.http1 {
+                    // Best effort: the client is slow, so a full send buffer just means no 408.
+                    let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
+                    let _ = Pin::new(&mut this.inner).poll_flush(cx);
+                    tracing::debug!("request head not received in time; 408");
+                }
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "connection timed out")))
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A stream with bytes already read from it put back in front (used after sniffing for the
+/// HTTP/2 preface).
+pub(crate) struct Prefixed<T> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: T,
+}
+
+impl<T> Prefixed<T> {
+    pub(crate) fn new(prefix: Vec<u8>, inner: T) -> Self {
+        Self { prefix, pos: 0, inner }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            let n = (self.prefix.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.prefix[start..start + n]);
+            self.pos += n;
+            if self.pos == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

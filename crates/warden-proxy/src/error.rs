@@ -1,0 +1,111 @@
+//! Errors, and the one place where a request-time error becomes an HTTP response.
+//!
+//! Each [`Reject`] has a stable code (the JSON body's `error`), a status and a short message;
+//! internals (upstream addresses, IO errors) never reach the client, only the log.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+/// A config that parsed but cannot be compiled into a running snapshot (a certificate that
+/// does not load, a key that does not match).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompileError {
+    /// Field path.
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl CompileError {
+    pub(crate) fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for CompileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+impl std::error::Error for CompileError {}
+
+/// Why the gateway answered a request itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// Malformed request (framing, host, path).
+    BadRequest(&'static str),
+    /// No route matched.
+    NoRoute,
+    /// The client address is not allowed on this route.
+    Forbidden,
+    /// A CORS preflight that the route's policy does not allow.
+    CorsRejected,
+    /// Request target longer than allowed.
+    UriTooLong,
+    /// Body larger than allowed.
+    PayloadTooLarge,
+    /// The client was too slow sending the request.
+    RequestTimeout,
+    /// Too many requests in flight at the gateway.
+    Overloaded,
+    /// No healthy endpoint in the cluster.
+    NoHealthyUpstream,
+    /// The upstream could not be reached or broke the exchange.
+    BadGateway,
+    /// The upstream did not answer in time.
+    GatewayTimeout,
+}
+
+impl Reject {
+    /// Status, stable code and message.
+    pub fn parts(self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Reject::BadRequest(why) => (StatusCode::BAD_REQUEST, "bad_request", why),
+            Reject::NoRoute => (StatusCode::NOT_FOUND, "no_route", "no route for this request"),
+            Reject::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "access denied"),
+            Reject::CorsRejected => (StatusCode::FORBIDDEN, "cors_rejected", "CORS preflight not allowed"),
+            Reject::UriTooLong => (StatusCode::URI_TOO_LONG, "uri_too_long", "request target too long"),
+            Reject::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large"),
+            Reject::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout", "request not received in time"),
+            Reject::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "gateway busy, retry later"),
+            Reject::NoHealthyUpstream => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_healthy_upstream",
+                "no healthy upstream",
+            ),
+            Reject::BadGateway => (StatusCode::BAD_GATEWAY, "bad_gateway", "upstream unavailable"),
+            Reject::GatewayTimeout => (StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", "upstream timed out"),
+        }
+    }
+
+    /// The stable code, also used as the access log's `reason`.
+    pub fn code(self) -> &'static str {
+        self.parts().1
+    }
+
+    /// The response the client sees.
+    pub fn response(self) -> Response<Bytes> {
+        let (status, code, message) = self.parts();
+        let body = format!("{{\"error\":\"{code}\",\"message\":\"{message}\"}}\n");
+        let mut res = Response::new(Bytes::from(body));
+        *res.status_mut() = status;
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if matches!(self, Reject::Overloaded | Reject::NoHealthyUpstream) {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if matches!(self, Reject::BadRequest(_) | Reject::RequestTimeout | Reject::PayloadTooLarge) {
+            // The connection's framing may be in doubt: do not reuse it.
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        res
+    }
+}

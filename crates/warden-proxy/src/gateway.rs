@@ -1,0 +1,232 @@
+//! The gateway's shared state: the current snapshot, metrics, access log, counters for the
+//! global limits, and reload.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{watch, Notify};
+use warden_config::Config;
+use warden_telemetry::metrics::Outcome;
+use warden_telemetry::{AccessLog, Metrics};
+
+use crate::snapshot::Snapshot;
+
+/// Why a reload was refused. The running config stays in place.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("config not reloaded: {}", .errors.join("; "))]
+pub struct ReloadError {
+    /// Every problem found, each `path: reason`.
+    pub errors: Vec<String>,
+}
+
+/// State shared by listeners, requests, the admin API and the reloader.
+pub struct Gateway {
+    snapshot: ArcSwap<Snapshot>,
+    metrics: Arc<Metrics>,
+    access_log: AccessLog,
+    in_flight: AtomicUsize,
+    connections: AtomicUsize,
+    connections_idle: Notify,
+    config_path: Option<PathBuf>,
+    reload_lock: tokio::sync::Mutex<()>,
+    pub(crate) shutdown: watch::Sender<bool>,
+    ready: AtomicBool,
+    listener_shape: Vec<(String, std::net::SocketAddr, bool)>,
+}
+
+impl Gateway {
+    pub(crate) fn new(snapshot: Snapshot, metrics: Arc<Metrics>, access_log: AccessLog, config_path: Option<PathBuf>) -> Self {
+        let listener_shape = shape(snapshot.config());
+        Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
+            access_log,
+            in_flight: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            connections_idle: Notify::new(),
+            config_path,
+            reload_lock: tokio::sync::Mutex::new(()),
+            shutdown: watch::channel(false).0,
+            ready: AtomicBool::new(false),
+            listener_shape,
+        }
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub(crate) fn access_log(&self) -> &AccessLog {
+        &self.access_log
+    }
+
+    /// True once listeners are bound and the config is loaded, until shutdown begins.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !*self.shutdown.borrow()
+    }
+
+    pub(crate) fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// The config file this gateway reloads from.
+    pub fn config_path(&self) -> Option<&Path> {
+        self.config_path.as_deref()
+    }
+
+    pub(crate) fn enter(self: &Arc<Self>) -> InFlightGuard {
+        let n = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        self.metrics.in_flight.inc();
+        InFlightGuard { gw: self.clone(), n }
+    }
+
+    /// Counts a new connection; `None` when the global limit is reached.
+    pub(crate) fn open_connection(self: &Arc<Self>, max: usize) -> Option<ConnectionGuard> {
+        let n = self.connections.fetch_add(1, Ordering::AcqRel) + 1;
+        let guard = ConnectionGuard(self.clone());
+        (n <= max).then_some(guard)
+    }
+
+    /// Open client connections.
+    pub fn open_connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    pub(crate) async fn connections_drained(&self) {
+        loop {
+            let notified = self.connections_idle.notified();
+            if self.open_connections() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Reloads the config file: parse, validate, compile, then swap. On any error the running
+    /// config stays and the error is logged and counted.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let result = self.try_reload().await;
+        match &result {
+            Ok(()) => {
+                self.metrics.reloads.get_or_create(&Outcome("success")).inc();
+                self.metrics.config_last_reload_ok.set(1);
+                tracing::info!("config reloaded");
+            }
+            Err(e) => {
+                self.metrics.reloads.get_or_create(&Outcome("failure")).inc();
+                self.metrics.config_last_reload_ok.set(0);
+                tracing::error!(errors = ?e.errors, "config reload failed; the running config stays");
+            }
+        }
+        result
+    }
+
+    async fn try_reload(&self) -> Result<(), ReloadError> {
+        let Some(path) = self.config_path.clone() else {
+            return Err(ReloadError {
+                errors: vec!["this gateway was not started from a config file".into()],
+            });
+        };
+        let config = tokio::task::spawn_blocking(move || warden_config::load(&path))
+            .await
+            .map_err(|e| ReloadError {
+                errors: vec![format!("reload task failed: {e}")],
+            })?
+            .map_err(|errs| ReloadError {
+                errors: errs.0.iter().map(ToString::to_string).collect(),
+            })?;
+        if shape(&config) != self.listener_shape {
+            return Err(ReloadError {
+                errors: vec![
+                    "listeners: adding, removing, renaming or moving a listener (or switching TLS on or off) needs a restart".into(),
+                ],
+            });
+        }
+        let old = self.snapshot();
+        let metrics = self.metrics.clone();
+        let snapshot = Snapshot::compile(config, Some(&old), &metrics).map_err(|errs| ReloadError {
+            errors: errs.iter().map(ToString::to_string).collect(),
+        })?;
+        snapshot.start_background();
+        self.snapshot.store(Arc::new(snapshot));
+        Ok(())
+    }
+
+    /// Modification stamps of the config file and every file it names, for change watching.
+    pub(crate) fn watched_files(&self) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
+        let mut paths: Vec<PathBuf> = self.config_path.iter().cloned().collect();
+        let snap = self.snapshot();
+        for l in &snap.config().listeners {
+            if let Some(t) = &l.tls {
+                for c in &t.certificates {
+                    paths.push(c.cert.clone());
+                    paths.extend(c.key.path().map(Path::to_path_buf));
+                }
+                if let Some(ca) = &t.client_auth {
+                    paths.push(ca.ca.clone());
+                }
+            }
+        }
+        for c in &snap.config().clusters {
+            if let Some(t) = &c.tls {
+                paths.push(t.ca.clone());
+                paths.extend(t.client_cert.clone());
+                paths.extend(t.client_key.as_ref().and_then(|k| k.path().map(Path::to_path_buf)));
+            }
+        }
+        paths
+            .into_iter()
+            .map(|p| {
+                let stamp = std::fs::metadata(&p).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+                (p, stamp)
+            })
+            .collect()
+    }
+}
+
+fn shape(c: &Config) -> Vec<(String, std::net::SocketAddr, bool)> {
+    c.listeners
+        .iter()
+        .map(|l| (l.name.clone(), l.address, l.tls.is_some()))
+        .collect()
+}
+
+/// One request counted in flight.
+pub(crate) struct InFlightGuard {
+    gw: Arc<Gateway>,
+    n: usize,
+}
+
+impl InFlightGuard {
+    pub(crate) fn over_limit(&self, max: usize) -> bool {
+        self.n > max
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.gw.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.gw.metrics.in_flight.dec();
+    }
+}
+
+/// One client connection counted against the global limit.
+pub(crate) struct ConnectionGuard(Arc<Gateway>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if self.0.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.connections_idle.notify_waiters();
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! The request path: checks, normalisation, routing, route filters, forwarding, response
+//! filters, metrics and the access log. Every refusal is a [`Reject`] turned into a response in
+//! one place ([`Reject::response`]).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use rustls::pki_types::CertificateDer;
+use warden_telemetry::metrics::{RouteLabel, RouteStatus};
+use warden_telemetry::{AccessLog, AccessRecord};
+
+use crate::body::{BodyState, OnFinish, RequestBody, ResponseBody};
+use crate::conn_io::{ActiveGuard, ConnShared};
+use crate::cors::{Cors, Preflight};
+use crate::error::Reject;
+use crate::gateway::{Gateway, InFlightGuard};
+use crate::headers;
+use crate::normalize::normalize_path;
+use crate::snapshot::Snapshot;
+use crate::upstream::EndpointGuard;
+
+/// What the request path knows about the connection.
+pub(crate) struct ConnInfo {
+    pub(crate) listener: Arc<String>,
+    pub(crate) peer: SocketAddr,
+    pub(crate) tls: bool,
+    pub(crate) http1: bool,
+    pub(crate) shared: Arc<ConnShared>,
+    /// The verified client certificate (leaf), when the client sent one.
+    #[allow(dead_code)] // read by the authentication layer (next issue)
+    pub(crate) peer_cert: Option<CertificateDer<'static>>,
+}
+
+/// Per-request facts gathered along the way, for the response, metrics and log.
+struct Ctx {
+    route: Option<Arc<crate::router::Route>>,
+    upstream: Option<EndpointGuard>,
+    reason: Option<&'static str>,
+    body: Option<Arc<BodyState>>,
+}
+
+static DASH: std::sync::LazyLock<Arc<String>> = std::sync::LazyLock::new(|| Arc::new("-".to_owned()));
+
+/// Serves one request.
+pub(crate) async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<ConnInfo>,
+    gw: Arc<Gateway>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let start = Instant::now();
+    let started_at = SystemTime::now();
+    let active = conn.shared.begin();
+    // Verdicts come one per HTTP/1 request head, in order: take ours before anything else.
+    let verdict = if conn.http1 { conn.shared.next_verdict() } else { None };
+    let in_flight = gw.enter();
+    let snap = gw.snapshot();
+    let request_id = headers::request_id(req.headers(), &snap.request_id_header);
+    let method = req.method().clone();
+    let version = req.version();
+    let log_path = gw.access_log().enabled().then(|| req.uri().path().to_owned());
+    let mut ctx = Ctx {
+        route: None,
+        upstream: None,
+        reason: None,
+        body: None,
+    };
+    let result = if in_flight.over_limit(snap.limits.max_in_flight) {
+        gw.metrics().rejected.get_or_create(&warden_telemetry::metrics::Reason("in_flight_limit")).inc();
+        Err(Reject::Overloaded)
+    } else if verdict.is_some_and(|v| v.is_ambiguous()) {
+        gw.metrics().rejected.get_or_create(&warden_telemetry::metrics::Reason("ambiguous_framing")).inc();
+        Err(Reject::BadRequest("ambiguous message framing"))
+    } else {
+        forward(req, &conn, &snap, &request_id, &mut ctx).await
+    };
+    let mut res = match result {
+        Ok(res) => res,
+        Err(reject) => {
+            ctx.reason = Some(reject.code());
+            reject.response().map(ResponseBody::full)
+        }
+    };
+
+    // Response filters.
+    let h = res.headers_mut();
+    h.insert(header::SERVER, HeaderValue::from_static("warden"));
+    h.insert(snap.request_id_header.clone(), request_id.clone());
+    match &ctx.route {
+        Some(r) => r.security_headers.apply(h, conn.tls),
+        None => snap.security_headers.apply(h, conn.tls),
+    }
+    if version == Version::HTTP_2 {
+        h.remove(header::CONNECTION);
+    }
+
+    let route_name = ctx.route.as_ref().map_or_else(|| DASH.clone(), |r| r.name.clone());
+    let status = res.status().as_u16();
+    let metrics = gw.metrics();
+    metrics
+        .requests
+        .get_or_create(&RouteStatus {
+            route: route_name.clone(),
+            status,
+        })
+        .inc();
+    metrics
+        .request_duration
+        .get_or_create(&RouteLabel(route_name.clone()))
+        .observe(start.elapsed().as_secs_f64());
+
+    let log = log_path.map(|path| LogLine {
+        log: gw.access_log().clone(),
+        time: started_at,
+        start,
+        request_id,
+        listener: conn.listener.clone(),
+        route: route_name,
+        method,
+        path,
+        version,
+        status,
+        client: conn.peer,
+        reason: ctx.reason,
+    });
+    res.body_mut().set_on_finish(Box::new(Finish {
+        _active: active,
+        _in_flight: in_flight,
+        upstream: ctx.upstream,
+        body: ctx.body,
+        log,
+    }));
+    Ok(res)
+}
+
+fn request_host(req: &Request<Incoming>) -> Result<(String, HeaderValue), Reject> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Reject::BadRequest("duplicate Host header"));
+    }
+    let raw = match (req.uri().authority(), first) {
+        (Some(a), _) => HeaderValue::from_str(a.as_str()).map_err(|_| Reject::BadRequest("invalid host"))?,
+        (None, Some(h)) => h.clone(),
+        (None, None) if req.version() == Version::HTTP_10 => HeaderValue::from_static(""),
+        (None, None) => return Err(Reject::BadRequest("missing Host header")),
+    };
+    if raw.is_empty() {
+        return Ok((String::new(), raw));
+    }
+    let authority: http::uri::Authority = raw
+        .to_str()
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(Reject::BadRequest("invalid Host header"))?;
+    if authority.as_str().contains('@') {
+        return Err(Reject::BadRequest("invalid Host header"));
+    }
+    Ok((authority.host().trim_end_matches('.').to_ascii_lowercase(), raw))
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    snap: &Snapshot,
+    request_id: &HeaderValue,
+    ctx: &mut Ctx,
+) -> Result<Response<ResponseBody>, Reject> {
+    let limits = &snap.limits;
+    if req.method() == Method::CONNECT {
+        return Err(Reject::BadRequest("CONNECT is not supported"));
+    }
+    let (host, host_value) = request_host(&req)?;
+    if conn.http1 {
+        let mut te = req.headers().get_all(header::TRANSFER_ENCODING).iter();
+        if let Some(v) = te.next() {
+            let chunked_only = v.as_bytes().eq_ignore_ascii_case(b"chunked");
+            if !chunked_only || te.next().is_some() {
+                return Err(Reject::BadRequest("unsupported transfer coding"));
+            }
+        }
+    }
+    let pq_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if pq_len > limits.max_uri_bytes {
+        return Err(Reject::UriTooLong);
+    }
+    let path = normalize_path(req.uri().path(), limits.allow_encoded_slash)
+        .map_err(|_| Reject::BadRequest("invalid path"))?;
+
+    let preflight = Cors::is_preflight(req.method(), req.headers());
+    let match_method = if preflight {
+        req.headers()
+            .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+            .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+            .unwrap_or(Method::OPTIONS)
+    } else {
+        req.method().clone()
+    };
+    let route = snap
+        .router
+        .find(&host, &path, &match_method, req.headers())
+        .ok_or(Reject::NoRoute)?
+        .clone();
+    ctx.route = Some(route.clone());
+
+    let client_ip = headers::client_ip(conn.peer.ip(), req.headers(), &snap.trusted_proxies);
+    if !route.ip_allowed(client_ip) {
+        return Err(Reject::Forbidden);
+    }
+    if preflight {
+        if let Some(cors) = &route.cors {
+            return match cors.preflight(req.headers()) {
+                Preflight::Allowed(res) => Ok(res.map(|()| ResponseBody::full(bytes::Bytes::new()))),
+                Preflight::Denied => Err(Reject::CorsRejected),
+            };
+        }
+    }
+    if let Some(cl) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if cl > limits.max_body_bytes {
+            return Err(Reject::PayloadTooLarge);
+        }
+    }
+
+    let cluster = route.cluster.clone();
+    let hash_value = cluster
+        .hash_header
+        .as_ref()
+        .and_then(|h| req.headers().get(h))
+        .map(|v| v.as_bytes().to_vec());
+    let guard = cluster.pick(hash_value.as_deref()).ok_or(Reject::NoHealthyUpstream)?;
+    let endpoint = guard.endpoint().clone();
+    ctx.upstream = Some(guard);
+
+    let (mut parts, body) = req.into_parts();
+    let origin = parts.headers.get(header::ORIGIN).cloned();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::set_forwarded(&mut parts.headers, conn.peer.ip(), conn.tls, host_value.to_str().unwrap_or(""), &snap.trusted_proxies);
+    parts.headers.insert(snap.request_id_header.clone(), request_id.clone());
+    headers::propagate_trace(&mut parts.headers);
+    if !host_value.is_empty() {
+        parts.headers.insert(header::HOST, host_value);
+    }
+    let upstream_path = route.upstream_path(&path);
+    let pq = match parts.uri.query() {
+        Some(q) => format!("{upstream_path}?{q}"),
+        None => upstream_path.into_owned(),
+    };
+    parts.uri = Uri::builder()
+        .scheme(cluster.scheme.clone())
+        .authority(endpoint.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| Reject::BadRequest("invalid request target"))?;
+    parts.version = cluster.version;
+    let state = Arc::new(BodyState::default());
+    ctx.body = Some(state.clone());
+    let body = RequestBody::new(body, limits.max_body_bytes, state.clone());
+    let upstream_req = Request::from_parts(parts, body);
+
+    let wait = route.timeout.min(cluster.response_timeout);
+    let res = match tokio::time::timeout(wait, cluster.client.request(upstream_req)).await {
+        Ok(Ok(res)) => res,
+        Ok(Err(e)) => {
+            if state.too_large.load(Ordering::Acquire) {
+                return Err(Reject::PayloadTooLarge);
+            }
+            if state.client_error.load(Ordering::Acquire) {
+                return Err(Reject::BadRequest("malformed request body"));
+            }
+            cluster.record_error(&endpoint);
+            let timed_out = is_timeout(&e);
+            tracing::warn!(cluster = %cluster.name, endpoint = %endpoint.label, error = %error_chain(&e), "upstream request failed");
+            return Err(if timed_out { Reject::GatewayTimeout } else { Reject::BadGateway });
+        }
+        Err(_) => {
+            if !state.complete.load(Ordering::Acquire) {
+                return Err(Reject::RequestTimeout);
+            }
+            cluster.record_error(&endpoint);
+            return Err(Reject::GatewayTimeout);
+        }
+    };
+    let (mut rp, rb) = res.into_parts();
+    headers::strip_hop_by_hop(&mut rp.headers);
+    if let Some(cors) = &route.cors {
+        cors.apply(origin.as_ref(), &mut rp.headers);
+    }
+    Ok(Response::from_parts(rp, ResponseBody::stream(rb)))
+}
+
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        if err.to_string().contains("timed out") || err.to_string().contains("timeout") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        out.push_str(": ");
+        out.push_str(&err.to_string());
+        cur = err.source();
+    }
+    out
+}
+
+struct LogLine {
+    log: AccessLog,
+    time: SystemTime,
+    start: Instant,
+    request_id: HeaderValue,
+    listener: Arc<String>,
+    route: Arc<String>,
+    method: Method,
+    path: String,
+    version: Version,
+    status: u16,
+    client: SocketAddr,
+    reason: Option<&'static str>,
+}
+
+/// Released when the response body is done: slots, and the access-log line.
+struct Finish {
+    _active: ActiveGuard,
+    _in_flight: InFlightGuard,
+    upstream: Option<EndpointGuard>,
+    body: Option<Arc<BodyState>>,
+    log: Option<LogLine>,
+}
+
+impl OnFinish for Finish {
+    fn finish(self: Box<Self>, bytes_out: u64) {
+        let Some(l) = &self.log else { return };
+        let time = warden_telemetry::format_time(l.time);
+        let client = l.client.to_string();
+        let upstream = self.upstream.as_ref().map(|g| g.endpoint().label.clone());
+        let protocol = match l.version {
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
+        l.log.write(&AccessRecord {
+            time: &time,
+            request_id: l.request_id.to_str().unwrap_or("-"),
+            listener: &l.listener,
+            route: &l.route,
+            method: l.method.as_str(),
+            path: &l.path,
+            protocol,
+            status: l.status,
+            duration_ms: l.start.elapsed().as_secs_f64() * 1000.0,
+            upstream: upstream.as_deref().map_or("-", |s| s.as_str()),
+            bytes_in: self.body.as_ref().map_or(0, |b| b.bytes.load(Ordering::Relaxed)),
+            bytes_out,
+            client: &client,
+            reason: l.reason,
+        });
+    }
+}

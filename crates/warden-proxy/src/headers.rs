@@ -1,0 +1,267 @@
+//! Header hygiene for forwarding: hop-by-hop removal, `X-Forwarded-*` with trusted proxies,
+//! request ids, W3C trace context, and the security headers added to responses.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+static HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those the `Connection` header names.
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
+}
+
+fn trusted(ip: IpAddr, proxies: &[IpNet]) -> bool {
+    proxies.iter().any(|n| n.contains(&ip))
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
+/// address in `X-Forwarded-For` that is not itself a trusted proxy.
+pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr {
+    if !trusted(peer, proxies) {
+        return peer;
+    }
+    let mut chain: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    while let Some(ip) = chain.pop() {
+        if !trusted(ip, proxies) {
+            return ip;
+        }
+    }
+    peer
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host`: extended when the peer is a trusted proxy, replaced
+/// otherwise (a client cannot forge where it came from).
+pub(crate) fn set_forwarded(h: &mut HeaderMap, peer: IpAddr, tls: bool, host: &str, proxies: &[IpNet]) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let xfp = HeaderName::from_static("x-forwarded-proto");
+    let xfh = HeaderName::from_static("x-forwarded-host");
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+    if trusted(peer, proxies) {
+        let prior: Vec<String> = h
+            .get_all(&xff)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect();
+        let value = if prior.is_empty() {
+            peer.to_string()
+        } else {
+            format!("{}, {peer}", prior.join(", "))
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(xff, v);
+        }
+        if !h.contains_key(&xfp) {
+            h.insert(xfp, proto);
+        }
+        if !h.contains_key(&xfh) {
+            if let Ok(v) = HeaderValue::from_str(host) {
+                h.insert(xfh, v);
+            }
+        }
+    } else {
+        h.remove(header::FORWARDED);
+        h.remove("x-real-ip");
+        if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
+            h.insert(xff, v);
+        }
+        h.insert(xfp, proto);
+        match HeaderValue::from_str(host) {
+            Ok(v) => {
+                h.insert(xfh, v);
+            }
+            Err(_) => {
+                h.remove(xfh);
+            }
+        }
+    }
+}
+
+/// Keeps the client's request id when it is a sane token, otherwise makes one.
+pub(crate) fn request_id(h: &HeaderMap, name: &HeaderName) -> HeaderValue {
+    if let Some(v) = h.get(name) {
+        let b = v.as_bytes();
+        if !b.is_empty()
+            && b.len() <= 128
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+        {
+            return v.clone();
+        }
+    }
+    let id = format!("{:032x}", rand::random::<u128>());
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// W3C trace context: a valid `traceparent` continues its trace with Warden as the new
+/// parent span; an invalid one (and its `tracestate`) is dropped and a new trace starts.
+/// Returns the trace id.
+pub(crate) fn propagate_trace(h: &mut HeaderMap) -> String {
+    let tp = HeaderName::from_static("traceparent");
+    let parsed = h.get(&tp).and_then(|v| v.to_str().ok()).and_then(|v| {
+        let parts: Vec<&str> = v.trim().split('-').collect();
+        let ok = parts.len() >= 4
+            && is_lower_hex(parts[0], 2)
+            && parts[0] != "ff"
+            && (parts[0] != "00" || parts.len() == 4)
+            && is_lower_hex(parts[1], 32)
+            && parts[1].bytes().any(|b| b != b'0')
+            && is_lower_hex(parts[2], 16)
+            && parts[2].bytes().any(|b| b != b'0')
+            && is_lower_hex(parts[3], 2);
+        ok.then(|| (parts[1].to_owned(), parts[3].to_owned()))
+    });
+    let span = format!("{:016x}", rand::random::<u64>() | 1);
+    let (trace, flags) = match parsed {
+        Some(t) => t,
+        None => {
+            h.remove("tracestate");
+            (format!("{:032x}", rand::random::<u128>() | 1), "00".to_owned())
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!("00-{trace}-{span}-{flags}")) {
+        h.insert(tp, v);
+    }
+    trace
+}
+
+/// Compiled security headers.
+#[derive(Default)]
+pub(crate) struct SecurityHeaders {
+    /// Sent on TLS listeners only.
+    pub(crate) hsts: Option<HeaderValue>,
+    pub(crate) always: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl SecurityHeaders {
+    pub(crate) fn compile(c: &warden_config::SecurityHeaders) -> Self {
+        let mut always = Vec::new();
+        if c.content_type_options {
+            always.push((header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")));
+        }
+        if let Ok(v) = HeaderValue::from_str(&c.referrer_policy) {
+            if !c.referrer_policy.is_empty() {
+                always.push((header::REFERRER_POLICY, v));
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&c.frame_options) {
+            if !c.frame_options.is_empty() {
+                always.push((header::X_FRAME_OPTIONS, v));
+            }
+        }
+        for (k, v) in &c.extra {
+            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                always.push((k, v));
+            }
+        }
+        Self {
+            hsts: (!c.hsts.is_empty()).then(|| HeaderValue::from_str(&c.hsts).ok()).flatten(),
+            always,
+        }
+    }
+
+    /// Adds each header the response does not already carry.
+    pub(crate) fn apply(&self, h: &mut HeaderMap, tls: bool) {
+        if tls {
+            if let Some(v) = &self.hsts {
+                h.entry(header::STRICT_TRANSPORT_SECURITY).or_insert_with(|| v.clone());
+            }
+        }
+        for (k, v) in &self.always {
+            h.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn client_ip_walks_trusted_chain_from_the_right() {
+        let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = map(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.9")]);
+        assert_eq!(client_ip("10.0.0.1".parse().unwrap(), &h, &proxies), "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip("8.8.8.8".parse().unwrap(), &h, &proxies), "8.8.8.8".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn traceparent_is_continued_when_valid_and_replaced_when_not() {
+        let mut h = map(&[("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), ("tracestate", "a=b")]);
+        let trace = propagate_trace(&mut h);
+        assert_eq!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+        let tp = h.get("traceparent").unwrap().to_str().unwrap();
+        assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && tp.ends_with("-01"));
+        assert!(!tp.contains("00f067aa0ba902b7"));
+        assert!(h.contains_key("tracestate"));
+
+        let mut h = map(&[("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"), ("tracestate", "a=b")]);
+        let trace = propagate_trace(&mut h);
+        assert_ne!(trace, "00000000000000000000000000000000");
+        assert!(!h.contains_key("tracestate"));
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_sane() {
+        let name = HeaderName::from_static("x-request-id");
+        assert_eq!(request_id(&map(&[("x-request-id", "abc-123")]), &name), "abc-123");
+        let made = request_id(&map(&[("x-request-id", "bad id with spaces")]), &name);
+        assert_eq!(made.len(), 32);
+    }
+}

@@ -1,0 +1,213 @@
+//! Warden's data plane: listeners, TLS, the HTTP server and client, routing, upstream pools,
+//! forwarding, the admin API and hot reload.
+//!
+//! [`start`] compiles a validated config into a [`Snapshot`], binds every listener and returns
+//! a [`GatewayHandle`] to reload, inspect and drain the running gateway.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use warden_config::Config;
+use warden_telemetry::{AccessLog, Metrics};
+
+pub mod admin;
+mod body;
+mod conn_io;
+mod cors;
+mod error;
+mod gateway;
+pub mod h1_inspect;
+mod handler;
+mod headers;
+pub mod normalize;
+mod router;
+mod server;
+mod snapshot;
+mod tls;
+mod upstream;
+
+pub use body::BodyError;
+pub use error::{CompileError, Reject};
+pub use gateway::{Gateway, ReloadError};
+pub use snapshot::Snapshot;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config does not compile (certificates, keys).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Compile(Vec<CompileError>),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr} ({name}): {source}")]
+    Bind {
+        /// Listener name.
+        name: String,
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The access log could not be opened.
+    #[error("cannot open access log `{path}`: {source}")]
+    AccessLog {
+        /// Path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Checks that a config compiles (certificates load, keys match) without binding anything.
+pub fn check(config: Config) -> Result<(), Vec<CompileError>> {
+    Snapshot::compile(config, None, &Arc::new(Metrics::new())).map(|_| ())
+}
+
+/// A running gateway.
+pub struct GatewayHandle {
+    gw: Arc<Gateway>,
+    listeners: Vec<(String, SocketAddr)>,
+    admin: Option<SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts the gateway: compiles the config, binds listeners (port 0 picks a free port, see
+/// [`GatewayHandle::listener_addr`]), starts the admin listener and the file watcher.
+pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<GatewayHandle, StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let access_log = if config.access_log.enabled {
+        AccessLog::open(&config.access_log.path, metrics.access_log_dropped.clone()).map_err(|source| {
+            StartError::AccessLog {
+                path: config.access_log.path.clone(),
+                source,
+            }
+        })?
+    } else {
+        AccessLog::disabled()
+    };
+    let snapshot = Snapshot::compile(config, None, &metrics).map_err(StartError::Compile)?;
+    let config = snapshot.config.clone();
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let listener = tokio::net::TcpListener::bind(l.address)
+            .await
+            .map_err(|source| StartError::Bind {
+                name: l.name.clone(),
+                addr: l.address,
+                source,
+            })?;
+        bound.push((l.name.clone(), listener));
+    }
+    let admin_listener = if config.admin.enabled {
+        Some(
+            tokio::net::TcpListener::bind(config.admin.address)
+                .await
+                .map_err(|source| StartError::Bind {
+                    name: "admin".into(),
+                    addr: config.admin.address,
+                    source,
+                })?,
+        )
+    } else {
+        None
+    };
+    snapshot.start_background();
+    let gw = Arc::new(Gateway::new(snapshot, metrics, access_log, config_path));
+    let mut tasks = Vec::new();
+    let mut listeners = Vec::new();
+    for (name, listener) in bound {
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            name: name.clone(),
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
+        listeners.push((name.clone(), addr));
+        tasks.push(tokio::spawn(server::accept_loop(listener, Arc::new(name), gw.clone())));
+    }
+    let mut admin = None;
+    if let Some(listener) = admin_listener {
+        admin = listener.local_addr().ok();
+        let app = admin::router(gw.clone());
+        let mut shutdown = gw.shutdown.subscribe();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        }));
+    }
+    if config.reload.watch && gw.config_path().is_some() {
+        tasks.push(tokio::spawn(watch_files(gw.clone(), config.reload.poll_interval.0)));
+    }
+    gw.set_ready();
+    Ok(GatewayHandle {
+        gw,
+        listeners,
+        admin,
+        tasks,
+    })
+}
+
+/// Reloads when the config file or a file it names changes (polling: works on every
+/// filesystem, including the atomic renames that config-management tools do).
+async fn watch_files(gw: Arc<Gateway>, every: Duration) {
+    let mut shutdown = gw.shutdown.subscribe();
+    let mut seen = gw.watched_files();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let now = gw.watched_files();
+        if now != seen {
+            tracing::info!("config or certificate files changed; reloading");
+            let _ = gw.reload().await;
+            // Stamps after the attempt: a failed reload is not retried until the files change again.
+            seen = gw.watched_files();
+        }
+    }
+}
+
+impl GatewayHandle {
+    /// The shared gateway state.
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gw
+    }
+
+    /// The bound address of a listener, by name.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// Every listener's name and bound address.
+    pub fn listeners(&self) -> &[(String, SocketAddr)] {
+        &self.listeners
+    }
+
+    /// The admin listener's bound address.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
+    /// Reloads the config file.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        self.gw.reload().await
+    }
+
+    /// Graceful shutdown: stop accepting, let in-flight requests finish (connections close
+    /// after their current request) until `server.drain_timeout`, then return.
+    pub async fn shutdown(self) {
+        let deadline = self.gw.snapshot().limits.drain_timeout;
+        let _ = self.gw.shutdown.send(true);
+        let drained = tokio::time::timeout(deadline, self.gw.connections_drained()).await;
+        if drained.is_err() {
+            tracing::warn!(open = self.gw.open_connections(), "drain deadline reached; closing remaining connections");
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}

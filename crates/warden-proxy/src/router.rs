@@ -1,0 +1,147 @@
+//! Route matching.
+//!
+//! Order, deterministic and documented in `docs/architecture.md`:
+//! 1. by host specificity: routes naming the exact host, then routes with a wildcard host
+//!    matching it (longest suffix first), then routes with no `hosts`;
+//! 2. within each group, in the order the routes appear in the config file;
+//! 3. the first route whose path, method and header conditions all hold wins.
+//!
+//! Matching sees the normalised path (see [`crate::normalize`]) and the host lower-cased
+//! without its port. A wildcard `*.example.com` matches any name ending in `.example.com`
+//! (any depth), never `example.com` itself.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, Method};
+use ipnet::IpNet;
+
+use crate::cors::Cors;
+use crate::headers::SecurityHeaders;
+use crate::upstream::Cluster;
+
+/// How a route matches the path.
+pub(crate) enum PathMatch {
+    Any,
+    Exact(String),
+    Prefix(String),
+    Regex(regex::Regex),
+}
+
+pub(crate) enum HeaderCond {
+    Present(HeaderName),
+    Absent(HeaderName),
+    Exact(HeaderName, String),
+    Regex(HeaderName, regex::Regex),
+}
+
+/// A compiled route.
+pub(crate) struct Route {
+    pub(crate) name: Arc<String>,
+    pub(crate) path: PathMatch,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) headers: Vec<HeaderCond>,
+    pub(crate) cluster: Arc<Cluster>,
+    pub(crate) rewrite: Option<(String, String)>,
+    pub(crate) timeout: std::time::Duration,
+    pub(crate) allow: Vec<IpNet>,
+    pub(crate) deny: Vec<IpNet>,
+    pub(crate) cors: Option<Cors>,
+    pub(crate) security_headers: Arc<SecurityHeaders>,
+}
+
+impl Route {
+    fn matches(&self, path: &str, method: &Method, headers: &HeaderMap) -> bool {
+        let path_ok = match &self.path {
+            PathMatch::Any => true,
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Regex(r) => r.is_match(path),
+        };
+        path_ok
+            && (self.methods.is_empty() || self.methods.contains(method))
+            && self.headers.iter().all(|h| match h {
+                HeaderCond::Present(n) => headers.contains_key(n),
+                HeaderCond::Absent(n) => !headers.contains_key(n),
+                HeaderCond::Exact(n, v) => headers.get_all(n).iter().any(|x| x.as_bytes() == v.as_bytes()),
+                HeaderCond::Regex(n, r) => headers
+                    .get_all(n)
+                    .iter()
+                    .any(|x| x.to_str().is_ok_and(|s| r.is_match(s))),
+            })
+    }
+
+    /// Decides by client address: deny list first, then allow list (empty allows all).
+    pub(crate) fn ip_allowed(&self, ip: std::net::IpAddr) -> bool {
+        if self.deny.iter().any(|n| n.contains(&ip)) {
+            return false;
+        }
+        self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The path to send upstream.
+    pub(crate) fn upstream_path<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
+        match &self.rewrite {
+            Some((prefix, with)) if path.starts_with(prefix.as_str()) => {
+                let rest = &path[prefix.len()..];
+                let mut out = with.clone();
+                if out.ends_with('/') && rest.starts_with('/') {
+                    out.pop();
+                } else if !out.ends_with('/') && !rest.is_empty() && !rest.starts_with('/') {
+                    out.push('/');
+                }
+                out.push_str(rest);
+                std::borrow::Cow::Owned(out)
+            }
+            _ => std::borrow::Cow::Borrowed(path),
+        }
+    }
+}
+
+/// All routes, grouped by host for matching.
+#[derive(Default)]
+pub(crate) struct Router {
+    routes: Vec<Arc<Route>>,
+    exact: HashMap<String, Vec<usize>>,
+    /// (suffix including the leading dot, route indices), longest suffix first.
+    wildcard: Vec<(String, Vec<usize>)>,
+    any: Vec<usize>,
+}
+
+impl Router {
+    pub(crate) fn new(routes: Vec<(Route, Vec<String>)>) -> Self {
+        let mut r = Router::default();
+        let mut wild: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, (route, hosts)) in routes.into_iter().enumerate() {
+            r.routes.push(Arc::new(route));
+            if hosts.is_empty() {
+                r.any.push(i);
+            }
+            for h in hosts {
+                let h = h.to_ascii_lowercase();
+                match h.strip_prefix('*') {
+                    Some(suffix) => wild.entry(suffix.to_owned()).or_default().push(i),
+                    None => r.exact.entry(h).or_default().push(i),
+                }
+            }
+        }
+        r.wildcard = wild.into_iter().collect();
+        r.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        r
+    }
+
+    /// The first matching route.
+    pub(crate) fn find(&self, host: &str, path: &str, method: &Method, headers: &HeaderMap) -> Option<&Arc<Route>> {
+        let exact = self.exact.get(host).into_iter().flatten();
+        let wild = self
+            .wildcard
+            .iter()
+            .filter(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+            .flat_map(|(_, ids)| ids);
+        exact
+            .chain(wild)
+            .chain(self.any.iter())
+            .map(|i| &self.routes[*i])
+            .find(|r| r.matches(path, method, headers))
+    }
+}

@@ -1,0 +1,188 @@
+//! A compiled, immutable config: what every request reads. A reload compiles a new snapshot
+//! completely (certificates loaded, regexes built, clusters ready) before it is swapped in, so
+//! a bad config never replaces a good one; in-flight requests keep the snapshot they started
+//! with.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use ipnet::IpNet;
+use warden_config::Config;
+use warden_telemetry::Metrics;
+
+use crate::cors::Cors;
+use crate::error::CompileError;
+use crate::headers::SecurityHeaders;
+use crate::router::{HeaderCond, PathMatch, Route, Router};
+use crate::upstream::Cluster;
+
+/// A listener's reloadable settings.
+pub(crate) struct ListenerSettings {
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) http2: bool,
+}
+
+/// Limits, as durations and counts ready for the hot path.
+#[derive(Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_headers: usize,
+    pub(crate) max_uri_bytes: usize,
+    pub(crate) max_body_bytes: u64,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) max_in_flight: usize,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) allow_encoded_slash: bool,
+}
+
+/// The running config.
+pub struct Snapshot {
+    pub(crate) config: Arc<Config>,
+    pub(crate) router: Router,
+    pub(crate) clusters: HashMap<String, Arc<Cluster>>,
+    pub(crate) listeners: HashMap<String, ListenerSettings>,
+    pub(crate) limits: Limits,
+    pub(crate) trusted_proxies: Vec<IpNet>,
+    pub(crate) request_id_header: HeaderName,
+    /// Security headers for responses that matched no route.
+    pub(crate) security_headers: Arc<SecurityHeaders>,
+}
+
+impl Snapshot {
+    /// The config this snapshot was compiled from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Compiles a validated config, reusing clusters from `previous` whose config is unchanged
+    /// (they keep their connection pools and health state).
+    pub fn compile(
+        config: Config,
+        previous: Option<&Snapshot>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Snapshot, Vec<CompileError>> {
+        let mut errors = Vec::new();
+        let mut listeners = HashMap::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            let tls = match &l.tls {
+                Some(t) => match crate::tls::server_config(t, l.http2, &format!("listeners[{i}].tls")) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        errors.push(e);
+                        None
+                    }
+                },
+                None => None,
+            };
+            listeners.insert(l.name.clone(), ListenerSettings { tls, http2: l.http2 });
+        }
+        let mut clusters = HashMap::new();
+        for (i, c) in config.clusters.iter().enumerate() {
+            let reused = previous
+                .and_then(|p| p.clusters.get(&c.name))
+                .filter(|old| old.config == *c)
+                .cloned();
+            let cluster = match reused {
+                Some(c) => c,
+                None => match Cluster::build(c, &format!("clusters[{i}]"), metrics.clone()) {
+                    Ok(c) => Arc::new(c),
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                },
+            };
+            clusters.insert(c.name.clone(), cluster);
+        }
+        let global_headers = Arc::new(SecurityHeaders::compile(&config.security_headers));
+        let mut routes = Vec::new();
+        for r in &config.routes {
+            let Some(cluster) = clusters.get(&r.cluster).cloned() else {
+                continue;
+            };
+            let path = match (&r.path_exact, &r.path_prefix, &r.path_regex) {
+                (Some(p), _, _) => PathMatch::Exact(p.clone()),
+                (_, Some(p), _) => PathMatch::Prefix(p.clone()),
+                (_, _, Some(re)) => PathMatch::Regex(re.0.clone()),
+                _ => PathMatch::Any,
+            };
+            let headers = r
+                .headers
+                .iter()
+                .filter_map(|h| {
+                    let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+                    Some(match (&h.exact, &h.regex, h.present) {
+                        (Some(v), _, _) => HeaderCond::Exact(name, v.clone()),
+                        (_, Some(re), _) => HeaderCond::Regex(name, re.0.clone()),
+                        (_, _, true) => HeaderCond::Present(name),
+                        (_, _, false) => HeaderCond::Absent(name),
+                    })
+                })
+                .collect();
+            let route = Route {
+                name: Arc::new(r.name.clone()),
+                path,
+                methods: r
+                    .methods
+                    .iter()
+                    .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                    .collect(),
+                headers,
+                cluster,
+                rewrite: r
+                    .rewrite_prefix
+                    .clone()
+                    .and_then(|w| r.path_prefix.clone().map(|p| (p, w))),
+                timeout: r.timeout.unwrap_or(config.server.request_timeout).0,
+                allow: r.allow_cidrs.iter().map(|c| c.0).collect(),
+                deny: r.deny_cidrs.iter().map(|c| c.0).collect(),
+                cors: r.cors.as_ref().map(Cors::compile),
+                security_headers: r
+                    .security_headers
+                    .as_ref()
+                    .map(|s| Arc::new(SecurityHeaders::compile(s)))
+                    .unwrap_or_else(|| global_headers.clone()),
+            };
+            routes.push((route, r.hosts.clone()));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let s = &config.server;
+        let limits = Limits {
+            max_header_bytes: s.max_header_bytes.0 as usize,
+            max_headers: s.max_headers,
+            max_uri_bytes: s.max_uri_bytes.0 as usize,
+            max_body_bytes: s.max_body_bytes.0,
+            header_read_timeout: s.header_read_timeout.0,
+            idle_timeout: s.idle_timeout.0,
+            max_connections: s.max_connections,
+            max_in_flight: s.max_in_flight,
+            drain_timeout: s.drain_timeout.0,
+            allow_encoded_slash: s.allow_encoded_slash,
+        };
+        let request_id_header = HeaderName::from_bytes(config.forwarding.request_id_header.as_bytes())
+            .unwrap_or_else(|_| HeaderName::from_static("x-request-id"));
+        Ok(Snapshot {
+            trusted_proxies: config.forwarding.trusted_proxies.iter().map(|c| c.0).collect(),
+            request_id_header,
+            security_headers: global_headers,
+            router: Router::new(routes),
+            clusters,
+            listeners,
+            limits,
+            config: Arc::new(config),
+        })
+    }
+
+    /// Starts background work (health checks) for clusters that are new in this snapshot.
+    pub(crate) fn start_background(&self) {
+        for c in self.clusters.values() {
+            c.start_health_checks();
+        }
+    }
+}

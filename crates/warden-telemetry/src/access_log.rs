@@ -1,0 +1,197 @@
+//! The access log: one JSON line per request, written by a dedicated thread so the request
+//! path never waits on disk. If the writer falls behind by more than the queue holds, lines
+//! are dropped and counted (`warden_access_log_dropped_total`) rather than stalling traffic.
+
+use std::io::Write;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+
+use prometheus_client::metrics::counter::Counter;
+use serde::Serialize;
+
+const QUEUE: usize = 64 * 1024;
+
+/// One request, as logged. Paths are logged without their query string (it often carries
+/// tokens); no header values are logged.
+#[derive(Debug, Serialize)]
+pub struct AccessRecord<'a> {
+    /// RFC 3339 time the request arrived.
+    pub time: &'a str,
+    /// The request id (as sent upstream).
+    pub request_id: &'a str,
+    /// Listener name.
+    pub listener: &'a str,
+    /// Matched route, or `-`.
+    pub route: &'a str,
+    /// Method.
+    pub method: &'a str,
+    /// Path without the query string.
+    pub path: &'a str,
+    /// HTTP version, e.g. `HTTP/1.1`.
+    pub protocol: &'a str,
+    /// Status sent to the client.
+    pub status: u16,
+    /// Milliseconds from request head to response head.
+    pub duration_ms: f64,
+    /// Upstream endpoint that served it, or `-`.
+    pub upstream: &'a str,
+    /// Request body bytes received from the client.
+    pub bytes_in: u64,
+    /// Response body bytes sent to the client (known when the response is streamed).
+    pub bytes_out: u64,
+    /// Client address.
+    pub client: &'a str,
+    /// Why the gateway answered itself, when it did (e.g. `no_route`, `upstream_timeout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+}
+
+/// Handle for writing access-log lines. Cheap to clone.
+#[derive(Clone)]
+pub struct AccessLog {
+    tx: Option<SyncSender<String>>,
+    dropped: Counter,
+}
+
+impl AccessLog {
+    /// An access log that writes nothing.
+    pub fn disabled() -> Self {
+        Self {
+            tx: None,
+            dropped: Counter::default(),
+        }
+    }
+
+    /// Starts the writer thread for `path` (`stdout` or a file to append to).
+    pub fn open(path: &str, dropped: Counter) -> std::io::Result<Self> {
+        let out: Box<dyn Write + Send> = if path == "stdout" {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )
+        };
+        let (tx, rx) = sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("warden-access-log".into())
+            .spawn(move || writer(rx, out))?;
+        Ok(Self {
+            tx: Some(tx),
+            dropped,
+        })
+    }
+
+    /// True when lines are being written.
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Queues one record.
+    pub fn write(&self, record: &AccessRecord<'_>) {
+        let Some(tx) = &self.tx else { return };
+        let Ok(line) = serde_json::to_string(record) else {
+            return;
+        };
+        match tx.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.inc();
+            }
+        }
+    }
+}
+
+fn writer(rx: Receiver<String>, out: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    while let Ok(line) = rx.recv() {
+        let _ = out.write_all(line.as_bytes());
+        let _ = out.write_all(b"\n");
+        // Drain whatever else is queued, then flush once.
+        while let Ok(line) = rx.try_recv() {
+            let _ = out.write_all(line.as_bytes());
+            let _ = out.write_all(b"\n");
+        }
+        let _ = out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_one_json_line_per_record_to_a_file() {
+        let dir = std::env::temp_dir().join(format!("warden-al-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("access.log");
+        let log = AccessLog::open(path.to_str().unwrap(), Counter::default()).unwrap();
+        for status in [200, 404] {
+            log.write(&AccessRecord {
+                time: "2026-01-01T00:00:00Z",
+                request_id: "abc",
+                listener: "http",
+                route: "public",
+                method: "GET",
+                path: "/public/x",
+                protocol: "HTTP/1.1",
+                status,
+                duration_ms: 1.5,
+                upstream: "127.0.0.1:1",
+                bytes_in: 0,
+                bytes_out: 10,
+                client: "127.0.0.1:5",
+                reason: None,
+            });
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<_> = text.lines().collect();
+            if lines.len() == 2 {
+                let v: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+                assert_eq!(v["status"], 404);
+                assert_eq!(v["path"], "/public/x");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "lines not written: {text:?}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+/// Formats a time as RFC 3339 in UTC with milliseconds (`2026-11-29T08:46:57.123Z`).
+pub fn format_time(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod time_tests {
+    #[test]
+    fn formats_rfc3339_utc() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_942_017_123);
+        assert_eq!(super::format_time(t), "2026-11-29T08:46:57.123Z");
+        assert_eq!(super::format_time(std::time::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,24 @@
+//! Warden's telemetry: process logging ([`init_logging`]), the Prometheus metrics registry
+//! ([`metrics::Metrics`]) and the JSON access log ([`access_log::AccessLog`]).
+//!
+//! Nothing here sees secrets: callers pass route names, statuses and addresses, never header
+//! values or tokens.
+
+pub mod access_log;
+pub mod metrics;
+
+pub use access_log::{format_time, AccessLog, AccessRecord};
+pub use metrics::Metrics;
+
+/// Starts process logging: JSON lines on stderr, level from `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,rustls=warn,h2=warn"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_current_span(false)
+        .try_init();
+}

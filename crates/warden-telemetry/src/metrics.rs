@@ -1,0 +1,220 @@
+//! The metrics Warden exports on the admin listener, in the Prometheus text format.
+//!
+//! Label values are route, cluster, endpoint and listener names from the config, and status
+//! codes: a bounded set, so a client cannot grow the registry.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels for per-route request metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct RouteStatus {
+    /// Route name (or `-` when no route matched).
+    pub route: Arc<String>,
+    /// HTTP status sent.
+    pub status: u16,
+}
+
+impl EncodeLabelSet for RouteStatus {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        [("route", self.route.as_str())].encode(encoder)?;
+        [("status", self.status)].encode(encoder)
+    }
+}
+
+
+/// Labels naming a route.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct RouteLabel(pub Arc<String>);
+
+impl EncodeLabelSet for RouteLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        [("route", self.0.as_str())].encode(encoder)
+    }
+}
+
+/// Labels naming a listener.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ListenerLabel(pub Arc<String>);
+
+impl EncodeLabelSet for ListenerLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        [("listener", self.0.as_str())].encode(encoder)
+    }
+}
+
+/// Labels naming an upstream endpoint.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct EndpointLabel {
+    /// Cluster name.
+    pub cluster: Arc<String>,
+    /// Endpoint `host:port`.
+    pub endpoint: Arc<String>,
+}
+
+impl EncodeLabelSet for EndpointLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        [("cluster", self.cluster.as_str()), ("endpoint", self.endpoint.as_str())].encode(encoder)
+    }
+}
+
+/// A fixed reason or result word.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Reason(pub &'static str);
+
+impl EncodeLabelSet for Reason {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        [("reason", self.0)].encode(encoder)
+    }
+}
+
+/// A reload outcome: `success` or `failure`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Outcome(pub &'static str);
+
+impl EncodeLabelSet for Outcome {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        [("result", self.0)].encode(encoder)
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests answered, by route and status.
+    pub requests: Family<RouteStatus, Counter>,
+    /// Time from request head to response head, by route.
+    pub request_duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    /// Requests refused before routing, by reason (connection_limit, in_flight_limit, bad_path, …).
+    pub rejected: Family<Reason, Counter>,
+    /// Requests in flight.
+    pub in_flight: Gauge,
+    /// Open client connections, by listener.
+    pub open_connections: Family<ListenerLabel, Gauge>,
+    /// Client connections accepted, by listener.
+    pub connections: Family<ListenerLabel, Counter>,
+    /// Upstream endpoint health (1 healthy, 0 not).
+    pub endpoint_healthy: Family<EndpointLabel, Gauge>,
+    /// Upstream requests that failed (connect error, timeout), by endpoint.
+    pub upstream_errors: Family<EndpointLabel, Counter>,
+    /// Config reloads, by result.
+    pub reloads: Family<Outcome, Counter>,
+    /// 1 when the last reload attempt succeeded, 0 when it failed.
+    pub config_last_reload_ok: Gauge,
+    /// TLS certificate reloads, by result.
+    pub cert_reloads: Family<Outcome, Counter>,
+    /// Access-log lines dropped because the writer fell behind.
+    pub access_log_dropped: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered under the `warden_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("warden");
+        let requests = Family::<RouteStatus, Counter>::default();
+        registry.register("requests", "Requests answered, by route and status", requests.clone());
+        let request_duration =
+            Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to response head, by route",
+            request_duration.clone(),
+        );
+        let rejected = Family::<Reason, Counter>::default();
+        registry.register("rejected_requests", "Requests refused before routing, by reason", rejected.clone());
+        let in_flight = Gauge::default();
+        registry.register("in_flight_requests", "Requests in flight", in_flight.clone());
+        let open_connections = Family::<ListenerLabel, Gauge>::default();
+        registry.register("open_connections", "Open client connections, by listener", open_connections.clone());
+        let connections = Family::<ListenerLabel, Counter>::default();
+        registry.register("connections", "Client connections accepted, by listener", connections.clone());
+        let endpoint_healthy = Family::<EndpointLabel, Gauge>::default();
+        registry.register(
+            "upstream_endpoint_healthy",
+            "Upstream endpoint health: 1 healthy, 0 unhealthy",
+            endpoint_healthy.clone(),
+        );
+        let upstream_errors = Family::<EndpointLabel, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Upstream requests that failed to connect or timed out, by endpoint",
+            upstream_errors.clone(),
+        );
+        let reloads = Family::<Outcome, Counter>::default();
+        registry.register("config_reloads", "Config reloads, by result", reloads.clone());
+        let config_last_reload_ok = Gauge::default();
+        config_last_reload_ok.set(1);
+        registry.register(
+            "config_last_reload_success",
+            "1 when the last config reload succeeded, 0 when it failed",
+            config_last_reload_ok.clone(),
+        );
+        let cert_reloads = Family::<Outcome, Counter>::default();
+        registry.register("tls_certificate_reloads", "TLS certificate reloads, by result", cert_reloads.clone());
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access-log lines dropped because the writer fell behind",
+            access_log_dropped.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            rejected,
+            in_flight,
+            open_connections,
+            connections,
+            endpoint_healthy,
+            upstream_errors,
+            reloads,
+            config_last_reload_ok,
+            cert_reloads,
+            access_log_dropped,
+        }
+    }
+
+    /// The registry in the Prometheus/OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_requests_by_route_and_status() {
+        let m = Metrics::new();
+        let route = Arc::new("public".to_string());
+        m.requests
+            .get_or_create(&RouteStatus { route: route.clone(), status: 200 })
+            .inc();
+        m.request_duration.get_or_create(&RouteLabel(route)).observe(0.002);
+        let text = m.encode();
+        assert!(text.contains("warden_requests_total{route=\"public\",status=\"200\"} 1"), "{text}");
+        assert!(text.contains("warden_request_duration_seconds_bucket{le=\"0.004\",route=\"public\"} 1")
+            || text.contains("warden_request_duration_seconds_bucket{route=\"public\",le=\"0.004\"} 1"), "{text}");
+    }
+}

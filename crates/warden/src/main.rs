@@ -1,0 +1,104 @@
+//! The `warden` binary: parses the command line and hands over to the crates that do the work.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod dev;
+mod serve;
+
+/// Warden: a security plane for microservices (gateway, sidecar, authority) in one binary.
+#[derive(Parser)]
+#[command(name = "warden", version, about, disable_version_flag = false)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the roles the config enables.
+    Serve {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file: print every error with its field path, exit 1 if any.
+    Check {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run every role on this machine with safe demo defaults, and print how to use it.
+    Dev {
+        /// Where to keep generated keys, certificates and config (default: a new temp dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("warden {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => check(&config),
+        Command::Serve { config } => run(serve::serve(config)),
+        Command::Dev { data_dir } => run(dev::dev(data_dir)),
+    }
+}
+
+fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    warden_telemetry::init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let config = match warden_config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{} has {} error(s):", path.display(), errors.0.len());
+            for e in &errors.0 {
+                eprintln!("  {e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    // Compiling needs a runtime context (clients are built on it); nothing is bound.
+    let compiled = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| vec![warden_proxy::CompileError { path: "(runtime)".into(), reason: e.to_string() }])
+        .and_then(|rt| rt.block_on(async { warden_proxy::check(config) }));
+    match compiled {
+        Ok(()) => {
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{} has {} error(s):", path.display(), errors.len());
+            for e in &errors {
+                eprintln!("  {e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
