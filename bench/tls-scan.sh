@@ -6,7 +6,8 @@
 # Starts `warden dev --data-dir <tmp>` (HTTPS on 127.0.0.1:8443), runs
 #   testssl.sh --quiet --color 0 --warnings off --protocols --std --fs \
 #              --server-defaults --each-cipher --jsonfile ... https://127.0.0.1:8443
-# and saves the report as bench/results/tls-scan-latest.{txt,json}.
+# and saves the report as bench/results/tls-scan-latest.{txt,json} and the
+# pass/fail verdict as bench/results/tls-scan-latest.verdict.txt.
 #
 # Exit status: 0 when the scan passes; 1 when it shows any of
 #   - SSLv2, SSLv3, TLS 1.0 or TLS 1.1 offered;
@@ -129,7 +130,10 @@ cat "$TXT"
 [[ -s $JSON ]] || die "testssl wrote no JSON results (exit status $rc); see $RESULTS_DIR/tls-scan-latest.txt"
 
 # ---------------------------------------------------------------- verdict
-python3 - "$JSON" <<'PY'
+VERDICT="$RESULTS_DIR/tls-scan-latest.verdict.txt"
+{
+    echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) ${VERSION:-testssl.sh} https://$ADDR"
+    python3 - "$JSON" <<'PY'
 import json, re, sys
 
 entries = json.load(open(sys.argv[1]))
@@ -219,3 +223,4 @@ if errors:
     sys.exit(2)
 print("\nTLS scan passed: no SSLv2/SSLv3/TLS 1.0/TLS 1.1, no NULL/aNULL/export/LOW/RC4/3DES ciphers, no CBC without forward secrecy")
 PY
+} | tee "$VERDICT"

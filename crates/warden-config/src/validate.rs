@@ -102,10 +102,11 @@ pub(crate) fn validate(c: &Config, e: &mut ConfigErrors) {
         if !names.insert(&l.name) {
             e.push(format!("{p}.name"), format!("duplicate listener name `{}`", l.name));
         }
-        if !addrs.insert(l.address) {
+        // Port 0 asks the OS for a free port, so two of them never clash.
+        if l.address.port() != 0 && !addrs.insert(l.address) {
             e.push(format!("{p}.address"), format!("{} is used by another listener", l.address));
         }
-        if c.admin.enabled && l.address == c.admin.address {
+        if c.admin.enabled && l.address.port() != 0 && l.address == c.admin.address {
             e.push(format!("{p}.address"), "same address as the admin listener");
         }
         if let Some(tls) = &l.tls {

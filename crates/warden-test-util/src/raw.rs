@@ -1,0 +1,34 @@
+//! Raw TCP exchanges, for tests of HTTP/1.1 framing that a well-behaved client cannot send.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends `bytes` and reads until the server closes or `wait` passes with nothing new.
+pub async fn exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    read_all(&mut s, wait).await
+}
+
+/// Reads until EOF or until `wait` passes without new bytes.
+pub async fn read_all(s: &mut TcpStream, wait: Duration) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(wait, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status codes of every response in a raw HTTP/1.1 byte stream, in order.
+pub fn statuses(raw: &str) -> Vec<u16> {
+    raw.match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| raw.get(i + 9..i + 12)?.parse().ok())
+        .collect()
+}
