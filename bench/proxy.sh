@@ -8,8 +8,10 @@
 # proxy in turn listens on 127.0.0.1:18080 in front of it, with equivalent
 # settings (2 workers/threads, upstream keep-alive, no logging, long timeouts).
 # For each proxy:
-#   1. throughput/latency: WARMUP s of discarded load, then
-#      `wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency` -> req/s, p50, p99;
+#   1. throughput/latency, ROUNDS times (interleaved with the other proxies):
+#      a fresh proxy, WARMUP s of discarded load, then
+#      `wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency` -> req/s, p50, p99
+#      (medians over the rounds are reported);
 #   2. memory: a freshly started proxy's RSS (baseline), then its RSS while
 #      bench/idle_conns.py holds IDLE_CONNS idle keep-alive HTTP/1.1 connections.
 # Results: a table on stdout, bench/results/proxy-latest.{json,md}.
@@ -18,6 +20,7 @@
 #   ONLY         comma/space separated subset of: warden haproxy nginx (default: all)
 #   DURATION     wrk seconds per proxy (15)        CONNECTIONS  wrk connections (50)
 #   THREADS      wrk threads (2)                   WARMUP       warm-up seconds (3)
+#   ROUNDS       wrk runs per proxy, interleaved across proxies; figures are medians (3)
 #   IDLE_CONNS   idle connections for memory (10000)
 #   WARDEN_BIN   warden binary to use (default: build target/release/warden)
 #   RESULTS_DIR  where to write results (bench/results)
@@ -34,6 +37,7 @@ DURATION="${DURATION:-15}"
 CONNECTIONS="${CONNECTIONS:-50}"
 THREADS="${THREADS:-2}"
 WARMUP="${WARMUP:-3}"
+ROUNDS="${ROUNDS:-3}"
 IDLE_CONNS="${IDLE_CONNS:-10000}"
 ONLY="${ONLY:-warden,haproxy,nginx}"
 RESULTS_DIR="${RESULTS_DIR:-$BENCH_DIR/results}"
@@ -57,7 +61,7 @@ done
 ((${#PROXIES[@]})) || die "ONLY selects nothing"
 selected() { local x; for x in "${PROXIES[@]}"; do [[ $x == "$1" ]] && return 0; done; return 1; }
 
-for v in DURATION CONNECTIONS THREADS WARMUP IDLE_CONNS; do
+for v in DURATION CONNECTIONS THREADS WARMUP ROUNDS IDLE_CONNS; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 
@@ -90,6 +94,7 @@ else
 fi
 NOFILE="$(ulimit -n)"
 [[ $NOFILE == unlimited ]] && NOFILE=$WANT_NOFILE
+((ROUNDS >= 1)) || die "ROUNDS must be at least 1"
 ((NOFILE >= IDLE_CONNS + 1000)) || die "open-file limit $NOFILE is too low for IDLE_CONNS=$IDLE_CONNS"
 WORKER_CONNS=$((NOFILE < 20000 ? NOFILE : 20000))
 
@@ -137,14 +142,16 @@ trap 'exit 143' TERM
 start() { # start NAME CMD...: run in the background, output to $TMP/NAME.out
     local name=$1
     shift
-    "$@" >"$TMP/$name.out" 2>&1 &
+    : >"$TMP/$name.out" # truncate here, not in the (asynchronous) child
+    "$@" >>"$TMP/$name.out" 2>&1 &
     PIDS[$name]=$!
 }
 
 run_fg() { # run_fg OUTFILE CMD...: run in the background and wait, so traps fire at once
     local out=$1 rc=0
     shift
-    "$@" >"$out" 2>&1 &
+    : >"$out"
+    "$@" >>"$out" 2>&1 &
     PIDS[fg]=$!
     wait "${PIDS[fg]}" || rc=$?
     unset "PIDS[fg]"
@@ -420,11 +427,11 @@ measure_idle() { # measure_idle NAME -> sets BASE_KIB IDLE_KIB IDLE_PSS_KIB ALIV
 
 version_of() {
     case $1 in
-        nginx) nginx -v 2>&1 | head -n1 ;;
-        haproxy) haproxy -v 2>&1 | head -n1 ;;
+        nginx) nginx -v 2>&1 | sed -n 1p ;;
+        haproxy) haproxy -v 2>&1 | sed -n 1p ;;
         warden)
             local v
-            v=$("$WARDEN_BIN" --version 2>/dev/null | head -n1 || true)
+            v=$("$WARDEN_BIN" --version 2>/dev/null | sed -n 1p || true)
             [[ -n $v ]] || v="warden"
             local rev
             rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || true)
@@ -444,6 +451,19 @@ if selected warden; then
 fi
 
 # ---------------------------------------------------------------- run
+cpu_busy_pct() { # CPU time not idle over the next 2 s, in % of all CPUs
+    local a b
+    a=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    sleep 2
+    b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2];
+        printf "%.0f", (busy + idle) > 0 ? 100 * busy / (busy + idle) : 0 }'
+}
+CPU_BUSY_START="$(cpu_busy_pct)"
+if ((CPU_BUSY_START > 10)); then
+    log "WARNING: the CPUs are ${CPU_BUSY_START}% busy before the run; other work on the machine will skew the figures"
+    ps -eo pcpu=,comm= --sort=-pcpu 2>/dev/null | sed -n 1,5p | sed 's/^/    /' >&2 || true
+fi
 for port in $UPSTREAM_PORT $PROXY_PORT; do
     port_busy "$port" && die "something already listens on $HOST:$port; stop it first"
 done
@@ -457,31 +477,54 @@ start upstream nginx -e "$TMP/upstream/error.log" -p "$TMP/upstream" -c "$TMP/up
 wait_http upstream "http://$HOST:$UPSTREAM_PORT/bench" 15
 log "upstream nginx ready on $HOST:$UPSTREAM_PORT"
 
+declare -A VERSIONS=() RPS_L=() P50_L=() P99_L=() NON2XX_T=() SOCKERR_T=()
 for name in "${PROXIES[@]}"; do
     "write_${name}_conf"
-    VERSION="$(version_of "$name")"
-    log "=== $name: $VERSION"
-    start_proxy "$name"
-    body=$(curl -fsS "$URL")
-    [[ $body == ok ]] || die "$name returned an unexpected body: $body"
-    run_wrk "$name"
-    stop "$name"
-    sleep 1
+    VERSIONS[$name]="$(version_of "$name")"
+    log "$name: ${VERSIONS[$name]}"
+    RPS_L[$name]="" P50_L[$name]="" P99_L[$name]="" NON2XX_T[$name]=0 SOCKERR_T[$name]=0
+done
+
+# Throughput rounds, interleaved (and rotated) across proxies so that drift in
+# the machine's speed over the run does not favour whichever proxy goes first.
+n=${#PROXIES[@]}
+for ((round = 0; round < ROUNDS; round++)); do
+    for ((k = 0; k < n; k++)); do
+        name=${PROXIES[$(((k + round) % n))]}
+        log "=== round $((round + 1))/$ROUNDS: $name"
+        start_proxy "$name"
+        body=$(curl -fsS "$URL")
+        [[ $body == ok ]] || die "$name returned an unexpected body: $body"
+        run_wrk "$name"
+        stop "$name"
+        RPS_L[$name]+="${RPS_L[$name]:+,}$RPS"
+        P50_L[$name]+="${P50_L[$name]:+,}$P50"
+        P99_L[$name]+="${P99_L[$name]:+,}$P99"
+        NON2XX_T[$name]=$((NON2XX_T[$name] + NON2XX))
+        SOCKERR_T[$name]=$((SOCKERR_T[$name] + SOCKERR))
+        sleep 1
+    done
+done
+
+# Memory with idle connections, one fresh proxy process each.
+for name in "${PROXIES[@]}"; do
+    log "=== idle connections: $name"
     measure_idle "$name"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-        "$name" "$VERSION" "$RPS" "$P50" "$P99" "$NON2XX" "$SOCKERR" \
+        "$name" "${VERSIONS[$name]}" "${RPS_L[$name]}" "${P50_L[$name]}" "${P99_L[$name]}" \
+        "${NON2XX_T[$name]}" "${SOCKERR_T[$name]}" \
         "$BASE_KIB" "$IDLE_KIB" "$IDLE_PSS_KIB" "$HELD" "$ALIVE" "$NPROCS" >>"$RESULTS_TSV"
-    sleep 2
+    sleep 1
 done
 
 # ---------------------------------------------------------------- report
 CPU_MODEL="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"
-export CPU_MODEL DURATION CONNECTIONS THREADS WARMUP IDLE_CONNS NOFILE
-export WRK_VERSION="$(wrk -v 2>&1 | head -n1 | sed "s/ *Copyright.*//" || true)"
+export CPU_MODEL DURATION CONNECTIONS THREADS WARMUP ROUNDS IDLE_CONNS NOFILE CPU_BUSY_START
+export WRK_VERSION="$(wrk -v 2>&1 | sed -n 1p | sed "s/ *Copyright.*//" || true)"
 export KERNEL="$(uname -sr)" NPROC="$(nproc)"
-export UPSTREAM_VERSION="$(nginx -v 2>&1 | head -n1)"
+export UPSTREAM_VERSION="$(nginx -v 2>&1 | sed -n 1p)"
 python3 - "$RESULTS_TSV" "$RESULTS_DIR/proxy-latest.json" "$RESULTS_DIR/proxy-latest.md" <<'PY'
-import json, os, sys, datetime
+import json, os, statistics, sys, datetime
 
 tsv, json_path, md_path = sys.argv[1:4]
 cols = ["proxy", "version", "rps", "p50_ms", "p99_ms", "non_2xx", "socket_errors",
@@ -491,9 +534,13 @@ rows = []
 for line in open(tsv):
     v = dict(zip(cols, line.rstrip("\n").split("\t")))
     r = {"proxy": v["proxy"], "version": v["version"]}
-    r["requests_per_sec"] = float(v["rps"])
-    r["p50_ms"] = float(v["p50_ms"])
-    r["p99_ms"] = float(v["p99_ms"])
+    rounds = [{"requests_per_sec": float(a), "p50_ms": float(b), "p99_ms": float(c)}
+              for a, b, c in zip(v["rps"].split(","), v["p50_ms"].split(","), v["p99_ms"].split(","))]
+    # Figures are medians over the rounds; every round is kept in "rounds".
+    r["requests_per_sec"] = round(statistics.median(x["requests_per_sec"] for x in rounds), 2)
+    r["p50_ms"] = round(statistics.median(x["p50_ms"] for x in rounds), 3)
+    r["p99_ms"] = round(statistics.median(x["p99_ms"] for x in rounds), 3)
+    r["rounds"] = rounds
     r["non_2xx"] = int(v["non_2xx"])
     r["socket_errors"] = int(v["socket_errors"])
     for k in ("baseline_rss_kib", "idle_rss_kib", "idle_pss_kib"):
@@ -523,9 +570,11 @@ env = os.environ
 meta = {
     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     "machine": {"cpus": int(env["NPROC"]), "cpu_model": env.get("CPU_MODEL", ""), "kernel": env["KERNEL"],
-                "nofile_limit": int(env["NOFILE"])},
+                "nofile_limit": int(env["NOFILE"]),
+                "cpu_busy_pct_before_run": int(env["CPU_BUSY_START"])},
     "load": {"tool": env["WRK_VERSION"], "threads": int(env["THREADS"]), "connections": int(env["CONNECTIONS"]),
              "duration_s": int(env["DURATION"]), "warmup_s": int(env["WARMUP"]),
+             "rounds": int(env["ROUNDS"]), "figures": "median over rounds",
              "url": "http://127.0.0.1:18080/bench"},
     "upstream": env["UPSTREAM_VERSION"] + ", 1 worker, `return 200 \"ok\\n\"`, 127.0.0.1:18000",
     "idle_connections": int(env["IDLE_CONNS"]),
@@ -558,6 +607,9 @@ def md_table(h, rs):
     return "\n".join(out)
 
 notes = []
+if meta["machine"]["cpu_busy_pct_before_run"] > 10:
+    notes.append("the CPUs were %d%% busy just before the run: other work on the machine may have skewed the figures"
+                 % meta["machine"]["cpu_busy_pct_before_run"])
 for r in rows:
     if r["non_2xx"] or r["socket_errors"]:
         notes.append("%s: %d non-2xx responses, %d socket errors during wrk" % (r["proxy"], r["non_2xx"], r["socket_errors"]))
@@ -575,9 +627,11 @@ if rtable:
 print()
 for r in rows:
     print("%-8s %s" % (r["proxy"], r["version"]))
-print("load: %s, -t%d -c%d -d%ds (warm-up %ds); upstream: %s" % (
+print("load: %s, -t%d -c%d -d%ds (warm-up %ds), median of %d interleaved rounds; upstream: %s" % (
     meta["load"]["tool"], meta["load"]["threads"], meta["load"]["connections"], meta["load"]["duration_s"],
-    meta["load"]["warmup_s"], meta["upstream"]))
+    meta["load"]["warmup_s"], meta["load"]["rounds"], meta["upstream"]))
+for r in rows:
+    print("%-8s rounds req/s: %s" % (r["proxy"], ", ".join("%.0f" % x["requests_per_sec"] for x in r["rounds"])))
 print("machine: %d CPUs (%s), %s" % (meta["machine"]["cpus"], meta["machine"]["cpu_model"], meta["machine"]["kernel"]))
 for n in notes:
     print("WARNING: " + n)
@@ -586,12 +640,14 @@ with open(md_path, "w") as f:
     f.write("# Proxy benchmark, %s\n\n" % meta["date"])
     f.write("Machine: %d CPUs (%s), %s. Load generator, upstream and proxy share these CPUs.\n\n" % (
         meta["machine"]["cpus"], meta["machine"]["cpu_model"], meta["machine"]["kernel"]))
-    f.write("Load: `wrk -t%d -c%d -d%ds --latency http://127.0.0.1:18080/bench` after a %d s warm-up. "
+    f.write("Load: `wrk -t%d -c%d -d%ds --latency http://127.0.0.1:18080/bench` after a %d s warm-up; "
+            "req/s, p50 and p99 are medians of %d rounds interleaved across the proxies. "
             "Upstream: %s. Memory: summed VmRSS of the proxy's processes, fresh (baseline) and holding "
             "%d idle keep-alive connections.\n\n" % (
         meta["load"]["threads"], meta["load"]["connections"], meta["load"]["duration_s"], meta["load"]["warmup_s"],
-        meta["upstream"], meta["idle_connections"]))
+        meta["load"]["rounds"], meta["upstream"], meta["idle_connections"]))
     f.write(md_table(head, table) + "\n\n")
+    f.write("Req/s per round: " + "; ".join("%s %s" % (r["proxy"], ", ".join("%.0f" % x["requests_per_sec"] for x in r["rounds"])) for r in rows) + ".\n\n")
     if rtable:
         f.write("Warden ratios (req/s: higher is better; p99 and idle RSS: lower is better):\n\n")
         f.write(md_table(rhead, rtable) + "\n\n")

@@ -116,7 +116,7 @@ fi
 mkdir -p "$RESULTS_DIR"
 TXT="$TMP/tls-scan.txt"
 JSON="$TMP/tls-scan.json"
-VERSION="$("$TESTSSL" --version 2>/dev/null </dev/null | sed 's/\x1b\[[0-9;]*m//g' | grep -Eo 'testssl(\.sh)? +[0-9][^ ]*' | head -n1 | tr -s ' ' || true)"
+VERSION="$("$TESTSSL" --version 2>/dev/null </dev/null | sed 's/\x1b\[[0-9;]*m//g' | grep -Eo 'testssl(\.sh)? +[0-9][^ ]*' | sed -n 1p | tr -s ' ' || true)"
 log "running ${VERSION:-testssl.sh} against https://$ADDR (about a minute)"
 rc=0
 timeout 900 "$TESTSSL" --quiet --color 0 --warnings off \

@@ -88,6 +88,9 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         }])
     })?;
     let mut config = Config::default();
+    // File index of each array element that decoded, so that meaning errors name the element
+    // as it is in the file even when an earlier one failed to decode and was left out.
+    let mut kept: Vec<(String, Vec<usize>)> = Vec::new();
     for (key, value) in table {
         match key.as_str() {
             "server" => section(value, &key, &mut errors, &mut config.server),
@@ -96,9 +99,9 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             "admin" => section(value, &key, &mut errors, &mut config.admin),
             "access_log" => section(value, &key, &mut errors, &mut config.access_log),
             "reload" => section(value, &key, &mut errors, &mut config.reload),
-            "listeners" => config.listeners = elements(value, &key, &mut errors),
-            "clusters" => config.clusters = elements(value, &key, &mut errors),
-            "routes" => config.routes = elements(value, &key, &mut errors),
+            "listeners" => config.listeners = elements(value, &key, &mut errors, &mut kept),
+            "clusters" => config.clusters = elements(value, &key, &mut errors, &mut kept),
+            "routes" => config.routes = elements(value, &key, &mut errors, &mut kept),
             _ => errors.push(
                 key.clone(),
                 "unknown section; expected one of server, forwarding, security_headers, admin, \
@@ -106,7 +109,12 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             ),
         }
     }
-    validate::validate(&config, &mut errors);
+    let mut meaning = ConfigErrors::default();
+    validate::validate(&config, &mut meaning);
+    for mut e in meaning.0 {
+        e.path = file_index_path(&e.path, &kept);
+        errors.0.push(e);
+    }
     if errors.is_empty() {
         Ok(config)
     } else {
@@ -126,22 +134,43 @@ fn section<T: DeserializeOwned>(
     }
 }
 
+/// Rewrites a leading `name[i]` (an index into the decoded elements) to the element's index
+/// in the file.
+fn file_index_path(path: &str, kept: &[(String, Vec<usize>)]) -> String {
+    for (name, indices) in kept {
+        let Some(rest) = path.strip_prefix(name.as_str()).and_then(|r| r.strip_prefix('[')) else {
+            continue;
+        };
+        let Some((n, tail)) = rest.split_once(']') else { continue };
+        if let Some(orig) = n.parse::<usize>().ok().and_then(|i| indices.get(i)) {
+            return format!("{name}[{orig}]{tail}");
+        }
+    }
+    path.to_owned()
+}
+
 fn elements<T: DeserializeOwned>(
     value: toml::Value,
     path: &str,
     errors: &mut ConfigErrors,
+    kept: &mut Vec<(String, Vec<usize>)>,
 ) -> Vec<T> {
     let toml::Value::Array(items) = value else {
         errors.push(path, "must be an array of tables (`[[name]]`)");
         return Vec::new();
     };
     let mut out = Vec::with_capacity(items.len());
+    let mut indices = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         match decode(item, &format!("{path}[{i}]")) {
-            Ok(v) => out.push(v),
+            Ok(v) => {
+                out.push(v);
+                indices.push(i);
+            }
             Err(e) => errors.0.push(e),
         }
     }
+    kept.push((path.to_owned(), indices));
     out
 }
 
@@ -155,7 +184,8 @@ fn decode<T: DeserializeOwned>(value: toml::Value, path: &str) -> Result<T, Conf
         };
         ConfigError {
             path: full,
-            reason: e.inner().to_string(),
+            // The message alone: the error's Display adds "in `key`" lines the path already says.
+            reason: e.inner().message().trim().to_owned(),
         }
     })
 }

@@ -318,7 +318,7 @@ fn route(r: &RouteConfig, p: &str, e: &mut ConfigErrors) {
         r.path_regex.is_some(),
     ];
     if path_kinds.iter().filter(|b| **b).count() > 1 {
-        e.push(format!("{p}"), "use only one of path_exact, path_prefix, path_regex");
+        e.push(p.to_string(), "use only one of path_exact, path_prefix, path_regex");
     }
     for (field, v) in [("path_exact", &r.path_exact), ("path_prefix", &r.path_prefix)] {
         if let Some(v) = v {
@@ -377,7 +377,7 @@ fn route(r: &RouteConfig, p: &str, e: &mut ConfigErrors) {
         }
         for h in c.allowed_headers.iter().chain(&c.exposed_headers) {
             if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                e.push(format!("{cp}"), format!("`{h}` is not a header name"));
+                e.push(cp.clone(), format!("`{h}` is not a header name"));
             }
         }
     }

@@ -33,9 +33,9 @@ pub(crate) struct ConnShared {
 }
 
 impl ConnShared {
-    pub(crate) fn new(http1: bool) -> Self {
+    pub(crate) fn new(http1: bool, max_header_bytes: usize) -> Self {
         Self {
-            inspector: http1.then(|| Mutex::new(Inspector::default())),
+            inspector: http1.then(|| Mutex::new(Inspector::new(max_header_bytes))),
             ..Default::default()
         }
     }

@@ -109,7 +109,19 @@ impl Cors {
     }
 
     /// Adds CORS headers to an actual response when the request's origin is allowed.
+    /// The route's policy is the only source of CORS headers: whatever the upstream sent is
+    /// removed first, so an upstream cannot widen what the gateway allows.
     pub(crate) fn apply(&self, origin: Option<&HeaderValue>, res: &mut HeaderMap) {
+        for h in [
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            header::ACCESS_CONTROL_MAX_AGE,
+        ] {
+            res.remove(h);
+        }
         res.append(header::VARY, HeaderValue::from_static("Origin"));
         let Some(origin) = origin else { return };
         if !origin.to_str().is_ok_and(|o| self.origin_allowed(o)) {

@@ -10,11 +10,14 @@
 //! This sans-IO state machine reads the same bytes hyper reads, request by request (skipping
 //! bodies by their framing), and records one [`Verdict`] per request head, in order. The
 //! connection's service takes verdicts in the same order. If the inspector loses track of the
-//! framing (only on input hyper itself refuses), it stops and records nothing further.
+//! framing, it stops and records nothing further, and the service refuses any further request
+//! on that connection (a request without a verdict is never trusted).
 
 use std::collections::VecDeque;
 
-/// Longest header line the inspector follows; longer heads are refused by hyper with 431.
+/// Longest line the inspector follows at least: hyper's own bound on chunk extensions and
+/// trailers. [`Inspector::new`] raises it to the configured head size, so that every line
+/// hyper accepts is followed (a longer head is refused by hyper with 431).
 const MAX_LINE: usize = 16 * 1024;
 
 /// What the inspector saw in one request head.
@@ -63,6 +66,7 @@ pub struct Inspector {
     te_chunked_last: bool,
     cl_value: Option<u64>,
     verdicts: VecDeque<Verdict>,
+    max_line: usize,
 }
 
 impl Default for Inspector {
@@ -75,11 +79,20 @@ impl Default for Inspector {
             te_chunked_last: false,
             cl_value: None,
             verdicts: VecDeque::new(),
+            max_line: MAX_LINE + 1024,
         }
     }
 }
 
 impl Inspector {
+    /// An inspector for a server that accepts request heads of up to `max_header_bytes`.
+    pub fn new(max_header_bytes: usize) -> Self {
+        Self {
+            max_line: max_header_bytes.max(MAX_LINE) + 1024,
+            ..Self::default()
+        }
+    }
+
     /// Takes the verdict for the next request head, in order.
     pub fn next_verdict(&mut self) -> Option<Verdict> {
         self.verdicts.pop_front()
@@ -127,7 +140,7 @@ impl Inspector {
     }
 
     fn extend_line(&mut self, bytes: &[u8]) {
-        if self.line.len() + bytes.len() > MAX_LINE {
+        if self.line.len() + bytes.len() > self.max_line {
             self.state = State::Stopped;
             self.line.clear();
             return;
@@ -229,13 +242,14 @@ fn trim(b: &[u8]) -> &[u8] {
     &b[start..end]
 }
 
+/// A chunk size, read as hyper reads it: any number of leading zeros, refused on overflow.
 fn parse_hex(b: &[u8]) -> Option<u64> {
-    if b.is_empty() || b.len() > 15 {
+    if b.is_empty() {
         return None;
     }
     let mut n: u64 = 0;
     for c in b {
-        n = n * 16 + (*c as char).to_digit(16)? as u64;
+        n = n.checked_mul(16)?.checked_add((*c as char).to_digit(16)? as u64)?;
     }
     Some(n)
 }

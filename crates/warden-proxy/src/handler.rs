@@ -73,7 +73,9 @@ pub(crate) async fn handle(
     let result = if in_flight.over_limit(snap.limits.max_in_flight) {
         gw.metrics().rejected.get_or_create(&warden_telemetry::metrics::Reason("in_flight_limit")).inc();
         Err(Reject::Overloaded)
-    } else if verdict.is_some_and(|v| v.is_ambiguous()) {
+    } else if conn.http1 && verdict.is_none_or(|v| v.is_ambiguous()) {
+        // No verdict: the inspector lost track of this connection's framing, so this head
+        // cannot be vouched for.
         gw.metrics().rejected.get_or_create(&warden_telemetry::metrics::Reason("ambiguous_framing")).inc();
         Err(Reject::BadRequest("ambiguous message framing"))
     } else {

@@ -165,8 +165,10 @@ async fn watch_files(gw: Arc<Gateway>, every: Duration) {
         if now != seen {
             tracing::info!("config or certificate files changed; reloading");
             let _ = gw.reload().await;
-            // Stamps after the attempt: a failed reload is not retried until the files change again.
-            seen = gw.watched_files();
+            // Stamps from before the attempt: a file that changes while the reload runs (a key
+            // landing just after its certificate) is seen at the next poll. A failed reload is
+            // not retried until the files change again.
+            seen = now;
         }
     }
 }

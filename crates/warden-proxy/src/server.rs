@@ -143,7 +143,7 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let shared = Arc::new(ConnShared::new(!h2));
+    let shared = Arc::new(ConnShared::new(!h2, gw.snapshot().limits.max_header_bytes));
     let io = TokioIo::new(TimedIo::new(io, shared.clone(), timeouts, !h2));
     let info = Arc::new(ConnInfo {
         listener,

@@ -84,7 +84,7 @@ impl Snapshot {
         for (i, c) in config.clusters.iter().enumerate() {
             let reused = previous
                 .and_then(|p| p.clusters.get(&c.name))
-                .filter(|old| old.config == *c)
+                .filter(|old| old.reusable_for(c))
                 .cloned();
             let cluster = match reused {
                 Some(c) => c,

@@ -68,7 +68,7 @@ impl SniResolver {
         let Some(name) = sni.map(|s| s.to_ascii_lowercase()) else {
             return self.certs.first().map(|c| c.key.clone());
         };
-        if let Some(c) = self.certs.iter().find(|c| c.exact.iter().any(|n| *n == name)) {
+        if let Some(c) = self.certs.iter().find(|c| c.exact.contains(&name)) {
             return Some(c.key.clone());
         }
         if let Some(c) = self.certs.iter().find(|c| {

@@ -112,8 +112,6 @@ pub struct Metrics {
     pub reloads: Family<Outcome, Counter>,
     /// 1 when the last reload attempt succeeded, 0 when it failed.
     pub config_last_reload_ok: Gauge,
-    /// TLS certificate reloads, by result.
-    pub cert_reloads: Family<Outcome, Counter>,
     /// Access-log lines dropped because the writer fell behind.
     pub access_log_dropped: Counter,
 }
@@ -158,6 +156,9 @@ impl Metrics {
             upstream_errors.clone(),
         );
         let reloads = Family::<Outcome, Counter>::default();
+        // Both series exist from the start (at 0), so the first failure is an increase.
+        let _ = reloads.get_or_create(&Outcome("success"));
+        let _ = reloads.get_or_create(&Outcome("failure"));
         registry.register("config_reloads", "Config reloads, by result", reloads.clone());
         let config_last_reload_ok = Gauge::default();
         config_last_reload_ok.set(1);
@@ -166,8 +167,6 @@ impl Metrics {
             "1 when the last config reload succeeded, 0 when it failed",
             config_last_reload_ok.clone(),
         );
-        let cert_reloads = Family::<Outcome, Counter>::default();
-        registry.register("tls_certificate_reloads", "TLS certificate reloads, by result", cert_reloads.clone());
         let access_log_dropped = Counter::default();
         registry.register(
             "access_log_dropped",
@@ -186,7 +185,6 @@ impl Metrics {
             upstream_errors,
             reloads,
             config_last_reload_ok,
-            cert_reloads,
             access_log_dropped,
         }
     }

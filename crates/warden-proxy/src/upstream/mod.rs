@@ -80,6 +80,8 @@ pub(crate) struct Cluster {
     balancer: Balancer,
     health_started: AtomicBool,
     metrics: Arc<Metrics>,
+    /// Fingerprint of the TLS files (CA, client certificate and key) as read when built.
+    tls_files: Option<u64>,
 }
 
 impl Cluster {
@@ -109,6 +111,8 @@ impl Cluster {
                 metric,
             }));
         }
+        // Before the client reads the files: a change in between makes the next reload rebuild.
+        let tls_files = tls_fingerprint(c);
         let client = build_client(c, path)?;
         let balancer = Balancer::new(c.load_balancer, &endpoints);
         Ok(Self {
@@ -133,7 +137,14 @@ impl Cluster {
             balancer,
             health_started: AtomicBool::new(false),
             metrics,
+            tls_files,
         })
+    }
+
+    /// Whether a reload may keep this cluster for `c`: same config, and its TLS files unchanged
+    /// on disk (a rotated CA or client certificate needs a new client).
+    pub(crate) fn reusable_for(&self, c: &ClusterConfig) -> bool {
+        self.config == *c && self.tls_files == tls_fingerprint(c)
     }
 
     /// Picks an endpoint for a request; `None` when no endpoint is healthy.
@@ -155,6 +166,20 @@ impl Cluster {
             health::spawn(self);
         }
     }
+}
+
+/// A fingerprint of the contents of a cluster's TLS files; `None` without TLS.
+fn tls_fingerprint(c: &ClusterConfig) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let t = c.tls.as_ref()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read(&t.ca).ok().hash(&mut h);
+    t.client_cert.as_ref().map(|p| std::fs::read(p).ok()).hash(&mut h);
+    // Hashed in place: the key bytes are never copied out of their zeroizing buffer.
+    if let Some(Ok(key)) = t.client_key.as_ref().map(|k| k.read()) {
+        key.as_slice().hash(&mut h);
+    }
+    Some(h.finish())
 }
 
 fn build_client(c: &ClusterConfig, path: &str) -> Result<UpstreamClient, CompileError> {

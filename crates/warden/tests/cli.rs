@@ -1,0 +1,477 @@
+//! The `warden` binary as a user runs it: `version`, `check` (every error with its field
+//! path), `serve` with SIGHUP (reload) and SIGTERM (drain, exit 0), and the annotated example
+//! config (valid, and covering every option of the schema).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use warden_test_util::{client, Behaviour, Upstream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_warden");
+
+fn warden(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run warden")
+}
+
+fn check(path: &Path) -> Output {
+    warden(&["check", "--config", path.to_str().unwrap()])
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn workspace_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let out = warden(&["version"]);
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), format!("warden {}\n", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn check_accepts_a_valid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[listeners]]
+name = "web"
+address = "127.0.0.1:8080"
+
+[[clusters]]
+name = "app"
+endpoints = ["http://127.0.0.1:9000"]
+
+[[routes]]
+name = "all"
+auth = "none"
+cluster = "app"
+path_prefix = "/"
+"#,
+    )
+    .unwrap();
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(": ok"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn check_reports_every_error_with_its_field_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir");
+    let path = dir.path().join("broken.toml");
+    let toml = format!(
+        r#"
+[server]
+request_timeout = "30"
+
+[forwarding]
+trusted_proxies = ["10.0.0.0/33"]
+
+[bogus_section]
+x = 1
+
+[[listeners]]
+name = "web"
+address = "127.0.0.1:8080"
+
+[[listeners]]
+name = "web"
+address = "127.0.0.1:8443"
+[[listeners.tls.certificates]]
+cert = "{missing}/cert.pem"
+key = "file:{missing}/key.pem"
+
+[[listeners]]
+name = "inline"
+address = "127.0.0.1:8444"
+[[listeners.tls.certificates]]
+cert = "{missing}/cert.pem"
+key = "-----BEGIN PRIVATE KEY-----"
+
+[[clusters]]
+name = "hashy"
+endpoints = ["http://127.0.0.1:9000"]
+load_balancer = "consistent_hash"
+
+[[clusters]]
+name = "secure"
+endpoints = ["https://127.0.0.1:9443"]
+
+[[routes]]
+name = "typo"
+auth = "none"
+cluster = "hashy"
+path_prefx = "/a/"
+
+[[routes]]
+name = "noauth"
+cluster = "hashy"
+path_prefix = "/b/"
+
+[[routes]]
+name = "ghost"
+auth = "none"
+cluster = "missing"
+path_prefix = "/c/"
+
+[[routes]]
+name = "badre"
+auth = "none"
+cluster = "hashy"
+path_regex = "^/d/(unclosed$"
+
+[[routes]]
+name = "twokinds"
+auth = "none"
+cluster = "hashy"
+path_exact = "/e"
+path_prefix = "/e/"
+"#,
+        missing = missing.display()
+    );
+    std::fs::write(&path, toml).unwrap();
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    // (field path, part of the reason). Paths index elements as they are in the file.
+    let expected = [
+        ("routes[0].path_prefx", "unknown field `path_prefx`"),
+        ("routes[1].auth", "every route must say who may call it"),
+        ("routes[2].cluster", "no cluster named `missing`"),
+        ("server.request_timeout", "`30` has no unit"),
+        ("forwarding.trusted_proxies[0]", "`10.0.0.0/33` is not an IP address or CIDR block"),
+        ("listeners[1].name", "duplicate listener name `web`"),
+        ("clusters[0].hash_header", "required by load_balancer = \"consistent_hash\""),
+        ("clusters[1].tls", "https:// endpoints need a [tls] section"),
+        ("listeners[1].tls.certificates[0].cert", "cannot read"),
+        ("listeners[2].tls.certificates[0].key", "secrets are referenced, not written inline"),
+        ("bogus_section", "unknown section"),
+        ("routes[3].path_regex", "invalid regex"),
+        ("routes[4]", "use only one of path_exact, path_prefix, path_regex"),
+    ];
+    let mut absent = Vec::new();
+    for (field, reason) in expected {
+        let prefix = format!("  {field}: ");
+        if !stderr.lines().any(|l| l.starts_with(&prefix) && l.contains(reason)) {
+            absent.push(format!("{field}: {reason}"));
+        }
+    }
+    assert!(absent.is_empty(), "not reported: {absent:#?}\nstderr:\n{stderr}");
+    // One error per line: serde's "in `key`" trailers would repeat what the path says.
+    assert!(!stderr.contains("\nin `"), "{stderr}");
+}
+
+#[test]
+fn check_names_the_line_of_a_toml_syntax_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("syntax.toml");
+    std::fs::write(&path, "[server]\nmax_headers = 10\n\n[[listeners]\nname = \"web\"\n").unwrap();
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not valid TOML") && stderr.contains("line 4"), "{stderr}");
+}
+
+// ---- warden serve -----------------------------------------------------------------------
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `warden serve` child process, killed if a test ends without stopping it.
+struct Served {
+    child: std::process::Child,
+    log: PathBuf,
+    addr: std::net::SocketAddr,
+}
+
+impl Served {
+    async fn start(config: &Path, addr: std::net::SocketAddr) -> Self {
+        let log = config.with_extension("stderr.log");
+        let child = Command::new(BIN)
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn warden serve");
+        let mut s = Self { child, log, addr };
+        // "admin listening" is logged right before the signal handlers are installed.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if s.stderr().contains("admin listening") {
+                break;
+            }
+            if let Some(status) = s.child.try_wait().unwrap() {
+                panic!("warden serve exited early ({status}):\n{}", s.stderr());
+            }
+            assert!(Instant::now() < deadline, "warden serve did not start:\n{}", s.stderr());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "warden serve still running after {within:?}:\n{}", self.stderr());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn serve_config(port: u16, admin: u16, up: &Upstream, routes: &[(&str, &str)]) -> String {
+    let mut t = format!(
+        "[admin]\naddress = \"127.0.0.1:{admin}\"\n[access_log]\nenabled = false\n[reload]\nwatch = false\n\
+         [[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:{port}\"\n\
+         [[clusters]]\nname = \"c\"\nendpoints = [\"{}\"]\n",
+        up.url()
+    );
+    for (name, prefix) in routes {
+        t.push_str(&format!(
+            "[[routes]]\nname = \"{name}\"\nauth = \"none\"\ncluster = \"c\"\npath_prefix = \"{prefix}\"\n"
+        ));
+    }
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_drains_in_flight_requests_and_exits_zero_on_sigterm() {
+    let up = Upstream::start("slow").await;
+    up.set(Behaviour {
+        delay: Duration::from_secs(1),
+        ..Behaviour::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warden.toml");
+    let (port, admin) = (free_port(), free_port());
+    std::fs::write(&config, serve_config(port, admin, &up, &[("all", "/")])).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut served = Served::start(&config, addr).await;
+
+    let slow = tokio::spawn(async move { client::get(addr, "/slow").await.status });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.requests().is_empty() {
+        assert!(Instant::now() < deadline, "request never reached the upstream");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    served.signal("-TERM");
+    assert_eq!(slow.await.unwrap(), 200, "the in-flight request must complete during the drain");
+    let status = served.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", served.stderr());
+    assert!(
+        tokio::net::TcpStream::connect(served.addr).await.is_err(),
+        "the listener is still open after exit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reloads_on_sighup() {
+    let up = Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warden.toml");
+    let (port, admin) = (free_port(), free_port());
+    std::fs::write(&config, serve_config(port, admin, &up, &[("one", "/one/")])).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut served = Served::start(&config, addr).await;
+    assert_eq!(client::get(addr, "/one/x").await.status, 200);
+    assert_eq!(client::get(addr, "/two/x").await.status, 404);
+
+    // File watching is off: only the signal can make this change take effect.
+    std::fs::write(&config, serve_config(port, admin, &up, &[("one", "/one/"), ("two", "/two/")])).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(client::get(addr, "/two/x").await.status, 404, "changed without a reload");
+    served.signal("-HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while client::get(addr, "/two/x").await.status != 200 {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload:\n{}", served.stderr());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(served.child.try_wait().unwrap().is_none(), "SIGHUP must not stop the process");
+
+    served.signal("-TERM");
+    let status = served.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", served.stderr());
+}
+
+// ---- examples/gateway.toml ----------------------------------------------------------------
+
+#[test]
+fn example_config_is_valid() {
+    let example = std::fs::read_to_string(workspace_file("examples/gateway.toml")).expect("examples/gateway.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let root = format!("{}/", dir.path().display());
+    // Every file the example names under /etc/warden/ (plain paths and `file:` keys).
+    let files: BTreeSet<String> = example
+        .split('"')
+        .map(|s| s.strip_prefix("file:").unwrap_or(s))
+        .filter(|s| s.starts_with("/etc/warden/"))
+        .map(|s| s.replacen("/etc/warden/", "", 1))
+        .collect();
+    assert!(files.len() >= 5, "expected the example to name certificate, key and CA files: {files:?}");
+    let ca = warden_crypto::DevCa::new("example test CA").unwrap();
+    for f in &files {
+        let path = dir.path().join(f);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        if let Some(stem) = f.strip_suffix(".pem") {
+            if files.contains(&format!("{stem}.key")) {
+                let leaf = ca.server_cert(&["localhost", "api.example.com"]).unwrap();
+                std::fs::write(&path, &leaf.cert_pem).unwrap();
+                std::fs::write(dir.path().join(format!("{stem}.key")), &leaf.key_pem).unwrap();
+            } else {
+                std::fs::write(&path, ca.cert_pem()).unwrap();
+            }
+        } else if let Some(stem) = f.strip_suffix(".key") {
+            assert!(files.contains(&format!("{stem}.pem")), "{f} has no certificate `{stem}.pem` beside it");
+        } else {
+            panic!("the test does not know what to put in /etc/warden/{f}");
+        }
+    }
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, example.replace("/etc/warden/", &root)).unwrap();
+    let out = check(&config);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "examples/gateway.toml does not pass `warden check`:\n{}",
+        text(&out.stderr)
+    );
+}
+
+/// Structs of model.rs and their `pub name: Type` fields.
+fn model_structs() -> BTreeMap<String, Vec<(String, String)>> {
+    let model = std::fs::read_to_string(workspace_file("crates/warden-config/src/model.rs")).unwrap();
+    let mut structs = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in model.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("pub struct ") {
+            let name = rest.trim_end_matches('{').trim().to_owned();
+            structs.insert(name.clone(), Vec::new());
+            current = Some(name);
+        } else if t == "}" {
+            current = None;
+        } else if let (Some(s), Some(rest)) = (&current, t.strip_prefix("pub ")) {
+            if let Some((field, ty)) = rest.split_once(':') {
+                let ty = ty.trim().trim_end_matches(',').to_owned();
+                structs.get_mut(s).unwrap().push((field.trim().to_owned(), ty));
+            }
+        }
+    }
+    structs
+}
+
+/// `Option<Vec<T>>` → `T`.
+fn inner_type(mut ty: &str) -> &str {
+    loop {
+        match ty.strip_prefix("Option<").or_else(|| ty.strip_prefix("Vec<")) {
+            Some(rest) => ty = rest.strip_suffix('>').unwrap_or(rest),
+            None => return ty,
+        }
+    }
+}
+
+/// Every dotted field path of the schema, from `Config` down (`routes.cors.max_age`).
+fn schema_paths(structs: &BTreeMap<String, Vec<(String, String)>>, ty: &str, prefix: &str, out: &mut Vec<String>) {
+    assert!(prefix.matches('.').count() < 8, "schema nests too deep at {prefix}");
+    for (field, fty) in &structs[ty] {
+        let path = if prefix.is_empty() { field.clone() } else { format!("{prefix}.{field}") };
+        out.push(path.clone());
+        let inner = inner_type(fty);
+        if structs.contains_key(inner) {
+            schema_paths(structs, inner, &path, out);
+        }
+    }
+}
+
+fn example_paths(table: &toml::Table, prefix: &str, out: &mut BTreeSet<String>) {
+    for (k, v) in table {
+        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        out.insert(path.clone());
+        match v {
+            toml::Value::Table(t) => example_paths(t, &path, out),
+            toml::Value::Array(items) => {
+                for item in items {
+                    if let toml::Value::Table(t) = item {
+                        example_paths(t, &path, out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn example_config_sets_every_schema_field_with_a_comment() {
+    let structs = model_structs();
+    assert!(structs.len() >= 15 && structs.contains_key("Config"), "model.rs parse found {:?}", structs.keys());
+    let mut expected = Vec::new();
+    schema_paths(&structs, "Config", "", &mut expected);
+    assert!(expected.len() >= 80, "model.rs parse found only {} fields: {expected:?}", expected.len());
+
+    let example = std::fs::read_to_string(workspace_file("examples/gateway.toml")).unwrap();
+    let table: toml::Table = toml::from_str(&example).expect("examples/gateway.toml is TOML");
+    let mut present = BTreeSet::new();
+    example_paths(&table, "", &mut present);
+    let missing: Vec<_> = expected.iter().filter(|p| !present.contains(*p)).collect();
+    assert!(missing.is_empty(), "examples/gateway.toml does not set these options: {missing:#?}");
+
+    // Each option set in the example has a comment right above it that gives its default
+    // (or says it is required).
+    let fields: BTreeSet<&str> = structs.values().flatten().map(|(f, _)| f.as_str()).collect();
+    let lines: Vec<&str> = example.lines().collect();
+    let mut uncommented = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim();
+        let Some((key, _)) = t.split_once('=') else { continue };
+        if t.starts_with('#') || !fields.contains(key.trim()) {
+            continue;
+        }
+        let comment: String = lines[..i]
+            .iter()
+            .rev()
+            .take_while(|l| l.trim_start().starts_with('#'))
+            .map(|l| l.to_ascii_lowercase())
+            .collect();
+        if !(comment.contains("default") || comment.contains("required")) {
+            uncommented.push(format!("line {}: {t}", i + 1));
+        }
+    }
+    assert!(uncommented.is_empty(), "options without a comment giving the default: {uncommented:#?}");
+}
