@@ -457,7 +457,7 @@ cpu_busy_pct() { # CPU time not idle over the next 2 s, in % of all CPUs
     sleep 2
     b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
     awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2];
-        printf "%.0f", (busy + idle) > 0 ? 100 * busy / (busy + idle) : 0 }'
+        printf "%.0f", ((busy + idle) > 0 ? 100 * busy / (busy + idle) : 0) }'
 }
 CPU_BUSY_START="$(cpu_busy_pct)"
 if ((CPU_BUSY_START > 10)); then

@@ -87,8 +87,15 @@ pub fn normalize_path(raw: &str, allow_encoded_slash: bool) -> Result<String, Pa
             }
             b'\\' => return Err(PathError::Backslash),
             0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
+            0x80..=0xff => {
+                // Raw UTF-8, which the URI parser admits: percent-encode it (upper-case hex), so
+                // both spellings of a path normalise alike and no byte is re-encoded as a char.
+                decoded.push('%');
+                decoded.push(char::from(b"0123456789ABCDEF"[(b >> 4) as usize]));
+                decoded.push(char::from(b"0123456789ABCDEF"[(b & 15) as usize]));
+                i += 1;
+            }
             _ => {
-                // Non-ASCII bytes cannot arrive here: the URI parser only admits ASCII.
                 decoded.push(b as char);
                 i += 1;
             }

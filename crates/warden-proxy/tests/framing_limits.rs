@@ -756,6 +756,59 @@ async fn dot_segments_resolve_before_forwarding() {
     assert_eq!(got, ["/public/a/c", "/public/a/c?x=/../y"]);
 }
 
+/// Percent-decodes `s` (test helper; malformed escapes are kept as they are).
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn non_ascii_path_reaches_upstream_unchanged() {
+    // Raw UTF-8 in the request target (which hyper admits) must reach the upstream as the same
+    // path, raw or percent-encoded, never re-encoded byte by byte (`café` as `cafÃ©`).
+    let public = Upstream::start("public").await;
+    let admin = Upstream::start("admin").await;
+    let gw = two_routes(&public, &admin, "").await;
+    let addr = gw.addr("main");
+    for target in [
+        &b"/public/caf\xc3\xa9"[..],
+        b"/public/caf%C3%A9",
+        b"/public/caf%c3%a9",
+    ] {
+        let mut req = b"GET ".to_vec();
+        req.extend_from_slice(target);
+        req.extend_from_slice(b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let ex = send_raw(addr, &req).await;
+        assert_eq!(ex.statuses(), [200], "{}", ex.text);
+    }
+    let got: Vec<_> = public.requests().into_iter().map(|r| r.uri).collect();
+    assert_eq!(got.len(), 3);
+    for uri in &got {
+        assert_eq!(
+            percent_decode(uri),
+            "/public/café".as_bytes(),
+            "upstream received {uri:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn encoded_slash_when_allowed_is_forwarded_still_encoded() {
     let public = Upstream::start("public").await;

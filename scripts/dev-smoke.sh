@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Smoke test of `warden dev` as a new user would try it:
+#   1. build the release binary (skipped when WARDEN_BIN points at one),
+#   2. start `warden dev` in a fresh data dir and wait for 127.0.0.1:8080,
+#   3. HTTP and HTTPS requests reach the built-in echo service,
+#   4. the admin /metrics output passes `promtool check metrics`
+#      (the Debian package `prometheus` is installed when promtool is missing),
+#   5. SIGTERM stops warden with exit status 0.
+# Any failed check prints why and exits 1. The background warden is stopped on every exit.
+#
+# `warden dev` uses the fixed ports 8080, 8443 and 9901: they must be free.
+#
+# Usage: scripts/dev-smoke.sh            (WARDEN_BIN=/path/to/warden to skip the build)
+
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+fail() {
+    echo "dev-smoke: FAIL: $*" >&2
+    if [[ -n "${LOG:-}" && -s "$LOG" ]]; then
+        echo "dev-smoke: last lines of warden's output ($LOG):" >&2
+        tail -n 20 "$LOG" >&2
+    fi
+    exit 1
+}
+step() { echo "dev-smoke: $*"; }
+
+PID=""
+DATA=""
+LOG=""
+cleanup() {
+    local status=$?
+    if [[ -n "$PID" ]] && kill -0 "$PID" 2>/dev/null; then
+        kill -TERM "$PID" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$PID" 2>/dev/null || true
+        wait "$PID" 2>/dev/null || true
+    fi
+    if [[ -n "$DATA" && -d "$DATA" ]]; then
+        rm -rf "$DATA"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+command -v curl >/dev/null || fail "curl is needed"
+
+# --- 1. binary --------------------------------------------------------------------------------
+if [[ -z "${WARDEN_BIN:-}" ]]; then
+    step "building: cargo build --release -p warden"
+    cargo build --release -p warden || fail "cargo build failed"
+    WARDEN_BIN="$PWD/target/release/warden"
+fi
+[[ -x "$WARDEN_BIN" ]] || fail "WARDEN_BIN=$WARDEN_BIN is not an executable file"
+
+# --- promtool ---------------------------------------------------------------------------------
+if ! command -v promtool >/dev/null; then
+    step "promtool not found: installing the Debian package prometheus"
+    SUDO=""
+    if [[ "$(id -u)" != 0 ]]; then
+        command -v sudo >/dev/null || fail "promtool is missing and installing it needs root (apt-get install prometheus)"
+        SUDO="sudo"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    # Only refresh the package lists when the install fails without it.
+    if ! $SUDO apt-get install -y --no-install-recommends prometheus; then
+        $SUDO apt-get update || fail "apt-get update failed"
+        $SUDO apt-get install -y --no-install-recommends prometheus || fail "cannot install prometheus (for promtool)"
+    fi
+    command -v promtool >/dev/null || fail "the prometheus package did not provide promtool"
+fi
+
+# --- 2. start warden dev ----------------------------------------------------------------------
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for port in 8080 8443 9901; do
+    if port_open "$port"; then
+        fail "port $port is already in use; warden dev needs 8080, 8443 and 9901"
+    fi
+done
+
+DATA="$(mktemp -d)"
+LOG="$DATA/warden-dev.log"
+step "starting: $WARDEN_BIN dev --data-dir $DATA"
+"$WARDEN_BIN" dev --data-dir "$DATA" >"$LOG" 2>&1 &
+PID=$!
+
+for _ in $(seq 1 300); do
+    kill -0 "$PID" 2>/dev/null || fail "warden dev exited during startup"
+    port_open 8080 && break
+    sleep 0.1
+done
+port_open 8080 || fail "warden dev is not listening on 127.0.0.1:8080 after 30 s"
+for port in 8443 9901; do
+    port_open "$port" || fail "warden dev is not listening on 127.0.0.1:$port"
+done
+step "listening on 8080, 8443 and 9901"
+
+# --- 3. requests through the gateway ----------------------------------------------------------
+# $1: description, $2: expected status, $3: text the body must contain, rest: curl arguments.
+expect() {
+    local what=$1 want_status=$2 want_text=$3
+    shift 3
+    local body status
+    body="$(mktemp)"
+    status="$(curl -sS -o "$body" -w '%{http_code}' --max-time 10 "$@")" || {
+        rm -f "$body"
+        fail "$what: curl $* failed"
+    }
+    if [[ "$status" != "$want_status" ]]; then
+        echo "--- body:" >&2
+        cat "$body" >&2
+        rm -f "$body"
+        fail "$what: status $status, expected $want_status"
+    fi
+    if ! grep -qF -- "$want_text" "$body"; then
+        echo "--- body:" >&2
+        cat "$body" >&2
+        rm -f "$body"
+        fail "$what: the answer does not contain $want_text"
+    fi
+    rm -f "$body"
+    step "ok: $what"
+}
+
+expect "HTTP to the echo service" 200 '"service": "echo"' \
+    http://localhost:8080/public/hello
+[[ -s "$DATA/ca.pem" ]] || fail "warden dev did not write $DATA/ca.pem"
+expect "HTTPS to the echo service (dev CA)" 200 '"service": "echo"' \
+    --cacert "$DATA/ca.pem" https://localhost:8443/public/hello
+expect "admin /healthz" 200 'ok' http://localhost:9901/healthz
+
+# --- 4. metrics -------------------------------------------------------------------------------
+METRICS="$DATA/metrics.txt"
+curl -sS --max-time 10 -o "$METRICS" http://localhost:9901/metrics || fail "GET /metrics failed"
+grep -q '^warden_requests_total{route="public",status="200"} ' "$METRICS" \
+    || fail "/metrics does not count the requests just made (warden_requests_total{route=\"public\",status=\"200\"})"
+step "promtool: $(promtool --version 2>&1 | head -n 1)"
+if ! PROMTOOL_OUT="$(promtool check metrics <"$METRICS" 2>&1)"; then
+    echo "--- promtool check metrics said:" >&2
+    echo "$PROMTOOL_OUT" >&2
+    fail "promtool check metrics rejected warden's /metrics output"
+fi
+[[ -n "$PROMTOOL_OUT" ]] && echo "$PROMTOOL_OUT"
+step "ok: promtool check metrics"
+
+# --- 5. SIGTERM -------------------------------------------------------------------------------
+step "sending SIGTERM"
+kill -TERM "$PID"
+for _ in $(seq 1 400); do
+    kill -0 "$PID" 2>/dev/null || break
+    sleep 0.1
+done
+kill -0 "$PID" 2>/dev/null && fail "warden dev still running 40 s after SIGTERM"
+if wait "$PID"; then rc=0; else rc=$?; fi
+PID=""
+[[ "$rc" == 0 ]] || fail "warden dev exited with status $rc after SIGTERM, expected 0"
+step "ok: exit status 0 after SIGTERM"
+step "PASS"
