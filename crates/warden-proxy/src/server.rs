@@ -2,6 +2,9 @@
 //! then serve HTTP/1.1 or HTTP/2 with hyper until the connection ends or a drain begins.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -126,7 +129,7 @@ async fn serve_connection(
     }
     buf.truncate(n);
     let h2 = buf == H2_PREFACE;
-    serve_http(Prefixed::new(buf, stream), h2, peer, listener, false, None, timeouts, gw).await;
+    serve_http(Prefixed::new(Bytes::from(buf), stream), h2, peer, listener, false, None, timeouts, gw).await;
     Ok(())
 }
 
@@ -143,20 +146,22 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let shared = Arc::new(ConnShared::new(!h2, gw.snapshot().limits.max_header_bytes));
-    let io = TokioIo::new(TimedIo::new(io, shared.clone(), timeouts, !h2));
+    let limits = gw.snapshot().limits;
+    let shared = Arc::new(ConnShared::new(!h2, limits.max_header_bytes));
+    let io = TimedIo::new(io, shared.clone(), timeouts, !h2);
     let info = Arc::new(ConnInfo {
         listener,
         peer,
         tls,
         http1: !h2,
-        shared,
+        shared: shared.clone(),
         peer_cert,
     });
-    let limits = gw.snapshot().limits;
-    let mut shutdown = gw.shutdown.subscribe();
     let svc_gw = gw.clone();
-    let svc = service_fn(move |req| handle(req, info.clone(), svc_gw.clone()));
+    // Boxed so the service future is Unpin, which hyper needs to hand an HTTP/1 connection
+    // back (`poll_without_shutdown`) when it is released while idle.
+    let svc = service_fn(move |req| Box::pin(handle(req, info.clone(), svc_gw.clone())));
+    let mut shutdown = gw.shutdown.subscribe();
     if h2 {
         let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
@@ -164,7 +169,7 @@ async fn serve_http<I>(
             .max_concurrent_streams(256)
             .max_pending_accept_reset_streams(50)
             .max_local_error_reset_streams(1024);
-        let conn = b.serve_connection(io, svc);
+        let conn = b.serve_connection(TokioIo::new(io), svc);
         tokio::pin!(conn);
         let mut draining = false;
         loop {
@@ -176,24 +181,70 @@ async fn serve_http<I>(
                 }
             }
         }
-    } else {
-        let mut b = hyper::server::conn::http1::Builder::new();
-        b.timer(TokioTimer::new())
-            .keep_alive(true)
-            .half_close(false)
-            .max_headers(limits.max_headers)
-            .max_header_size(limits.max_header_bytes)
-            .max_buf_size(limits.max_header_bytes.max(8192) + 1024);
-        let conn = b.serve_connection(io, svc);
-        tokio::pin!(conn);
+        return;
+    }
+
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .keep_alive(true)
+        .half_close(false)
+        .max_headers(limits.max_headers)
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes.max(8192) + 1024);
+    let mut io = io;
+    let mut leftover = Bytes::new();
+    loop {
+        // One hyper connection per busy period: it serves requests (keep-alive) until the
+        // connection has been idle for a while, then hands the socket back so its buffers are
+        // freed while the client thinks.
+        let mut conn = b.serve_connection(TokioIo::new(Prefixed::new(leftover, io)), svc.clone());
         let mut draining = false;
-        loop {
+        let mut released = false;
+        let result = loop {
             tokio::select! {
-                _ = conn.as_mut() => break,
+                r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
                 _ = shutdown.wait_for(|s| *s), if !draining => {
                     draining = true;
-                    conn.as_mut().graceful_shutdown();
+                    std::pin::Pin::new(&mut conn).graceful_shutdown();
                 }
+                _ = shared.release_requested(), if !draining && !released => {
+                    if shared.active() == 0 {
+                        released = true;
+                        // On an idle connection this closes hyper's side at once; if a request
+                        // slipped in meanwhile, hyper finishes it and closes with it.
+                        std::pin::Pin::new(&mut conn).graceful_shutdown();
+                    }
+                }
+            }
+        };
+        let parts = conn.into_parts();
+        let (rest, timed) = parts.io.into_inner().into_parts();
+        io = timed;
+        if result.is_err() || !released || draining || shared.active() > 0 {
+            // Closed by the client, by hyper (error, `Connection: close`), or by a drain.
+            let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+            return;
+        }
+        gw.metrics().idle_releases.inc();
+        leftover = if rest.is_empty() {
+            parts.read_buf
+        } else {
+            let mut joined = Vec::with_capacity(parts.read_buf.len() + rest.len());
+            joined.extend_from_slice(&parts.read_buf);
+            joined.extend_from_slice(&rest);
+            Bytes::from(joined)
+        };
+        if leftover.is_empty() {
+            // Wait for the next request's first byte with no buffers held; the idle timeout
+            // still applies (TimedIo), and a drain closes the connection.
+            let mut first = [0u8; 1];
+            let read = tokio::select! {
+                r = io.read(&mut first) => r,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            match read {
+                Ok(1) => leftover = Bytes::copy_from_slice(&first),
+                _ => return,
             }
         }
     }

@@ -114,6 +114,8 @@ pub struct Metrics {
     pub config_last_reload_ok: Gauge,
     /// Access-log lines dropped because the writer fell behind.
     pub access_log_dropped: Counter,
+    /// Idle HTTP/1 connections whose buffers were released while they wait.
+    pub idle_releases: Counter,
 }
 
 impl Default for Metrics {
@@ -173,6 +175,12 @@ impl Metrics {
             "Access-log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
         );
+        let idle_releases = Counter::default();
+        registry.register(
+            "idle_connection_releases",
+            "Idle HTTP/1 connections whose buffers were released while they wait",
+            idle_releases.clone(),
+        );
         Self {
             registry,
             requests,
@@ -186,6 +194,7 @@ impl Metrics {
             reloads,
             config_last_reload_ok,
             access_log_dropped,
+            idle_releases,
         }
     }
 
