@@ -140,10 +140,11 @@ curl -sS --max-time 10 -o "$METRICS" http://localhost:9901/metrics || fail "GET 
 grep -q '^warden_requests_total{route="public",status="200"} ' "$METRICS" \
     || fail "/metrics does not count the requests just made (warden_requests_total{route=\"public\",status=\"200\"})"
 step "promtool: $(promtool --version 2>&1 | head -n 1)"
-if ! PROMTOOL_OUT="$(promtool check metrics <"$METRICS" 2>&1)"; then
+if PROMTOOL_OUT="$(promtool check metrics <"$METRICS" 2>&1)"; then prc=0; else prc=$?; fi
+if [[ "$prc" != 0 ]]; then
     echo "--- promtool check metrics said:" >&2
     echo "$PROMTOOL_OUT" >&2
-    fail "promtool check metrics rejected warden's /metrics output"
+    fail "promtool check metrics rejected warden's /metrics output (exit status $prc)"
 fi
 [[ -n "$PROMTOOL_OUT" ]] && echo "$PROMTOOL_OUT"
 step "ok: promtool check metrics"

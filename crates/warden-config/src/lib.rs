@@ -138,10 +138,15 @@ fn section<T: DeserializeOwned>(
 /// in the file.
 fn file_index_path(path: &str, kept: &[(String, Vec<usize>)]) -> String {
     for (name, indices) in kept {
-        let Some(rest) = path.strip_prefix(name.as_str()).and_then(|r| r.strip_prefix('[')) else {
+        let Some(rest) = path
+            .strip_prefix(name.as_str())
+            .and_then(|r| r.strip_prefix('['))
+        else {
             continue;
         };
-        let Some((n, tail)) = rest.split_once(']') else { continue };
+        let Some((n, tail)) = rest.split_once(']') else {
+            continue;
+        };
         if let Some(orig) = n.parse::<usize>().ok().and_then(|i| indices.get(i)) {
             return format!("{name}[{orig}]{tail}");
         }

@@ -41,7 +41,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
         "d" => Duration::from_secs(n.saturating_mul(86400)),
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "`{s}`: unknown unit `{unit}` (use ms, s, m, h or d)"
+            ))
+        }
     };
     Ok(d)
 }
@@ -101,9 +105,14 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
         "KiB" | "K" | "KB" => 1024,
         "MiB" | "M" | "MB" => 1024 * 1024,
         "GiB" | "G" | "GB" => 1024 * 1024 * 1024,
-        other => return Err(format!("`{s}`: unknown size unit `{other}` (use KiB, MiB, GiB)")),
+        other => {
+            return Err(format!(
+                "`{s}`: unknown size unit `{other}` (use KiB, MiB, GiB)"
+            ))
+        }
     };
-    n.checked_mul(mul).ok_or_else(|| format!("`{s}` is too large"))
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 /// An IP network in CIDR notation (`10.0.0.0/8`, `::1/128`); a bare address means a single host.
@@ -212,12 +221,14 @@ impl SecretRef {
             SecretRef::Env(name) => std::env::var(name)
                 .map(|v| Zeroizing::new(v.into_bytes()))
                 .map_err(|_| SecretError::MissingEnv(name.clone())),
-            SecretRef::File(path) => std::fs::read(path)
-                .map(Zeroizing::new)
-                .map_err(|source| SecretError::File {
-                    path: path.clone(),
-                    source,
-                }),
+            SecretRef::File(path) => {
+                std::fs::read(path)
+                    .map(Zeroizing::new)
+                    .map_err(|source| SecretError::File {
+                        path: path.clone(),
+                        source,
+                    })
+            }
         }
     }
 

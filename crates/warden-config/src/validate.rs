@@ -49,7 +49,9 @@ pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains(['/', '?', '#', '@']) {
-        return Err(format!("`{s}` must be scheme://host:port with no path, query or user"));
+        return Err(format!(
+            "`{s}` must be scheme://host:port with no path, query or user"
+        ));
     }
     let default_port = if scheme == Scheme::Https { 443 } else { 80 };
     let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
@@ -80,10 +82,7 @@ pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
 pub(crate) fn validate(c: &Config, e: &mut ConfigErrors) {
     server(&c.server, e);
     if http::HeaderName::from_bytes(c.forwarding.request_id_header.as_bytes()).is_err() {
-        e.push(
-            "forwarding.request_id_header",
-            "not a valid header name",
-        );
+        e.push("forwarding.request_id_header", "not a valid header name");
     }
     security_headers(&c.security_headers, "security_headers", e);
     if c.reload.poll_interval.0.is_zero() {
@@ -100,11 +99,17 @@ pub(crate) fn validate(c: &Config, e: &mut ConfigErrors) {
     for (i, l) in c.listeners.iter().enumerate() {
         let p = format!("listeners[{i}]");
         if !names.insert(&l.name) {
-            e.push(format!("{p}.name"), format!("duplicate listener name `{}`", l.name));
+            e.push(
+                format!("{p}.name"),
+                format!("duplicate listener name `{}`", l.name),
+            );
         }
         // Port 0 asks the OS for a free port, so two of them never clash.
         if l.address.port() != 0 && !addrs.insert(l.address) {
-            e.push(format!("{p}.address"), format!("{} is used by another listener", l.address));
+            e.push(
+                format!("{p}.address"),
+                format!("{} is used by another listener", l.address),
+            );
         }
         if c.admin.enabled && l.address.port() != 0 && l.address == c.admin.address {
             e.push(format!("{p}.address"), "same address as the admin listener");
@@ -117,7 +122,10 @@ pub(crate) fn validate(c: &Config, e: &mut ConfigErrors) {
     for (i, cl) in c.clusters.iter().enumerate() {
         let p = format!("clusters[{i}]");
         if !clusters.insert(cl.name.as_str()) {
-            e.push(format!("{p}.name"), format!("duplicate cluster name `{}`", cl.name));
+            e.push(
+                format!("{p}.name"),
+                format!("duplicate cluster name `{}`", cl.name),
+            );
         }
         cluster(cl, &p, e);
     }
@@ -125,10 +133,16 @@ pub(crate) fn validate(c: &Config, e: &mut ConfigErrors) {
     for (i, r) in c.routes.iter().enumerate() {
         let p = format!("routes[{i}]");
         if !routes.insert(r.name.as_str()) {
-            e.push(format!("{p}.name"), format!("duplicate route name `{}`", r.name));
+            e.push(
+                format!("{p}.name"),
+                format!("duplicate route name `{}`", r.name),
+            );
         }
         if !clusters.contains(r.cluster.as_str()) {
-            e.push(format!("{p}.cluster"), format!("no cluster named `{}`", r.cluster));
+            e.push(
+                format!("{p}.cluster"),
+                format!("no cluster named `{}`", r.cluster),
+            );
         }
         route(r, &p, e);
     }
@@ -192,7 +206,10 @@ fn readable(path: &Path, at: String, e: &mut ConfigErrors) {
 
 fn listener_tls(t: &TlsListenerConfig, p: &str, e: &mut ConfigErrors) {
     if t.certificates.is_empty() {
-        e.push(format!("{p}.certificates"), "at least one certificate is needed");
+        e.push(
+            format!("{p}.certificates"),
+            "at least one certificate is needed",
+        );
     }
     for (i, c) in t.certificates.iter().enumerate() {
         let cp = format!("{p}.certificates[{i}]");
@@ -225,14 +242,23 @@ fn cluster(c: &ClusterConfig, p: &str, e: &mut ConfigErrors) {
         }
     }
     if schemes.len() > 1 {
-        e.push(format!("{p}.endpoints"), "mixes http:// and https://; use one scheme per cluster");
+        e.push(
+            format!("{p}.endpoints"),
+            "mixes http:// and https://; use one scheme per cluster",
+        );
     }
     if schemes.contains(&Scheme::Https) && c.tls.is_none() {
-        e.push(format!("{p}.tls"), "https:// endpoints need a [tls] section with the CA to trust");
+        e.push(
+            format!("{p}.tls"),
+            "https:// endpoints need a [tls] section with the CA to trust",
+        );
     }
     if c.load_balancer == LoadBalancer::ConsistentHash {
         match &c.hash_header {
-            None => e.push(format!("{p}.hash_header"), "required by load_balancer = \"consistent_hash\""),
+            None => e.push(
+                format!("{p}.hash_header"),
+                "required by load_balancer = \"consistent_hash\"",
+            ),
             Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_err() => {
                 e.push(format!("{p}.hash_header"), "not a valid header name")
             }
@@ -279,7 +305,10 @@ fn cluster(c: &ClusterConfig, p: &str, e: &mut ConfigErrors) {
         }
         for s in &h.expected_statuses {
             if !(100..=599).contains(s) {
-                e.push(format!("{hp}.expected_statuses"), format!("{s} is not an HTTP status"));
+                e.push(
+                    format!("{hp}.expected_statuses"),
+                    format!("{s} is not an HTTP status"),
+                );
             }
         }
     }
@@ -318,9 +347,15 @@ fn route(r: &RouteConfig, p: &str, e: &mut ConfigErrors) {
         r.path_regex.is_some(),
     ];
     if path_kinds.iter().filter(|b| **b).count() > 1 {
-        e.push(p.to_string(), "use only one of path_exact, path_prefix, path_regex");
+        e.push(
+            p.to_string(),
+            "use only one of path_exact, path_prefix, path_regex",
+        );
     }
-    for (field, v) in [("path_exact", &r.path_exact), ("path_prefix", &r.path_prefix)] {
+    for (field, v) in [
+        ("path_exact", &r.path_exact),
+        ("path_prefix", &r.path_prefix),
+    ] {
         if let Some(v) = v {
             if !v.starts_with('/') {
                 e.push(format!("{p}.{field}"), "must start with /");
@@ -336,8 +371,13 @@ fn route(r: &RouteConfig, p: &str, e: &mut ConfigErrors) {
         }
     }
     for m in &r.methods {
-        if http::Method::from_bytes(m.as_bytes()).is_err() || m.chars().any(|c| c.is_ascii_lowercase()) {
-            e.push(format!("{p}.methods"), format!("`{m}` is not a method (write it in capitals)"));
+        if http::Method::from_bytes(m.as_bytes()).is_err()
+            || m.chars().any(|c| c.is_ascii_lowercase())
+        {
+            e.push(
+                format!("{p}.methods"),
+                format!("`{m}` is not a method (write it in capitals)"),
+            );
         }
     }
     for (i, h) in r.headers.iter().enumerate() {
@@ -360,19 +400,31 @@ fn route(r: &RouteConfig, p: &str, e: &mut ConfigErrors) {
     if let Some(c) = &r.cors {
         let cp = format!("{p}.cors");
         if c.allowed_origins.is_empty() {
-            e.push(format!("{cp}.allowed_origins"), "at least one origin (or \"*\")");
+            e.push(
+                format!("{cp}.allowed_origins"),
+                "at least one origin (or \"*\")",
+            );
         }
         for o in &c.allowed_origins {
             if o != "*" && !(o.starts_with("https://") || o.starts_with("http://")) {
-                e.push(format!("{cp}.allowed_origins"), format!("`{o}` is not an origin like https://app.example.com"));
+                e.push(
+                    format!("{cp}.allowed_origins"),
+                    format!("`{o}` is not an origin like https://app.example.com"),
+                );
             }
         }
         if c.allow_credentials && c.allowed_origins.iter().any(|o| o == "*") {
-            e.push(format!("{cp}.allow_credentials"), "not allowed with origin \"*\" (browsers refuse it)");
+            e.push(
+                format!("{cp}.allow_credentials"),
+                "not allowed with origin \"*\" (browsers refuse it)",
+            );
         }
         for m in &c.allowed_methods {
             if http::Method::from_bytes(m.as_bytes()).is_err() {
-                e.push(format!("{cp}.allowed_methods"), format!("`{m}` is not a method"));
+                e.push(
+                    format!("{cp}.allowed_methods"),
+                    format!("`{m}` is not a method"),
+                );
             }
         }
         for h in c.allowed_headers.iter().chain(&c.exposed_headers) {
@@ -393,9 +445,15 @@ mod tests {
     #[test]
     fn endpoints_parse_hosts_ports_and_ipv6() {
         let e = parse_endpoint("http://127.0.0.1:8080").unwrap();
-        assert_eq!((e.scheme, e.host.as_str(), e.port), (Scheme::Http, "127.0.0.1", 8080));
+        assert_eq!(
+            (e.scheme, e.host.as_str(), e.port),
+            (Scheme::Http, "127.0.0.1", 8080)
+        );
         let e = parse_endpoint("https://[::1]:9443").unwrap();
-        assert_eq!((e.host.as_str(), e.port, e.authority()), ("::1", 9443, "[::1]:9443".to_string()));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.authority()),
+            ("::1", 9443, "[::1]:9443".to_string())
+        );
         assert_eq!(parse_endpoint("https://svc.local").unwrap().port, 443);
         assert!(parse_endpoint("ftp://x").is_err());
         assert!(parse_endpoint("http://x:1/path").is_err());

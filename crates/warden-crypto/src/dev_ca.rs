@@ -4,8 +4,8 @@
 //! production certificate authority (that belongs to the authority role).
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
 /// Errors from generating development certificates.
@@ -87,7 +87,10 @@ impl DevCa {
     ) -> Result<IssuedCert, DevCaError> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, names.first().copied().unwrap_or("warden"));
+        dn.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("warden"),
+        );
         params.distinguished_name = dn;
         for name in names {
             let san = match name.parse::<std::net::IpAddr>() {

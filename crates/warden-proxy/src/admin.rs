@@ -22,12 +22,33 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .with_state(gw)
 }
 
-async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        gw.metrics().encode(),
-    )
-        .into_response()
+/// OpenMetrics for scrapers that ask for it (Prometheus does, in its Accept header), the
+/// classic text format otherwise (curl, promtool, older scrapers).
+async fn metrics(State(gw): State<Arc<Gateway>>, headers: axum::http::HeaderMap) -> Response {
+    let wants_open_metrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if wants_open_metrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            gw.metrics().encode(),
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            gw.metrics().encode_prometheus(),
+        )
+            .into_response()
+    }
 }
 
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
@@ -44,7 +65,11 @@ async fn config(State(gw): State<Arc<Gateway>>) -> Json<serde_json::Value> {
 
 async fn reload(State(gw): State<Arc<Gateway>>) -> Response {
     match gw.reload().await {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "reloaded"}))).into_response(),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(serde_json::json!({"status": "reloaded"})),
+        )
+            .into_response(),
         Err(e) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(serde_json::json!({"status": "rejected", "errors": e.errors})),

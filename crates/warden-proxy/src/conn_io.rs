@@ -115,7 +115,12 @@ pub(crate) struct TimedIo<T> {
 }
 
 impl<T> TimedIo<T> {
-    pub(crate) fn new(inner: T, shared: Arc<ConnShared>, timeouts: ConnTimeouts, http1: bool) -> Self {
+    pub(crate) fn new(
+        inner: T,
+        shared: Arc<ConnShared>,
+        timeouts: ConnTimeouts,
+        http1: bool,
+    ) -> Self {
         Self {
             inner,
             shared,
@@ -155,14 +160,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
                 let data = &buf.filled()[before..];
                 if !data.is_empty() {
                     if let Some(inspector) = &this.shared.inspector {
-                        inspector.lock().unwrap_or_else(|p| p.into_inner()).feed(data);
+                        inspector
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .feed(data);
                     }
                     let active = this.shared.active.load(Ordering::Acquire);
                     if active == 0 && this.phase != Phase::ReadingHead {
                         if this.http1 {
                             this.phase = Phase::ReadingHead;
                             this.release_pending = false;
-                            this.sleep.as_mut().reset(Instant::now() + this.timeouts.header);
+                            this.sleep
+                                .as_mut()
+                                .reset(Instant::now() + this.timeouts.header);
                         } else {
                             this.enter_idle();
                         }
@@ -204,14 +214,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
                     let _ = Pin::new(&mut this.inner).poll_flush(cx);
                     tracing::debug!("request head not received in time; 408");
                 }
-                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "connection timed out")))
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection timed out",
+                )))
             }
         }
     }
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -255,7 +272,11 @@ impl<T> Prefixed<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
@@ -267,7 +288,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_write_vectored(

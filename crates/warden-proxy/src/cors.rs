@@ -38,11 +38,16 @@ impl Cors {
             .iter()
             .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
             .collect();
-        let headers: Vec<String> = c.allowed_headers.iter().map(|h| h.to_ascii_lowercase()).collect();
+        let headers: Vec<String> = c
+            .allowed_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
         Self {
             any_origin: c.allowed_origins.iter().any(|o| o == "*"),
             origins: c.allowed_origins.clone(),
-            allow_methods: join(&c.allowed_methods).unwrap_or_else(|| HeaderValue::from_static("GET")),
+            allow_methods: join(&c.allowed_methods)
+                .unwrap_or_else(|| HeaderValue::from_static("GET")),
             allow_headers: join(&headers),
             headers,
             methods,
@@ -95,16 +100,30 @@ impl Cors {
         let mut res = Response::new(());
         *res.status_mut() = StatusCode::NO_CONTENT;
         let rh = res.headers_mut();
-        rh.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, self.allow_origin_value(origin));
-        rh.insert(header::ACCESS_CONTROL_ALLOW_METHODS, self.allow_methods.clone());
+        rh.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            self.allow_origin_value(origin),
+        );
+        rh.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            self.allow_methods.clone(),
+        );
         if let Some(v) = &self.allow_headers {
             rh.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v.clone());
         }
         if self.credentials {
-            rh.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+            rh.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
         }
         rh.insert(header::ACCESS_CONTROL_MAX_AGE, self.max_age.clone());
-        rh.insert(header::VARY, HeaderValue::from_static("Origin, Access-Control-Request-Method, Access-Control-Request-Headers"));
+        rh.insert(
+            header::VARY,
+            HeaderValue::from_static(
+                "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+            ),
+        );
         Preflight::Allowed(res)
     }
 
@@ -127,9 +146,15 @@ impl Cors {
         if !origin.to_str().is_ok_and(|o| self.origin_allowed(o)) {
             return;
         }
-        res.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, self.allow_origin_value(origin));
+        res.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            self.allow_origin_value(origin),
+        );
         if self.credentials {
-            res.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+            res.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
         }
         if let Some(v) = &self.expose {
             res.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());

@@ -67,20 +67,52 @@ impl Reject {
     pub fn parts(self) -> (StatusCode, &'static str, &'static str) {
         match self {
             Reject::BadRequest(why) => (StatusCode::BAD_REQUEST, "bad_request", why),
-            Reject::NoRoute => (StatusCode::NOT_FOUND, "no_route", "no route for this request"),
+            Reject::NoRoute => (
+                StatusCode::NOT_FOUND,
+                "no_route",
+                "no route for this request",
+            ),
             Reject::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "access denied"),
-            Reject::CorsRejected => (StatusCode::FORBIDDEN, "cors_rejected", "CORS preflight not allowed"),
-            Reject::UriTooLong => (StatusCode::URI_TOO_LONG, "uri_too_long", "request target too long"),
-            Reject::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large"),
-            Reject::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout", "request not received in time"),
-            Reject::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "gateway busy, retry later"),
+            Reject::CorsRejected => (
+                StatusCode::FORBIDDEN,
+                "cors_rejected",
+                "CORS preflight not allowed",
+            ),
+            Reject::UriTooLong => (
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                "request target too long",
+            ),
+            Reject::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body too large",
+            ),
+            Reject::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "request not received in time",
+            ),
+            Reject::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "gateway busy, retry later",
+            ),
             Reject::NoHealthyUpstream => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no_healthy_upstream",
                 "no healthy upstream",
             ),
-            Reject::BadGateway => (StatusCode::BAD_GATEWAY, "bad_gateway", "upstream unavailable"),
-            Reject::GatewayTimeout => (StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", "upstream timed out"),
+            Reject::BadGateway => (
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "upstream unavailable",
+            ),
+            Reject::GatewayTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "gateway_timeout",
+                "upstream timed out",
+            ),
         }
     }
 
@@ -95,13 +127,18 @@ impl Reject {
         let body = format!("{{\"error\":\"{code}\",\"message\":\"{message}\"}}\n");
         let mut res = Response::new(Bytes::from(body));
         *res.status_mut() = status;
-        res.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if matches!(self, Reject::Overloaded | Reject::NoHealthyUpstream) {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if matches!(self, Reject::BadRequest(_) | Reject::RequestTimeout | Reject::PayloadTooLarge) {
+        if matches!(
+            self,
+            Reject::BadRequest(_) | Reject::RequestTimeout | Reject::PayloadTooLarge
+        ) {
             // The connection's framing may be in doubt: do not reuse it.
             res.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

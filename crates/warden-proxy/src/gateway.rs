@@ -38,7 +38,12 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub(crate) fn new(snapshot: Snapshot, metrics: Arc<Metrics>, access_log: AccessLog, config_path: Option<PathBuf>) -> Self {
+    pub(crate) fn new(
+        snapshot: Snapshot,
+        metrics: Arc<Metrics>,
+        access_log: AccessLog,
+        config_path: Option<PathBuf>,
+    ) -> Self {
         let listener_shape = shape(snapshot.config());
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -86,7 +91,10 @@ impl Gateway {
     pub(crate) fn enter(self: &Arc<Self>) -> InFlightGuard {
         let n = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
         self.metrics.in_flight.inc();
-        InFlightGuard { gw: self.clone(), n }
+        InFlightGuard {
+            gw: self.clone(),
+            n,
+        }
     }
 
     /// Counts a new connection; `None` when the global limit is reached.
@@ -118,12 +126,18 @@ impl Gateway {
         let result = self.try_reload().await;
         match &result {
             Ok(()) => {
-                self.metrics.reloads.get_or_create(&Outcome("success")).inc();
+                self.metrics
+                    .reloads
+                    .get_or_create(&Outcome("success"))
+                    .inc();
                 self.metrics.config_last_reload_ok.set(1);
                 tracing::info!("config reloaded");
             }
             Err(e) => {
-                self.metrics.reloads.get_or_create(&Outcome("failure")).inc();
+                self.metrics
+                    .reloads
+                    .get_or_create(&Outcome("failure"))
+                    .inc();
                 self.metrics.config_last_reload_ok.set(0);
                 tracing::error!(errors = ?e.errors, "config reload failed; the running config stays");
             }
@@ -154,9 +168,10 @@ impl Gateway {
         }
         let old = self.snapshot();
         let metrics = self.metrics.clone();
-        let snapshot = Snapshot::compile(config, Some(&old), &metrics).map_err(|errs| ReloadError {
-            errors: errs.iter().map(ToString::to_string).collect(),
-        })?;
+        let snapshot =
+            Snapshot::compile(config, Some(&old), &metrics).map_err(|errs| ReloadError {
+                errors: errs.iter().map(ToString::to_string).collect(),
+            })?;
         snapshot.start_background();
         self.snapshot.store(Arc::new(snapshot));
         Ok(())
@@ -181,13 +196,19 @@ impl Gateway {
             if let Some(t) = &c.tls {
                 paths.push(t.ca.clone());
                 paths.extend(t.client_cert.clone());
-                paths.extend(t.client_key.as_ref().and_then(|k| k.path().map(Path::to_path_buf)));
+                paths.extend(
+                    t.client_key
+                        .as_ref()
+                        .and_then(|k| k.path().map(Path::to_path_buf)),
+                );
             }
         }
         paths
             .into_iter()
             .map(|p| {
-                let stamp = std::fs::metadata(&p).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+                let stamp = std::fs::metadata(&p)
+                    .ok()
+                    .and_then(|m| Some((m.modified().ok()?, m.len())));
                 (p, stamp)
             })
             .collect()

@@ -237,8 +237,14 @@ impl Inspector {
 }
 
 fn trim(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| *c != b' ' && *c != b'\t').unwrap_or(b.len());
-    let end = b.iter().rposition(|c| *c != b' ' && *c != b'\t').map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| *c != b' ' && *c != b'\t')
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| *c != b' ' && *c != b'\t')
+        .map_or(start, |e| e + 1);
     &b[start..end]
 }
 
@@ -249,7 +255,9 @@ fn parse_hex(b: &[u8]) -> Option<u64> {
     }
     let mut n: u64 = 0;
     for c in b {
-        n = n.checked_mul(16)?.checked_add((*c as char).to_digit(16)? as u64)?;
+        n = n
+            .checked_mul(16)?
+            .checked_add((*c as char).to_digit(16)? as u64)?;
     }
     Some(n)
 }
@@ -286,7 +294,10 @@ mod tests {
 
     #[test]
     fn flags_duplicate_content_length_even_when_equal() {
-        let v = verdicts(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\nx", 4);
+        let v = verdicts(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\nx",
+            4,
+        );
         assert!(v[0].duplicate_content_length);
     }
 

@@ -45,7 +45,8 @@ struct Ctx {
     body: Option<Arc<BodyState>>,
 }
 
-static DASH: std::sync::LazyLock<Arc<String>> = std::sync::LazyLock::new(|| Arc::new("-".to_owned()));
+static DASH: std::sync::LazyLock<Arc<String>> =
+    std::sync::LazyLock::new(|| Arc::new("-".to_owned()));
 
 /// Serves one request.
 pub(crate) async fn handle(
@@ -57,13 +58,20 @@ pub(crate) async fn handle(
     let started_at = SystemTime::now();
     let active = conn.shared.begin();
     // Verdicts come one per HTTP/1 request head, in order: take ours before anything else.
-    let verdict = if conn.http1 { conn.shared.next_verdict() } else { None };
+    let verdict = if conn.http1 {
+        conn.shared.next_verdict()
+    } else {
+        None
+    };
     let in_flight = gw.enter();
     let snap = gw.snapshot();
     let request_id = headers::request_id(req.headers(), &snap.request_id_header);
     let method = req.method().clone();
     let version = req.version();
-    let log_path = gw.access_log().enabled().then(|| req.uri().path().to_owned());
+    let log_path = gw
+        .access_log()
+        .enabled()
+        .then(|| req.uri().path().to_owned());
     let mut ctx = Ctx {
         route: None,
         upstream: None,
@@ -71,12 +79,18 @@ pub(crate) async fn handle(
         body: None,
     };
     let result = if in_flight.over_limit(snap.limits.max_in_flight) {
-        gw.metrics().rejected.get_or_create(&warden_telemetry::metrics::Reason("in_flight_limit")).inc();
+        gw.metrics()
+            .rejected
+            .get_or_create(&warden_telemetry::metrics::Reason("in_flight_limit"))
+            .inc();
         Err(Reject::Overloaded)
     } else if conn.http1 && verdict.is_none_or(|v| v.is_ambiguous()) {
         // No verdict: the inspector lost track of this connection's framing, so this head
         // cannot be vouched for.
-        gw.metrics().rejected.get_or_create(&warden_telemetry::metrics::Reason("ambiguous_framing")).inc();
+        gw.metrics()
+            .rejected
+            .get_or_create(&warden_telemetry::metrics::Reason("ambiguous_framing"))
+            .inc();
         Err(Reject::BadRequest("ambiguous message framing"))
     } else {
         forward(req, &conn, &snap, &request_id, &mut ctx).await
@@ -101,7 +115,10 @@ pub(crate) async fn handle(
         h.remove(header::CONNECTION);
     }
 
-    let route_name = ctx.route.as_ref().map_or_else(|| DASH.clone(), |r| r.name.clone());
+    let route_name = ctx
+        .route
+        .as_ref()
+        .map_or_else(|| DASH.clone(), |r| r.name.clone());
     let status = res.status().as_u16();
     let metrics = gw.metrics();
     metrics
@@ -147,7 +164,9 @@ fn request_host(req: &Request<Incoming>) -> Result<(String, HeaderValue), Reject
         return Err(Reject::BadRequest("duplicate Host header"));
     }
     let raw = match (req.uri().authority(), first) {
-        (Some(a), _) => HeaderValue::from_str(a.as_str()).map_err(|_| Reject::BadRequest("invalid host"))?,
+        (Some(a), _) => {
+            HeaderValue::from_str(a.as_str()).map_err(|_| Reject::BadRequest("invalid host"))?
+        }
         (None, Some(h)) => h.clone(),
         (None, None) if req.version() == Version::HTTP_10 => HeaderValue::from_static(""),
         (None, None) => return Err(Reject::BadRequest("missing Host header")),
@@ -163,7 +182,10 @@ fn request_host(req: &Request<Incoming>) -> Result<(String, HeaderValue), Reject
     if authority.as_str().contains('@') {
         return Err(Reject::BadRequest("invalid Host header"));
     }
-    Ok((authority.host().trim_end_matches('.').to_ascii_lowercase(), raw))
+    Ok((
+        authority.host().trim_end_matches('.').to_ascii_lowercase(),
+        raw,
+    ))
 }
 
 async fn forward(
@@ -217,7 +239,9 @@ async fn forward(
     if preflight {
         if let Some(cors) = &route.cors {
             return match cors.preflight(req.headers()) {
-                Preflight::Allowed(res) => Ok(res.map(|()| ResponseBody::full(bytes::Bytes::new()))),
+                Preflight::Allowed(res) => {
+                    Ok(res.map(|()| ResponseBody::full(bytes::Bytes::new())))
+                }
                 Preflight::Denied => Err(Reject::CorsRejected),
             };
         }
@@ -239,15 +263,25 @@ async fn forward(
         .as_ref()
         .and_then(|h| req.headers().get(h))
         .map(|v| v.as_bytes().to_vec());
-    let guard = cluster.pick(hash_value.as_deref()).ok_or(Reject::NoHealthyUpstream)?;
+    let guard = cluster
+        .pick(hash_value.as_deref())
+        .ok_or(Reject::NoHealthyUpstream)?;
     let endpoint = guard.endpoint().clone();
     ctx.upstream = Some(guard);
 
     let (mut parts, body) = req.into_parts();
     let origin = parts.headers.get(header::ORIGIN).cloned();
     headers::strip_hop_by_hop(&mut parts.headers);
-    headers::set_forwarded(&mut parts.headers, conn.peer.ip(), conn.tls, host_value.to_str().unwrap_or(""), &snap.trusted_proxies);
-    parts.headers.insert(snap.request_id_header.clone(), request_id.clone());
+    headers::set_forwarded(
+        &mut parts.headers,
+        conn.peer.ip(),
+        conn.tls,
+        host_value.to_str().unwrap_or(""),
+        &snap.trusted_proxies,
+    );
+    parts
+        .headers
+        .insert(snap.request_id_header.clone(), request_id.clone());
     headers::propagate_trace(&mut parts.headers);
     if !host_value.is_empty() {
         parts.headers.insert(header::HOST, host_value);
@@ -282,7 +316,11 @@ async fn forward(
             cluster.record_error(&endpoint);
             let timed_out = is_timeout(&e);
             tracing::warn!(cluster = %cluster.name, endpoint = %endpoint.label, error = %error_chain(&e), "upstream request failed");
-            return Err(if timed_out { Reject::GatewayTimeout } else { Reject::BadGateway });
+            return Err(if timed_out {
+                Reject::GatewayTimeout
+            } else {
+                Reject::BadGateway
+            });
         }
         Err(_) => {
             if !state.complete.load(Ordering::Acquire) {
@@ -373,7 +411,10 @@ impl OnFinish for Finish {
             status: l.status,
             duration_ms: l.start.elapsed().as_secs_f64() * 1000.0,
             upstream: upstream.as_deref().map_or("-", |s| s.as_str()),
-            bytes_in: self.body.as_ref().map_or(0, |b| b.bytes.load(Ordering::Relaxed)),
+            bytes_in: self
+                .body
+                .as_ref()
+                .map_or(0, |b| b.bytes.load(Ordering::Relaxed)),
             bytes_out,
             client: &client,
             reason: l.reason,

@@ -62,7 +62,13 @@ pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) ->
 
 /// Sets `X-Forwarded-For/-Proto/-Host`: extended when the peer is a trusted proxy, replaced
 /// otherwise (a client cannot forge where it came from).
-pub(crate) fn set_forwarded(h: &mut HeaderMap, peer: IpAddr, tls: bool, host: &str, proxies: &[IpNet]) {
+pub(crate) fn set_forwarded(
+    h: &mut HeaderMap,
+    peer: IpAddr,
+    tls: bool,
+    host: &str,
+    proxies: &[IpNet],
+) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let xfp = HeaderName::from_static("x-forwarded-proto");
     let xfh = HeaderName::from_static("x-forwarded-host");
@@ -113,7 +119,8 @@ pub(crate) fn request_id(h: &HeaderMap, name: &HeaderName) -> HeaderValue {
         let b = v.as_bytes();
         if !b.is_empty()
             && b.len() <= 128
-            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
         {
             return v.clone();
         }
@@ -123,7 +130,9 @@ pub(crate) fn request_id(h: &HeaderMap, name: &HeaderName) -> HeaderValue {
 }
 
 fn is_lower_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// W3C trace context: a valid `traceparent` continues its trace with Warden as the new
@@ -149,7 +158,10 @@ pub(crate) fn propagate_trace(h: &mut HeaderMap) -> String {
         Some(t) => t,
         None => {
             h.remove("tracestate");
-            (format!("{:032x}", rand::random::<u128>() | 1), "00".to_owned())
+            (
+                format!("{:032x}", rand::random::<u128>() | 1),
+                "00".to_owned(),
+            )
         }
     };
     if let Ok(v) = HeaderValue::from_str(&format!("00-{trace}-{span}-{flags}")) {
@@ -170,7 +182,10 @@ impl SecurityHeaders {
     pub(crate) fn compile(c: &warden_config::SecurityHeaders) -> Self {
         let mut always = Vec::new();
         if c.content_type_options {
-            always.push((header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")));
+            always.push((
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ));
         }
         if let Ok(v) = HeaderValue::from_str(&c.referrer_policy) {
             if !c.referrer_policy.is_empty() {
@@ -183,12 +198,17 @@ impl SecurityHeaders {
             }
         }
         for (k, v) in &c.extra {
-            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
                 always.push((k, v));
             }
         }
         Self {
-            hsts: (!c.hsts.is_empty()).then(|| HeaderValue::from_str(&c.hsts).ok()).flatten(),
+            hsts: (!c.hsts.is_empty())
+                .then(|| HeaderValue::from_str(&c.hsts).ok())
+                .flatten(),
             always,
         }
     }
@@ -197,7 +217,8 @@ impl SecurityHeaders {
     pub(crate) fn apply(&self, h: &mut HeaderMap, tls: bool) {
         if tls {
             if let Some(v) = &self.hsts {
-                h.entry(header::STRICT_TRANSPORT_SECURITY).or_insert_with(|| v.clone());
+                h.entry(header::STRICT_TRANSPORT_SECURITY)
+                    .or_insert_with(|| v.clone());
             }
         }
         for (k, v) in &self.always {
@@ -213,7 +234,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -237,13 +261,25 @@ mod tests {
     fn client_ip_walks_trusted_chain_from_the_right() {
         let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let h = map(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.9")]);
-        assert_eq!(client_ip("10.0.0.1".parse().unwrap(), &h, &proxies), "1.2.3.4".parse::<IpAddr>().unwrap());
-        assert_eq!(client_ip("8.8.8.8".parse().unwrap(), &h, &proxies), "8.8.8.8".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip("10.0.0.1".parse().unwrap(), &h, &proxies),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip("8.8.8.8".parse().unwrap(), &h, &proxies),
+            "8.8.8.8".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
     fn traceparent_is_continued_when_valid_and_replaced_when_not() {
-        let mut h = map(&[("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), ("tracestate", "a=b")]);
+        let mut h = map(&[
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "a=b"),
+        ]);
         let trace = propagate_trace(&mut h);
         assert_eq!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
         let tp = h.get("traceparent").unwrap().to_str().unwrap();
@@ -251,7 +287,13 @@ mod tests {
         assert!(!tp.contains("00f067aa0ba902b7"));
         assert!(h.contains_key("tracestate"));
 
-        let mut h = map(&[("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"), ("tracestate", "a=b")]);
+        let mut h = map(&[
+            (
+                "traceparent",
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "a=b"),
+        ]);
         let trace = propagate_trace(&mut h);
         assert_ne!(trace, "00000000000000000000000000000000");
         assert!(!h.contains_key("tracestate"));
@@ -260,7 +302,10 @@ mod tests {
     #[test]
     fn request_ids_are_kept_when_sane() {
         let name = HeaderName::from_static("x-request-id");
-        assert_eq!(request_id(&map(&[("x-request-id", "abc-123")]), &name), "abc-123");
+        assert_eq!(
+            request_id(&map(&[("x-request-id", "abc-123")]), &name),
+            "abc-123"
+        );
         let made = request_id(&map(&[("x-request-id", "bad id with spaces")]), &name);
         assert_eq!(made.len(), 32);
     }

@@ -74,15 +74,18 @@ pub struct GatewayHandle {
 
 /// Starts the gateway: compiles the config, binds listeners (port 0 picks a free port, see
 /// [`GatewayHandle::listener_addr`]), starts the admin listener and the file watcher.
-pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<GatewayHandle, StartError> {
+pub async fn start(
+    config: Config,
+    config_path: Option<PathBuf>,
+) -> Result<GatewayHandle, StartError> {
     let metrics = Arc::new(Metrics::new());
     let access_log = if config.access_log.enabled {
-        AccessLog::open(&config.access_log.path, metrics.access_log_dropped.clone()).map_err(|source| {
-            StartError::AccessLog {
+        AccessLog::open(&config.access_log.path, metrics.access_log_dropped.clone()).map_err(
+            |source| StartError::AccessLog {
                 path: config.access_log.path.clone(),
                 source,
-            }
-        })?
+            },
+        )?
     } else {
         AccessLog::disabled()
     };
@@ -123,7 +126,11 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Gatew
             source,
         })?;
         listeners.push((name.clone(), addr));
-        tasks.push(tokio::spawn(server::accept_loop(listener, Arc::new(name), gw.clone())));
+        tasks.push(tokio::spawn(server::accept_loop(
+            listener,
+            Arc::new(name),
+            gw.clone(),
+        )));
     }
     let mut admin = None;
     if let Some(listener) = admin_listener {
@@ -140,7 +147,10 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Gatew
         }));
     }
     if config.reload.watch && gw.config_path().is_some() {
-        tasks.push(tokio::spawn(watch_files(gw.clone(), config.reload.poll_interval.0)));
+        tasks.push(tokio::spawn(watch_files(
+            gw.clone(),
+            config.reload.poll_interval.0,
+        )));
     }
     gw.set_ready();
     Ok(GatewayHandle {
@@ -181,7 +191,10 @@ impl GatewayHandle {
 
     /// The bound address of a listener, by name.
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
     }
 
     /// Every listener's name and bound address.
@@ -206,7 +219,10 @@ impl GatewayHandle {
         let _ = self.gw.shutdown.send(true);
         let drained = tokio::time::timeout(deadline, self.gw.connections_drained()).await;
         if drained.is_err() {
-            tracing::warn!(open = self.gw.open_connections(), "drain deadline reached; closing remaining connections");
+            tracing::warn!(
+                open = self.gw.open_connections(),
+                "drain deadline reached; closing remaining connections"
+            );
         }
         for t in self.tasks {
             t.abort();

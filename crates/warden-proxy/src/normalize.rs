@@ -65,7 +65,10 @@ pub fn normalize_path(raw: &str, allow_encoded_slash: bool) -> Result<String, Pa
         let b = bytes[i];
         match b {
             b'%' => {
-                let (h, l) = match (bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b))) {
+                let (h, l) = match (
+                    bytes.get(i + 1).and_then(|b| hex(*b)),
+                    bytes.get(i + 2).and_then(|b| hex(*b)),
+                ) {
                     (Some(h), Some(l)) => (h, l),
                     _ => return Err(PathError::BadEscape),
                 };
@@ -181,7 +184,10 @@ mod tests {
         assert_eq!(n("/a\\b"), Err(PathError::Backslash));
         assert_eq!(n("/a/%zz"), Err(PathError::BadEscape));
         assert_eq!(n("/a/%4"), Err(PathError::BadEscape));
-        assert_eq!(n("/public/..;/admin"), Err(PathError::DotSegmentWithParameters));
+        assert_eq!(
+            n("/public/..;/admin"),
+            Err(PathError::DotSegmentWithParameters)
+        );
         assert_eq!(n("relative"), Err(PathError::NotAbsolute));
     }
 

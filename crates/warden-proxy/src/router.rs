@@ -63,7 +63,10 @@ impl Route {
             && self.headers.iter().all(|h| match h {
                 HeaderCond::Present(n) => headers.contains_key(n),
                 HeaderCond::Absent(n) => !headers.contains_key(n),
-                HeaderCond::Exact(n, v) => headers.get_all(n).iter().any(|x| x.as_bytes() == v.as_bytes()),
+                HeaderCond::Exact(n, v) => headers
+                    .get_all(n)
+                    .iter()
+                    .any(|x| x.as_bytes() == v.as_bytes()),
                 HeaderCond::Regex(n, r) => headers
                     .get_all(n)
                     .iter()
@@ -126,12 +129,19 @@ impl Router {
             }
         }
         r.wildcard = wild.into_iter().collect();
-        r.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        r.wildcard
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
         r
     }
 
     /// The first matching route.
-    pub(crate) fn find(&self, host: &str, path: &str, method: &Method, headers: &HeaderMap) -> Option<&Arc<Route>> {
+    pub(crate) fn find(
+        &self,
+        host: &str,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Option<&Arc<Route>> {
         let exact = self.exact.get(host).into_iter().flatten();
         let wild = self
             .wildcard

@@ -40,12 +40,22 @@ pub(crate) async fn accept_loop(listener: TcpListener, name: Arc<String>, gw: Ar
         let snap = gw.snapshot();
         gw.metrics().connections.get_or_create(&label).inc();
         let Some(guard) = gw.open_connection(snap.limits.max_connections) else {
-            gw.metrics().rejected.get_or_create(&Reason("connection_limit")).inc();
-            let plain = snap.listeners.get(name.as_str()).is_none_or(|l| l.tls.is_none());
+            gw.metrics()
+                .rejected
+                .get_or_create(&Reason("connection_limit"))
+                .inc();
+            let plain = snap
+                .listeners
+                .get(name.as_str())
+                .is_none_or(|l| l.tls.is_none());
             tokio::spawn(async move {
                 let mut stream = stream;
                 if plain {
-                    let _ = tokio::time::timeout(std::time::Duration::from_millis(200), stream.write_all(RESPONSE_503)).await;
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_millis(200),
+                        stream.write_all(RESPONSE_503),
+                    )
+                    .await;
                 }
                 let _ = stream.shutdown().await;
             });
@@ -85,12 +95,20 @@ async fn serve_connection(
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let tls_stream = tokio::time::timeout(timeouts.header, acceptor.accept(stream))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+            })??;
         let (_, session) = tls_stream.get_ref();
         let h2 = session.alpn_protocol() == Some(b"h2");
-        let peer_cert = session.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
+        let peer_cert = session
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.clone().into_owned());
         drop(snap);
-        serve_http(tls_stream, h2, peer, listener, true, peer_cert, timeouts, gw).await;
+        serve_http(
+            tls_stream, h2, peer, listener, true, peer_cert, timeouts, gw,
+        )
+        .await;
         return Ok(());
     }
     let http2 = settings.http2;
@@ -129,7 +147,17 @@ async fn serve_connection(
     }
     buf.truncate(n);
     let h2 = buf == H2_PREFACE;
-    serve_http(Prefixed::new(Bytes::from(buf), stream), h2, peer, listener, false, None, timeouts, gw).await;
+    serve_http(
+        Prefixed::new(Bytes::from(buf), stream),
+        h2,
+        peer,
+        listener,
+        false,
+        None,
+        timeouts,
+        gw,
+    )
+    .await;
     Ok(())
 }
 

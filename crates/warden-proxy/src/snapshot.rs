@@ -69,16 +69,24 @@ impl Snapshot {
         let mut listeners = HashMap::new();
         for (i, l) in config.listeners.iter().enumerate() {
             let tls = match &l.tls {
-                Some(t) => match crate::tls::server_config(t, l.http2, &format!("listeners[{i}].tls")) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        errors.push(e);
-                        None
+                Some(t) => {
+                    match crate::tls::server_config(t, l.http2, &format!("listeners[{i}].tls")) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            errors.push(e);
+                            None
+                        }
                     }
-                },
+                }
                 None => None,
             };
-            listeners.insert(l.name.clone(), ListenerSettings { tls, http2: l.http2 });
+            listeners.insert(
+                l.name.clone(),
+                ListenerSettings {
+                    tls,
+                    http2: l.http2,
+                },
+            );
         }
         let mut clusters = HashMap::new();
         for (i, c) in config.clusters.iter().enumerate() {
@@ -165,10 +173,16 @@ impl Snapshot {
             drain_timeout: s.drain_timeout.0,
             allow_encoded_slash: s.allow_encoded_slash,
         };
-        let request_id_header = HeaderName::from_bytes(config.forwarding.request_id_header.as_bytes())
-            .unwrap_or_else(|_| HeaderName::from_static("x-request-id"));
+        let request_id_header =
+            HeaderName::from_bytes(config.forwarding.request_id_header.as_bytes())
+                .unwrap_or_else(|_| HeaderName::from_static("x-request-id"));
         Ok(Snapshot {
-            trusted_proxies: config.forwarding.trusted_proxies.iter().map(|c| c.0).collect(),
+            trusted_proxies: config
+                .forwarding
+                .trusted_proxies
+                .iter()
+                .map(|c| c.0)
+                .collect(),
             request_id_header,
             security_headers: global_headers,
             router: Router::new(routes),

@@ -11,7 +11,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
-use warden_config::{CertificateConfig, ClientAuthMode, SecretRef, TlsListenerConfig, UpstreamTlsConfig};
+use warden_config::{
+    CertificateConfig, ClientAuthMode, SecretRef, TlsListenerConfig, UpstreamTlsConfig,
+};
 
 use crate::error::CompileError;
 
@@ -59,7 +61,9 @@ pub(crate) struct SniResolver {
 
 impl fmt::Debug for SniResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SniResolver").field("certs", &self.certs.len()).finish()
+        f.debug_struct("SniResolver")
+            .field("certs", &self.certs.len())
+            .finish()
     }
 }
 
@@ -72,14 +76,18 @@ impl SniResolver {
             return Some(c.key.clone());
         }
         if let Some(c) = self.certs.iter().find(|c| {
-            c.wildcard
-                .iter()
-                .any(|suffix| name.ends_with(suffix.as_str()) && !name[..name.len() - suffix.len()].contains('.'))
+            c.wildcard.iter().any(|suffix| {
+                name.ends_with(suffix.as_str()) && !name[..name.len() - suffix.len()].contains('.')
+            })
         }) {
             return Some(c.key.clone());
         }
         if let Ok(server_name) = rustls::pki_types::ServerName::try_from(name.as_str()) {
-            for c in self.certs.iter().filter(|c| c.exact.is_empty() && c.wildcard.is_empty()) {
+            for c in self
+                .certs
+                .iter()
+                .filter(|c| c.exact.is_empty() && c.wildcard.is_empty())
+            {
                 if let Ok(ee) = webpki::EndEntityCert::try_from(&c.leaf) {
                     if ee.verify_is_valid_for_subject_name(&server_name).is_ok() {
                         return Some(c.key.clone());
@@ -101,14 +109,16 @@ fn certified_key(c: &CertificateConfig, path: &str) -> Result<SniCert, CompileEr
     let chain = load_certs(&c.cert).map_err(|e| CompileError::new(format!("{path}.cert"), e))?;
     let key = load_key(&c.key).map_err(|e| CompileError::new(format!("{path}.key"), e))?;
     let provider = warden_crypto::provider();
-    let signing = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| CompileError::new(format!("{path}.key"), format!("unusable private key: {e}")))?;
+    let signing = provider.key_provider.load_private_key(key).map_err(|e| {
+        CompileError::new(format!("{path}.key"), format!("unusable private key: {e}"))
+    })?;
     let leaf = chain[0].clone();
     let ck = CertifiedKey::new(chain, signing);
     ck.keys_match().map_err(|e| {
-        CompileError::new(format!("{path}.key"), format!("does not match the certificate: {e}"))
+        CompileError::new(
+            format!("{path}.key"),
+            format!("does not match the certificate: {e}"),
+        )
     })?;
     let mut exact = Vec::new();
     let mut wildcard = Vec::new();
@@ -144,7 +154,8 @@ pub(crate) fn server_config(
     let builder = match &t.client_auth {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let roots = load_roots(&ca.ca).map_err(|e| CompileError::new(format!("{path}.client_auth.ca"), e))?;
+            let roots = load_roots(&ca.ca)
+                .map_err(|e| CompileError::new(format!("{path}.client_auth.ca"), e))?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = match ca.mode {
                 ClientAuthMode::Required => verifier,
@@ -166,7 +177,10 @@ pub(crate) fn server_config(
 }
 
 /// Builds the TLS client config for an upstream cluster.
-pub(crate) fn client_config(t: &UpstreamTlsConfig, path: &str) -> Result<rustls::ClientConfig, CompileError> {
+pub(crate) fn client_config(
+    t: &UpstreamTlsConfig,
+    path: &str,
+) -> Result<rustls::ClientConfig, CompileError> {
     let roots = load_roots(&t.ca).map_err(|e| CompileError::new(format!("{path}.ca"), e))?;
     let builder = rustls::ClientConfig::builder_with_provider(warden_crypto::provider())
         .with_protocol_versions(warden_crypto::TLS_VERSIONS)
@@ -174,8 +188,10 @@ pub(crate) fn client_config(t: &UpstreamTlsConfig, path: &str) -> Result<rustls:
         .with_root_certificates(roots);
     match (&t.client_cert, &t.client_key) {
         (Some(cert), Some(key)) => {
-            let chain = load_certs(cert).map_err(|e| CompileError::new(format!("{path}.client_cert"), e))?;
-            let key = load_key(key).map_err(|e| CompileError::new(format!("{path}.client_key"), e))?;
+            let chain = load_certs(cert)
+                .map_err(|e| CompileError::new(format!("{path}.client_cert"), e))?;
+            let key =
+                load_key(key).map_err(|e| CompileError::new(format!("{path}.client_key"), e))?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| CompileError::new(format!("{path}.client_key"), e.to_string()))

@@ -32,7 +32,10 @@ async fn keep_alive_connection_serves_again_after_a_long_idle() {
     }
     let uris: Vec<String> = up.requests().into_iter().map(|r| r.uri).collect();
     assert_eq!(uris, ["/n0", "/n1", "/n2"]);
-    assert!(releases(&gw).await >= 3, "the connection was released while idle");
+    assert!(
+        releases(&gw).await >= 3,
+        "the connection was released while idle"
+    );
 }
 
 /// `warden_idle_connection_releases_total` from the admin listener.
@@ -61,7 +64,11 @@ async fn a_slow_request_head_cancels_the_release_and_is_served_whole() {
     // release (the connection is busy again), and the request is served whole.
     s.write_all(b"GET /sec").await.unwrap();
     tokio::time::sleep(Duration::from_millis(900)).await;
-    assert_eq!(releases(&gw).await, 0, "no release while a head is arriving");
+    assert_eq!(
+        releases(&gw).await,
+        0,
+        "no release while a head is arriving"
+    );
     s.write_all(b"ond HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();

@@ -155,7 +155,10 @@ mod tests {
                 assert_eq!(v["path"], "/public/x");
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "lines not written: {text:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "lines not written: {text:?}"
+            );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
@@ -192,6 +195,9 @@ mod time_tests {
     fn formats_rfc3339_utc() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_942_017_123);
         assert_eq!(super::format_time(t), "2026-11-29T08:46:57.123Z");
-        assert_eq!(super::format_time(std::time::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::format_time(std::time::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000Z"
+        );
     }
 }

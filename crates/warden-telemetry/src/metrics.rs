@@ -28,7 +28,6 @@ impl EncodeLabelSet for RouteStatus {
     }
 }
 
-
 /// Labels naming a route.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct RouteLabel(pub Arc<String>);
@@ -60,7 +59,11 @@ pub struct EndpointLabel {
 
 impl EncodeLabelSet for EndpointLabel {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
-        [("cluster", self.cluster.as_str()), ("endpoint", self.endpoint.as_str())].encode(encoder)
+        [
+            ("cluster", self.cluster.as_str()),
+            ("endpoint", self.endpoint.as_str()),
+        ]
+        .encode(encoder)
     }
 }
 
@@ -129,22 +132,44 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("warden");
         let requests = Family::<RouteStatus, Counter>::default();
-        registry.register("requests", "Requests answered, by route and status", requests.clone());
+        registry.register(
+            "requests",
+            "Requests answered, by route and status",
+            requests.clone(),
+        );
         let request_duration =
-            Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+            Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
         registry.register(
             "request_duration_seconds",
             "Time from request head to response head, by route",
             request_duration.clone(),
         );
         let rejected = Family::<Reason, Counter>::default();
-        registry.register("rejected_requests", "Requests refused before routing, by reason", rejected.clone());
+        registry.register(
+            "rejected_requests",
+            "Requests refused before routing, by reason",
+            rejected.clone(),
+        );
         let in_flight = Gauge::default();
-        registry.register("in_flight_requests", "Requests in flight", in_flight.clone());
+        registry.register(
+            "in_flight_requests",
+            "Requests in flight",
+            in_flight.clone(),
+        );
         let open_connections = Family::<ListenerLabel, Gauge>::default();
-        registry.register("open_connections", "Open client connections, by listener", open_connections.clone());
+        registry.register(
+            "open_connections",
+            "Open client connections, by listener",
+            open_connections.clone(),
+        );
         let connections = Family::<ListenerLabel, Counter>::default();
-        registry.register("connections", "Client connections accepted, by listener", connections.clone());
+        registry.register(
+            "connections",
+            "Client connections accepted, by listener",
+            connections.clone(),
+        );
         let endpoint_healthy = Family::<EndpointLabel, Gauge>::default();
         registry.register(
             "upstream_endpoint_healthy",
@@ -161,7 +186,11 @@ impl Metrics {
         // Both series exist from the start (at 0), so the first failure is an increase.
         let _ = reloads.get_or_create(&Outcome("success"));
         let _ = reloads.get_or_create(&Outcome("failure"));
-        registry.register("config_reloads", "Config reloads, by result", reloads.clone());
+        registry.register(
+            "config_reloads",
+            "Config reloads, by result",
+            reloads.clone(),
+        );
         let config_last_reload_ok = Gauge::default();
         config_last_reload_ok.set(1);
         registry.register(
@@ -198,7 +227,14 @@ impl Metrics {
         }
     }
 
-    /// The registry in the Prometheus/OpenMetrics text format.
+    /// The registry in the classic Prometheus text format (0.0.4), which every scraper and
+    /// `promtool` read: counter families are named with their `_total` suffix, and the
+    /// OpenMetrics-only `# UNIT` and `# EOF` lines are left out.
+    pub fn encode_prometheus(&self) -> String {
+        to_prometheus_text(&self.encode())
+    }
+
+    /// The registry in the OpenMetrics text format.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(8192);
         // Writing to a String cannot fail.
@@ -207,21 +243,106 @@ impl Metrics {
     }
 }
 
+/// Rewrites OpenMetrics text as Prometheus 0.0.4 text. The two differ, for what this registry
+/// emits, only in counter family names (`# TYPE x counter` with samples `x_total` becomes
+/// `# TYPE x_total counter`) and in the `# UNIT`/`# EOF` lines.
+fn to_prometheus_text(open_metrics: &str) -> String {
+    let mut out = String::with_capacity(open_metrics.len());
+    let lines: Vec<&str> = open_metrics.lines().collect();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if line.starts_with("# EOF") || line.starts_with("# UNIT") {
+            i += 1;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            // A family: HELP, then TYPE (and maybe UNIT), then samples.
+            let name = rest.split(' ').next().unwrap_or("");
+            let is_counter = lines
+                .get(i + 1)
+                .is_some_and(|t| *t == format!("# TYPE {name} counter"));
+            if is_counter && !name.ends_with("_total") {
+                let help = &rest[name.len()..];
+                out.push_str(&format!(
+                    "# HELP {name}_total{help}\n# TYPE {name}_total counter\n"
+                ));
+                i += 2;
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prometheus_text_names_counter_families_with_total() {
+        let m = Metrics::new();
+        let route = Arc::new("r".to_string());
+        m.requests
+            .get_or_create(&RouteStatus {
+                route: route.clone(),
+                status: 200,
+            })
+            .inc();
+        m.request_duration
+            .get_or_create(&RouteLabel(route))
+            .observe(0.1);
+        let text = m.encode_prometheus();
+        assert!(
+            text.contains("# HELP warden_requests_total Requests answered"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE warden_requests_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE warden_in_flight_requests gauge"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE warden_request_duration_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn encodes_requests_by_route_and_status() {
         let m = Metrics::new();
         let route = Arc::new("public".to_string());
         m.requests
-            .get_or_create(&RouteStatus { route: route.clone(), status: 200 })
+            .get_or_create(&RouteStatus {
+                route: route.clone(),
+                status: 200,
+            })
             .inc();
-        m.request_duration.get_or_create(&RouteLabel(route)).observe(0.002);
+        m.request_duration
+            .get_or_create(&RouteLabel(route))
+            .observe(0.002);
         let text = m.encode();
-        assert!(text.contains("warden_requests_total{route=\"public\",status=\"200\"} 1"), "{text}");
-        assert!(text.contains("warden_request_duration_seconds_bucket{le=\"0.004\",route=\"public\"} 1")
-            || text.contains("warden_request_duration_seconds_bucket{route=\"public\",le=\"0.004\"} 1"), "{text}");
+        assert!(
+            text.contains("warden_requests_total{route=\"public\",status=\"200\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "warden_request_duration_seconds_bucket{le=\"0.004\",route=\"public\"} 1"
+            ) || text.contains(
+                "warden_request_duration_seconds_bucket{route=\"public\",le=\"0.004\"} 1"
+            ),
+            "{text}"
+        );
     }
 }

@@ -29,7 +29,8 @@ pub struct Answer {
 impl Answer {
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
     }
 
     /// A header's value as a string.
@@ -40,7 +41,11 @@ impl Answer {
 
 async fn read(res: Response<hyper::body::Incoming>) -> Answer {
     let (parts, body) = res.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     Answer {
         status: parts.status.as_u16(),
         version: parts.version,
@@ -52,7 +57,9 @@ async fn read(res: Response<hyper::body::Incoming>) -> Answer {
 /// Sends one request over a new HTTP/1.1 connection.
 pub async fn send_h1(addr: SocketAddr, req: Request<Full<Bytes>>) -> Answer {
     let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("h1 handshake");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("h1 handshake");
     tokio::spawn(conn);
     read(sender.send_request(req).await.expect("h1 request")).await
 }
@@ -60,9 +67,10 @@ pub async fn send_h1(addr: SocketAddr, req: Request<Full<Bytes>>) -> Answer {
 /// Sends one request over a new h2c (prior knowledge) connection.
 pub async fn send_h2c(addr: SocketAddr, req: Request<Full<Bytes>>) -> Answer {
     let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .expect("h2 handshake");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
     tokio::spawn(conn);
     read(sender.send_request(req).await.expect("h2 request")).await
 }
@@ -77,7 +85,11 @@ pub async fn get(addr: SocketAddr, path: &str) -> Answer {
 }
 
 /// A rustls client config trusting `ca`, optionally presenting a client certificate.
-pub fn tls_config(ca: &Path, client: Option<(&Path, &Path)>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+pub fn tls_config(
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).expect("read ca") {
         roots.add(c.expect("ca pem")).expect("add ca");
@@ -88,7 +100,10 @@ pub fn tls_config(ca: &Path, client: Option<(&Path, &Path)>, alpn: &[&[u8]]) -> 
         .with_root_certificates(roots);
     let mut cfg = match client {
         Some((cert, key)) => {
-            let chain: Vec<_> = CertificateDer::pem_file_iter(cert).expect("cert").map(|c| c.expect("pem")).collect();
+            let chain: Vec<_> = CertificateDer::pem_file_iter(cert)
+                .expect("cert")
+                .map(|c| c.expect("pem"))
+                .collect();
             let key = PrivateKeyDer::from_pem_file(key).expect("key");
             b.with_client_auth_cert(chain, key).expect("client auth")
         }
@@ -116,11 +131,16 @@ pub async fn tls_connect(
 ) -> std::io::Result<(tokio_rustls::client::TlsStream<TcpStream>, TlsInfo)> {
     let stream = TcpStream::connect(addr).await?;
     let name = ServerName::try_from(server_name.to_owned()).expect("server name");
-    let tls = tokio_rustls::TlsConnector::from(cfg).connect(name, stream).await?;
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, stream)
+        .await?;
     let (_, session) = tls.get_ref();
     let info = TlsInfo {
         alpn: session.alpn_protocol().map(|p| p.to_vec()),
-        server_cert: session.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned()),
+        server_cert: session
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.clone().into_owned()),
         version: session.protocol_version(),
     };
     Ok((tls, info))
@@ -140,11 +160,19 @@ pub async fn send_tls(
             .await
             .map_err(std::io::Error::other)?;
         tokio::spawn(conn);
-        sender.send_request(req).await.map_err(std::io::Error::other)?
+        sender
+            .send_request(req)
+            .await
+            .map_err(std::io::Error::other)?
     } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(std::io::Error::other)?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(std::io::Error::other)?;
         tokio::spawn(conn);
-        sender.send_request(req).await.map_err(std::io::Error::other)?
+        sender
+            .send_request(req)
+            .await
+            .map_err(std::io::Error::other)?
     };
     Ok(read(res).await)
 }

@@ -82,7 +82,13 @@ pub struct Upstream {
 impl Upstream {
     /// Starts an upstream named `name` (it reports its name in `x-upstream`).
     pub async fn start(name: &str) -> Self {
-        Self::start_on(name, TcpListener::bind("127.0.0.1:0").await.expect("bind upstream")).await
+        Self::start_on(
+            name,
+            TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind upstream"),
+        )
+        .await
     }
 
     /// Starts an upstream on a given listener (to restart on the same port).
@@ -101,7 +107,9 @@ impl Upstream {
         );
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let state = state.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| answer(req, state.clone()));
@@ -182,15 +190,23 @@ type State = (
     Arc<AtomicU64>,
 );
 
-async fn answer(req: Request<Incoming>, (name, log, behaviour, health, checks): State) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    req: Request<Incoming>,
+    (name, log, behaviour, health, checks): State,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.uri().path() == "/healthz" {
         checks.fetch_add(1, Ordering::SeqCst);
         let mut res = Response::new(Full::new(Bytes::from_static(b"ok")));
-        *res.status_mut() = http::StatusCode::from_u16(health.load(Ordering::SeqCst)).unwrap_or(http::StatusCode::OK);
+        *res.status_mut() = http::StatusCode::from_u16(health.load(Ordering::SeqCst))
+            .unwrap_or(http::StatusCode::OK);
         return Ok(res);
     }
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let mut headers = BTreeMap::new();
     for (k, v) in &parts.headers {
         let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
@@ -204,7 +220,11 @@ async fn answer(req: Request<Incoming>, (name, log, behaviour, health, checks): 
     }
     let rec = Recorded {
         method: parts.method.to_string(),
-        uri: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        uri: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
         version: parts.version,
         headers,
         body,
@@ -226,7 +246,8 @@ async fn answer(req: Request<Incoming>, (name, log, behaviour, health, checks): 
     });
     let mut res = Response::new(Full::new(Bytes::from(body)));
     *res.status_mut() = http::StatusCode::from_u16(b.status).unwrap_or(http::StatusCode::OK);
-    res.headers_mut().insert("x-upstream", http::HeaderValue::from_str(&name).unwrap());
+    res.headers_mut()
+        .insert("x-upstream", http::HeaderValue::from_str(&name).unwrap());
     for (k, v) in &b.headers {
         res.headers_mut().append(
             http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
@@ -249,7 +270,8 @@ impl Gateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("warden.toml");
         std::fs::write(&path, toml).expect("write config");
-        let config = warden_config::load(&path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let config =
+            warden_config::load(&path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
         let handle = warden_proxy::start(config, Some(path))
             .await
             .unwrap_or_else(|e| panic!("gateway failed to start: {e}"));
@@ -268,7 +290,9 @@ impl Gateway {
 
     /// Address of listener `name`.
     pub fn addr(&self, name: &str) -> SocketAddr {
-        self.handle.listener_addr(name).unwrap_or_else(|| panic!("no listener {name}"))
+        self.handle
+            .listener_addr(name)
+            .unwrap_or_else(|| panic!("no listener {name}"))
     }
 
     /// `http://addr` of listener `name`.

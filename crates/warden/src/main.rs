@@ -55,7 +55,10 @@ fn main() -> ExitCode {
 
 fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     warden_telemetry::init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -86,7 +89,12 @@ fn check(path: &std::path::Path) -> ExitCode {
     let compiled = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| vec![warden_proxy::CompileError { path: "(runtime)".into(), reason: e.to_string() }])
+        .map_err(|e| {
+            vec![warden_proxy::CompileError {
+                path: "(runtime)".into(),
+                reason: e.to_string(),
+            }]
+        })
         .and_then(|rt| rt.block_on(async { warden_proxy::check(config) }));
     match compiled {
         Ok(()) => {

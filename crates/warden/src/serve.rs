@@ -3,10 +3,13 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 pub(crate) async fn serve(path: PathBuf) -> anyhow::Result<()> {
-    let config = warden_config::load(&path).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
+    // Handlers first: a SIGHUP that arrives while listeners are binding must not kill us.
+    let signals = Signals::install()?;
+    let config =
+        warden_config::load(&path).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
     let handle = warden_proxy::start(config, Some(path.clone())).await?;
     for (name, addr) in handle.listeners() {
         tracing::info!(listener = %name, %addr, "listening");
@@ -14,26 +17,44 @@ pub(crate) async fn serve(path: PathBuf) -> anyhow::Result<()> {
     if let Some(a) = handle.admin_addr() {
         tracing::info!(%a, "admin listening");
     }
-    run_until_signalled(handle).await
+    signals.run_until_stopped(handle).await
 }
 
-/// Waits for SIGHUP (reload) and SIGTERM/SIGINT (drain and exit).
-pub(crate) async fn run_until_signalled(handle: warden_proxy::GatewayHandle) -> anyhow::Result<()> {
-    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    loop {
-        tokio::select! {
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading config");
-                let _ = handle.reload().await;
-            }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-        }
+/// The process signals Warden acts on.
+pub(crate) struct Signals {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (from then on, these signals no longer end the process).
+    pub(crate) fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            hup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
+            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+        })
     }
-    tracing::info!("draining connections");
-    handle.shutdown().await;
-    tracing::info!("stopped");
-    Ok(())
+
+    /// Waits for SIGHUP (reload) and SIGTERM/SIGINT (drain and exit).
+    pub(crate) async fn run_until_stopped(
+        mut self,
+        handle: warden_proxy::GatewayHandle,
+    ) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: reloading config");
+                    let _ = handle.reload().await;
+                }
+                _ = self.term.recv() => break,
+                _ = self.int.recv() => break,
+            }
+        }
+        tracing::info!("draining connections");
+        handle.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
 }

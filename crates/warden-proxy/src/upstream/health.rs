@@ -23,9 +23,14 @@ async fn probe_loop(cluster: Weak<Cluster>, idx: usize) {
     loop {
         let (interval, ok) = {
             let Some(c) = cluster.upgrade() else { return };
-            let Some(hc) = c.config.health_check.clone() else { return };
+            let Some(hc) = c.config.health_check.clone() else {
+                return;
+            };
             let ok = probe(&c, idx, &hc).await;
-            (hc.interval.0, (ok, hc.healthy_threshold, hc.unhealthy_threshold))
+            (
+                hc.interval.0,
+                (ok, hc.healthy_threshold, hc.unhealthy_threshold),
+            )
         };
         let (ok, healthy_threshold, unhealthy_threshold) = ok;
         {

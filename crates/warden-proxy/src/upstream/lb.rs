@@ -29,7 +29,10 @@ fn hash64(data: &[u8]) -> u64 {
 pub(crate) enum Balancer {
     RoundRobin(AtomicUsize),
     LeastRequest,
-    Hash { ring: Vec<(u64, usize)>, fallback: AtomicUsize },
+    Hash {
+        ring: Vec<(u64, usize)>,
+        fallback: AtomicUsize,
+    },
 }
 
 impl Balancer {
@@ -55,7 +58,11 @@ impl Balancer {
     }
 
     /// Index of the chosen endpoint, or `None` when none is healthy.
-    pub(crate) fn pick(&self, eps: &[Arc<EndpointState>], hash_value: Option<&[u8]>) -> Option<usize> {
+    pub(crate) fn pick(
+        &self,
+        eps: &[Arc<EndpointState>],
+        hash_value: Option<&[u8]>,
+    ) -> Option<usize> {
         let n = eps.len();
         match self {
             Balancer::RoundRobin(next) => round_robin(next, eps),
@@ -64,7 +71,13 @@ impl Balancer {
                 if healthy == 0 {
                     return None;
                 }
-                let nth = |k: usize| eps.iter().enumerate().filter(|(_, e)| e.is_healthy()).nth(k).map(|(i, _)| i);
+                let nth = |k: usize| {
+                    eps.iter()
+                        .enumerate()
+                        .filter(|(_, e)| e.is_healthy())
+                        .nth(k)
+                        .map(|(i, _)| i)
+                };
                 if healthy == 1 {
                     return nth(0);
                 }
@@ -74,7 +87,11 @@ impl Balancer {
                     b += 1;
                 }
                 let (a, b) = (nth(a)?, nth(b)?);
-                Some(if eps[b].in_flight() < eps[a].in_flight() { b } else { a })
+                Some(if eps[b].in_flight() < eps[a].in_flight() {
+                    b
+                } else {
+                    a
+                })
             }
             Balancer::Hash { ring, fallback } => {
                 let Some(value) = hash_value else {
@@ -96,9 +113,10 @@ impl Balancer {
 fn round_robin(next: &AtomicUsize, eps: &[Arc<EndpointState>]) -> Option<usize> {
     let n = eps.len();
     let start = next.fetch_add(1, Ordering::Relaxed);
-    (0..n).map(|k| (start + k) % n).find(|i| eps[*i].is_healthy())
+    (0..n)
+        .map(|k| (start + k) % n)
+        .find(|i| eps[*i].is_healthy())
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -154,15 +172,27 @@ mod tests {
         let e = eps(4);
         let b = Balancer::new(LoadBalancer::ConsistentHash, &e);
         let keys: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
-        let before: Vec<_> = keys.iter().map(|k| b.pick(&e, Some(k.as_bytes())).unwrap()).collect();
-        let again: Vec<_> = keys.iter().map(|k| b.pick(&e, Some(k.as_bytes())).unwrap()).collect();
+        let before: Vec<_> = keys
+            .iter()
+            .map(|k| b.pick(&e, Some(k.as_bytes())).unwrap())
+            .collect();
+        let again: Vec<_> = keys
+            .iter()
+            .map(|k| b.pick(&e, Some(k.as_bytes())).unwrap())
+            .collect();
         assert_eq!(before, again);
         for i in 0..4 {
             let share = before.iter().filter(|p| **p == i).count();
-            assert!((150..=350).contains(&share), "endpoint {i} got {share} of 1000");
+            assert!(
+                (150..=350).contains(&share),
+                "endpoint {i} got {share} of 1000"
+            );
         }
         e[2].healthy.store(false, Ordering::Release);
-        let after: Vec<_> = keys.iter().map(|k| b.pick(&e, Some(k.as_bytes())).unwrap()).collect();
+        let after: Vec<_> = keys
+            .iter()
+            .map(|k| b.pick(&e, Some(k.as_bytes())).unwrap())
+            .collect();
         for (x, y) in before.iter().zip(&after) {
             if *x != 2 {
                 assert_eq!(x, y, "a key not on the lost endpoint moved");

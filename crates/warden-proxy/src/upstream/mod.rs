@@ -48,7 +48,10 @@ impl EndpointState {
 
     fn set_healthy(&self, healthy: bool, metrics: &Metrics) {
         self.healthy.store(healthy, Ordering::Release);
-        metrics.endpoint_healthy.get_or_create(&self.metric).set(i64::from(healthy));
+        metrics
+            .endpoint_healthy
+            .get_or_create(&self.metric)
+            .set(i64::from(healthy));
     }
 }
 
@@ -86,17 +89,21 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     /// Builds a cluster from config (no IO yet).
-    pub(crate) fn build(c: &ClusterConfig, path: &str, metrics: Arc<Metrics>) -> Result<Self, CompileError> {
+    pub(crate) fn build(
+        c: &ClusterConfig,
+        path: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, CompileError> {
         let name = Arc::new(c.name.clone());
         let mut endpoints = Vec::with_capacity(c.endpoints.len());
         let mut scheme = Scheme::Http;
         for (i, raw) in c.endpoints.iter().enumerate() {
-            let ep = parse_endpoint(raw).map_err(|e| CompileError::new(format!("{path}.endpoints[{i}]"), e))?;
+            let ep = parse_endpoint(raw)
+                .map_err(|e| CompileError::new(format!("{path}.endpoints[{i}]"), e))?;
             scheme = ep.scheme;
-            let authority: Authority = ep
-                .authority()
-                .parse()
-                .map_err(|_| CompileError::new(format!("{path}.endpoints[{i}]"), "not a valid authority"))?;
+            let authority: Authority = ep.authority().parse().map_err(|_| {
+                CompileError::new(format!("{path}.endpoints[{i}]"), "not a valid authority")
+            })?;
             let label = Arc::new(ep.authority());
             let metric = EndpointLabel {
                 cluster: name.clone(),
@@ -174,7 +181,10 @@ fn tls_fingerprint(c: &ClusterConfig) -> Option<u64> {
     let t = c.tls.as_ref()?;
     let mut h = std::collections::hash_map::DefaultHasher::new();
     std::fs::read(&t.ca).ok().hash(&mut h);
-    t.client_cert.as_ref().map(|p| std::fs::read(p).ok()).hash(&mut h);
+    t.client_cert
+        .as_ref()
+        .map(|p| std::fs::read(p).ok())
+        .hash(&mut h);
     // Hashed in place: the key bytes are never copied out of their zeroizing buffer.
     if let Some(Ok(key)) = t.client_key.as_ref().map(|k| k.read()) {
         key.as_slice().hash(&mut h);
@@ -201,9 +211,11 @@ fn build_client(c: &ClusterConfig, path: &str) -> Result<UpstreamClient, Compile
         .https_or_http();
     let builder = match c.tls.as_ref().and_then(|t| t.server_name.clone()) {
         Some(name) => {
-            let server_name = rustls::pki_types::ServerName::try_from(name)
-                .map_err(|_| CompileError::new(format!("{path}.tls.server_name"), "not a valid server name"))?;
-            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(server_name))
+            let server_name = rustls::pki_types::ServerName::try_from(name).map_err(|_| {
+                CompileError::new(format!("{path}.tls.server_name"), "not a valid server name")
+            })?;
+            builder
+                .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(server_name))
         }
         None => builder,
     };

@@ -27,9 +27,14 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let dir = match given {
         Some(d) => d,
-        None => std::env::temp_dir().join(format!("warden-dev-{}-{:08x}", std::process::id(), rand_u32())),
+        None => std::env::temp_dir().join(format!(
+            "warden-dev-{}-{:08x}",
+            std::process::id(),
+            rand_u32()
+        )),
     };
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating data dir {}", dir.display()))?;
     Ok(dir)
 }
 
@@ -77,6 +82,7 @@ path_prefix = "/public/"
 }
 
 pub(crate) async fn dev(given: Option<PathBuf>) -> anyhow::Result<()> {
+    let signals = crate::serve::Signals::install()?;
     let dir = data_dir(given)?;
     let ca = warden_crypto::DevCa::new("Warden dev CA").context("generating the dev CA")?;
     let server = ca
@@ -110,5 +116,5 @@ Try:
         dir = dir.display(),
         config = config_path.display(),
     );
-    crate::serve::run_until_signalled(handle).await
+    signals.run_until_stopped(handle).await
 }
