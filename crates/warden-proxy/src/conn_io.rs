@@ -8,7 +8,7 @@
 //! timer: the request timeout governs); when the last response finishes it becomes `Idle` (the
 //! idle timeout runs); the first byte of the next request makes it `ReadingHead` again.
 //!
-//! Idle HTTP/1 connections are also *released*: after `RELEASE_AFTER` idle, the wrapper asks
+//! Idle HTTP/1 connections are also *released*: after `RELEASE_AFTER` (20 ms) idle, the wrapper asks
 //! the server loop (through [`ConnShared::release_requested`]) to take the connection back from
 //! hyper, which frees hyper's per-connection read and write buffers (8 KiB each) while the
 //! connection waits for its next request. This is what nginx does with idle keep-alive
@@ -60,6 +60,13 @@ impl ConnShared {
         self.release.notified().await;
     }
 
+    /// Frees what the framing inspector keeps between requests (called while released).
+    pub(crate) fn shrink_idle(&self) {
+        if let Some(inspector) = &self.inspector {
+            inspector.lock().unwrap_or_else(|p| p.into_inner()).shrink();
+        }
+    }
+
     /// Requests in flight on this connection.
     pub(crate) fn active(&self) -> usize {
         self.active.load(Ordering::Acquire)
@@ -99,7 +106,7 @@ pub(crate) struct ConnTimeouts {
 }
 
 /// How long an HTTP/1 connection stays idle inside hyper before it is released.
-const RELEASE_AFTER: Duration = Duration::from_millis(500);
+const RELEASE_AFTER: Duration = Duration::from_millis(20);
 
 /// IO wrapper with the connection's timers.
 pub(crate) struct TimedIo<T> {

@@ -73,7 +73,7 @@ impl Default for Inspector {
     fn default() -> Self {
         Self {
             state: State::Head { first: true },
-            line: Vec::with_capacity(128),
+            line: Vec::new(),
             cl_lines: 0,
             te_lines: 0,
             te_chunked_last: false,
@@ -90,6 +90,16 @@ impl Inspector {
         Self {
             max_line: max_header_bytes.max(MAX_LINE) + 1024,
             ..Self::default()
+        }
+    }
+
+    /// Frees the line buffer and verdict queue when nothing is pending (an idle connection).
+    pub fn shrink(&mut self) {
+        if self.line.is_empty() {
+            self.line = Vec::new();
+        }
+        if self.verdicts.is_empty() {
+            self.verdicts = VecDeque::new();
         }
     }
 

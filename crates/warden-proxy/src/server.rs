@@ -1,6 +1,7 @@
 //! Listeners: accept, enforce the connection limit, TLS handshake (ALPN) or h2c sniffing,
 //! then serve HTTP/1.1 or HTTP/2 with hyper until the connection ends or a drain begins.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use warden_telemetry::metrics::{ListenerLabel, Reason};
 
+use crate::body::ResponseBody;
 use crate::conn_io::{ConnShared, ConnTimeouts, Prefixed, TimedIo};
 use crate::gateway::Gateway;
 use crate::handler::{handle, ConnInfo};
@@ -62,62 +64,116 @@ pub(crate) async fn accept_loop(listener: TcpListener, name: Arc<String>, gw: Ar
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let gw = gw.clone();
-        let name = name.clone();
-        let label = label.clone();
-        tokio::spawn(async move {
-            let open = gw.metrics().open_connections.get_or_create(&label).clone();
-            open.inc();
-            if let Err(e) = serve_connection(stream, peer, name, gw).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-            open.dec();
-            drop(guard);
-        });
+        let open = gw.metrics().open_connections.get_or_create(&label).clone();
+        open.inc();
+        let ticket = ConnTicket { _slot: guard, open };
+        tokio::spawn(serve_connection(
+            stream,
+            peer,
+            name.clone(),
+            gw.clone(),
+            ticket,
+        ));
     }
 }
 
+/// A connection's place in the global count and the open-connections gauge, released when
+/// the connection ends. It travels with the connection from the accept task to the task that
+/// serves it.
+pub(crate) struct ConnTicket {
+    _slot: crate::gateway::ConnectionGuard,
+    open: warden_telemetry::metrics::Gauge,
+}
+
+impl Drop for ConnTicket {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+/// Sets a connection up (TLS handshake, or sniffing for the HTTP/2 preface), then hands it to
+/// its own task that serves it: that task's memory is only what serving needs, which is what
+/// an idle keep-alive connection costs.
 async fn serve_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: std::net::SocketAddr,
     listener: Arc<String>,
     gw: Arc<Gateway>,
-) -> std::io::Result<()> {
+    ticket: ConnTicket,
+) {
     let snap = gw.snapshot();
     let Some(settings) = snap.listeners.get(listener.as_str()) else {
-        return Ok(());
+        return;
     };
     let timeouts = ConnTimeouts {
         header: snap.limits.header_read_timeout,
         idle: snap.limits.idle_timeout,
     };
-    if let Some(tls) = settings.tls.clone() {
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        let tls_stream = tokio::time::timeout(timeouts.header, acceptor.accept(stream))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
-            })??;
-        let (_, session) = tls_stream.get_ref();
-        let h2 = session.alpn_protocol() == Some(b"h2");
-        let peer_cert = session
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.clone().into_owned());
-        drop(snap);
-        serve_http(
-            tls_stream, h2, peer, listener, true, peer_cert, timeouts, gw,
-        )
-        .await;
-        return Ok(());
-    }
+    let tls = settings.tls.clone();
     let http2 = settings.http2;
     drop(snap);
-    if !http2 {
-        serve_http(stream, false, peer, listener, false, None, timeouts, gw).await;
-        return Ok(());
+    let conn = Conn {
+        peer,
+        listener,
+        timeouts,
+        gw,
+        ticket,
+    };
+    let result = match tls {
+        // Boxed: a TLS handshake is large, and plain connections should not pay for its room.
+        Some(tls) => Box::pin(set_up_tls(stream, tls, conn)).await,
+        None if !http2 => {
+            conn.serve(stream, false, false, None);
+            Ok(())
+        }
+        None => set_up_h2c(stream, conn).await,
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection set-up failed");
     }
-    // h2c with prior knowledge: read as much of the preface as tells us which protocol this is.
+}
+
+/// What a connection carries from set-up to serving.
+struct Conn {
+    peer: std::net::SocketAddr,
+    listener: Arc<String>,
+    timeouts: ConnTimeouts,
+    gw: Arc<Gateway>,
+    ticket: ConnTicket,
+}
+
+impl Conn {
+    /// Spawns the task that serves the connection: HTTP/2, or HTTP/1 with idle releases.
+    fn serve<I>(
+        self,
+        io: I,
+        h2: bool,
+        tls: bool,
+        peer_cert: Option<rustls::pki_types::CertificateDer<'static>>,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let max_header_bytes = self.gw.snapshot().limits.max_header_bytes;
+        let shared = Arc::new(ConnShared::new(!h2, max_header_bytes));
+        let io = TimedIo::new(io, shared.clone(), self.timeouts, !h2);
+        let info = Arc::new(ConnInfo {
+            listener: self.listener,
+            peer: self.peer,
+            tls,
+            http1: !h2,
+            shared,
+            peer_cert,
+        });
+        if h2 {
+            tokio::spawn(serve_h2(io, info, self.gw, self.ticket));
+        } else {
+            tokio::spawn(serve_h1(io, info, self.gw, self.ticket));
+        }
+    }
+}
+
+/// h2c with prior knowledge: reads as much of the preface as tells which protocol this is.
+async fn set_up_h2c(mut stream: TcpStream, conn: Conn) -> std::io::Result<()> {
     let mut buf = vec![0u8; H2_PREFACE.len()];
     let mut n = 0;
     let sniff = async {
@@ -133,7 +189,7 @@ async fn serve_connection(
         }
         Ok::<_, std::io::Error>(())
     };
-    match tokio::time::timeout(timeouts.header, sniff).await {
+    match tokio::time::timeout(conn.timeouts.header, sniff).await {
         Ok(r) => r?,
         Err(_) => {
             if n > 0 {
@@ -147,121 +203,78 @@ async fn serve_connection(
     }
     buf.truncate(n);
     let h2 = buf == H2_PREFACE;
-    serve_http(
-        Prefixed::new(Bytes::from(buf), stream),
-        h2,
-        peer,
-        listener,
-        false,
-        None,
-        timeouts,
-        gw,
-    )
-    .await;
+    conn.serve(Prefixed::new(Bytes::from(buf), stream), h2, false, None);
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve_http<I>(
-    io: I,
-    h2: bool,
-    peer: std::net::SocketAddr,
-    listener: Arc<String>,
-    tls: bool,
-    peer_cert: Option<rustls::pki_types::CertificateDer<'static>>,
-    timeouts: ConnTimeouts,
-    gw: Arc<Gateway>,
-) where
+async fn set_up_tls(
+    stream: TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+    conn: Conn,
+) -> std::io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let tls_stream = tokio::time::timeout(conn.timeouts.header, acceptor.accept(stream))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+        })??;
+    let (_, session) = tls_stream.get_ref();
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let peer_cert = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned());
+    conn.serve(tls_stream, h2, true, peer_cert);
+    Ok(())
+}
+
+async fn serve_h2<I>(io: TimedIo<I>, info: Arc<ConnInfo>, gw: Arc<Gateway>, _ticket: ConnTicket)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = gw.snapshot().limits;
-    let shared = Arc::new(ConnShared::new(!h2, limits.max_header_bytes));
-    let io = TimedIo::new(io, shared.clone(), timeouts, !h2);
-    let info = Arc::new(ConnInfo {
-        listener,
-        peer,
-        tls,
-        http1: !h2,
-        shared: shared.clone(),
-        peer_cert,
-    });
-    let svc_gw = gw.clone();
-    // Boxed so the service future is Unpin, which hyper needs to hand an HTTP/1 connection
-    // back (`poll_without_shutdown`) when it is released while idle.
-    let svc = service_fn(move |req| Box::pin(handle(req, info.clone(), svc_gw.clone())));
     let mut shutdown = gw.shutdown.subscribe();
-    if h2 {
-        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        b.timer(TokioTimer::new())
-            .max_header_list_size(limits.max_header_bytes as u32)
-            .max_concurrent_streams(256)
-            .max_pending_accept_reset_streams(50)
-            .max_local_error_reset_streams(1024);
-        let conn = b.serve_connection(TokioIo::new(io), svc);
-        tokio::pin!(conn);
-        let mut draining = false;
-        loop {
-            tokio::select! {
-                _ = conn.as_mut() => break,
-                _ = shutdown.wait_for(|s| *s), if !draining => {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
-                }
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_concurrent_streams(256)
+        .max_pending_accept_reset_streams(50)
+        .max_local_error_reset_streams(1024);
+    // Boxed: an HTTP/2 connection's state is large; the task holds it only while it lives.
+    let mut conn = Box::pin(b.serve_connection(TokioIo::new(io), service(&info, &gw)));
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            _ = shutdown.wait_for(|s| *s), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
             }
         }
-        return;
     }
+}
 
-    let mut b = hyper::server::conn::http1::Builder::new();
-    b.timer(TokioTimer::new())
-        .keep_alive(true)
-        .half_close(false)
-        .max_headers(limits.max_headers)
-        .max_header_size(limits.max_header_bytes)
-        .max_buf_size(limits.max_header_bytes.max(8192) + 1024);
+/// HTTP/1: busy periods served by hyper, released idle periods in between. While released,
+/// this future holds only the socket, its timers and a few pointers; each busy period's state
+/// (hyper's connection and buffers) lives in its own boxed future.
+async fn serve_h1<I>(io: TimedIo<I>, info: Arc<ConnInfo>, gw: Arc<Gateway>, _ticket: ConnTicket)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut shutdown = gw.shutdown.subscribe();
     let mut io = io;
     let mut leftover = Bytes::new();
     loop {
-        // One hyper connection per busy period: it serves requests (keep-alive) until the
-        // connection has been idle for a while, then hands the socket back so its buffers are
-        // freed while the client thinks.
-        let mut conn = b.serve_connection(TokioIo::new(Prefixed::new(leftover, io)), svc.clone());
-        let mut draining = false;
-        let mut released = false;
-        let result = loop {
-            tokio::select! {
-                r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
-                _ = shutdown.wait_for(|s| *s), if !draining => {
-                    draining = true;
-                    std::pin::Pin::new(&mut conn).graceful_shutdown();
-                }
-                _ = shared.release_requested(), if !draining && !released => {
-                    if shared.active() == 0 {
-                        released = true;
-                        // On an idle connection this closes hyper's side at once; if a request
-                        // slipped in meanwhile, hyper finishes it and closes with it.
-                        std::pin::Pin::new(&mut conn).graceful_shutdown();
-                    }
-                }
+        let period = h1_busy_period(io, leftover, &info, &gw, &mut shutdown);
+        match Box::pin(period).await {
+            Some((timed, rest)) => {
+                io = timed;
+                leftover = rest;
             }
-        };
-        let parts = conn.into_parts();
-        let (rest, timed) = parts.io.into_inner().into_parts();
-        io = timed;
-        if result.is_err() || !released || draining || shared.active() > 0 {
-            // Closed by the client, by hyper (error, `Connection: close`), or by a drain.
-            let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
-            return;
+            None => return,
         }
         gw.metrics().idle_releases.inc();
-        leftover = if rest.is_empty() {
-            parts.read_buf
-        } else {
-            let mut joined = Vec::with_capacity(parts.read_buf.len() + rest.len());
-            joined.extend_from_slice(&parts.read_buf);
-            joined.extend_from_slice(&rest);
-            Bytes::from(joined)
-        };
+        info.shared.shrink_idle();
         if leftover.is_empty() {
             // Wait for the next request's first byte with no buffers held; the idle timeout
             // still applies (TimedIo), and a drain closes the connection.
@@ -276,4 +289,82 @@ async fn serve_http<I>(
             }
         }
     }
+}
+
+/// What the request service returns for one request.
+type HandlerFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<hyper::Response<ResponseBody>, Infallible>> + Send>,
+>;
+
+/// The request service for a connection. Its futures are boxed so they are `Unpin`, which
+/// hyper needs to hand an HTTP/1 connection back (`poll_without_shutdown`) when it is released.
+fn service(
+    info: &Arc<ConnInfo>,
+    gw: &Arc<Gateway>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<ResponseBody>,
+    Error = Infallible,
+    Future = HandlerFuture,
+> + Clone
+       + Unpin {
+    let info = info.clone();
+    let gw = gw.clone();
+    service_fn(move |req| -> HandlerFuture { Box::pin(handle(req, info.clone(), gw.clone())) })
+}
+
+/// Serves HTTP/1 requests on a connection until it closes (returns `None`) or has been idle
+/// long enough to be released (returns the socket and any bytes hyper had already read).
+async fn h1_busy_period<I>(
+    io: TimedIo<I>,
+    leftover: Bytes,
+    info: &Arc<ConnInfo>,
+    gw: &Arc<Gateway>,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<(TimedIo<I>, Bytes)>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = &info.shared;
+    let limits = gw.snapshot().limits;
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .keep_alive(true)
+        .half_close(false)
+        .max_headers(limits.max_headers)
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes.max(8192) + 1024);
+    let mut conn = b.serve_connection(TokioIo::new(Prefixed::new(leftover, io)), service(info, gw));
+    let mut draining = false;
+    let mut released = false;
+    let result = loop {
+        tokio::select! {
+            r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+            _ = shutdown.wait_for(|s| *s), if !draining => {
+                draining = true;
+                std::pin::Pin::new(&mut conn).graceful_shutdown();
+            }
+            _ = shared.release_requested(), if !draining && !released => {
+                if shared.active() == 0 {
+                    released = true;
+                    // On an idle connection this closes hyper's side at once; if a request
+                    // slipped in meanwhile, hyper finishes it and closes with it.
+                    std::pin::Pin::new(&mut conn).graceful_shutdown();
+                }
+            }
+        }
+    };
+    let parts = conn.into_parts();
+    let (rest, mut io) = parts.io.into_inner().into_parts();
+    if result.is_err() || !released || draining || shared.active() > 0 {
+        // Closed by the client, by hyper (error, `Connection: close`), or by a drain.
+        let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+        return None;
+    }
+    // Copy what hyper had buffered: its `read_buf` is a view into hyper's whole read buffer,
+    // and keeping the view would keep the buffer.
+    let mut joined = Vec::with_capacity(parts.read_buf.len() + rest.len());
+    joined.extend_from_slice(&parts.read_buf);
+    joined.extend_from_slice(&rest);
+    Some((io, Bytes::from(joined)))
 }
