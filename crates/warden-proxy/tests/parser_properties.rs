@@ -68,9 +68,13 @@ proptest! {
                 stream.extend_from_slice(b"\r\n");
                 stream.extend_from_slice(body);
             } else {
-                stream.extend_from_slice(format!("POST /{i} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n", body.len()).as_bytes());
-                stream.extend_from_slice(body);
-                stream.extend_from_slice(b"\r\n0\r\n\r\n");
+                stream.extend_from_slice(format!("POST /{i} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").as_bytes());
+                if !body.is_empty() {
+                    stream.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+                    stream.extend_from_slice(body);
+                    stream.extend_from_slice(b"\r\n");
+                }
+                stream.extend_from_slice(b"0\r\n\r\n");
             }
         }
         let whole = {
