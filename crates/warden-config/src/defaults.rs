@@ -41,6 +41,12 @@ pub(crate) fn health_unhealthy() -> u32 {
 pub(crate) fn cors_methods() -> Vec<String> {
     ["GET", "HEAD", "POST"].map(String::from).to_vec()
 }
+pub(crate) fn rate_limit_period() -> Dur {
+    Dur::secs(1)
+}
+pub(crate) fn rate_limit_max_keys() -> usize {
+    100_000
+}
 pub(crate) fn cors_max_age() -> Dur {
     Dur::secs(600)
 }

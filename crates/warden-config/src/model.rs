@@ -343,6 +343,29 @@ pub struct RouteConfig {
     /// Override of the global security headers.
     #[serde(default)]
     pub security_headers: Option<SecurityHeaders>,
+    /// Rate limits; a request must pass every one (429 otherwise).
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitConfig>,
+}
+
+/// A rate limit on a route (GCRA: `requests` per `per`, with `burst` at once).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// What the limit counts by: `client_ip`, `route` (all callers together) or
+    /// `header:NAME` (the header's value; requests without it share one bucket).
+    pub key: String,
+    /// Requests allowed per `per`.
+    pub requests: u64,
+    /// The period the requests are counted over.
+    #[serde(default = "d::rate_limit_period")]
+    pub per: Dur,
+    /// Requests allowed at once; default: `requests`.
+    #[serde(default)]
+    pub burst: Option<u64>,
+    /// Most distinct keys this limit holds in memory (idle keys are dropped first).
+    #[serde(default = "d::rate_limit_max_keys")]
+    pub max_keys: usize,
 }
 
 /// A route's authentication decision.

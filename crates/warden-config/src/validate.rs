@@ -436,11 +436,67 @@ fn route(r: &RouteConfig, p: &str, e: &mut ConfigErrors) {
     if let Some(sh) = &r.security_headers {
         security_headers(sh, &format!("{p}.security_headers"), e);
     }
+    for (i, l) in r.rate_limits.iter().enumerate() {
+        let lp = format!("{p}.rate_limits[{i}]");
+        match l.key.strip_prefix("header:") {
+            Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_err() => {
+                e.push(format!("{lp}.key"), format!("`{h}` is not a header name"))
+            }
+            Some(_) => {}
+            None if l.key == "client_ip" || l.key == "route" => {}
+            None => e.push(
+                format!("{lp}.key"),
+                "must be `client_ip`, `route` or `header:NAME`",
+            ),
+        }
+        if l.requests == 0 {
+            e.push(format!("{lp}.requests"), "must be at least 1");
+        }
+        if l.per.0.is_zero() {
+            e.push(format!("{lp}.per"), "must be more than zero");
+        }
+        if l.burst == Some(0) {
+            e.push(format!("{lp}.burst"), "must be at least 1");
+        }
+        if l.max_keys == 0 {
+            e.push(format!("{lp}.max_keys"), "must be at least 1");
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limit_errors_name_the_field() {
+        let text = r#"
+[[listeners]]
+name = "l"
+address = "127.0.0.1:0"
+[[clusters]]
+name = "c"
+endpoints = ["http://127.0.0.1:1"]
+[[routes]]
+name = "r"
+auth = "none"
+cluster = "c"
+[[routes.rate_limits]]
+key = "cookie:session"
+requests = 0
+burst = 0
+per = "0s"
+"#;
+        let errors = crate::parse(text).unwrap_err().to_string();
+        for needle in [
+            "routes[0].rate_limits[0].key: must be `client_ip`, `route` or `header:NAME`",
+            "routes[0].rate_limits[0].requests: must be at least 1",
+            "routes[0].rate_limits[0].burst: must be at least 1",
+            "routes[0].rate_limits[0].per: must be more than zero",
+        ] {
+            assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");
+        }
+    }
 
     #[test]
     fn endpoints_parse_hosts_ports_and_ipv6() {

@@ -54,6 +54,8 @@ pub enum Reject {
     RequestTimeout,
     /// Too many requests in flight at the gateway.
     Overloaded,
+    /// A route's rate limit refused the request; retry after this many seconds.
+    RateLimited(u64),
     /// No healthy endpoint in the cluster.
     NoHealthyUpstream,
     /// The upstream could not be reached or broke the exchange.
@@ -92,6 +94,11 @@ impl Reject {
                 StatusCode::REQUEST_TIMEOUT,
                 "request_timeout",
                 "request not received in time",
+            ),
+            Reject::RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests, retry later",
             ),
             Reject::Overloaded => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -134,6 +141,10 @@ impl Reject {
         if matches!(self, Reject::Overloaded | Reject::NoHealthyUpstream) {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Reject::RateLimited(secs) = self {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if matches!(
             self,

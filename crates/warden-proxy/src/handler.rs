@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use rustls::pki_types::CertificateDer;
@@ -43,6 +43,63 @@ struct Ctx {
     upstream: Option<EndpointGuard>,
     reason: Option<&'static str>,
     body: Option<Arc<BodyState>>,
+    /// The rate-limit state to report: policy, remaining, seconds to reset.
+    rate_limit: Option<(HeaderValue, u64, u64)>,
+    /// What the limit that refused the request counts by.
+    limited_by: Option<&'static str>,
+}
+
+/// Nanoseconds on a monotonic clock, for the rate limiters.
+fn clock_nanos() -> u64 {
+    static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+    START.elapsed().as_nanos() as u64
+}
+
+/// Applies the route's rate limits in order. A request must pass all of them; the state of the
+/// limit with the fewest requests left is reported in the `RateLimit` headers.
+fn check_rate_limits(
+    route: &crate::router::Route,
+    client_ip: std::net::IpAddr,
+    headers: &http::HeaderMap,
+    ctx: &mut Ctx,
+) -> Result<(), Reject> {
+    use crate::router::LimitKey;
+    use warden_limits::Decision;
+    let now = clock_nanos();
+    let ip_bytes = match client_ip {
+        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(a) => a.octets(),
+    };
+    for l in &route.rate_limits {
+        let key: &[u8] = match &l.key {
+            LimitKey::ClientIp => &ip_bytes,
+            LimitKey::Route => b"",
+            LimitKey::Header(h) => headers.get(h).map_or(&b""[..], |v| v.as_bytes()),
+        };
+        match l.limiter.check(key, now) {
+            Decision::Allowed { remaining, reset } => {
+                if ctx
+                    .rate_limit
+                    .as_ref()
+                    .is_none_or(|(_, r, _)| remaining < *r)
+                {
+                    ctx.rate_limit = Some((
+                        l.policy.clone(),
+                        remaining,
+                        reset.as_secs_f64().ceil() as u64,
+                    ));
+                }
+            }
+            Decision::Limited { retry_after, reset } => {
+                ctx.rate_limit = Some((l.policy.clone(), 0, reset.as_secs_f64().ceil() as u64));
+                ctx.limited_by = Some(l.key.kind());
+                return Err(Reject::RateLimited(
+                    retry_after.as_secs_f64().ceil().max(1.0) as u64,
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 static DASH: std::sync::LazyLock<Arc<String>> =
@@ -77,6 +134,8 @@ pub(crate) async fn handle(
         upstream: None,
         reason: None,
         body: None,
+        rate_limit: None,
+        limited_by: None,
     };
     let result = if in_flight.over_limit(snap.limits.max_in_flight) {
         gw.metrics()
@@ -114,6 +173,20 @@ pub(crate) async fn handle(
     if version == Version::HTTP_2 {
         h.remove(header::CONNECTION);
     }
+    if let Some((policy, remaining, reset)) = ctx.rate_limit.take() {
+        h.insert(HeaderName::from_static("ratelimit-policy"), policy.clone());
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{};r={remaining};t={reset}",
+            policy
+                .to_str()
+                .unwrap_or("\"0\"")
+                .split(';')
+                .next()
+                .unwrap_or("\"0\"")
+        )) {
+            h.insert(HeaderName::from_static("ratelimit"), v);
+        }
+    }
 
     let route_name = ctx
         .route
@@ -121,6 +194,15 @@ pub(crate) async fn handle(
         .map_or_else(|| DASH.clone(), |r| r.name.clone());
     let status = res.status().as_u16();
     let metrics = gw.metrics();
+    if let Some(key) = ctx.limited_by {
+        metrics
+            .rate_limited
+            .get_or_create(&warden_telemetry::metrics::RouteLimitKey {
+                route: route_name.clone(),
+                key,
+            })
+            .inc();
+    }
     metrics
         .requests
         .get_or_create(&RouteStatus {
@@ -235,6 +317,9 @@ async fn forward(
     let client_ip = headers::client_ip(conn.peer.ip(), req.headers(), &snap.trusted_proxies);
     if !route.ip_allowed(client_ip) {
         return Err(Reject::Forbidden);
+    }
+    if !route.rate_limits.is_empty() {
+        check_rate_limits(&route, client_ip, req.headers(), ctx)?;
     }
     if preflight {
         if let Some(cors) = &route.cors {

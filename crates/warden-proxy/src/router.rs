@@ -48,6 +48,35 @@ pub(crate) struct Route {
     pub(crate) deny: Vec<IpNet>,
     pub(crate) cors: Option<Cors>,
     pub(crate) security_headers: Arc<SecurityHeaders>,
+    pub(crate) rate_limits: Vec<RouteLimit>,
+}
+
+/// What a rate limit counts by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum LimitKey {
+    ClientIp,
+    Route,
+    Header(HeaderName),
+}
+
+impl LimitKey {
+    /// The metric label (never the key's value).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            LimitKey::ClientIp => "client_ip",
+            LimitKey::Route => "route",
+            LimitKey::Header(_) => "header",
+        }
+    }
+}
+
+/// A compiled rate limit: its key, its limiter (kept across reloads while unchanged) and the
+/// `RateLimit-Policy` value that describes it.
+pub(crate) struct RouteLimit {
+    pub(crate) key: LimitKey,
+    pub(crate) config: warden_config::RateLimitConfig,
+    pub(crate) limiter: Arc<warden_limits::LocalLimiter>,
+    pub(crate) policy: http::HeaderValue,
 }
 
 impl Route {
@@ -132,6 +161,11 @@ impl Router {
         r.wildcard
             .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
         r
+    }
+
+    /// A route by name (to carry state such as rate-limit counters across reloads).
+    pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| r.name.as_str() == name)
     }
 
     /// The first matching route.

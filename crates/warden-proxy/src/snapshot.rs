@@ -149,6 +149,17 @@ impl Snapshot {
                 allow: r.allow_cidrs.iter().map(|c| c.0).collect(),
                 deny: r.deny_cidrs.iter().map(|c| c.0).collect(),
                 cors: r.cors.as_ref().map(Cors::compile),
+                rate_limits: r
+                    .rate_limits
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, l)| {
+                        let old = previous
+                            .and_then(|p| p.router.by_name(&r.name))
+                            .map(|old| old.rate_limits.as_slice());
+                        compile_limit(l, old, i)
+                    })
+                    .collect(),
                 security_headers: r
                     .security_headers
                     .as_ref()
@@ -199,4 +210,42 @@ impl Snapshot {
             c.start_health_checks();
         }
     }
+}
+
+/// Compiles a route's rate limit, reusing the limiter (and so its counters) from the previous
+/// snapshot's route of the same name when that limit is unchanged.
+fn compile_limit(
+    l: &warden_config::RateLimitConfig,
+    previous: Option<&[crate::router::RouteLimit]>,
+    index: usize,
+) -> Option<crate::router::RouteLimit> {
+    use crate::router::{LimitKey, RouteLimit};
+    let key = match l.key.as_str() {
+        "client_ip" => LimitKey::ClientIp,
+        "route" => LimitKey::Route,
+        other => LimitKey::Header(
+            HeaderName::from_bytes(other.strip_prefix("header:")?.as_bytes()).ok()?,
+        ),
+    };
+    let burst = l.burst.unwrap_or(l.requests);
+    let gcra = warden_limits::Gcra::new(l.requests, l.per.0, burst)?;
+    let limiter = previous
+        .and_then(|p| p.get(index))
+        .filter(|old| old.config == *l)
+        .map(|old| old.limiter.clone())
+        .unwrap_or_else(|| Arc::new(warden_limits::LocalLimiter::new(gcra, l.max_keys)));
+    // draft-ietf-httpapi-ratelimit-headers: the policy's quota and window in seconds.
+    let policy = http::HeaderValue::from_str(&format!(
+        "\"{}\";q={};w={}",
+        index,
+        l.requests,
+        l.per.0.as_secs().max(1)
+    ))
+    .ok()?;
+    Some(RouteLimit {
+        key,
+        config: l.clone(),
+        limiter,
+        policy,
+    })
 }

@@ -67,6 +67,22 @@ impl EncodeLabelSet for EndpointLabel {
     }
 }
 
+/// Labels for rate-limit refusals: the route and what the limit counts by (never the key's
+/// value).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct RouteLimitKey {
+    /// Route name.
+    pub route: Arc<String>,
+    /// `client_ip`, `route` or `header`.
+    pub key: &'static str,
+}
+
+impl EncodeLabelSet for RouteLimitKey {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        [("route", self.route.as_str()), ("key", self.key)].encode(encoder)
+    }
+}
+
 /// A fixed reason or result word.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct Reason(pub &'static str);
@@ -119,6 +135,8 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     /// Idle HTTP/1 connections whose buffers were released while they wait.
     pub idle_releases: Counter,
+    /// Requests refused by a rate limit, by route and key kind.
+    pub rate_limited: Family<RouteLimitKey, Counter>,
 }
 
 impl Default for Metrics {
@@ -210,6 +228,12 @@ impl Metrics {
             "Idle HTTP/1 connections whose buffers were released while they wait",
             idle_releases.clone(),
         );
+        let rate_limited = Family::<RouteLimitKey, Counter>::default();
+        registry.register(
+            "rate_limited_requests",
+            "Requests refused by a rate limit, by route and what the limit counts by",
+            rate_limited.clone(),
+        );
         Self {
             registry,
             requests,
@@ -224,6 +248,7 @@ impl Metrics {
             config_last_reload_ok,
             access_log_dropped,
             idle_releases,
+            rate_limited,
         }
     }
 

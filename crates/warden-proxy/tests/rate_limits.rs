@@ -1,0 +1,130 @@
+//! Per-route rate limits (GCRA): 429 with Retry-After and the RateLimit headers, keys by
+//! client address, header or route, counters kept across reloads.
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use warden_test_util::{base_toml, client, Gateway, Upstream};
+
+fn config(up: &Upstream, limits: &str) -> String {
+    format!(
+        "{}\n[[clusters]]\nname = \"c\"\nendpoints = [\"{}\"]\n[[routes]]\nname = \"api\"\nauth = \"none\"\ncluster = \"c\"\npath_prefix = \"/\"\n{limits}",
+        base_toml(),
+        up.url()
+    )
+}
+
+async fn get(gw: &Gateway, headers: &[(&str, &str)]) -> client::Answer {
+    let mut b = Request::get("/x").header("host", "localhost");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    client::send_h1(gw.addr("main"), b.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+#[tokio::test]
+async fn a_client_over_its_burst_gets_429_with_retry_after_and_ratelimit_headers() {
+    let up = Upstream::start("u").await;
+    let gw = Gateway::start(&config(
+        &up,
+        "[[routes.rate_limits]]\nkey = \"client_ip\"\nrequests = 5\nper = \"10s\"\nburst = 5\n",
+    ))
+    .await;
+    for i in 0..5 {
+        let res = get(&gw, &[]).await;
+        assert_eq!(res.status, 200, "request {i}");
+        assert_eq!(res.header("ratelimit-policy"), Some("\"0\";q=5;w=10"));
+        assert!(res
+            .header("ratelimit")
+            .unwrap()
+            .starts_with(&format!("\"0\";r={};t=", 4 - i)));
+    }
+    let res = get(&gw, &[]).await;
+    assert_eq!(res.status, 429);
+    assert_eq!(res.json()["error"], "rate_limited");
+    let retry: u64 = res.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "retry-after {retry}");
+    assert!(res.header("ratelimit").unwrap().starts_with("\"0\";r=0;t="));
+    assert_eq!(
+        up.requests().len(),
+        5,
+        "the refused request never reached the upstream"
+    );
+    let metrics = client::get(gw.admin(), "/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("warden_rate_limited_requests_total{route=\"api\",key=\"client_ip\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn header_keys_are_counted_separately_and_missing_headers_share_a_bucket() {
+    let up = Upstream::start("u").await;
+    let gw = Gateway::start(&config(
+        &up,
+        "[[routes.rate_limits]]\nkey = \"header:x-api-key\"\nrequests = 2\nper = \"1m\"\n",
+    ))
+    .await;
+    for key in ["alice", "bob"] {
+        assert_eq!(get(&gw, &[("x-api-key", key)]).await.status, 200);
+        assert_eq!(get(&gw, &[("x-api-key", key)]).await.status, 200);
+        assert_eq!(
+            get(&gw, &[("x-api-key", key)]).await.status,
+            429,
+            "{key}'s third"
+        );
+    }
+    assert_eq!(get(&gw, &[]).await.status, 200);
+    assert_eq!(get(&gw, &[]).await.status, 200);
+    assert_eq!(get(&gw, &[]).await.status, 429);
+}
+
+#[tokio::test]
+async fn every_limit_must_pass_and_a_route_limit_is_shared_by_all_callers() {
+    let up = Upstream::start("u").await;
+    let gw = Gateway::start(&config(
+        &up,
+        "[[routes.rate_limits]]\nkey = \"header:x-user\"\nrequests = 10\nper = \"1m\"\n[[routes.rate_limits]]\nkey = \"route\"\nrequests = 3\nper = \"1m\"\n",
+    ))
+    .await;
+    let codes: Vec<u16> = futures_statuses(&gw, &["a", "b", "c", "d"]).await;
+    assert_eq!(codes, [200, 200, 200, 429]);
+    let res = get(&gw, &[("x-user", "e")]).await;
+    assert_eq!(
+        res.header("ratelimit-policy"),
+        Some("\"1\";q=3;w=60"),
+        "the route limit refused"
+    );
+}
+
+async fn futures_statuses(gw: &Gateway, users: &[&str]) -> Vec<u16> {
+    let mut out = Vec::new();
+    for u in users {
+        out.push(get(gw, &[("x-user", u)]).await.status);
+    }
+    out
+}
+
+#[tokio::test]
+async fn counters_survive_a_reload_that_keeps_the_limit() {
+    let up = Upstream::start("u").await;
+    let limit = "[[routes.rate_limits]]\nkey = \"client_ip\"\nrequests = 1\nper = \"1m\"\n";
+    let gw = Gateway::start(&config(&up, limit)).await;
+    assert_eq!(get(&gw, &[]).await.status, 200);
+    assert_eq!(get(&gw, &[]).await.status, 429);
+    // Same limit, another change elsewhere: the client stays limited.
+    gw.rewrite(&format!(
+        "{}\n[forwarding]\nrequest_id_header = \"x-req\"\n",
+        config(&up, limit)
+    ));
+    gw.handle.reload().await.expect("reload");
+    assert_eq!(get(&gw, &[]).await.status, 429);
+    // A changed limit starts afresh.
+    gw.rewrite(&config(
+        &up,
+        "[[routes.rate_limits]]\nkey = \"client_ip\"\nrequests = 2\nper = \"1m\"\n",
+    ));
+    gw.handle.reload().await.expect("reload");
+    assert_eq!(get(&gw, &[]).await.status, 200);
+}
