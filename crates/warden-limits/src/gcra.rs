@@ -120,9 +120,10 @@ const SHARDS: usize = 64;
 /// Memory is bounded by `max_keys` (about 32 bytes per key in the maps, so 1,000,000 keys is
 /// ~32–64 MiB). Keys are hashed with a per-process random key (SipHash), so a client cannot
 /// aim at one shard. When a shard is full, entries whose bucket is already full again are
-/// dropped (this changes no decision); if none is, one arbitrary entry is dropped, which lets
-/// that one key start again with a full bucket: under a flood of distinct keys the limiter
-/// errs towards forgetting, never towards refusing keys it has not seen.
+/// dropped (this changes no decision); if that frees less than an eighth of the shard,
+/// arbitrary entries are dropped until it does, which lets those keys start again with a full
+/// bucket: under a flood of distinct keys the limiter errs towards forgetting, never towards
+/// refusing keys it has not seen, and each sweep is paid for by many insertions.
 pub struct LocalLimiter {
     limit: Gcra,
     shards: Box<[Mutex<HashMap<u64, u64>>]>,
@@ -156,12 +157,19 @@ impl LocalLimiter {
         let tat = map.get(&h).copied();
         let (decision, new_tat) = self.limit.decide(tat, now_nanos);
         if tat.is_none() && map.len() >= self.per_shard {
+            // Make room for an eighth of the shard at once, so that a flood of new keys costs
+            // one sweep per many insertions, not one per insertion.
             map.retain(|_, t| *t > now_nanos);
-            if map.len() >= self.per_shard {
-                if let Some(victim) = map.keys().next().copied() {
-                    map.remove(&victim);
+            let target = self.per_shard - self.per_shard / 8;
+            if map.len() > target {
+                let excess = map.len() - target;
+                let victims: Vec<u64> = map.keys().take(excess).copied().collect();
+                for v in victims {
+                    map.remove(&v);
                 }
             }
+            // Removals leave tombstones that would make the table grow; rehash to its bound.
+            map.shrink_to(self.per_shard);
         }
         map.insert(h, new_tat);
         decision
@@ -172,6 +180,16 @@ impl LocalLimiter {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    /// Bytes held by the key maps (their allocated capacity: a key and its TAT, 16 bytes, plus
+    /// one control byte per slot). The documented bound is `max_keys × 2 × 17` bytes, as a
+    /// hash map's capacity is at most twice its length after growth.
+    pub fn approx_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).capacity() * 8 / 7 * 17)
             .sum()
     }
 
@@ -278,6 +296,23 @@ mod tests {
         // A live key at t = 3 s, refused on its second request.
         assert!(l.check(b"live", 3 * S).is_allowed());
         assert!(!l.check(b"live", 3 * S).is_allowed());
+    }
+
+    #[test]
+    fn a_million_distinct_keys_stay_under_the_documented_memory_bound() {
+        let max_keys = 100_000;
+        let l = LocalLimiter::new(Gcra::new(10, Duration::from_secs(1), 10).unwrap(), max_keys);
+        for i in 0u64..1_000_000 {
+            // All keys live (same instant): the worst case, no idle key to drop.
+            l.check(&i.to_le_bytes(), S);
+        }
+        assert!(l.len() <= max_keys, "held {} keys", l.len());
+        let bound = max_keys * 2 * 17 + SHARDS * 64 * 17;
+        assert!(
+            l.approx_bytes() <= bound,
+            "{} bytes > {bound}",
+            l.approx_bytes()
+        );
     }
 
     #[test]
