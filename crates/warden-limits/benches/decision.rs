@@ -13,7 +13,11 @@ fn decision(c: &mut Criterion) {
     let l = LocalLimiter::new(limit, 100_000);
     // A warm key set: 10,000 distinct client addresses.
     let keys: Vec<[u8; 16]> = (0u32..10_000)
-        .map(|i| std::net::Ipv4Addr::from(0x0a00_0000 + i).to_ipv6_mapped().octets())
+        .map(|i| {
+            std::net::Ipv4Addr::from(0x0a00_0000 + i)
+                .to_ipv6_mapped()
+                .octets()
+        })
         .collect();
     let mut now = 1_000_000_000u64;
     let mut i = 0usize;
