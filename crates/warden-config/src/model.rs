@@ -343,7 +343,8 @@ pub struct RouteConfig {
     /// Override of the global security headers.
     #[serde(default)]
     pub security_headers: Option<SecurityHeaders>,
-    /// Rate limits; a request must pass every one (429 otherwise).
+    /// Rate limits; a request must pass every one (429 otherwise). They are checked in order,
+    /// and a limit that passed counts the request even when a later one refuses it.
     #[serde(default)]
     pub rate_limits: Vec<RateLimitConfig>,
 }

@@ -108,7 +108,7 @@ impl Snapshot {
         }
         let global_headers = Arc::new(SecurityHeaders::compile(&config.security_headers));
         let mut routes = Vec::new();
-        for r in &config.routes {
+        for (ri, r) in config.routes.iter().enumerate() {
             let Some(cluster) = clusters.get(&r.cluster).cloned() else {
                 continue;
             };
@@ -157,7 +157,16 @@ impl Snapshot {
                         let old = previous
                             .and_then(|p| p.router.by_name(&r.name))
                             .map(|old| old.rate_limits.as_slice());
+                        // A limit that cannot be built is an error, never a limit silently
+                        // left out (that would fail open).
                         compile_limit(l, old, i)
+                            .map_err(|why| {
+                                errors.push(CompileError::new(
+                                    format!("routes[{ri}].rate_limits[{i}]"),
+                                    why,
+                                ))
+                            })
+                            .ok()
                     })
                     .collect(),
                 security_headers: r
@@ -218,17 +227,25 @@ fn compile_limit(
     l: &warden_config::RateLimitConfig,
     previous: Option<&[crate::router::RouteLimit]>,
     index: usize,
-) -> Option<crate::router::RouteLimit> {
+) -> Result<crate::router::RouteLimit, String> {
     use crate::router::{LimitKey, RouteLimit};
     let key = match l.key.as_str() {
         "client_ip" => LimitKey::ClientIp,
         "route" => LimitKey::Route,
         other => LimitKey::Header(
-            HeaderName::from_bytes(other.strip_prefix("header:")?.as_bytes()).ok()?,
+            other
+                .strip_prefix("header:")
+                .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                .ok_or_else(|| format!("`{other}` is not a rate-limit key"))?,
         ),
     };
     let burst = l.burst.unwrap_or(l.requests);
-    let gcra = warden_limits::Gcra::new(l.requests, l.per.0, burst)?;
+    let gcra = warden_limits::Gcra::new(l.requests, l.per.0, burst).ok_or_else(|| {
+        format!(
+            "{} per {:?} with burst {burst} is out of range (burst × interval must fit in ~584 years)",
+            l.requests, l.per.0
+        )
+    })?;
     let limiter = previous
         .and_then(|p| p.get(index))
         .filter(|old| old.config == *l)
@@ -241,8 +258,8 @@ fn compile_limit(
         l.requests,
         l.per.0.as_secs().max(1)
     ))
-    .ok()?;
-    Some(RouteLimit {
+    .map_err(|_| "cannot express the policy as a header".to_string())?;
+    Ok(RouteLimit {
         key,
         config: l.clone(),
         limiter,

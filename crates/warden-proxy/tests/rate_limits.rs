@@ -128,3 +128,32 @@ async fn counters_survive_a_reload_that_keeps_the_limit() {
     gw.handle.reload().await.expect("reload");
     assert_eq!(get(&gw, &[]).await.status, 200);
 }
+
+#[tokio::test]
+async fn a_limit_that_cannot_be_built_is_a_reload_error_not_a_missing_limit() {
+    let up = Upstream::start("u").await;
+    let limit = "[[routes.rate_limits]]\nkey = \"client_ip\"\nrequests = 1\nper = \"1m\"\n";
+    let gw = Gateway::start(&config(&up, limit)).await;
+    assert_eq!(get(&gw, &[]).await.status, 200);
+    // A burst so large that burst × interval overflows: refused, and the old limit stays.
+    gw.rewrite(&config(
+        &up,
+        "[[routes.rate_limits]]\nkey = \"client_ip\"\nrequests = 1\nper = \"1d\"\nburst = 9223372036854775807\n",
+    ));
+    let err = gw
+        .handle
+        .reload()
+        .await
+        .expect_err("an overflowing limit must not load");
+    assert!(
+        err.errors
+            .iter()
+            .any(|e| e.starts_with("routes[0].rate_limits[0]:")),
+        "{err:?}"
+    );
+    assert_eq!(
+        get(&gw, &[]).await.status,
+        429,
+        "the running limit still applies"
+    );
+}

@@ -307,10 +307,10 @@ fn to_prometheus_text(open_metrics: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn prometheus_text_names_counter_families_with_total() {
+    /// A registry with one 200 on `route`, taking `seconds`.
+    fn with_one_request(route: &str, seconds: f64) -> Metrics {
         let m = Metrics::new();
-        let route = Arc::new("r".to_string());
+        let route = Arc::new(route.to_string());
         m.requests
             .get_or_create(&RouteStatus {
                 route: route.clone(),
@@ -319,8 +319,13 @@ mod tests {
             .inc();
         m.request_duration
             .get_or_create(&RouteLabel(route))
-            .observe(0.1);
-        let text = m.encode_prometheus();
+            .observe(seconds);
+        m
+    }
+
+    #[test]
+    fn prometheus_text_names_counter_families_with_total() {
+        let text = with_one_request("r", 0.1).encode_prometheus();
         assert!(
             text.contains("# HELP warden_requests_total Requests answered"),
             "{text}"
@@ -345,18 +350,7 @@ mod tests {
 
     #[test]
     fn encodes_requests_by_route_and_status() {
-        let m = Metrics::new();
-        let route = Arc::new("public".to_string());
-        m.requests
-            .get_or_create(&RouteStatus {
-                route: route.clone(),
-                status: 200,
-            })
-            .inc();
-        m.request_duration
-            .get_or_create(&RouteLabel(route))
-            .observe(0.002);
-        let text = m.encode();
+        let text = with_one_request("public", 0.002).encode();
         assert!(
             text.contains("warden_requests_total{route=\"public\",status=\"200\"} 1"),
             "{text}"
