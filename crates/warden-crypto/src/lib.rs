@@ -9,6 +9,7 @@ use std::sync::Arc;
 use rustls::crypto::{ring, CryptoProvider};
 
 pub mod dev_ca;
+pub mod jws;
 
 pub use dev_ca::{DevCa, IssuedCert};
 
