@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use crate::auth::*;
 use crate::model::*;
 use crate::types::{ByteSize, Dur};
 
@@ -113,6 +114,77 @@ impl Default for ReloadConfig {
         Self {
             watch: true,
             poll_interval: Dur::secs(2),
+        }
+    }
+}
+
+pub(crate) fn jwt_leeway() -> Dur {
+    Dur::secs(30)
+}
+pub(crate) fn jwt_max_token_bytes() -> ByteSize {
+    ByteSize(8 * 1024)
+}
+pub(crate) fn jwks_refresh_min() -> Dur {
+    Dur::secs(60)
+}
+pub(crate) fn jwks_refresh_max() -> Dur {
+    Dur::secs(3600)
+}
+pub(crate) fn jwks_unknown_kid_interval() -> Dur {
+    Dur::secs(30)
+}
+pub(crate) fn jwks_max_bytes() -> ByteSize {
+    ByteSize(256 * 1024)
+}
+pub(crate) fn jwks_timeout() -> Dur {
+    Dur::secs(5)
+}
+pub(crate) fn introspection_timeout() -> Dur {
+    Dur::secs(2)
+}
+pub(crate) fn introspection_cache_ttl() -> Dur {
+    Dur::secs(300)
+}
+pub(crate) fn introspection_negative_ttl() -> Dur {
+    Dur::secs(10)
+}
+pub(crate) fn introspection_cache_entries() -> usize {
+    100_000
+}
+
+impl Default for ApiKeysConfig {
+    fn default() -> Self {
+        Self {
+            header: "x-api-key".into(),
+            file: None,
+            keys: Vec::new(),
+        }
+    }
+}
+
+impl Default for ClientCertConfig {
+    fn default() -> Self {
+        Self {
+            identity: vec![CertIdentitySource::Spiffe],
+            trust_domains: Vec::new(),
+        }
+    }
+}
+
+impl Default for TokenCacheConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: 100_000,
+        }
+    }
+}
+
+impl Default for InternalTokenConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "warden-gateway".into(),
+            lifetime: Dur::secs(60),
+            signing_key: None,
         }
     }
 }

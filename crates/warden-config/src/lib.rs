@@ -12,13 +12,16 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
+pub mod auth;
 pub mod defaults;
 pub mod model;
 pub mod types;
 mod validate;
+pub mod validate_auth;
 
+pub use auth::*;
 pub use model::*;
-pub use types::{parse_duration, ByteSize, Cidr, Dur, RegexStr, SecretError, SecretRef};
+pub use types::{parse_duration, ByteSize, Cidr, Dur, RegexStr, SecretError, SecretRef, Timestamp};
 pub use validate::{parse_endpoint, Endpoint, Scheme};
 
 /// One problem in a config: where (`routes[2].cluster`) and why.
@@ -99,13 +102,14 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             "admin" => section(value, &key, &mut errors, &mut config.admin),
             "access_log" => section(value, &key, &mut errors, &mut config.access_log),
             "reload" => section(value, &key, &mut errors, &mut config.reload),
+            "auth" => section(value, &key, &mut errors, &mut config.auth),
             "listeners" => config.listeners = elements(value, &key, &mut errors, &mut kept),
             "clusters" => config.clusters = elements(value, &key, &mut errors, &mut kept),
             "routes" => config.routes = elements(value, &key, &mut errors, &mut kept),
             _ => errors.push(
                 key.clone(),
                 "unknown section; expected one of server, forwarding, security_headers, admin, \
-                 access_log, reload, listeners, clusters, routes",
+                 access_log, reload, auth, listeners, clusters, routes",
             ),
         }
     }

@@ -32,6 +32,10 @@ pub struct Config {
     /// Hot reload of this file.
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// Credentials the gateway verifies (JWT issuers, API keys, introspection, client
+    /// certificates), policies, and internal tokens.
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
     /// Where the gateway accepts connections.
     #[serde(default)]
     pub listeners: Vec<ListenerConfig>,
@@ -304,7 +308,7 @@ pub struct RouteConfig {
     pub name: String,
     /// Who may call this route. Required: there is no default, so a route cannot be public by
     /// accident. `none` makes it public.
-    pub auth: Option<RouteAuth>,
+    pub auth: Option<crate::auth::RouteAuth>,
     /// Cluster that serves the route.
     pub cluster: String,
     /// Hosts (`api.example.com`, `*.example.com`); empty matches any host.
@@ -367,14 +371,6 @@ pub struct RateLimitConfig {
     /// Most distinct keys this limit holds in memory (idle keys are dropped first).
     #[serde(default = "d::rate_limit_max_keys")]
     pub max_keys: usize,
-}
-
-/// A route's authentication decision.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum RouteAuth {
-    /// Public: anyone may call.
-    None,
 }
 
 /// A header condition.

@@ -263,9 +263,126 @@ impl Serialize for SecretRef {
     }
 }
 
+/// A point in time, written as an RFC 3339 string (`"2027-01-01T00:00:00Z"`) or a TOML
+/// offset date-time; held as seconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// Parses RFC 3339 (`2027-01-01T00:00:00Z`, `2027-01-01T02:00:00+02:00`; fractions of a
+    /// second are dropped).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not an RFC 3339 time such as 2027-01-01T00:00:00Z");
+        let b = s.as_bytes();
+        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ')
+            || b[13] != b':' || b[16] != b':'
+        {
+            return Err(bad());
+        }
+        let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
+            s.get(r)
+                .filter(|t| t.bytes().all(|c| c.is_ascii_digit()))
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(bad)
+        };
+        let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+            return Err(bad());
+        }
+        let mut rest = &s[19..];
+        if let Some(frac) = rest.strip_prefix('.') {
+            let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 {
+                return Err(bad());
+            }
+            rest = &frac[digits..];
+        }
+        let offset = match rest {
+            "Z" | "z" => 0,
+            o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+                let oh: i64 = o[1..3].parse().map_err(|_| bad())?;
+                let om: i64 = o[4..6].parse().map_err(|_| bad())?;
+                let v = oh * 3600 + om * 60;
+                if o.starts_with('-') { -v } else { v }
+            }
+            _ => return Err(bad()),
+        };
+        // Days from the civil date (Howard Hinnant's algorithm).
+        let (yy, m) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+        let era = yy.div_euclid(400);
+        let yoe = yy - era * 400;
+        let doy = (153 * m + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        Ok(Timestamp(days * 86_400 + h * 3600 + mi * 60 + se - offset))
+    }
+
+    /// Formats as RFC 3339 in UTC.
+    pub fn to_rfc3339(self) -> String {
+        let days = self.0.div_euclid(86_400);
+        let secs = self.0.rem_euclid(86_400);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            secs / 3600,
+            secs % 3600 / 60,
+            secs % 60
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            Dt(toml::value::Datetime),
+        }
+        let s = match Raw::deserialize(d)? {
+            Raw::S(s) => s,
+            Raw::Dt(dt) => dt.to_string(),
+        };
+        Timestamp::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_parse_rfc3339_and_round_trip() {
+        let t = Timestamp::parse("2027-01-01T00:00:00Z").unwrap();
+        assert_eq!(t.0, 1_798_761_600);
+        assert_eq!(t.to_rfc3339(), "2027-01-01T00:00:00Z");
+        assert_eq!(Timestamp::parse("2027-01-01T02:00:00.5+02:00").unwrap(), t);
+        assert_eq!(Timestamp::parse("1970-01-01T00:00:00Z").unwrap().0, 0);
+        assert!(Timestamp::parse("2027-13-01T00:00:00Z").is_err());
+        assert!(Timestamp::parse("tomorrow").is_err());
+        #[derive(Deserialize)]
+        struct W {
+            t: Timestamp,
+        }
+        let w: W = toml::from_str("t = 2027-01-01T00:00:00Z").unwrap();
+        assert_eq!(w.t, t);
+        let w: W = toml::from_str("t = \"2027-01-01T00:00:00Z\"").unwrap();
+        assert_eq!(w.t, t);
+    }
 
     #[test]
     fn durations_parse_with_units_and_reject_bare_numbers() {

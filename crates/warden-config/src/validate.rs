@@ -145,7 +145,11 @@ pub(crate) fn validate(c: &Config, e: &mut ConfigErrors) {
             );
         }
         route(r, &p, e);
+        if let Some(crate::auth::RouteAuth::Rules(rules)) = &r.auth {
+            crate::validate_auth::route_auth(c, rules, &format!("{p}.auth"), e);
+        }
     }
+    crate::validate_auth::auth(c, e);
 }
 
 fn server(s: &ServerConfig, e: &mut ConfigErrors) {
