@@ -7,7 +7,21 @@
 //! reason for metrics and logs, and an RFC 6750 error code for the client.
 
 pub mod apikey;
+mod authn;
+pub mod cache;
+pub mod cert;
+mod error;
+pub mod http_client;
 pub mod identity;
+pub mod internal;
+pub mod introspect;
+pub mod jwks;
+pub mod jwt;
+pub mod keys;
 pub mod policy;
+pub mod rules;
 
+pub use authn::{Authenticator, CompileProblem};
+pub use error::{AuthError, Challenges};
 pub use identity::{AuthMethod, Identity};
+pub use rules::RoutePolicy;

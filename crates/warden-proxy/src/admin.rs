@@ -17,6 +17,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/.well-known/jwks.json", get(jwks))
         .route("/config", get(config))
         .route("/reload", post(reload))
         .with_state(gw)
@@ -57,6 +58,15 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
     }
+}
+
+/// The public keys of the gateway's internal tokens, for services that verify them.
+async fn jwks(State(gw): State<Arc<Gateway>>) -> Response {
+    (
+        [(header::CACHE_CONTROL, "max-age=60")],
+        Json(gw.snapshot().auth.internal_jwks()),
+    )
+        .into_response()
 }
 
 async fn config(State(gw): State<Arc<Gateway>>) -> Json<serde_json::Value> {

@@ -56,6 +56,8 @@ pub enum Reject {
     Overloaded,
     /// A route's rate limit refused the request; retry after this many seconds.
     RateLimited(u64),
+    /// Authentication or authorization refused the request.
+    Auth(warden_auth::AuthError),
     /// No healthy endpoint in the cluster.
     NoHealthyUpstream,
     /// The upstream could not be reached or broke the exchange.
@@ -75,6 +77,11 @@ impl Reject {
                 "no route for this request",
             ),
             Reject::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "access denied"),
+            Reject::Auth(e) => (
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED),
+                e.code(),
+                e.message(),
+            ),
             Reject::CorsRejected => (
                 StatusCode::FORBIDDEN,
                 "cors_rejected",
@@ -123,9 +130,18 @@ impl Reject {
         }
     }
 
-    /// The stable code, also used as the access log's `reason`.
+    /// The stable code. The access log's `reason` is the same, except for authentication and
+    /// authorization refusals, where it is the precise reason (which the client never sees).
     pub fn code(self) -> &'static str {
         self.parts().1
+    }
+
+    /// The reason for the access log and metrics.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Reject::Auth(e) => e.reason(),
+            other => other.code(),
+        }
     }
 
     /// The response the client sees.
@@ -138,6 +154,16 @@ impl Reject {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Reject::Auth(e) = self {
+            if let Some(v) = e
+                .www_authenticate("")
+                .and_then(|v| HeaderValue::from_str(&v).ok())
+            {
+                res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
         if matches!(self, Reject::Overloaded | Reject::NoHealthyUpstream) {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -76,7 +76,9 @@ impl Gateway {
 
     /// True once listeners are bound and the config is loaded, until shutdown begins.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !*self.shutdown.borrow()
+        self.ready.load(Ordering::Acquire)
+            && !*self.shutdown.borrow()
+            && self.snapshot().auth.ready()
     }
 
     pub(crate) fn set_ready(&self) {
@@ -192,6 +194,7 @@ impl Gateway {
                 }
             }
         }
+        paths.extend(snap.auth.watched_files());
         for c in &snap.config().clusters {
             if let Some(t) = &c.tls {
                 paths.push(t.ca.clone());

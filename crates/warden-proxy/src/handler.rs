@@ -33,7 +33,6 @@ pub(crate) struct ConnInfo {
     pub(crate) http1: bool,
     pub(crate) shared: Arc<ConnShared>,
     /// The verified client certificate (leaf), when the client sent one.
-    #[allow(dead_code)] // read by the authentication layer (next issue)
     pub(crate) peer_cert: Option<CertificateDer<'static>>,
 }
 
@@ -47,6 +46,15 @@ struct Ctx {
     rate_limit: Option<(HeaderValue, u64, u64)>,
     /// What the limit that refused the request counts by.
     limited_by: Option<&'static str>,
+    /// How the caller authenticated, once authorized.
+    auth_method: Option<&'static str>,
+}
+
+/// Seconds since the Unix epoch, for token lifetimes.
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Nanoseconds on a monotonic clock, for the rate limiters.
@@ -136,6 +144,7 @@ pub(crate) async fn handle(
         body: None,
         rate_limit: None,
         limited_by: None,
+        auth_method: None,
     };
     let result = if in_flight.over_limit(snap.limits.max_in_flight) {
         gw.metrics()
@@ -154,11 +163,30 @@ pub(crate) async fn handle(
     } else {
         forward(req, &conn, &snap, &request_id, &mut ctx).await
     };
+    let mut auth_denied = None;
     let mut res = match result {
         Ok(res) => res,
         Err(reject) => {
-            ctx.reason = Some(reject.code());
-            reject.response().map(ResponseBody::full)
+            ctx.reason = Some(reject.reason());
+            let mut res = reject.response().map(ResponseBody::full);
+            if let Reject::Auth(e) = reject {
+                auth_denied = Some(e.reason());
+                if e.code() == "insufficient_scope" {
+                    let scopes = ctx
+                        .route
+                        .as_ref()
+                        .and_then(|r| r.auth.as_ref())
+                        .map(|a| a.required_scopes())
+                        .unwrap_or_default();
+                    if let Some(v) = e
+                        .www_authenticate(&scopes)
+                        .and_then(|v| HeaderValue::from_str(&v).ok())
+                    {
+                        res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                    }
+                }
+            }
+            res
         }
     };
 
@@ -194,6 +222,24 @@ pub(crate) async fn handle(
         .map_or_else(|| DASH.clone(), |r| r.name.clone());
     let status = res.status().as_u16();
     let metrics = gw.metrics();
+    if let Some(reason) = auth_denied {
+        metrics
+            .auth_denied
+            .get_or_create(&warden_telemetry::metrics::RouteReason {
+                route: route_name.clone(),
+                reason,
+            })
+            .inc();
+    }
+    if let Some(reason) = ctx.auth_method {
+        metrics
+            .auth_allowed
+            .get_or_create(&warden_telemetry::metrics::RouteReason {
+                route: route_name.clone(),
+                reason,
+            })
+            .inc();
+    }
     if let Some(key) = ctx.limited_by {
         metrics
             .rate_limited
@@ -318,9 +364,8 @@ async fn forward(
     if !route.ip_allowed(client_ip) {
         return Err(Reject::Forbidden);
     }
-    if !route.rate_limits.is_empty() {
-        check_rate_limits(&route, client_ip, req.headers(), ctx)?;
-    }
+    // Preflights carry no credentials (browsers never send them), so they are answered
+    // before authentication; they reveal only the route's CORS policy.
     if preflight {
         if let Some(cors) = &route.cors {
             return match cors.preflight(req.headers()) {
@@ -330,6 +375,38 @@ async fn forward(
                 Preflight::Denied => Err(Reject::CorsRejected),
             };
         }
+    }
+    let now = unix_now();
+    let identity = match &route.auth {
+        None => None,
+        Some(policy) => {
+            let id = snap
+                .auth
+                .authenticate(
+                    policy,
+                    req.headers(),
+                    conn.peer_cert.as_ref().map(|c| c.as_ref()),
+                    now,
+                )
+                .await
+                .map_err(Reject::Auth)?;
+            snap.auth
+                .authorize(
+                    policy,
+                    &id,
+                    req.method(),
+                    &route.name,
+                    &path,
+                    &host,
+                    client_ip,
+                )
+                .map_err(Reject::Auth)?;
+            ctx.auth_method = Some(id.method.as_str());
+            Some(id)
+        }
+    };
+    if !route.rate_limits.is_empty() {
+        check_rate_limits(&route, client_ip, req.headers(), ctx)?;
     }
     if let Some(cl) = req
         .headers()
@@ -357,6 +434,11 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     let origin = parts.headers.get(header::ORIGIN).cloned();
     headers::strip_hop_by_hop(&mut parts.headers);
+    snap.auth.strip_identity_headers(&mut parts.headers);
+    if let (Some(id), Some(policy)) = (&identity, &route.auth) {
+        snap.auth
+            .add_identity_headers(policy, id, &cluster.name, &mut parts.headers, now);
+    }
     headers::set_forwarded(
         &mut parts.headers,
         conn.peer.ip(),

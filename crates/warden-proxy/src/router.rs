@@ -49,6 +49,8 @@ pub(crate) struct Route {
     pub(crate) cors: Option<Cors>,
     pub(crate) security_headers: Arc<SecurityHeaders>,
     pub(crate) rate_limits: Vec<RouteLimit>,
+    /// Who may call; `None` for a public route (`auth = "none"`).
+    pub(crate) auth: Option<warden_auth::RoutePolicy>,
 }
 
 /// What a rate limit counts by.

@@ -50,6 +50,8 @@ pub struct Snapshot {
     pub(crate) request_id_header: HeaderName,
     /// Security headers for responses that matched no route.
     pub(crate) security_headers: Arc<SecurityHeaders>,
+    /// Verifiers, caches and policies of the `[auth]` section.
+    pub(crate) auth: Arc<warden_auth::Authenticator>,
 }
 
 impl Snapshot {
@@ -106,6 +108,20 @@ impl Snapshot {
             };
             clusters.insert(c.name.clone(), cluster);
         }
+        let auth = match warden_auth::Authenticator::compile(
+            &config.auth,
+            previous.map(|p| p.auth.as_ref()),
+        ) {
+            Ok(a) => Some(Arc::new(a)),
+            Err(problems) => {
+                errors.extend(
+                    problems
+                        .into_iter()
+                        .map(|(path, why)| CompileError::new(path, why)),
+                );
+                None
+            }
+        };
         let global_headers = Arc::new(SecurityHeaders::compile(&config.security_headers));
         let mut routes = Vec::new();
         for (ri, r) in config.routes.iter().enumerate() {
@@ -169,6 +185,12 @@ impl Snapshot {
                             .ok()
                     })
                     .collect(),
+                auth: match &r.auth {
+                    Some(warden_config::RouteAuth::Rules(rules)) => {
+                        Some(warden_auth::RoutePolicy::compile(rules))
+                    }
+                    _ => None,
+                },
                 security_headers: r
                     .security_headers
                     .as_ref()
@@ -177,9 +199,9 @@ impl Snapshot {
             };
             routes.push((route, r.hosts.clone()));
         }
-        if !errors.is_empty() {
+        let (Some(auth), true) = (auth, errors.is_empty()) else {
             return Err(errors);
-        }
+        };
         let s = &config.server;
         let limits = Limits {
             max_header_bytes: s.max_header_bytes.0 as usize,
@@ -205,6 +227,7 @@ impl Snapshot {
                 .collect(),
             request_id_header,
             security_headers: global_headers,
+            auth,
             router: Router::new(routes),
             clusters,
             listeners,

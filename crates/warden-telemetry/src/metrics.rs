@@ -83,6 +83,22 @@ impl EncodeLabelSet for RouteLimitKey {
     }
 }
 
+/// Labels for authentication and authorization outcomes: the route and the reason (a fixed
+/// word such as `expired` or `insufficient_scope`, never a credential).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct RouteReason {
+    /// Route name.
+    pub route: Arc<String>,
+    /// Why.
+    pub reason: &'static str,
+}
+
+impl EncodeLabelSet for RouteReason {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        [("route", self.route.as_str()), ("reason", self.reason)].encode(encoder)
+    }
+}
+
 /// A fixed reason or result word.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct Reason(pub &'static str);
@@ -137,6 +153,10 @@ pub struct Metrics {
     pub idle_releases: Counter,
     /// Requests refused by a rate limit, by route and key kind.
     pub rate_limited: Family<RouteLimitKey, Counter>,
+    /// Requests refused by authentication or authorization, by route and reason.
+    pub auth_denied: Family<RouteReason, Counter>,
+    /// Requests authenticated, by route and method (`jwt`, `api_key`, ...).
+    pub auth_allowed: Family<RouteReason, Counter>,
 }
 
 impl Default for Metrics {
@@ -234,6 +254,18 @@ impl Metrics {
             "Requests refused by a rate limit, by route and what the limit counts by",
             rate_limited.clone(),
         );
+        let auth_denied = Family::<RouteReason, Counter>::default();
+        registry.register(
+            "auth_denied_requests",
+            "Requests refused by authentication or authorization, by route and reason",
+            auth_denied.clone(),
+        );
+        let auth_allowed = Family::<RouteReason, Counter>::default();
+        registry.register(
+            "auth_allowed_requests",
+            "Requests authenticated and authorized, by route and credential type",
+            auth_allowed.clone(),
+        );
         Self {
             registry,
             requests,
@@ -249,6 +281,8 @@ impl Metrics {
             access_log_dropped,
             idle_releases,
             rate_limited,
+            auth_denied,
+            auth_allowed,
         }
     }
 

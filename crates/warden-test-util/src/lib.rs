@@ -7,6 +7,7 @@
 //! - [`raw`]: send raw bytes over TCP and read what comes back, for framing tests.
 //! - [`Pki`]: a per-test CA with server and client certificates written to files.
 //! - [`client`]: HTTP clients (h1, h2c, TLS) built on hyper.
+//! - [`jwt`]: test issuers that sign tokens, good and deliberately broken.
 
 #![allow(unreachable_pub)]
 
@@ -27,6 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 pub mod client;
+pub mod jwt;
 pub mod raw;
 
 /// One request as an upstream received it.

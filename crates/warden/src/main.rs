@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod apikey_cmd;
 mod dev;
 mod serve;
 
@@ -36,6 +37,11 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Manage API keys in a key file (`auth.api_keys.file`).
+    Apikey {
+        #[command(subcommand)]
+        command: apikey_cmd::ApikeyCommand,
+    },
     /// Print the version.
     Version,
 }
@@ -50,6 +56,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Serve { config } => run(serve::serve(config)),
         Command::Dev { data_dir } => run(dev::dev(data_dir)),
+        Command::Apikey { command } => apikey_cmd::run(command),
     }
 }
 

@@ -1,0 +1,502 @@
+//! The compiled `[auth]` section: every verifier, the token cache, policies and the internal
+//! signer; and the request-time steps the proxy calls: strip, authenticate, authorize, add
+//! identity.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use warden_config::{AuthConfig, ClientCertConfig, UpstreamToken};
+use warden_crypto::jws::sha256;
+
+use crate::apikey::ApiKeyStore;
+use crate::cache::TokenCache;
+use crate::error::{AuthError, Challenges};
+use crate::identity::{AuthMethod, Identity};
+use crate::internal::InternalSigner;
+use crate::introspect::Introspector;
+use crate::jwt::{self, Issuer};
+use crate::keys::KeySet;
+use crate::policy::{PolicyRequest, Policies};
+use crate::rules::{Accept, RoutePolicy};
+
+/// A compile problem: field path and reason.
+pub type CompileProblem = (String, String);
+
+struct IssuerSlot {
+    issuer: Arc<Issuer>,
+    _fetcher: Option<crate::jwks::Fetcher>,
+}
+
+/// Everything the `[auth]` section configures, ready for requests.
+pub struct Authenticator {
+    issuers: Vec<Arc<IssuerSlot>>,
+    api_keys: ApiKeyStore,
+    api_key_header: HeaderName,
+    introspectors: Vec<Arc<Introspector>>,
+    cert: ClientCertConfig,
+    cache: Arc<TokenCache>,
+    policies: Option<Policies>,
+    internal: InternalSigner,
+    strip: Vec<HeaderName>,
+    config: AuthConfig,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("issuers", &self.issuers.len())
+            .field("api_keys", &self.api_keys.len())
+            .finish()
+    }
+}
+
+const X_WARDEN: &str = "x-warden-";
+static SUBJECT: HeaderName = HeaderName::from_static("x-warden-subject");
+static SCOPES: HeaderName = HeaderName::from_static("x-warden-scopes");
+static METHOD: HeaderName = HeaderName::from_static("x-warden-auth");
+static CLIENT: HeaderName = HeaderName::from_static("x-warden-client-id");
+
+/// A credential found in a request.
+enum Bearer<'a> {
+    None,
+    Token(&'a str),
+    ApiKey(&'a str),
+}
+
+/// RFC 6750 `b64token`: letters, digits, `-._~+/`, then `=` padding.
+fn is_b64token(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
+fn authorization(headers: &HeaderMap) -> Result<Bearer<'_>, AuthError> {
+    let mut all = headers.get_all(AUTHORIZATION).iter();
+    let Some(v) = all.next() else {
+        return Ok(Bearer::None);
+    };
+    if all.next().is_some() {
+        return Err(AuthError::BadRequest("multiple_authorization_headers"));
+    }
+    let v = v
+        .to_str()
+        .map_err(|_| AuthError::BadRequest("malformed_authorization"))?;
+    let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+    let cred = rest.trim_start_matches(' ');
+    if scheme.eq_ignore_ascii_case("bearer") {
+        if !is_b64token(cred) {
+            return Err(AuthError::Invalid {
+                api_key: false,
+                reason: "malformed_token",
+            });
+        }
+        Ok(Bearer::Token(cred))
+    } else if scheme.eq_ignore_ascii_case("apikey") {
+        Ok(Bearer::ApiKey(cred))
+    } else {
+        // Basic, Digest, …: not a credential the gateway checks.
+        Ok(Bearer::None)
+    }
+}
+
+impl Authenticator {
+    /// Compiles the section. Issuers whose config is unchanged keep their key sets and
+    /// fetchers; the token cache is kept while every verifier it holds results of is
+    /// unchanged; a generated internal signing key is kept.
+    pub fn compile(
+        cfg: &AuthConfig,
+        previous: Option<&Authenticator>,
+    ) -> Result<Authenticator, Vec<CompileProblem>> {
+        let mut errors = Vec::new();
+        let mut issuers = Vec::new();
+        for (i, j) in cfg.jwt.iter().enumerate() {
+            let p = format!("auth.jwt[{i}]");
+            if let Some(prev) = previous.and_then(|pr| {
+                pr.issuers
+                    .iter()
+                    .find(|s| s.issuer.config == *j && s.issuer.keys.is_remote())
+            }) {
+                issuers.push(prev.clone());
+                continue;
+            }
+            match Issuer::static_keys(j) {
+                Ok(Some(keys)) => issuers.push(Arc::new(IssuerSlot {
+                    issuer: Arc::new(Issuer::new(j, KeySet::fixed(keys))),
+                    _fetcher: None,
+                })),
+                Ok(None) => {
+                    let keys = KeySet::remote(j.jwks_unknown_kid_interval.0, j.jwks_timeout.0);
+                    match crate::jwks::spawn(j, &keys) {
+                        Ok(fetcher) => issuers.push(Arc::new(IssuerSlot {
+                            issuer: Arc::new(Issuer::new(j, keys)),
+                            _fetcher: fetcher,
+                        })),
+                        Err(e) => errors.push((format!("{p}.jwks_url"), e)),
+                    }
+                }
+                Err(e) => errors.push((p, e)),
+            }
+        }
+        let api_keys = match ApiKeyStore::compile(&cfg.api_keys) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                errors.extend(e);
+                None
+            }
+        };
+        let mut introspectors = Vec::new();
+        for (i, t) in cfg.introspection.iter().enumerate() {
+            if let Some(prev) = previous.and_then(|pr| {
+                pr.introspectors.iter().find(|x| x.config == *t)
+            }) {
+                introspectors.push(prev.clone());
+                continue;
+            }
+            match Introspector::new(t) {
+                Ok(x) => introspectors.push(Arc::new(x)),
+                Err(e) => errors.push((format!("auth.introspection[{i}]"), e)),
+            }
+        }
+        let policies = if cfg.policies.files.is_empty() {
+            None
+        } else {
+            match Policies::load(&cfg.policies.files) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    errors.extend(e.into_iter().map(|r| ("auth.policies.files".to_owned(), r)));
+                    None
+                }
+            }
+        };
+        let internal = match InternalSigner::new(
+            &cfg.internal_token,
+            previous.map(|p| &p.internal),
+        ) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                errors.push(("auth.internal_token.signing_key".into(), e));
+                None
+            }
+        };
+        let (Some(api_keys), Some(internal), true) = (api_keys, internal, errors.is_empty())
+        else {
+            return Err(errors);
+        };
+        let cache = match previous {
+            Some(p)
+                if p.config.jwt == cfg.jwt && p.config.cache == cfg.cache =>
+            {
+                p.cache.clone()
+            }
+            _ => Arc::new(TokenCache::new(cfg.cache.max_entries)),
+        };
+        let strip = cfg
+            .strip_headers
+            .iter()
+            .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+            .collect();
+        Ok(Authenticator {
+            issuers,
+            api_keys,
+            api_key_header: HeaderName::from_bytes(cfg.api_keys.header.as_bytes())
+                .unwrap_or_else(|_| HeaderName::from_static("x-api-key")),
+            introspectors,
+            cert: cfg.client_cert.clone(),
+            cache,
+            policies,
+            internal,
+            strip,
+            config: cfg.clone(),
+        })
+    }
+
+    /// Whether every issuer has its keys (`/readyz`).
+    pub fn ready(&self) -> bool {
+        self.issuers.iter().all(|s| s.issuer.keys.is_ready())
+    }
+
+    /// Issuers still waiting for their first key set.
+    pub fn not_ready(&self) -> Vec<String> {
+        self.issuers
+            .iter()
+            .filter(|s| !s.issuer.keys.is_ready())
+            .map(|s| s.issuer.name.to_string())
+            .collect()
+    }
+
+    /// The verified-token cache (revocation evicts from it).
+    pub fn cache(&self) -> &Arc<TokenCache> {
+        &self.cache
+    }
+
+    /// The internal signer's JWK set.
+    pub fn internal_jwks(&self) -> serde_json::Value {
+        self.internal.jwks()
+    }
+
+    /// Files this section reads, to watch for changes (key files, policies, API key file).
+    pub fn watched_files(&self) -> Vec<std::path::PathBuf> {
+        let c = &self.config;
+        let mut v: Vec<std::path::PathBuf> = c
+            .jwt
+            .iter()
+            .flat_map(|j| {
+                [j.jwks_file.clone(), j.public_key_file.clone()]
+                    .into_iter()
+                    .flatten()
+                    .chain(j.hmac_secret.as_ref().and_then(|s| s.path().map(Into::into)))
+            })
+            .collect();
+        v.extend(c.api_keys.file.clone());
+        v.extend(c.policies.files.iter().cloned());
+        v.extend(
+            c.internal_token
+                .signing_key
+                .as_ref()
+                .and_then(|s| s.path().map(Into::into)),
+        );
+        v
+    }
+
+    /// Removes every `x-warden-*` header and the configured spoofable ones. Done on every
+    /// request, public routes included.
+    pub fn strip_identity_headers(&self, headers: &mut HeaderMap) {
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with(X_WARDEN))
+            .cloned()
+            .collect();
+        for h in spoofed.iter().chain(&self.strip) {
+            headers.remove(h);
+        }
+    }
+
+    /// Finds and verifies the first credential the route accepts. A credential that is
+    /// present but invalid is refused, never passed over for the next.
+    pub async fn authenticate(
+        &self,
+        route: &RoutePolicy,
+        headers: &HeaderMap,
+        peer_cert: Option<&[u8]>,
+        now: i64,
+    ) -> Result<Arc<Identity>, AuthError> {
+        let auth = authorization(headers)?;
+        let mut challenges = Challenges {
+            bearer: false,
+            api_key: false,
+        };
+        for accept in &route.accept {
+            match accept {
+                Accept::Jwt(name) => {
+                    challenges.bearer = true;
+                    if let Bearer::Token(t) = auth {
+                        if t.contains('.') {
+                            return self.verify_jwt(t, name.as_deref(), peer_cert, now).await;
+                        }
+                    }
+                }
+                Accept::Introspection(name) => {
+                    challenges.bearer = true;
+                    if let Bearer::Token(t) = auth {
+                        let Some(x) = self.introspectors.iter().find(|x| x.name == *name) else {
+                            return Err(AuthError::Unavailable("introspection_not_configured"));
+                        };
+                        let id = x.check(t, now).await.map_err(|e| match e {
+                            crate::introspect::IntrospectError::Unavailable => {
+                                AuthError::Unavailable(e.reason())
+                            }
+                            _ => AuthError::Invalid {
+                                api_key: false,
+                                reason: e.reason(),
+                            },
+                        })?;
+                        return bound_to_cert(Arc::new(id), peer_cert);
+                    }
+                }
+                Accept::ApiKey => {
+                    challenges.api_key = true;
+                    let mut in_header = headers.get_all(&self.api_key_header).iter();
+                    let presented = match (in_header.next(), &auth) {
+                        (Some(_), _) if in_header.next().is_some() => {
+                            return Err(AuthError::BadRequest("multiple_api_keys"))
+                        }
+                        (Some(_), Bearer::ApiKey(_)) => {
+                            return Err(AuthError::BadRequest("multiple_api_keys"))
+                        }
+                        (Some(v), _) => Some(v.to_str().unwrap_or("")),
+                        (None, Bearer::ApiKey(k)) => Some(*k),
+                        (None, _) => None,
+                    };
+                    if let Some(k) = presented {
+                        return self
+                            .api_keys
+                            .verify(k, now)
+                            .map(Arc::new)
+                            .map_err(|e| AuthError::Invalid {
+                                api_key: true,
+                                reason: e.reason(),
+                            });
+                    }
+                }
+                Accept::ClientCert => {
+                    if let Some(der) = peer_cert {
+                        return crate::cert::identity(der, &self.cert)
+                            .map(Arc::new)
+                            .map_err(|e| AuthError::Invalid {
+                                api_key: false,
+                                reason: e.reason(),
+                            });
+                    }
+                }
+            }
+        }
+        Err(AuthError::Missing(challenges))
+    }
+
+    async fn verify_jwt(
+        &self,
+        token: &str,
+        only: Option<&str>,
+        peer_cert: Option<&[u8]>,
+        now: i64,
+    ) -> Result<Arc<Identity>, AuthError> {
+        let invalid = |e: jwt::JwtError| AuthError::Invalid {
+            api_key: false,
+            reason: e.reason(),
+        };
+        let allowed = |s: &IssuerSlot| only.is_none_or(|n| *s.issuer.name == *n);
+        let max = self
+            .issuers
+            .iter()
+            .filter(|s| allowed(s))
+            .map(|s| s.issuer.max_token_bytes())
+            .max()
+            .unwrap_or(0);
+        if token.len() > max {
+            return Err(invalid(jwt::JwtError::TooLarge));
+        }
+        let key = sha256(token.as_bytes());
+        if let Some((id, issuer)) = self.cache.get(&key, now) {
+            if only.is_none_or(|n| *issuer == *n) {
+                return bound_to_cert(id, peer_cert);
+            }
+        }
+        let parsed = jwt::parse(token).map_err(invalid)?;
+        let iss = jwt::unverified_issuer(&parsed).ok_or(invalid(jwt::JwtError::Issuer))?;
+        let slot = self
+            .issuers
+            .iter()
+            .find(|s| allowed(s) && s.issuer.is(iss))
+            .ok_or(invalid(jwt::JwtError::Issuer))?;
+        let id = slot.issuer.verify(&parsed, now).await.map_err(invalid)?;
+        if let Some(jti) = &id.jti {
+            if self.cache.is_revoked(jti, now) {
+                return Err(invalid(jwt::JwtError::Revoked));
+            }
+        }
+        let id = Arc::new(id);
+        let exp = id.expires_at.unwrap_or(now);
+        self.cache
+            .insert(key, id.clone(), slot.issuer.name.clone(), exp, now);
+        bound_to_cert(id, peer_cert)
+    }
+
+    /// Applies the route's rules and, where it asks, the Cedar policies.
+    #[allow(clippy::too_many_arguments)]
+    pub fn authorize(
+        &self,
+        route: &RoutePolicy,
+        id: &Identity,
+        method: &Method,
+        route_name: &str,
+        path: &str,
+        host: &str,
+        client_ip: IpAddr,
+    ) -> Result<(), AuthError> {
+        route.check(id, method).map_err(|d| AuthError::Forbidden {
+            reason: d.reason,
+            insufficient_scope: d.insufficient_scope,
+        })?;
+        if route.policy {
+            let Some(p) = &self.policies else {
+                return Err(AuthError::Forbidden {
+                    reason: "no_policies_loaded",
+                    insufficient_scope: false,
+                });
+            };
+            let d = p.is_authorized(&PolicyRequest {
+                identity: id,
+                method: method.as_str(),
+                route: route_name,
+                path,
+                host,
+                client_ip,
+            });
+            if !d.allowed {
+                return Err(AuthError::Forbidden {
+                    reason: "policy_denied",
+                    insufficient_scope: false,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the identity headers and sets `Authorization` as the route asks.
+    pub fn add_identity_headers(
+        &self,
+        route: &RoutePolicy,
+        id: &Identity,
+        audience: &str,
+        headers: &mut HeaderMap,
+        now: i64,
+    ) {
+        if let Ok(v) = HeaderValue::from_bytes(id.subject.as_bytes()) {
+            headers.insert(SUBJECT.clone(), v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&id.scopes.join(" ")) {
+            headers.insert(SCOPES.clone(), v);
+        }
+        headers.insert(METHOD.clone(), HeaderValue::from_static(id.method.as_str()));
+        if let Some(c) = id.client_id.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+            headers.insert(CLIENT.clone(), c);
+        }
+        match route.upstream_token {
+            UpstreamToken::Forward => {}
+            UpstreamToken::Remove => {
+                headers.remove(AUTHORIZATION);
+                headers.remove(&self.api_key_header);
+            }
+            UpstreamToken::Internal => {
+                headers.remove(&self.api_key_header);
+                let token = self.internal.mint(id, audience, now);
+                if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
+                    headers.insert(AUTHORIZATION, v);
+                }
+            }
+        }
+    }
+}
+
+/// RFC 8705: a token bound to a certificate (`cnf.x5t#S256`) must come with that certificate.
+fn bound_to_cert(id: Arc<Identity>, peer_cert: Option<&[u8]>) -> Result<Arc<Identity>, AuthError> {
+    if id.method == AuthMethod::ClientCert {
+        return Ok(id);
+    }
+    if let Some(want) = &id.cert_thumbprint {
+        let ok = peer_cert.is_some_and(|der| {
+            warden_crypto::ct_eq(crate::cert::thumbprint(der).as_bytes(), want.as_bytes())
+        });
+        if !ok {
+            return Err(AuthError::Invalid {
+                api_key: false,
+                reason: "certificate_binding_mismatch",
+            });
+        }
+    }
+    Ok(id)
+}
