@@ -424,6 +424,30 @@ fn example_config_is_valid() {
                 files.contains(&format!("{stem}.pem")),
                 "{f} has no certificate `{stem}.pem` beside it"
             );
+        } else if f.ends_with(".json") {
+            let key = warden_crypto::jws::SigningKey::generate(warden_crypto::jws::Alg::ES256)
+                .unwrap();
+            let jwks = serde_json::json!({ "keys": [key.public_jwk()] });
+            std::fs::write(&path, jwks.to_string()).unwrap();
+        } else if f.ends_with(".secret") {
+            std::fs::write(&path, "0123456789abcdef0123456789abcdef-example").unwrap();
+        } else if f.ends_with(".toml") {
+            std::fs::write(&path, "# API keys, managed by `warden apikey`.\n").unwrap();
+        } else if f.ends_with(".cedar") {
+            std::fs::write(
+                &path,
+                "permit(principal, action == Warden::Action::\"GET\", resource)\n  \
+                 when { principal.scopes.contains(\"orders:read\") };\n",
+            )
+            .unwrap();
+        } else if f.ends_with(".p8") {
+            let key = warden_crypto::jws::SigningKey::generate(warden_crypto::jws::Alg::ES256)
+                .unwrap();
+            let pem = format!(
+                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+                base64_lines(key.pkcs8())
+            );
+            std::fs::write(&path, pem).unwrap();
         } else {
             panic!("the test does not know what to put in /etc/warden/{f}");
         }
@@ -440,9 +464,36 @@ fn example_config_is_valid() {
 }
 
 /// Structs of model.rs and their `pub name: Type` fields.
+/// Standard base64 in 64-character lines, for PEM.
+fn base64_lines(der: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in der.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out.as_bytes()
+        .chunks(64)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn model_structs() -> BTreeMap<String, Vec<(String, String)>> {
-    let model =
-        std::fs::read_to_string(workspace_file("crates/warden-config/src/model.rs")).unwrap();
+    // The schema lives in model.rs and, for `[auth]`, auth.rs.
+    let model = ["model.rs", "auth.rs"]
+        .map(|f| {
+            std::fs::read_to_string(workspace_file(&format!("crates/warden-config/src/{f}")))
+                .unwrap()
+        })
+        .join("\n");
     let mut structs = BTreeMap::new();
     let mut current: Option<String> = None;
     for line in model.lines() {
@@ -474,7 +525,7 @@ fn inner_type(mut ty: &str) -> &str {
             .or_else(|| ty.strip_prefix("Vec<"))
         {
             Some(rest) => ty = rest.strip_suffix('>').unwrap_or(rest),
-            None => return ty,
+            None => return ty.trim_start_matches("crate::auth::"),
         }
     }
 }
