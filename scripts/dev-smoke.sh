@@ -2,7 +2,9 @@
 # Smoke test of `warden dev` as a new user would try it:
 #   1. build the release binary (skipped when WARDEN_BIN points at one),
 #   2. start `warden dev` in a fresh data dir and wait for 127.0.0.1:8080,
-#   3. HTTP and HTTPS requests reach the built-in echo service,
+#   3. HTTP and HTTPS requests reach the built-in echo service; the JWT-protected /api/ route
+#      takes the printed token (from credentials.json) and refuses requests without it; the
+#      API-key route takes the printed key,
 #   4. the admin /metrics output passes `promtool check metrics`
 #      (the Debian package `prometheus` is installed when promtool is missing),
 #   5. SIGTERM stops warden with exit status 0.
@@ -133,6 +135,27 @@ expect "HTTP to the echo service" 200 '"service": "echo"' \
 expect "HTTPS to the echo service (dev CA)" 200 '"service": "echo"' \
     --cacert "$DATA/ca.pem" https://localhost:8443/public/hello
 expect "admin /healthz" 200 'ok' http://localhost:9901/healthz
+
+CREDS="$DATA/credentials.json"
+[[ -s "$CREDS" ]] || fail "warden dev did not write $CREDS"
+TOKEN="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["token"])' "$CREDS")"
+API_KEY="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["api_key"])' "$CREDS")"
+# The dev issuer's keys are fetched in the background: wait for /readyz.
+for _ in $(seq 1 100); do
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' http://localhost:9901/readyz)" == 200 ]] && break
+    sleep 0.1
+done
+expect "admin /readyz (dev issuer keys loaded)" 200 'ready' http://localhost:9901/readyz
+expect "/api/ with the printed token" 200 '"x-warden-subject": "dev-user"' \
+    -H "Authorization: Bearer $TOKEN" http://localhost:8080/api/orders
+expect "/api/ without a token gets 401" 401 '"error":"unauthorized"' \
+    http://localhost:8080/api/orders
+expect "/api/ with a spoofed identity header and no token gets 401" 401 'unauthorized' \
+    -H "x-warden-subject: admin" http://localhost:8080/api/orders
+expect "/keyed/ with the printed API key" 200 '"x-warden-subject": "dev-service"' \
+    -H "x-api-key: $API_KEY" http://localhost:8080/keyed/report
+expect "/keyed/ with a wrong key gets 401" 401 'invalid_token' \
+    -H "x-api-key: ${API_KEY%?}x" http://localhost:8080/keyed/report
 
 # --- 4. metrics -------------------------------------------------------------------------------
 METRICS="$DATA/metrics.txt"

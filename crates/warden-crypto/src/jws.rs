@@ -157,7 +157,7 @@ fn strip_zeros(b: &[u8]) -> Vec<u8> {
     b[start..].to_vec()
 }
 
-fn member<'a>(jwk: &'a Map<String, Value>, name: &'static str) -> Result<Vec<u8>, KeyError> {
+fn member(jwk: &Map<String, Value>, name: &'static str) -> Result<Vec<u8>, KeyError> {
     let s = jwk
         .get(name)
         .and_then(Value::as_str)
@@ -175,6 +175,9 @@ pub struct Jwk {
     /// The key.
     pub key: VerifyingKey,
 }
+
+/// Keys of a set that could not be used, with their index and why.
+pub type SkippedKeys = Vec<(usize, KeyError)>;
 
 impl Jwk {
     /// Reads one JWK (RFC 7517). Private members are ignored, symmetric (`oct`) keys are refused
@@ -265,7 +268,7 @@ impl Jwk {
 
     /// Reads a JWK set (`{"keys": [...]}`). Keys that cannot be used are skipped and reported
     /// in the second list (with their index), so one odd key does not lose the set.
-    pub fn set_from_json(v: &Value) -> Result<(Vec<Jwk>, Vec<(usize, KeyError)>), KeyError> {
+    pub fn set_from_json(v: &Value) -> Result<(Vec<Jwk>, SkippedKeys), KeyError> {
         let keys = v
             .get("keys")
             .and_then(Value::as_array)
