@@ -48,6 +48,8 @@ struct Ctx {
     limited_by: Option<&'static str>,
     /// How the caller authenticated, once authorized.
     auth_method: Option<&'static str>,
+    /// Who, for the access log.
+    subject: Option<String>,
 }
 
 /// Seconds since the Unix epoch, for token lifetimes.
@@ -145,6 +147,7 @@ pub(crate) async fn handle(
         rate_limit: None,
         limited_by: None,
         auth_method: None,
+        subject: None,
     };
     let result = if in_flight.over_limit(snap.limits.max_in_flight) {
         gw.metrics()
@@ -274,6 +277,8 @@ pub(crate) async fn handle(
         status,
         client: conn.peer,
         reason: ctx.reason,
+        auth: ctx.auth_method,
+        subject: ctx.subject.take(),
     });
     res.body_mut().set_on_finish(Box::new(Finish {
         _active: active,
@@ -402,6 +407,7 @@ async fn forward(
                 )
                 .map_err(Reject::Auth)?;
             ctx.auth_method = Some(id.method.as_str());
+            ctx.subject = Some(id.subject.clone());
             Some(id)
         }
     };
@@ -545,6 +551,8 @@ struct LogLine {
     status: u16,
     client: SocketAddr,
     reason: Option<&'static str>,
+    auth: Option<&'static str>,
+    subject: Option<String>,
 }
 
 /// Released when the response body is done: slots, and the access-log line.
@@ -585,6 +593,8 @@ impl OnFinish for Finish {
             bytes_out,
             client: &client,
             reason: l.reason,
+            auth: l.auth,
+            subject: l.subject.as_deref(),
         });
     }
 }

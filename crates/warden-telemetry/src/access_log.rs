@@ -43,6 +43,12 @@ pub struct AccessRecord<'a> {
     /// Why the gateway answered itself, when it did (e.g. `no_route`, `upstream_timeout`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'a str>,
+    /// How the caller authenticated (`jwt`, `api_key`, ...), on authenticated routes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<&'a str>,
+    /// The authenticated subject (never a credential).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<&'a str>,
 }
 
 /// Handle for writing access-log lines. Cheap to clone.
@@ -143,6 +149,8 @@ mod tests {
                 bytes_out: 10,
                 client: "127.0.0.1:5",
                 reason: None,
+                auth: None,
+                subject: None,
             });
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -27,6 +27,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+pub mod authcfg;
 pub mod client;
 pub mod jwt;
 pub mod raw;
