@@ -152,6 +152,13 @@ expect "/api/ without a token gets 401" 401 '"error":"unauthorized"' \
     http://localhost:8080/api/orders
 expect "/api/ with a spoofed identity header and no token gets 401" 401 'unauthorized' \
     -H "x-warden-subject: admin" http://localhost:8080/api/orders
+CODES=""
+for _ in $(seq 1 15); do
+    CODES+="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
+        -H "Authorization: Bearer $TOKEN" http://localhost:8080/api/orders) "
+done
+[[ "$CODES" == *429* ]] || fail "15 quick /api/ calls with one token never got 429 (per-subject limit 5/s, burst 10): $CODES"
+step "ok: per-subject rate limit on /api/ ($CODES)"
 expect "/keyed/ with the printed API key" 200 '"x-warden-subject": "dev-service"' \
     -H "x-api-key: $API_KEY" http://localhost:8080/keyed/report
 expect "/keyed/ with a wrong key gets 401" 401 'invalid_token' \

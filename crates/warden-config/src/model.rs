@@ -357,7 +357,9 @@ pub struct RouteConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// What the limit counts by: `client_ip`, `route` (all callers together) or
+    /// What the limit counts by: `client_ip`, `route` (all callers together), `subject` (the
+    /// authenticated caller), `api_key` (the API key id), `claim:NAME` (a token claim, e.g.
+    /// `claim:client_id`), or
     /// `header:NAME` (the header's value; requests without it share one bucket).
     pub key: String,
     /// Requests allowed per `per`.

@@ -442,15 +442,26 @@ fn route(r: &RouteConfig, p: &str, e: &mut ConfigErrors) {
     }
     for (i, l) in r.rate_limits.iter().enumerate() {
         let lp = format!("{p}.rate_limits[{i}]");
+        let identity_key = l.key == "subject" || l.key == "api_key" || l.key.starts_with("claim:");
+        if identity_key && !matches!(r.auth, Some(crate::auth::RouteAuth::Rules(_))) {
+            e.push(
+                format!("{lp}.key"),
+                format!("`{}` needs an authenticated route (auth is \"none\")", l.key),
+            );
+        }
         match l.key.strip_prefix("header:") {
             Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_err() => {
                 e.push(format!("{lp}.key"), format!("`{h}` is not a header name"))
             }
             Some(_) => {}
-            None if l.key == "client_ip" || l.key == "route" => {}
+            None if l.key == "client_ip" || l.key == "route" || identity_key => {
+                if l.key == "claim:" {
+                    e.push(format!("{lp}.key"), "`claim:` needs a claim name");
+                }
+            }
             None => e.push(
                 format!("{lp}.key"),
-                "must be `client_ip`, `route` or `header:NAME`",
+                "must be `client_ip`, `route`, `subject`, `api_key`, `claim:NAME` or `header:NAME`",
             ),
         }
         if l.requests == 0 {
@@ -493,7 +504,7 @@ per = "0s"
 "#;
         let errors = crate::parse(text).unwrap_err().to_string();
         for needle in [
-            "routes[0].rate_limits[0].key: must be `client_ip`, `route` or `header:NAME`",
+            "routes[0].rate_limits[0].key: must be `client_ip`, `route`, `subject`, `api_key`, `claim:NAME` or `header:NAME`",
             "routes[0].rate_limits[0].requests: must be at least 1",
             "routes[0].rate_limits[0].burst: must be at least 1",
             "routes[0].rate_limits[0].per: must be more than zero",

@@ -71,6 +71,7 @@ fn check_rate_limits(
     route: &crate::router::Route,
     client_ip: std::net::IpAddr,
     headers: &http::HeaderMap,
+    identity: Option<&warden_auth::Identity>,
     ctx: &mut Ctx,
 ) -> Result<(), Reject> {
     use crate::router::LimitKey;
@@ -80,11 +81,24 @@ fn check_rate_limits(
         std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
         std::net::IpAddr::V6(a) => a.octets(),
     };
+    let mut claim_text: String;
     for l in &route.rate_limits {
         let key: &[u8] = match &l.key {
             LimitKey::ClientIp => &ip_bytes,
             LimitKey::Route => b"",
             LimitKey::Header(h) => headers.get(h).map_or(&b""[..], |v| v.as_bytes()),
+            LimitKey::Subject => identity.map_or(&b""[..], |i| i.subject.as_bytes()),
+            LimitKey::ApiKey => identity
+                .and_then(|i| i.key_id.as_deref())
+                .map_or(&b""[..], str::as_bytes),
+            LimitKey::Claim(name) => match identity.and_then(|i| i.claim(name)) {
+                Some(serde_json::Value::String(s)) => s.as_bytes(),
+                Some(other) => {
+                    claim_text = other.to_string();
+                    claim_text.as_bytes()
+                }
+                None => b"",
+            },
         };
         match l.limiter.check(key, now) {
             Decision::Allowed { remaining, reset } => {
@@ -412,7 +426,7 @@ async fn forward(
         }
     };
     if !route.rate_limits.is_empty() {
-        check_rate_limits(&route, client_ip, req.headers(), ctx)?;
+        check_rate_limits(&route, client_ip, req.headers(), identity.as_deref(), ctx)?;
     }
     if let Some(cl) = req
         .headers()

@@ -59,6 +59,12 @@ pub(crate) enum LimitKey {
     ClientIp,
     Route,
     Header(HeaderName),
+    /// The authenticated subject.
+    Subject,
+    /// The API key id.
+    ApiKey,
+    /// A claim (by dotted path); non-string claims count by their JSON text.
+    Claim(String),
 }
 
 impl LimitKey {
@@ -68,6 +74,9 @@ impl LimitKey {
             LimitKey::ClientIp => "client_ip",
             LimitKey::Route => "route",
             LimitKey::Header(_) => "header",
+            LimitKey::Subject => "subject",
+            LimitKey::ApiKey => "api_key",
+            LimitKey::Claim(_) => "claim",
         }
     }
 }

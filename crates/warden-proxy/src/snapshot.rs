@@ -255,6 +255,9 @@ fn compile_limit(
     let key = match l.key.as_str() {
         "client_ip" => LimitKey::ClientIp,
         "route" => LimitKey::Route,
+        "subject" => LimitKey::Subject,
+        "api_key" => LimitKey::ApiKey,
+        other if other.starts_with("claim:") => LimitKey::Claim(other[6..].to_owned()),
         other => LimitKey::Header(
             other
                 .strip_prefix("header:")

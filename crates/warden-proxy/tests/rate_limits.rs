@@ -157,3 +157,73 @@ async fn a_limit_that_cannot_be_built_is_a_reload_error_not_a_missing_limit() {
         "the running limit still applies"
     );
 }
+
+#[tokio::test]
+async fn a_limit_keyed_by_subject_counts_each_caller_separately() {
+    use warden_test_util::jwt::TestIssuer;
+    let up = Upstream::start("u").await;
+    let iss = TestIssuer::new("https://issuer.test");
+    let gw = Gateway::start(&format!(
+        r#"{}
+[[auth.jwt]]
+name = "t"
+issuer = "{}"
+audiences = ["api"]
+algorithms = ["ES256"]
+jwks_file = "{}"
+[[clusters]]
+name = "c"
+endpoints = ["{}"]
+[[routes]]
+name = "api"
+cluster = "c"
+path_prefix = "/"
+[routes.auth]
+accept = ["jwt"]
+[[routes.rate_limits]]
+key = "subject"
+requests = 2
+per = "60s"
+[[routes.rate_limits]]
+key = "claim:tenant"
+requests = 3
+per = "60s"
+"#,
+        base_toml(),
+        iss.iss,
+        iss.jwks_file().display(),
+        up.url()
+    ))
+    .await;
+    let token = |sub: &str, tenant: &str| {
+        let mut c = iss.claims(sub, "api", "");
+        c["tenant"] = tenant.into();
+        format!("Bearer {}", iss.token(&c))
+    };
+    let (alice, bob, carol) = (token("alice", "a"), token("bob", "a"), token("carol", "b"));
+    let status = |t: &str| {
+        let t = t.to_owned();
+        let gw = &gw;
+        async move { get(gw, &[("authorization", &t)]).await.status }
+    };
+    assert_eq!(status(&alice).await, 200);
+    assert_eq!(status(&alice).await, 200);
+    assert_eq!(status(&alice).await, 429, "alice is over her own limit of 2");
+    assert_eq!(status(&bob).await, 200, "bob has his own subject bucket");
+    assert_eq!(
+        status(&bob).await,
+        429,
+        "tenant a has used its 3 (alice 2 + bob 1)"
+    );
+    assert_eq!(status(&carol).await, 200, "tenant b is separate");
+    let metrics = client::get(gw.admin(), "/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("warden_rate_limited_requests_total{route=\"api\",key=\"subject\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warden_rate_limited_requests_total{route=\"api\",key=\"claim\"} 1"),
+        "{text}"
+    );
+}

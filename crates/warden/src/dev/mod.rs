@@ -106,6 +106,12 @@ path_prefix = "/api/"
 [routes.auth]
 accept = ["jwt:dev"]
 scopes_all = ["api:read"]
+# Each caller (token subject) may make 5 requests a second, 10 at once.
+[[routes.rate_limits]]
+key = "subject"
+requests = 5
+per = "1s"
+burst = 10
 
 # An API key (x-api-key header, or Authorization: ApiKey <key>).
 [[routes]]
@@ -190,6 +196,9 @@ Try:
   curl -s http://127.0.0.1:8080/public/hello
   curl -s http://127.0.0.1:8080/api/orders -H "Authorization: Bearer $TOKEN"
   curl -s http://127.0.0.1:8080/api/orders            # 401: no token
+  for i in $(seq 12); do curl -s -o /dev/null -w '%{{http_code}} ' \
+    http://127.0.0.1:8080/api/orders -H "Authorization: Bearer $TOKEN"; done; echo
+                                                       # 429s past the burst of 10
   curl -s http://127.0.0.1:8080/keyed/report -H "x-api-key: $API_KEY"
   curl -s --cacert {dir}/ca.pem https://localhost:8443/public/hello
   curl -s http://127.0.0.1:9901/metrics
