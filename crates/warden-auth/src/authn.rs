@@ -18,7 +18,7 @@ use crate::internal::InternalSigner;
 use crate::introspect::Introspector;
 use crate::jwt::{self, Issuer};
 use crate::keys::KeySet;
-use crate::policy::{PolicyRequest, Policies};
+use crate::policy::{Policies, PolicyRequest};
 use crate::rules::{Accept, RoutePolicy};
 
 /// A compile problem: field path and reason.
@@ -150,9 +150,9 @@ impl Authenticator {
         };
         let mut introspectors = Vec::new();
         for (i, t) in cfg.introspection.iter().enumerate() {
-            if let Some(prev) = previous.and_then(|pr| {
-                pr.introspectors.iter().find(|x| x.config == *t)
-            }) {
+            if let Some(prev) =
+                previous.and_then(|pr| pr.introspectors.iter().find(|x| x.config == *t))
+            {
                 introspectors.push(prev.clone());
                 continue;
             }
@@ -172,26 +172,19 @@ impl Authenticator {
                 }
             }
         };
-        let internal = match InternalSigner::new(
-            &cfg.internal_token,
-            previous.map(|p| &p.internal),
-        ) {
+        let internal = match InternalSigner::new(&cfg.internal_token, previous.map(|p| &p.internal))
+        {
             Ok(s) => Some(s),
             Err(e) => {
                 errors.push(("auth.internal_token.signing_key".into(), e));
                 None
             }
         };
-        let (Some(api_keys), Some(internal), true) = (api_keys, internal, errors.is_empty())
-        else {
+        let (Some(api_keys), Some(internal), true) = (api_keys, internal, errors.is_empty()) else {
             return Err(errors);
         };
         let cache = match previous {
-            Some(p)
-                if p.config.jwt == cfg.jwt && p.config.cache == cfg.cache =>
-            {
-                p.cache.clone()
-            }
+            Some(p) if p.config.jwt == cfg.jwt && p.config.cache == cfg.cache => p.cache.clone(),
             _ => Arc::new(TokenCache::new(cfg.cache.max_entries)),
         };
         let strip = cfg
@@ -248,7 +241,11 @@ impl Authenticator {
                 [j.jwks_file.clone(), j.public_key_file.clone()]
                     .into_iter()
                     .flatten()
-                    .chain(j.hmac_secret.as_ref().and_then(|s| s.path().map(Into::into)))
+                    .chain(
+                        j.hmac_secret
+                            .as_ref()
+                            .and_then(|s| s.path().map(Into::into)),
+                    )
             })
             .collect();
         v.extend(c.api_keys.file.clone());
@@ -289,12 +286,18 @@ impl Authenticator {
             bearer: false,
             api_key: false,
         };
+        // A bearer token without dots is opaque: it goes to introspection when the route
+        // accepts that; otherwise it is an invalid JWT, never a reason to try the next kind.
+        let opaque_goes_to_introspection = route
+            .accept
+            .iter()
+            .any(|a| matches!(a, Accept::Introspection(_)));
         for accept in &route.accept {
             match accept {
                 Accept::Jwt(name) => {
                     challenges.bearer = true;
                     if let Bearer::Token(t) = auth {
-                        if t.contains('.') {
+                        if t.contains('.') || !opaque_goes_to_introspection {
                             return self.verify_jwt(t, name.as_deref(), peer_cert, now).await;
                         }
                     }
@@ -332,14 +335,12 @@ impl Authenticator {
                         (None, _) => None,
                     };
                     if let Some(k) = presented {
-                        return self
-                            .api_keys
-                            .verify(k, now)
-                            .map(Arc::new)
-                            .map_err(|e| AuthError::Invalid {
+                        return self.api_keys.verify(k, now).map(Arc::new).map_err(|e| {
+                            AuthError::Invalid {
                                 api_key: true,
                                 reason: e.reason(),
-                            });
+                            }
+                        });
                     }
                 }
                 Accept::ClientCert => {
@@ -462,7 +463,11 @@ impl Authenticator {
             headers.insert(SCOPES.clone(), v);
         }
         headers.insert(METHOD.clone(), HeaderValue::from_static(id.method.as_str()));
-        if let Some(c) = id.client_id.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+        if let Some(c) = id
+            .client_id
+            .as_deref()
+            .and_then(|c| HeaderValue::from_str(c).ok())
+        {
             headers.insert(CLIENT.clone(), c);
         }
         match route.upstream_token {

@@ -67,7 +67,14 @@ impl TokenCache {
     }
 
     /// Remembers a verified token until `expires` (Unix seconds), unless its `jti` is revoked.
-    pub fn insert(&self, key: [u8; 32], identity: Arc<Identity>, issuer: Arc<str>, expires: i64, now: i64) {
+    pub fn insert(
+        &self,
+        key: [u8; 32],
+        identity: Arc<Identity>,
+        issuer: Arc<str>,
+        expires: i64,
+        now: i64,
+    ) {
         if let Some(jti) = &identity.jti {
             if lock(&self.revoked).contains_key(jti) {
                 return;

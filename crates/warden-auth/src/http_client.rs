@@ -102,7 +102,9 @@ impl HttpClient {
                 .collect()
                 .await
                 .map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
                         FetchError::TooLarge(max_bytes)
                     } else {
                         FetchError::Request(e.to_string())

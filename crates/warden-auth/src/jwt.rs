@@ -105,7 +105,8 @@ pub fn parse(token: &str) -> Result<Parsed<'_>, JwtError> {
         return Err(JwtError::TooLarge);
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(JwtError::Malformed);
     };
@@ -189,7 +190,11 @@ impl Issuer {
             name: Arc::from(cfg.name.as_str()),
             issuer: cfg.issuer.clone(),
             audiences: cfg.audiences.clone(),
-            algorithms: cfg.algorithms.iter().filter_map(|a| Alg::parse(a)).collect(),
+            algorithms: cfg
+                .algorithms
+                .iter()
+                .filter_map(|a| Alg::parse(a))
+                .collect(),
             leeway: cfg.leeway.0.as_secs() as i64,
             max_token_bytes: cfg.max_token_bytes.0 as usize,
             require_typ: cfg.require_typ.clone(),
@@ -210,8 +215,10 @@ impl Issuer {
             }]));
         }
         if let Some(f) = &cfg.public_key_file {
-            let pem = std::fs::read(f).map_err(|e| format!("cannot read `{}`: {e}", f.display()))?;
-            let key = VerifyingKey::from_pem(&pem).map_err(|e| format!("`{}`: {e}", f.display()))?;
+            let pem =
+                std::fs::read(f).map_err(|e| format!("cannot read `{}`: {e}", f.display()))?;
+            let key =
+                VerifyingKey::from_pem(&pem).map_err(|e| format!("`{}`: {e}", f.display()))?;
             return Ok(Some(vec![Jwk {
                 kid: None,
                 alg: None,

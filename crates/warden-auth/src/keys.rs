@@ -99,16 +99,23 @@ impl KeySet {
     }
 
     /// Finds the key for a token: the one with its `kid` (whose type and `alg` fit), or with no
-    /// `kid` the only key that fits `alg`.
+    /// `kid` the only key that fits `alg`. A key configured without a kid (a PEM file, a shared
+    /// secret) is used for tokens whose kid names no key, when it is the only such key.
     pub fn find(&self, kid: Option<&str>, alg: Alg) -> Lookup {
         let keys = self.keys.load();
+        let fits = |k: &&Jwk| k.key.fits(alg) && k.alg.is_none_or(|a| a == alg);
         match kid {
             Some(kid) => match keys.iter().find(|k| k.kid.as_deref() == Some(kid)) {
-                Some(k) if k.key.fits(alg) && k.alg.is_none_or(|a| a == alg) => {
-                    Lookup::Found(k.key.clone())
-                }
+                Some(k) if fits(&k) => Lookup::Found(k.key.clone()),
                 Some(_) => Lookup::WrongType,
-                None => Lookup::UnknownKid,
+                None => {
+                    let mut unnamed = keys.iter().filter(|k| k.kid.is_none());
+                    match (unnamed.next(), unnamed.next()) {
+                        (Some(k), None) if fits(&k) => Lookup::Found(k.key.clone()),
+                        (Some(_), None) => Lookup::WrongType,
+                        _ => Lookup::UnknownKid,
+                    }
+                }
             },
             None => {
                 let mut fit = keys
@@ -149,9 +156,7 @@ impl KeySet {
             return false;
         }
         // Wait for the fetch this or an earlier request asked for.
-        tokio::time::timeout(wait, rx.changed())
-            .await
-            .is_ok()
+        tokio::time::timeout(wait, rx.changed()).await.is_ok()
     }
 }
 

@@ -185,8 +185,14 @@ mod tests {
 
     #[test]
     fn glob_matches_stars_and_literals() {
-        assert!(glob("spiffe://prod/ns/*/sa/api", "spiffe://prod/ns/billing/sa/api"));
-        assert!(!glob("spiffe://prod/ns/*/sa/api", "spiffe://prod/ns/billing/sa/web"));
+        assert!(glob(
+            "spiffe://prod/ns/*/sa/api",
+            "spiffe://prod/ns/billing/sa/api"
+        ));
+        assert!(!glob(
+            "spiffe://prod/ns/*/sa/api",
+            "spiffe://prod/ns/billing/sa/web"
+        ));
         assert!(glob("*@example.com", "a@example.com"));
         assert!(!glob("*@example.com", "a@example.com.evil"));
         assert!(glob("*", ""));
@@ -234,7 +240,12 @@ mod tests {
             "claims=[{claim='org.id', equals='7'}]",
         ];
         for c in ok {
-            assert!(rules(&format!("accept=['jwt']\n{c}")).check(&caller(), &Method::GET).is_ok(), "{c}");
+            assert!(
+                rules(&format!("accept=['jwt']\n{c}"))
+                    .check(&caller(), &Method::GET)
+                    .is_ok(),
+                "{c}"
+            );
         }
         let bad = [
             "claims=[{claim='tenant', equals='other'}]",
@@ -243,7 +254,9 @@ mod tests {
             "claims=[{claim='org', equals='7'}]",
         ];
         for c in bad {
-            let d = rules(&format!("accept=['jwt']\n{c}")).check(&caller(), &Method::GET).unwrap_err();
+            let d = rules(&format!("accept=['jwt']\n{c}"))
+                .check(&caller(), &Method::GET)
+                .unwrap_err();
             assert_eq!(d.reason, "claim_mismatch", "{c}");
         }
     }
@@ -252,8 +265,14 @@ mod tests {
     fn subjects_and_methods() {
         let r = rules("accept=['jwt']\nsubjects=['ali*']\nallow_methods=['GET']");
         assert!(r.check(&caller(), &Method::GET).is_ok());
-        assert_eq!(r.check(&caller(), &Method::POST).unwrap_err().reason, "method_not_allowed");
+        assert_eq!(
+            r.check(&caller(), &Method::POST).unwrap_err().reason,
+            "method_not_allowed"
+        );
         let r = rules("accept=['jwt']\nsubjects=['bob']");
-        assert_eq!(r.check(&caller(), &Method::GET).unwrap_err().reason, "subject_not_allowed");
+        assert_eq!(
+            r.check(&caller(), &Method::GET).unwrap_err().reason,
+            "subject_not_allowed"
+        );
     }
 }

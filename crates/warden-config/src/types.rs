@@ -274,8 +274,12 @@ impl Timestamp {
     pub fn parse(s: &str) -> Result<Self, String> {
         let bad = || format!("`{s}` is not an RFC 3339 time such as 2027-01-01T00:00:00Z");
         let b = s.as_bytes();
-        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ')
-            || b[13] != b':' || b[16] != b':'
+        if b.len() < 20
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || !matches!(b[10], b'T' | b't' | b' ')
+            || b[13] != b':'
+            || b[16] != b':'
         {
             return Err(bad());
         }
@@ -285,7 +289,14 @@ impl Timestamp {
                 .and_then(|t| t.parse().ok())
                 .ok_or_else(bad)
         };
-        let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+        let (y, mo, d, h, mi, se) = (
+            num(0..4)?,
+            num(5..7)?,
+            num(8..10)?,
+            num(11..13)?,
+            num(14..16)?,
+            num(17..19)?,
+        );
         if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
             return Err(bad());
         }
@@ -303,12 +314,20 @@ impl Timestamp {
                 let oh: i64 = o[1..3].parse().map_err(|_| bad())?;
                 let om: i64 = o[4..6].parse().map_err(|_| bad())?;
                 let v = oh * 3600 + om * 60;
-                if o.starts_with('-') { -v } else { v }
+                if o.starts_with('-') {
+                    -v
+                } else {
+                    v
+                }
             }
             _ => return Err(bad()),
         };
         // Days from the civil date (Howard Hinnant's algorithm).
-        let (yy, m) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+        let (yy, m) = if mo <= 2 {
+            (y - 1, mo + 9)
+        } else {
+            (y, mo - 3)
+        };
         let era = yy.div_euclid(400);
         let yoe = yy - era * 400;
         let doy = (153 * m + 2) / 5 + d - 1;

@@ -446,7 +446,10 @@ fn route(r: &RouteConfig, p: &str, e: &mut ConfigErrors) {
         if identity_key && !matches!(r.auth, Some(crate::auth::RouteAuth::Rules(_))) {
             e.push(
                 format!("{lp}.key"),
-                format!("`{}` needs an authenticated route (auth is \"none\")", l.key),
+                format!(
+                    "`{}` needs an authenticated route (auth is \"none\")",
+                    l.key
+                ),
             );
         }
         match l.key.strip_prefix("header:") {

@@ -53,7 +53,10 @@ pub(crate) fn auth(c: &Config, e: &mut ConfigErrors) {
     let a = &c.auth;
     for (i, h) in a.strip_headers.iter().enumerate() {
         if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-            e.push(format!("auth.strip_headers[{i}]"), "not a valid header name");
+            e.push(
+                format!("auth.strip_headers[{i}]"),
+                "not a valid header name",
+            );
         }
     }
     let mut names = HashSet::new();
@@ -63,7 +66,10 @@ pub(crate) fn auth(c: &Config, e: &mut ConfigErrors) {
             e.push(format!("{p}.name"), "must be non-empty, without `:`");
         }
         if !names.insert(j.name.as_str()) {
-            e.push(format!("{p}.name"), format!("duplicate issuer name `{}`", j.name));
+            e.push(
+                format!("{p}.name"),
+                format!("duplicate issuer name `{}`", j.name),
+            );
         }
         if j.issuer.is_empty() {
             e.push(format!("{p}.issuer"), "must not be empty");
@@ -75,7 +81,10 @@ pub(crate) fn auth(c: &Config, e: &mut ConfigErrors) {
             );
         }
         if j.algorithms.is_empty() {
-            e.push(format!("{p}.algorithms"), "list the algorithms this issuer uses");
+            e.push(
+                format!("{p}.algorithms"),
+                "list the algorithms this issuer uses",
+            );
         }
         let mut hmac = false;
         let mut public = false;
@@ -130,7 +139,10 @@ pub(crate) fn auth(c: &Config, e: &mut ConfigErrors) {
         }
         if let Some(u) = &j.jwks_url {
             if !http_url(u) {
-                e.push(format!("{p}.jwks_url"), "must be an http:// or https:// URL");
+                e.push(
+                    format!("{p}.jwks_url"),
+                    "must be an http:// or https:// URL",
+                );
             }
         }
         if let Some(f) = &j.jwks_file {
@@ -146,7 +158,10 @@ pub(crate) fn auth(c: &Config, e: &mut ConfigErrors) {
             e.push(format!("{p}.leeway"), "at most 5m");
         }
         if !(256..=65536).contains(&j.max_token_bytes.0) {
-            e.push(format!("{p}.max_token_bytes"), "must be between 256 bytes and 64KiB");
+            e.push(
+                format!("{p}.max_token_bytes"),
+                "must be between 256 bytes and 64KiB",
+            );
         }
         if j.jwks_refresh_min.0.is_zero() || j.jwks_refresh_min > j.jwks_refresh_max {
             e.push(
@@ -155,10 +170,16 @@ pub(crate) fn auth(c: &Config, e: &mut ConfigErrors) {
             );
         }
         if j.jwks_unknown_kid_interval.0.is_zero() {
-            e.push(format!("{p}.jwks_unknown_kid_interval"), "must be more than zero");
+            e.push(
+                format!("{p}.jwks_unknown_kid_interval"),
+                "must be more than zero",
+            );
         }
         if j.jwks_max_bytes.0 < 1024 || j.jwks_max_bytes.0 > 16 * 1024 * 1024 {
-            e.push(format!("{p}.jwks_max_bytes"), "must be between 1KiB and 16MiB");
+            e.push(
+                format!("{p}.jwks_max_bytes"),
+                "must be between 1KiB and 16MiB",
+            );
         }
         if j.jwks_timeout.0.is_zero() {
             e.push(format!("{p}.jwks_timeout"), "must be more than zero");
@@ -270,7 +291,10 @@ pub(crate) fn route_auth(c: &Config, r: &AuthRules, p: &str, e: &mut ConfigError
             }
             Some(("introspection", name)) => {
                 if !c.auth.introspection.iter().any(|j| j.name == name) {
-                    e.push(ap.clone(), format!("no introspection endpoint named `{name}`"));
+                    e.push(
+                        ap.clone(),
+                        format!("no introspection endpoint named `{name}`"),
+                    );
                 }
                 true
             }

@@ -196,9 +196,9 @@ impl Jwk {
         };
         let alg = match o.get("alg") {
             None => None,
-            Some(Value::String(s)) => Some(
-                Alg::parse(s).ok_or_else(|| KeyError::Unsupported(format!("alg {s}")))?,
-            ),
+            Some(Value::String(s)) => {
+                Some(Alg::parse(s).ok_or_else(|| KeyError::Unsupported(format!("alg {s}")))?)
+            }
             Some(_) => return Err(KeyError::Jwk("alg")),
         };
         let kty = o
@@ -324,7 +324,9 @@ impl VerifyingKey {
                 match data.len() {
                     65 if data[0] == 4 => Ok(VerifyingKey::P256(data)),
                     97 if data[0] == 4 => Ok(VerifyingKey::P384(data)),
-                    _ => Err(KeyError::Unsupported("EC curve (P-256 and P-384 only)".into())),
+                    _ => Err(KeyError::Unsupported(
+                        "EC curve (P-256 and P-384 only)".into(),
+                    )),
                 }
             }
             PublicKey::Unknown(raw)
@@ -349,10 +351,7 @@ impl VerifyingKey {
             ) | (VerifyingKey::P256(_), Alg::ES256)
                 | (VerifyingKey::P384(_), Alg::ES384)
                 | (VerifyingKey::Ed25519(_), Alg::EdDSA)
-                | (
-                    VerifyingKey::Hmac(_),
-                    Alg::HS256 | Alg::HS384 | Alg::HS512
-                )
+                | (VerifyingKey::Hmac(_), Alg::HS256 | Alg::HS384 | Alg::HS512)
         )
     }
 
@@ -450,7 +449,12 @@ impl SigningKey {
                 &rng,
             ),
             Alg::EdDSA => signature::Ed25519KeyPair::generate_pkcs8(&rng),
-            other => return Err(KeyError::Unsupported(format!("signing with {}", other.name()))),
+            other => {
+                return Err(KeyError::Unsupported(format!(
+                    "signing with {}",
+                    other.name()
+                )))
+            }
         }
         .map_err(|_| KeyError::Unsupported("key generation failed".into()))?;
         Self::from_pkcs8(alg, pkcs8.as_ref())
@@ -472,7 +476,12 @@ impl SigningKey {
                 signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
                     .map_err(|e| KeyError::Pem(format!("not an Ed25519 PKCS#8 key: {e}")))?,
             ),
-            other => return Err(KeyError::Unsupported(format!("signing with {}", other.name()))),
+            other => {
+                return Err(KeyError::Unsupported(format!(
+                    "signing with {}",
+                    other.name()
+                )))
+            }
         };
         let mut key = SigningKey {
             alg,

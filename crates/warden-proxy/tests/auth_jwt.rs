@@ -76,7 +76,10 @@ async fn no_token_gets_401_with_a_bearer_challenge_and_the_upstream_sees_nothing
     let gw = Gateway::start(&config(&up, &iss, "")).await;
     let res = call(&gw, &[]).await;
     assert_eq!(res.status, 401);
-    assert_eq!(res.header("www-authenticate"), Some("Bearer realm=\"warden\""));
+    assert_eq!(
+        res.header("www-authenticate"),
+        Some("Bearer realm=\"warden\"")
+    );
     assert_eq!(res.json()["error"], "unauthorized");
     let bad = call(&gw, &[("authorization", "Bearer a.b.c")]).await;
     assert_eq!(bad.status, 401);
@@ -89,7 +92,9 @@ async fn no_token_gets_401_with_a_bearer_challenge_and_the_upstream_sees_nothing
     let metrics = client::get(gw.admin(), "/metrics").await;
     let text = String::from_utf8_lossy(&metrics.body);
     assert!(
-        text.contains("warden_auth_denied_requests_total{route=\"api\",reason=\"malformed_token\"} 1"),
+        text.contains(
+            "warden_auth_denied_requests_total{route=\"api\",reason=\"malformed_token\"} 1"
+        ),
         "{text}"
     );
 }

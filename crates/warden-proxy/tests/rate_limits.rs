@@ -208,7 +208,11 @@ per = "60s"
     };
     assert_eq!(status(&alice).await, 200);
     assert_eq!(status(&alice).await, 200);
-    assert_eq!(status(&alice).await, 429, "alice is over her own limit of 2");
+    assert_eq!(
+        status(&alice).await,
+        429,
+        "alice is over her own limit of 2"
+    );
     assert_eq!(status(&bob).await, 200, "bob has his own subject bucket");
     assert_eq!(
         status(&bob).await,

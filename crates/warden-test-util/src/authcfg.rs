@@ -43,13 +43,17 @@ pub fn issuer(name: &str, iss: &str, algorithms: &[&str], keys: Keys<'_>, extra:
 
 /// A cluster with the upstream as its one endpoint.
 pub fn cluster(name: &str, up: &Upstream) -> String {
-    format!("[[clusters]]\nname = {name:?}\nendpoints = [\"{}\"]\n", up.url())
+    format!(
+        "[[clusters]]\nname = {name:?}\nendpoints = [\"{}\"]\n",
+        up.url()
+    )
 }
 
 /// A route for `prefix` to `cluster`. `rules` is the body of its `[routes.auth]` table (e.g.
 /// `accept = ["jwt"]`); `None` makes it public (`auth = "none"`).
 pub fn route(name: &str, prefix: &str, cluster: &str, rules: Option<&str>) -> String {
-    let head = format!("[[routes]]\nname = {name:?}\ncluster = {cluster:?}\npath_prefix = {prefix:?}\n");
+    let head =
+        format!("[[routes]]\nname = {name:?}\ncluster = {cluster:?}\npath_prefix = {prefix:?}\n");
     match rules {
         None => format!("{head}auth = \"none\"\n"),
         Some(r) => format!("{head}[routes.auth]\n{r}\n"),

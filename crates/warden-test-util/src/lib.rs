@@ -31,6 +31,7 @@ pub mod authcfg;
 pub mod client;
 pub mod jwt;
 pub mod raw;
+pub mod servers;
 
 /// One request as an upstream received it.
 #[derive(Clone, Debug)]

@@ -425,8 +425,8 @@ fn example_config_is_valid() {
                 "{f} has no certificate `{stem}.pem` beside it"
             );
         } else if f.ends_with(".json") {
-            let key = warden_crypto::jws::SigningKey::generate(warden_crypto::jws::Alg::ES256)
-                .unwrap();
+            let key =
+                warden_crypto::jws::SigningKey::generate(warden_crypto::jws::Alg::ES256).unwrap();
             let jwks = serde_json::json!({ "keys": [key.public_jwk()] });
             std::fs::write(&path, jwks.to_string()).unwrap();
         } else if f.ends_with(".secret") {
@@ -441,8 +441,8 @@ fn example_config_is_valid() {
             )
             .unwrap();
         } else if f.ends_with(".p8") {
-            let key = warden_crypto::jws::SigningKey::generate(warden_crypto::jws::Alg::ES256)
-                .unwrap();
+            let key =
+                warden_crypto::jws::SigningKey::generate(warden_crypto::jws::Alg::ES256).unwrap();
             let pem = format!(
                 "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
                 base64_lines(key.pkcs8())
@@ -469,7 +469,11 @@ fn base64_lines(der: &[u8]) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in der.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

@@ -172,7 +172,9 @@ pub(crate) async fn dev(given: Option<PathBuf>) -> anyhow::Result<()> {
         ),
     )?;
     let jwks = serde_json::json!({ "keys": [issuer.public_jwk()] }).to_string();
-    let echo = echo::start(jwks).await.context("starting the echo service")?;
+    let echo = echo::start(jwks)
+        .await
+        .context("starting the echo service")?;
     let config_path = dir.join("warden.toml");
     std::fs::write(&config_path, dev_config(&dir, echo))?;
     let config = warden_config::load(&config_path)
