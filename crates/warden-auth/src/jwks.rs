@@ -136,46 +136,57 @@ async fn run(source: Source, keys: Weak<KeySet>) {
         let Some(set) = keys.upgrade() else {
             return;
         };
-        let next = match result {
-            Ok((jwks, refresh)) => {
-                let count = jwks.len();
-                set.install(jwks);
-                match health.succeeded(Instant::now()) {
-                    Some((failures, since)) => tracing::info!(
-                        issuer = %source.issuer,
-                        keys = count,
-                        failures,
-                        outage_secs = since.as_secs(),
-                        "JWKS fetch recovered"
-                    ),
-                    None => tracing::debug!(issuer = %source.issuer, keys = count, "JWKS fetched"),
-                }
-                refresh
-            }
-            Err(e) => {
-                let (backoff, first) = health.failed(Instant::now());
-                if first && set.is_ready() {
-                    tracing::warn!(
-                        issuer = %source.issuer,
-                        error = %e,
-                        "JWKS fetch failed; keeping the last key set and retrying with backoff"
-                    );
-                } else if first {
-                    tracing::warn!(
-                        issuer = %source.issuer,
-                        error = %e,
-                        "JWKS fetch failed; this issuer's tokens are refused until one succeeds"
-                    );
-                } else {
-                    tracing::debug!(issuer = %source.issuer, error = %e, "JWKS fetch failed again");
-                }
-                backoff + jitter(backoff)
-            }
-        };
+        let next = record(&source, &mut health, &set, result);
         set.fetch_done();
         drop(set);
         if !wait(&keys, Instant::now() + next).await {
             return;
+        }
+    }
+}
+
+/// Installs a fetched set or logs the failure; returns how long to wait before the next fetch.
+fn record(
+    source: &Source,
+    health: &mut Health,
+    set: &KeySet,
+    result: Result<(Vec<Jwk>, Duration), FetchFailure>,
+) -> Duration {
+    let issuer = &source.issuer;
+    match result {
+        Ok((jwks, refresh)) => {
+            let keys = jwks.len();
+            set.install(jwks);
+            match health.succeeded(Instant::now()) {
+                Some((failures, outage)) => tracing::info!(
+                    %issuer,
+                    keys,
+                    failures,
+                    outage_secs = outage.as_secs(),
+                    "JWKS fetch recovered"
+                ),
+                None => tracing::debug!(%issuer, keys, "JWKS fetched"),
+            }
+            refresh
+        }
+        Err(error) => {
+            let (backoff, first) = health.failed(Instant::now());
+            if first && set.is_ready() {
+                tracing::warn!(
+                    %issuer,
+                    %error,
+                    "JWKS fetch failed; keeping the last key set and retrying with backoff"
+                );
+            } else if first {
+                tracing::warn!(
+                    %issuer,
+                    %error,
+                    "JWKS fetch failed; this issuer's tokens are refused until one succeeds"
+                );
+            } else {
+                tracing::debug!(%issuer, %error, "JWKS fetch failed again");
+            }
+            backoff + jitter(backoff)
         }
     }
 }

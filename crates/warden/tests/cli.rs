@@ -639,3 +639,97 @@ fn example_config_sets_every_schema_field_with_a_comment() {
         "options without a comment giving the default: {uncommented:#?}"
     );
 }
+
+#[test]
+fn check_reports_auth_mistakes_with_their_paths_including_bad_policies_and_key_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.cedar");
+    std::fs::write(
+        &policy,
+        "permit (principal, action, resource) when { principal.nosuch == \"x\" };\n",
+    )
+    .unwrap();
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(
+        &keys,
+        "[[keys]]\nid = \"abcd1234\"\nhash = \"md5:00\"\nowner = \"x\"\n",
+    )
+    .unwrap();
+    let path = dir.path().join("auth.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[[listeners]]
+name = "web"
+address = "127.0.0.1:0"
+[[auth.jwt]]
+name = "idp"
+issuer = "https://idp"
+audiences = []
+algorithms = ["none", "HS256", "ES256"]
+jwks_url = "ftp://idp/keys"
+[auth.api_keys]
+file = "{keys}"
+[auth.policies]
+files = ["{policy}"]
+[[clusters]]
+name = "c"
+endpoints = ["http://127.0.0.1:1"]
+[[routes]]
+name = "r"
+cluster = "c"
+[routes.auth]
+accept = ["jwt:other", "password"]
+claims = [{{ claim = "x", equals = "a", glob = "b*" }}]
+[[routes.rate_limits]]
+key = "subject"
+requests = 1
+[[routes]]
+name = "open"
+cluster = "c"
+auth = "public"
+"#,
+            keys = keys.display(),
+            policy = policy.display()
+        ),
+    )
+    .unwrap();
+    let out = check(&path);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    for needle in [
+        "auth.jwt[0].audiences: at least one audience",
+        "auth.jwt[0].algorithms: `none` is not one of",
+        "auth.jwt[0].algorithms: HS* algorithms cannot be mixed",
+        "auth.jwt[0].jwks_url: must be an http:// or https:// URL",
+        "routes[0].auth.accept[0]: no JWT issuer named `other`",
+        "routes[0].auth.accept[1]: `password`: expected jwt",
+        "routes[0].auth.claims[0]: give exactly one of equals, one_of, glob",
+        "routes[1].auth: `public`: write \"none\" for a public route",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+
+    // With the field errors fixed, compile-time problems in the files it names are reported.
+    let fixed = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("audiences = []", "audiences = [\"api\"]")
+        .replace("[\"none\", \"HS256\", \"ES256\"]", "[\"ES256\"]")
+        .replace("ftp://idp/keys", "https://idp/keys")
+        .replace("[\"jwt:other\", \"password\"]", "[\"jwt:idp\"]")
+        .replace(", glob = \"b*\"", "")
+        .replace("auth = \"public\"", "auth = \"none\"");
+    std::fs::write(&path, fixed).unwrap();
+    let out = check(&path);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("auth.policies.files") && err.contains("p.cedar") && err.contains("nosuch"),
+        "{err}"
+    );
+    assert!(
+        err.contains("auth.api_keys.file") && err.contains("hash"),
+        "{err}"
+    );
+}
