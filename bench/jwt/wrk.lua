@@ -3,7 +3,7 @@
 --
 --   wrk ... URL -- plain
 --   wrk ... URL -- token FILE                 every request sends the first token of FILE
---   wrk ... URL -- fresh FILE FIRST COUNT     requests walk through lines FIRST..FIRST+COUNT-1
+--   wrk ... URL -- fresh FILE FIRST COUNT THREADS   requests walk through lines FIRST..FIRST+COUNT-1
 --                                             of FILE; each wrk thread takes its own slice of
 --                                             that range, so no token is sent twice unless a
 --                                             thread runs past the end of its slice (reported
@@ -43,7 +43,6 @@ end
 
 function init(args)
     local mode = args[1] or "plain"
-    local nthreads = counter > 0 and counter or 1
     if mode == "plain" then
         reqs[1] = build(nil)
     elseif mode == "token" then
@@ -55,8 +54,8 @@ function init(args)
     elseif mode == "fresh" then
         local first = tonumber(args[3])
         local count = tonumber(args[4])
-        -- id and the thread count: id is set by setup() in this thread's state before init
-        -- runs; the thread count comes from wrk.thread-independent args (see jwt.sh).
+        -- `id` (1..threads) was set in this thread's Lua state by setup() before init ran;
+        -- the thread count comes as an argument (each thread has its own Lua state).
         local nthr = tonumber(args[5]) or 1
         local per = math.floor(count / nthr)
         local lo = first + (id - 1) * per

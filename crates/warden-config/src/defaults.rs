@@ -152,6 +152,61 @@ pub(crate) fn introspection_cache_entries() -> usize {
     100_000
 }
 
+impl Default for OutlierDetectionConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            failure_rate: 0.0,
+            window: Dur::secs(10),
+            min_requests: 20,
+            base_ejection: Dur::secs(30),
+            max_ejection: Dur::secs(300),
+            half_open_requests: 1,
+            max_ejected_percent: 50,
+        }
+    }
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: 2,
+            methods: ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]
+                .map(String::from)
+                .to_vec(),
+            statuses: vec![502, 503, 504],
+            per_try_timeout: Dur::secs(5),
+            backoff_base: Dur::millis(25),
+            backoff_max: Dur::millis(250),
+            budget_percent: 20,
+            min_retries_in_flight: 3,
+            buffer_body_bytes: ByteSize(64 * 1024),
+        }
+    }
+}
+
+impl Default for AdaptiveConcurrencyConfig {
+    fn default() -> Self {
+        Self {
+            initial_limit: 20,
+            min_limit: 5,
+            max_limit: 1000,
+            tolerance: 1.5,
+        }
+    }
+}
+
+impl Default for RateLimitStoreConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            password: None,
+            timeout: Dur::millis(10),
+            key_prefix: "warden:rl:".into(),
+        }
+    }
+}
+
 impl Default for ApiKeysConfig {
     fn default() -> Self {
         Self {

@@ -18,6 +18,7 @@ pub mod model;
 pub mod types;
 mod validate;
 pub mod validate_auth;
+mod validate_limits;
 
 pub use auth::*;
 pub use model::*;
@@ -103,13 +104,14 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             "access_log" => section(value, &key, &mut errors, &mut config.access_log),
             "reload" => section(value, &key, &mut errors, &mut config.reload),
             "auth" => section(value, &key, &mut errors, &mut config.auth),
+            "rate_limit_store" => section(value, &key, &mut errors, &mut config.rate_limit_store),
             "listeners" => config.listeners = elements(value, &key, &mut errors, &mut kept),
             "clusters" => config.clusters = elements(value, &key, &mut errors, &mut kept),
             "routes" => config.routes = elements(value, &key, &mut errors, &mut kept),
             _ => errors.push(
                 key.clone(),
                 "unknown section; expected one of server, forwarding, security_headers, admin, \
-                 access_log, reload, auth, listeners, clusters, routes",
+                 access_log, reload, auth, rate_limit_store, listeners, clusters, routes",
             ),
         }
     }

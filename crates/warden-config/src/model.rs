@@ -42,6 +42,9 @@ pub struct Config {
     /// Groups of upstream endpoints that routes send traffic to.
     #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
+    /// The shared store for rate limits with `store = "redis"`.
+    #[serde(default)]
+    pub rate_limit_store: RateLimitStoreConfig,
     /// Routes, matched as described in `docs/architecture.md` (host specificity, then file order).
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -232,6 +235,103 @@ pub struct ClusterConfig {
     /// Active health checking.
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
+    /// Passive health: eject endpoints that fail (circuit breaking).
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetectionConfig>,
+    /// Retries of failed requests.
+    #[serde(default)]
+    pub retries: Option<RetryConfig>,
+    /// Most requests in flight to this cluster at once (a bulkhead); past it, 503 at once.
+    /// 0: no limit.
+    #[serde(default)]
+    pub max_concurrent_requests: usize,
+    /// A concurrency limit that adapts to latency (gradient); used under
+    /// `max_concurrent_requests` when both are set.
+    #[serde(default)]
+    pub adaptive_concurrency: Option<AdaptiveConcurrencyConfig>,
+}
+
+/// Outlier detection: an endpoint that fails is ejected for a while, then probed.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierDetectionConfig {
+    /// Failures in a row (5xx answers, connection errors, timeouts) that eject an endpoint.
+    pub consecutive_failures: u32,
+    /// Share of failed requests over `window` (0.0 to 1.0) that ejects an endpoint; 0 turns
+    /// the rate check off.
+    pub failure_rate: f64,
+    /// The sliding window the failure rate is measured over.
+    pub window: Dur,
+    /// Fewest requests in the window before the failure rate counts.
+    pub min_requests: u32,
+    /// First ejection time; it doubles with each ejection in a row.
+    pub base_ejection: Dur,
+    /// Longest ejection time.
+    pub max_ejection: Dur,
+    /// Trial requests let through to an ejected endpoint once its time is up; that many
+    /// successes bring it back.
+    pub half_open_requests: u32,
+    /// Most endpoints of the cluster ejected at once, in percent (at least one is always
+    /// allowed to be ejected).
+    pub max_ejected_percent: u32,
+}
+
+/// Retries.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Retries after the first try (0: none).
+    pub attempts: u32,
+    /// Methods that may be retried; non-idempotent methods are left out by default.
+    pub methods: Vec<String>,
+    /// Upstream statuses that are retried (connection failures, resets and per-try timeouts
+    /// always are).
+    pub statuses: Vec<u16>,
+    /// Time allowed for each try.
+    pub per_try_timeout: Dur,
+    /// First back-off; it doubles with each retry, with full jitter.
+    pub backoff_base: Dur,
+    /// Longest back-off.
+    pub backoff_max: Dur,
+    /// Retries may be at most this percentage of the requests in flight to the cluster, so
+    /// retries cannot amplify an outage.
+    pub budget_percent: u32,
+    /// Retries always allowed in flight regardless of the budget (for low traffic).
+    pub min_retries_in_flight: u32,
+    /// Request bodies up to this size are kept so they can be sent again; a request whose
+    /// body is larger (or streamed past it) is never retried.
+    pub buffer_body_bytes: ByteSize,
+}
+
+/// A latency-driven concurrency limit (gradient, after Netflix's concurrency-limits).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdaptiveConcurrencyConfig {
+    /// The limit it starts at.
+    pub initial_limit: usize,
+    /// It never goes below this.
+    pub min_limit: usize,
+    /// It never goes above this.
+    pub max_limit: usize,
+    /// Latency growth over the best recent latency tolerated before the limit shrinks
+    /// (1.5: 50 % slower).
+    pub tolerance: f64,
+}
+
+/// Where rate-limit counters are kept when a limit says `store = "redis"`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitStoreConfig {
+    /// Redis URL (`redis://host:port/db`; `rediss://` for TLS). No password here: use
+    /// `password`.
+    pub redis_url: Option<String>,
+    /// Redis password (`env:NAME` or `file:PATH`).
+    pub password: Option<SecretRef>,
+    /// Time a rate-limit decision may wait for Redis; past it, the limit's `on_store_failure`
+    /// decides.
+    pub timeout: Dur,
+    /// Prefix of every key Warden writes.
+    pub key_prefix: String,
 }
 
 /// Load-balancing policy.
@@ -373,6 +473,41 @@ pub struct RateLimitConfig {
     /// Most distinct keys this limit holds in memory (idle keys are dropped first).
     #[serde(default = "d::rate_limit_max_keys")]
     pub max_keys: usize,
+    /// Where the counters live: `local` (this process) or `redis` (shared by every gateway
+    /// using the same `[rate_limit_store]`).
+    #[serde(default)]
+    pub store: LimitStore,
+    /// With `store = "redis"`: what happens when Redis cannot answer within its timeout —
+    /// `open` lets the request through, `closed` refuses it with 429.
+    #[serde(default)]
+    pub on_store_failure: StoreFailure,
+    /// With `store = "redis"`: tokens taken from Redis at once and spent locally, so most
+    /// requests need no round trip (0: one round trip per request). Each gateway may overshoot
+    /// the limit by at most this many requests per key.
+    #[serde(default)]
+    pub lease: u32,
+}
+
+/// Where a limit's counters live.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitStore {
+    /// In this process.
+    #[default]
+    Local,
+    /// In Redis, shared across gateways.
+    Redis,
+}
+
+/// What a Redis-backed limit does when Redis fails.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreFailure {
+    /// Allow the request.
+    #[default]
+    Open,
+    /// Refuse it (429).
+    Closed,
 }
 
 /// A header condition.

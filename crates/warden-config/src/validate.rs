@@ -150,6 +150,7 @@ pub(crate) fn validate(c: &Config, e: &mut ConfigErrors) {
         }
     }
     crate::validate_auth::auth(c, e);
+    crate::validate_limits::store(c, e);
 }
 
 fn server(s: &ServerConfig, e: &mut ConfigErrors) {
@@ -316,6 +317,7 @@ fn cluster(c: &ClusterConfig, p: &str, e: &mut ConfigErrors) {
             }
         }
     }
+    crate::validate_limits::cluster_protection(c, p, e);
 }
 
 fn host_pattern(h: &str) -> Result<(), String> {
