@@ -41,6 +41,8 @@ pub struct Authenticator {
     internal: InternalSigner,
     strip: Vec<HeaderName>,
     config: AuthConfig,
+    /// Shared with the next snapshot while the cache and the feed are unchanged.
+    poller: Option<Arc<crate::revocation::Poller>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -187,6 +189,17 @@ impl Authenticator {
             Some(p) if p.config.jwt == cfg.jwt && p.config.cache == cfg.cache => p.cache.clone(),
             _ => Arc::new(TokenCache::new(cfg.cache.max_entries)),
         };
+        let poller = match previous {
+            Some(p)
+                if Arc::ptr_eq(&p.cache, &cache) && p.config.revocation == cfg.revocation =>
+            {
+                p.poller.clone()
+            }
+            _ => match crate::revocation::spawn(&cfg.revocation, &cache) {
+                Ok(p) => p.map(Arc::new),
+                Err(e) => return Err(vec![("auth.revocation".into(), e)]),
+            },
+        };
         let strip = cfg
             .strip_headers
             .iter()
@@ -204,6 +217,7 @@ impl Authenticator {
             internal,
             strip,
             config: cfg.clone(),
+            poller,
         })
     }
 
@@ -249,6 +263,12 @@ impl Authenticator {
             })
             .collect();
         v.extend(c.api_keys.file.clone());
+        v.extend(
+            c.revocation
+                .feed_token
+                .as_ref()
+                .and_then(|s| s.path().map(Into::into)),
+        );
         v.extend(c.policies.files.iter().cloned());
         v.extend(
             c.internal_token

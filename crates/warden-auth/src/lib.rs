@@ -19,6 +19,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod keys;
 pub mod policy;
+pub mod revocation;
 pub mod rules;
 
 pub use authn::{Authenticator, CompileProblem};

@@ -31,6 +31,23 @@ pub struct AuthConfig {
     pub policies: PolicyConfig,
     /// Short-lived tokens the gateway signs for upstreams (`upstream_token = "internal"`).
     pub internal_token: InternalTokenConfig,
+    /// Where revoked token ids come from, so revoked tokens stop working before they expire.
+    pub revocation: RevocationConfig,
+}
+
+/// The token service's revocation feed, polled by the gateway.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevocationConfig {
+    /// The feed (`http://authority:8200/oauth2/revocations`); unset: no revocation feed.
+    pub feed_url: Option<String>,
+    /// Bearer credential for the feed (`env:NAME` or `file:PATH`).
+    pub feed_token: Option<SecretRef>,
+    /// How often the feed is polled (revocations reach the gateway within this plus one
+    /// round trip).
+    pub poll_interval: Dur,
+    /// PEM bundle of CAs for an `https://` feed.
+    pub ca: Option<PathBuf>,
 }
 
 /// A JWT issuer whose tokens are accepted.

@@ -234,6 +234,17 @@ impl Default for TokenCacheConfig {
     }
 }
 
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        Self {
+            feed_url: None,
+            feed_token: None,
+            poll_interval: Dur::secs(2),
+            ca: None,
+        }
+    }
+}
+
 impl Default for InternalTokenConfig {
     fn default() -> Self {
         Self {

@@ -236,6 +236,23 @@ pub(crate) fn auth(c: &Config, e: &mut ConfigErrors) {
     for (i, f) in a.policies.files.iter().enumerate() {
         readable(f, format!("auth.policies.files[{i}]"), e);
     }
+    let r = &a.revocation;
+    if let Some(u) = &r.feed_url {
+        if !http_url(u) {
+            e.push("auth.revocation.feed_url", "must be an http:// or https:// URL");
+        }
+    }
+    if let Some(t) = &r.feed_token {
+        if let Err(err) = t.read() {
+            e.push("auth.revocation.feed_token", err.to_string());
+        }
+    }
+    if r.poll_interval.0 < std::time::Duration::from_millis(100) {
+        e.push("auth.revocation.poll_interval", "at least 100ms");
+    }
+    if let Some(f) = &r.ca {
+        readable(f, "auth.revocation.ca".into(), e);
+    }
     if a.internal_token.issuer.is_empty() {
         e.push("auth.internal_token.issuer", "must not be empty");
     }

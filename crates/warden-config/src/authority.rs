@@ -1,0 +1,183 @@
+//! The `[authority]` section: the OAuth 2.0 token service (client credentials, token exchange,
+//! JWKS, introspection, revocation) with its own listener and storage.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::TlsListenerConfig;
+use crate::types::{Dur, SecretRef};
+
+/// The authority role. Off unless `enabled = true`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthorityConfig {
+    /// Run the authority (its own listener, next to any gateway listeners).
+    pub enabled: bool,
+    /// Address of the authority's listener.
+    pub listen: SocketAddr,
+    /// TLS for the listener; plain HTTP when absent (for `warden dev` and loopback only).
+    /// With `client_auth`, clients may authenticate with `tls_client_auth` (RFC 8705) and get
+    /// certificate-bound tokens.
+    pub tls: Option<TlsListenerConfig>,
+    /// Directory for the authority's embedded database (the default `storage`).
+    pub data_dir: PathBuf,
+    /// Where the authority keeps its state: a SQLite file path, or a `postgres://…` URL
+    /// (no password in it: use the `PGPASSWORD` environment variable). Unset:
+    /// `<data_dir>/authority.db`.
+    pub storage: Option<String>,
+    /// The key-encryption key that seals everything the authority stores (signing keys,
+    /// client records): `env:NAME` or `file:PATH`, at least 32 bytes. Required when enabled.
+    pub key_encryption_key: Option<SecretRef>,
+    /// The `iss` of issued tokens and the base of the metadata's endpoint URLs
+    /// (`https://auth.example.com`).
+    pub issuer: String,
+    /// Lifetime of access tokens when the client sets none.
+    pub token_lifetime: Dur,
+    /// Longest lifetime a client may be given.
+    pub max_token_lifetime: Dur,
+    /// Algorithm of the signing keys: `ES256` or `EdDSA`. (RS256 needs an RSA key that ring
+    /// cannot generate; it is not offered yet.)
+    pub signing_alg: String,
+    /// How often a new signing key takes over. Old keys stay in the JWKS until every token
+    /// they signed has expired.
+    pub key_rotation: Dur,
+    /// How long a new key is published in the JWKS before it signs anything; longer than any
+    /// verifier's JWKS cache (see `jwks_max_age`).
+    pub key_publish_ahead: Dur,
+    /// `Cache-Control: max-age` of `/oauth2/jwks`.
+    pub jwks_max_age: Dur,
+    /// Bearer token for the admin API (`/admin/...`): `env:NAME` or `file:PATH`. Unset: the
+    /// admin API answers 404.
+    pub admin_token: Option<SecretRef>,
+    /// Longest `exp - now` accepted in a `private_key_jwt` client assertion.
+    pub assertion_max_lifetime: Dur,
+    /// Throttling of failed client authentications.
+    pub failed_auth: FailedAuthConfig,
+}
+
+/// Failed client authentications allowed before the authority answers 429 with `Retry-After`.
+/// Each limit is a GCRA bucket (`burst` at once, refilled at `burst` per `period`); only
+/// failures are counted.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailedAuthConfig {
+    /// Failures allowed per `client_id` per `period`.
+    pub per_client: u64,
+    /// Failures allowed per source address per `period`.
+    pub per_address: u64,
+    /// The period the failures are counted over.
+    pub period: Dur,
+    /// Most distinct client ids and addresses remembered (each limit).
+    pub max_keys: usize,
+}
+
+/// Meaning checks for `[authority]` (TLS files are checked with the listeners' rules).
+pub(crate) fn validate(c: &crate::Config, e: &mut crate::ConfigErrors) {
+    let a = &c.authority;
+    let p = "authority";
+    if a.enabled {
+        match &a.key_encryption_key {
+            None => e.push(
+                format!("{p}.key_encryption_key"),
+                "required when the authority is enabled (`env:NAME` or `file:PATH`)",
+            ),
+            Some(k) => match k.read() {
+                Err(err) => e.push(format!("{p}.key_encryption_key"), err.to_string()),
+                Ok(v) if v.trim_ascii().len() < 32 => e.push(
+                    format!("{p}.key_encryption_key"),
+                    "must be at least 32 bytes (e.g. `openssl rand -base64 32`)",
+                ),
+                Ok(_) => {}
+            },
+        }
+        if let Some(t) = &a.admin_token {
+            match t.read() {
+                Err(err) => e.push(format!("{p}.admin_token"), err.to_string()),
+                Ok(v) if v.trim_ascii().len() < 16 => {
+                    e.push(format!("{p}.admin_token"), "must be at least 16 bytes")
+                }
+                Ok(_) => {}
+            }
+        }
+        if a.listen.port() != 0 {
+            if c.admin.enabled && a.listen == c.admin.address {
+                e.push(format!("{p}.listen"), "same address as the admin listener");
+            }
+            if c.listeners.iter().any(|l| l.address == a.listen) {
+                e.push(format!("{p}.listen"), "same address as a gateway listener");
+            }
+        }
+    }
+    if let Some(s) = &a.storage {
+        if s.is_empty() {
+            e.push(format!("{p}.storage"), "a file path or a postgres:// URL");
+        }
+        if s.starts_with("postgres") && s.contains('@') && s.split('@').next().is_some_and(|u| u.contains(':') && u.matches(':').count() > 1) {
+            e.push(
+                format!("{p}.storage"),
+                "no password in the URL: set PGPASSWORD in the environment instead",
+            );
+        }
+    }
+    let issuer_ok = (a.issuer.starts_with("https://") || a.issuer.starts_with("http://"))
+        && !a.issuer.contains(['?', '#'])
+        && a.issuer.split("://").nth(1).is_some_and(|h| !h.is_empty());
+    if !issuer_ok {
+        e.push(
+            format!("{p}.issuer"),
+            "must be an http:// or https:// URL without query or fragment",
+        );
+    }
+    match a.signing_alg.as_str() {
+        "ES256" | "EdDSA" => {}
+        "RS256" => e.push(
+            format!("{p}.signing_alg"),
+            "RS256 is not offered yet (it needs an RSA key file); use ES256 or EdDSA",
+        ),
+        other => e.push(
+            format!("{p}.signing_alg"),
+            format!("`{other}`: expected ES256 or EdDSA"),
+        ),
+    }
+    if a.token_lifetime.0.as_secs() < 1 {
+        e.push(format!("{p}.token_lifetime"), "must be at least 1s");
+    }
+    if a.token_lifetime > a.max_token_lifetime {
+        e.push(format!("{p}.token_lifetime"), "must be at most max_token_lifetime");
+    }
+    if a.max_token_lifetime.0.as_secs() > 86_400 {
+        e.push(format!("{p}.max_token_lifetime"), "at most 1d");
+    }
+    if a.key_rotation.0.as_secs() < 60 {
+        e.push(format!("{p}.key_rotation"), "must be at least 1m");
+    }
+    if a.key_publish_ahead >= a.key_rotation {
+        e.push(
+            format!("{p}.key_publish_ahead"),
+            "must be shorter than key_rotation",
+        );
+    }
+    if a.key_publish_ahead < a.jwks_max_age {
+        e.push(
+            format!("{p}.key_publish_ahead"),
+            "must be at least jwks_max_age, so verifiers have the new key before it signs",
+        );
+    }
+    if a.assertion_max_lifetime.0.as_secs() < 1 {
+        e.push(format!("{p}.assertion_max_lifetime"), "must be at least 1s");
+    }
+    let f = &a.failed_auth;
+    for (name, v) in [("per_client", f.per_client), ("per_address", f.per_address)] {
+        if v == 0 {
+            e.push(format!("{p}.failed_auth.{name}"), "must be at least 1");
+        }
+    }
+    if f.period.0.is_zero() {
+        e.push(format!("{p}.failed_auth.period"), "must be more than zero");
+    }
+    if f.max_keys == 0 {
+        e.push(format!("{p}.failed_auth.max_keys"), "must be at least 1");
+    }
+}
