@@ -39,8 +39,8 @@
 #   FRESH_WARMUP_TOKENS  further distinct tokens for the fresh warm-up (50000)
 #   LOAD_MAX      wait until the 1-min load average is below this (0.7)
 #   LOAD_WAIT     give up waiting after this many seconds and run anyway, flagged (1200)
-#   PROFILE=1     afterwards, `perf record -g` Warden during a DURATION s plain run and a
-#                 repeated-token run; reports in bench/results/jwt-latest.perf-*.txt
+#   PROFILE=1     afterwards, `perf record -g` Warden for DURATION s under each of its three
+#                 scenarios; reports in bench/results/jwt-latest.perf-{plain,jwt-repeated,jwt-fresh}.txt
 #   WARDEN_BIN    warden binary (default: cargo build --release -p warden)
 #   RESULTS_DIR   where to write results (bench/results)
 #   KEEP_TMP=1    keep the temp dir (configs, keys, tokens, logs, raw wrk output)
@@ -583,29 +583,45 @@ LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 log "load average at end: $LOAD_END"
 
 # ---------------------------------------------------------------- optional profile
+perf_table() { # perf_table DATA ARGS...: perf report --stdio, without comments and padding
+    perf report -i "$1" --stdio --sort symbol -g none "${@:2}" 2>/dev/null |
+        grep -v -e '^#' -e '^$' | sed -e 's/[[:space:]]*-[[:space:]]*-[[:space:]]*$//' -e 's/[[:space:]]*$//'
+}
+
 if [[ $PROFILE == 1 ]]; then
     RD="$TMP/profile"
     make_round_material "$RD"
-    for s in warden-plain warden-jwt-repeated; do
+    for s in warden-plain warden-jwt-repeated warden-jwt-fresh; do
         log "=== profile: $s (perf record -g, ${DURATION} s)"
         start_proxy "$s" "$RD"
         check_proxy "$s" "$RD"
-        run_fg "$TMP/$s.profile-warmup" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s "$BENCH_DIR/jwt/wrk.lua" "$URL" -- token "$RD/repeated.txt"
-        start load wrk -t"$THREADS" -c"$CONNECTIONS" -d"$((DURATION + 2))s" -s "$BENCH_DIR/jwt/wrk.lua" "$URL" -- token "$RD/repeated.txt"
+        read -r -a args <<<"$(lua_args "$s" "$RD" warmup)"
+        run_fg "$TMP/$s.profile-warmup" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s "$BENCH_DIR/jwt/wrk.lua" "$URL" -- "${args[@]}"
+        read -r -a args <<<"$(lua_args "$s" "$RD" measure)"
+        start load wrk -t"$THREADS" -c"$CONNECTIONS" -d"$((DURATION + 2))s" -s "$BENCH_DIR/jwt/wrk.lua" "$URL" -- "${args[@]}"
         sleep 1
-        run_fg "$TMP/$s.perf-record" perf record -g -o "$TMP/$s.perf.data" -p "${PIDS[proxy]}" -- sleep "$DURATION" || log "WARNING: perf record failed for $s"
+        run_fg "$TMP/$s.perf-record" perf record -g -o "$TMP/$s.perf.data" -p "${PIDS[proxy]}" -- sleep "$DURATION" ||
+            log "WARNING: perf record failed for $s"
         wait "${PIDS[load]}" 2>/dev/null || true
         unset "PIDS[load]"
         check_lua "$s (profile)" "$TMP/load.out"
         stop proxy
-        { echo "# perf record -g -p <warden> during wrk -t$THREADS -c$CONNECTIONS, $s, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-          echo "# $(grep -E '^Requests/sec' "$TMP/load.out")"
-          echo "## self time by symbol (--no-children)"
-          perf report -i "$TMP/$s.perf.data" --stdio --no-children --sort symbol --percent-limit 0.7 -g none 2>/dev/null | grep -v '^$'
-          echo "## inclusive time by symbol (--children), top"
-          perf report -i "$TMP/$s.perf.data" --stdio --children --sort symbol --percent-limit 3 -g none 2>/dev/null | grep -v '^$' | head -n 80
-        } >"$RESULTS_DIR/jwt-latest.perf-${s#warden-}.txt"
-        log "wrote $RESULTS_DIR/jwt-latest.perf-${s#warden-}.txt"
+        f="$RESULTS_DIR/jwt-latest.perf-${s#warden-}.txt"
+        {
+            echo "# perf record -g -p <warden> for ${DURATION} s during wrk -t$THREADS -c$CONNECTIONS ($s), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+            echo "# wrk: $(grep -E '^Requests/sec' "$TMP/load.out" | tr -s ' '); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+            echo
+            echo "## self time, top symbols (perf report --no-children --sort symbol)"
+            perf_table "$TMP/$s.perf.data" --no-children --percent-limit 0.5 || true
+            echo
+            echo "## inclusive time of auth, crypto, JSON and cache symbols (perf report --children)"
+            perf_table "$TMP/$s.perf.data" --children --percent-limit 0.3 |
+                grep -E 'warden_auth|warden_crypto|ring_core|ring::|p256|ecdsa|sha256|serde_json|TokenCache|retain|base64|b64url' | head -n 40 || true
+            echo
+            echo "## inclusive time, top symbols (perf report --children)"
+            perf_table "$TMP/$s.perf.data" --children --percent-limit 4 | head -n 40 || true
+        } >"$f"
+        log "wrote $f"
     done
 fi
 

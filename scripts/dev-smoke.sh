@@ -4,7 +4,9 @@
 #   2. start `warden dev` in a fresh data dir and wait for 127.0.0.1:8080,
 #   3. HTTP and HTTPS requests reach the built-in echo service; the JWT-protected /api/ route
 #      takes the printed token (from credentials.json) and refuses requests without it; the
-#      API-key route takes the printed key,
+#      API-key route takes the printed key; the authority issues, introspects and revokes
+#      tokens for real Python clients (scripts/interop.sh: authlib, PyJWT), and the gateway
+#      refuses a revoked token within 5 s,
 #   4. the admin /metrics output passes `promtool check metrics`
 #      (the Debian package `prometheus` is installed when promtool is missing),
 #   5. SIGTERM stops warden with exit status 0.
@@ -163,6 +165,9 @@ expect "/keyed/ with the printed API key" 200 '"x-warden-subject": "dev-service"
     -H "x-api-key: $API_KEY" http://localhost:8080/keyed/report
 expect "/keyed/ with a wrong key gets 401" 401 'invalid_token' \
     -H "x-api-key: ${API_KEY%?}x" http://localhost:8080/keyed/report
+
+step "interop: authlib and PyJWT against the authority and the gateway"
+WARDEN_DEV_DATA="$DATA" scripts/interop.sh || fail "interoperability tests (scripts/interop.sh) failed"
 
 # --- 4. metrics -------------------------------------------------------------------------------
 METRICS="$DATA/metrics.txt"

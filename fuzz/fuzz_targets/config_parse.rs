@@ -3,6 +3,10 @@
 //! back as TOML (`toml::to_string`) and must load again to the same thing (compared through
 //! `to_redacted_json`, what `/config` shows).
 //!
+//! The same text also goes through the API key file parser (`auth.api_keys.file`, which
+//! `warden apikey create|revoke` rewrites with `write_key_file`): keys read, written back and
+//! read again must be the same keys, and `ApiKeyStore::from_keys` must not panic on them.
+//!
 //! Validation reads `file:` secrets with `std::fs::read`; an input naming `/dev/zero` or a FIFO
 //! would hang or exhaust memory, which is not what this target is about. Inputs with a `file:`
 //! string whose path has a `/` are skipped (a bare name is looked up in the working directory).
@@ -10,6 +14,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use warden_auth::apikey;
 
 /// Whether any string in the document is a `file:` reference outside the working directory.
 fn names_outside_file(v: &toml::Value) -> bool {
@@ -21,10 +26,26 @@ fn names_outside_file(v: &toml::Value) -> bool {
     }
 }
 
+fn key_file(text: &str) {
+    let Ok(keys) = apikey::parse_key_file(text) else {
+        return;
+    };
+    let written = apikey::write_key_file(&keys);
+    match apikey::parse_key_file(&written) {
+        Ok(again) => assert_eq!(
+            again, keys,
+            "keys changed through write_key_file:\n{written}"
+        ),
+        Err(e) => panic!("a key file written by write_key_file does not load: {e}\n---\n{written}"),
+    }
+    let _ = apikey::ApiKeyStore::from_keys(keys);
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    key_file(text);
     match toml::from_str::<toml::Table>(text) {
         Ok(t) if t.values().any(names_outside_file) => return,
         _ => {}

@@ -61,7 +61,9 @@ fn issuers() -> &'static [Issuer; 2] {
         [
             Issuer::new(&issuer_config(""), KeySet::fixed(keys())),
             Issuer::new(
-                &issuer_config("leeway = \"5m\"\nrequire_typ = \"at+jwt\"\nmax_token_bytes = \"1KiB\""),
+                &issuer_config(
+                    "leeway = \"5m\"\nrequire_typ = \"at+jwt\"\nmax_token_bytes = \"1KiB\"",
+                ),
                 KeySet::fixed(keys()),
             ),
         ]
@@ -99,7 +101,11 @@ fn round_trip(key: &VerifyingKey) {
         .unwrap_or_else(|e| panic!("to_jwk output is refused by from_json: {e}: {v}"));
     assert_eq!(back.kid.as_deref(), Some("k"));
     assert_eq!(back.alg, Some(alg));
-    assert_eq!(back.key.thumbprint(), thumb, "thumbprint changed through to_jwk: {v}");
+    assert_eq!(
+        back.key.thumbprint(),
+        thumb,
+        "thumbprint changed through to_jwk: {v}"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -75,8 +75,13 @@ fn check_rules(rules: &AuthRules) {
             if policy.check(id, &method).is_ok() {
                 // What the rules require, the caller has.
                 assert!(rules.scopes_all.iter().all(|s| id.has_scope(s)));
-                assert!(rules.scopes_any.is_empty() || rules.scopes_any.iter().any(|s| id.has_scope(s)));
-                assert!(rules.subjects.is_empty() || rules.subjects.iter().any(|p| glob(p, &id.subject)));
+                assert!(
+                    rules.scopes_any.is_empty() || rules.scopes_any.iter().any(|s| id.has_scope(s))
+                );
+                assert!(
+                    rules.subjects.is_empty()
+                        || rules.subjects.iter().any(|p| glob(p, &id.subject))
+                );
             }
         }
     }

@@ -190,9 +190,7 @@ impl Authenticator {
             _ => Arc::new(TokenCache::new(cfg.cache.max_entries)),
         };
         let poller = match previous {
-            Some(p)
-                if Arc::ptr_eq(&p.cache, &cache) && p.config.revocation == cfg.revocation =>
-            {
+            Some(p) if Arc::ptr_eq(&p.cache, &cache) && p.config.revocation == cfg.revocation => {
                 p.poller.clone()
             }
             _ => match crate::revocation::spawn(&cfg.revocation, &cache) {

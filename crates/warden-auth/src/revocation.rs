@@ -86,8 +86,8 @@ async fn run(
     let mut failing = false;
     loop {
         let sep = if url.contains('?') { '&' } else { '?' };
-        let mut req = Request::get(format!("{url}{sep}after={after}"))
-            .header(ACCEPT, "application/json");
+        let mut req =
+            Request::get(format!("{url}{sep}after={after}")).header(ACCEPT, "application/json");
         if let Some(a) = &auth {
             req = req.header(AUTHORIZATION, a.clone());
         }

@@ -28,7 +28,8 @@ pub struct AuthorityConfig {
     /// `<data_dir>/authority.db`.
     pub storage: Option<String>,
     /// The key-encryption key that seals everything the authority stores (signing keys,
-    /// client records): `env:NAME` or `file:PATH`, at least 32 bytes. Required when enabled.
+    /// client records): `env:NAME` or `file:PATH` holding 32 bytes, or 32 bytes in base64 or
+    /// hex (`openssl rand -base64 32`). Required when enabled.
     pub key_encryption_key: Option<SecretRef>,
     /// The `iss` of issued tokens and the base of the metadata's endpoint URLs
     /// (`https://auth.example.com`).
@@ -51,7 +52,12 @@ pub struct AuthorityConfig {
     /// Bearer token for the admin API (`/admin/...`): `env:NAME` or `file:PATH`. Unset: the
     /// admin API answers 404.
     pub admin_token: Option<SecretRef>,
-    /// Longest `exp - now` accepted in a `private_key_jwt` client assertion.
+    /// Bearer credential for the revocation feed (`/oauth2/revocations`), for gateways
+    /// (`auth.revocation.feed_token`): `env:NAME` or `file:PATH`. It can read the feed and
+    /// nothing else; the admin token is accepted too. Unset: only the admin token.
+    pub revocation_feed_token: Option<SecretRef>,
+    /// Longest `exp - now` accepted in a `private_key_jwt` client assertion (its `jti` is
+    /// remembered that long to refuse replays).
     pub assertion_max_lifetime: Dur,
     /// Throttling of failed client authentications.
     pub failed_auth: FailedAuthConfig,
@@ -85,10 +91,12 @@ pub(crate) fn validate(c: &crate::Config, e: &mut crate::ConfigErrors) {
             ),
             Some(k) => match k.read() {
                 Err(err) => e.push(format!("{p}.key_encryption_key"), err.to_string()),
-                Ok(v) if v.trim_ascii().len() < 32 => e.push(
-                    format!("{p}.key_encryption_key"),
-                    "must be at least 32 bytes (e.g. `openssl rand -base64 32`)",
-                ),
+                Ok(v) if !(v.len() == 32 || [43, 44, 64].contains(&v.trim_ascii().len())) => e
+                    .push(
+                        format!("{p}.key_encryption_key"),
+                        "must be 32 bytes, or 32 bytes in base64 or hex \
+                         (`openssl rand -base64 32`)",
+                    ),
                 Ok(_) => {}
             },
         }
@@ -98,6 +106,16 @@ pub(crate) fn validate(c: &crate::Config, e: &mut crate::ConfigErrors) {
                 Ok(v) if v.trim_ascii().len() < 16 => {
                     e.push(format!("{p}.admin_token"), "must be at least 16 bytes")
                 }
+                Ok(_) => {}
+            }
+        }
+        if let Some(t) = &a.revocation_feed_token {
+            match t.read() {
+                Err(err) => e.push(format!("{p}.revocation_feed_token"), err.to_string()),
+                Ok(v) if v.trim_ascii().len() < 16 => e.push(
+                    format!("{p}.revocation_feed_token"),
+                    "must be at least 16 bytes",
+                ),
                 Ok(_) => {}
             }
         }
@@ -114,7 +132,12 @@ pub(crate) fn validate(c: &crate::Config, e: &mut crate::ConfigErrors) {
         if s.is_empty() {
             e.push(format!("{p}.storage"), "a file path or a postgres:// URL");
         }
-        if s.starts_with("postgres") && s.contains('@') && s.split('@').next().is_some_and(|u| u.contains(':') && u.matches(':').count() > 1) {
+        let userinfo = s
+            .strip_prefix("postgres://")
+            .or_else(|| s.strip_prefix("postgresql://"))
+            .and_then(|r| r.split_once('@'))
+            .map(|(u, _)| u);
+        if userinfo.is_some_and(|u| u.contains(':')) {
             e.push(
                 format!("{p}.storage"),
                 "no password in the URL: set PGPASSWORD in the environment instead",
@@ -145,7 +168,10 @@ pub(crate) fn validate(c: &crate::Config, e: &mut crate::ConfigErrors) {
         e.push(format!("{p}.token_lifetime"), "must be at least 1s");
     }
     if a.token_lifetime > a.max_token_lifetime {
-        e.push(format!("{p}.token_lifetime"), "must be at most max_token_lifetime");
+        e.push(
+            format!("{p}.token_lifetime"),
+            "must be at most max_token_lifetime",
+        );
     }
     if a.max_token_lifetime.0.as_secs() > 86_400 {
         e.push(format!("{p}.max_token_lifetime"), "at most 1d");
@@ -179,5 +205,51 @@ pub(crate) fn validate(c: &crate::Config, e: &mut crate::ConfigErrors) {
     }
     if f.max_keys == 0 {
         e.push(format!("{p}.failed_auth.max_keys"), "must be at least 1");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn errors(authority: &str) -> Vec<String> {
+        let text = format!(
+            "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n[authority]\n{authority}"
+        );
+        match crate::parse(&text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn authority_mistakes_are_reported_with_their_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short.kek");
+        std::fs::write(&short, "tooshort").unwrap();
+        let errs = errors(&format!(
+            "enabled = true\nkey_encryption_key = \"file:{}\"\nissuer = \"auth.example\"\n\
+             signing_alg = \"RS256\"\nkey_rotation = \"30s\"\ntoken_lifetime = \"2h\"\n\
+             storage = \"postgres://u:pw@db/warden\"\nfailed_auth = {{ per_client = 0 }}\n",
+            short.display()
+        ));
+        for want in [
+            "authority.key_encryption_key: must be 32 bytes",
+            "authority.issuer: must be an http:// or https:// URL",
+            "authority.signing_alg: RS256 is not offered yet",
+            "authority.key_rotation: must be at least 1m",
+            "authority.token_lifetime: must be at most max_token_lifetime",
+            "authority.storage: no password in the URL",
+            "authority.failed_auth.per_client: must be at least 1",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "{want} not in {errs:#?}"
+            );
+        }
+        let missing = errors("enabled = true\n");
+        assert!(missing
+            .iter()
+            .any(|e| e.starts_with("authority.key_encryption_key: required")));
+        // Disabled, the defaults are valid and nothing is read.
+        assert!(errors("enabled = false\n").is_empty());
     }
 }

@@ -254,3 +254,38 @@ impl Default for InternalTokenConfig {
         }
     }
 }
+
+impl Default for crate::authority::AuthorityConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8200)),
+            tls: None,
+            data_dir: "/var/lib/warden".into(),
+            storage: None,
+            key_encryption_key: None,
+            issuer: "http://127.0.0.1:8200".into(),
+            token_lifetime: Dur::secs(300),
+            max_token_lifetime: Dur::secs(3600),
+            signing_alg: "ES256".into(),
+            key_rotation: Dur::secs(86_400),
+            key_publish_ahead: Dur::secs(900),
+            jwks_max_age: Dur::secs(300),
+            admin_token: None,
+            revocation_feed_token: None,
+            assertion_max_lifetime: Dur::secs(3600),
+            failed_auth: Default::default(),
+        }
+    }
+}
+
+impl Default for crate::authority::FailedAuthConfig {
+    fn default() -> Self {
+        Self {
+            per_client: 10,
+            per_address: 30,
+            period: Dur::secs(60),
+            max_keys: 100_000,
+        }
+    }
+}

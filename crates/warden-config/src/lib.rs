@@ -13,6 +13,7 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 
 pub mod auth;
+pub mod authority;
 pub mod defaults;
 pub mod model;
 pub mod types;
@@ -21,6 +22,7 @@ pub mod validate_auth;
 mod validate_limits;
 
 pub use auth::*;
+pub use authority::{AuthorityConfig, FailedAuthConfig};
 pub use model::*;
 pub use types::{parse_duration, ByteSize, Cidr, Dur, RegexStr, SecretError, SecretRef, Timestamp};
 pub use validate::{parse_endpoint, Endpoint, Scheme};
@@ -104,6 +106,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             "access_log" => section(value, &key, &mut errors, &mut config.access_log),
             "reload" => section(value, &key, &mut errors, &mut config.reload),
             "auth" => section(value, &key, &mut errors, &mut config.auth),
+            "authority" => section(value, &key, &mut errors, &mut config.authority),
             "rate_limit_store" => section(value, &key, &mut errors, &mut config.rate_limit_store),
             "listeners" => config.listeners = elements(value, &key, &mut errors, &mut kept),
             "clusters" => config.clusters = elements(value, &key, &mut errors, &mut kept),
@@ -111,7 +114,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             _ => errors.push(
                 key.clone(),
                 "unknown section; expected one of server, forwarding, security_headers, admin, \
-                 access_log, reload, auth, rate_limit_store, listeners, clusters, routes",
+                 access_log, reload, auth, authority, rate_limit_store, listeners, clusters, routes",
             ),
         }
     }

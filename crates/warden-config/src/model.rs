@@ -36,6 +36,9 @@ pub struct Config {
     /// certificates), policies, and internal tokens.
     #[serde(default)]
     pub auth: crate::auth::AuthConfig,
+    /// The token service (OAuth 2.0 authorization server for services), with its own listener.
+    #[serde(default)]
+    pub authority: crate::authority::AuthorityConfig,
     /// Where the gateway accepts connections.
     #[serde(default)]
     pub listeners: Vec<ListenerConfig>,

@@ -151,6 +151,10 @@ pub(crate) fn validate(c: &Config, e: &mut ConfigErrors) {
     }
     crate::validate_auth::auth(c, e);
     crate::validate_limits::store(c, e);
+    crate::authority::validate(c, e);
+    if let Some(tls) = &c.authority.tls {
+        listener_tls(tls, "authority.tls", e);
+    }
 }
 
 fn server(s: &ServerConfig, e: &mut ConfigErrors) {

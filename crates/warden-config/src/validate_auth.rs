@@ -239,7 +239,10 @@ pub(crate) fn auth(c: &Config, e: &mut ConfigErrors) {
     let r = &a.revocation;
     if let Some(u) = &r.feed_url {
         if !http_url(u) {
-            e.push("auth.revocation.feed_url", "must be an http:// or https:// URL");
+            e.push(
+                "auth.revocation.feed_url",
+                "must be an http:// or https:// URL",
+            );
         }
     }
     if let Some(t) = &r.feed_token {

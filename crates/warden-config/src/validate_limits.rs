@@ -46,7 +46,10 @@ pub(crate) fn cluster_protection(c: &ClusterConfig, p: &str, e: &mut ConfigError
         }
         for s in &r.statuses {
             if !(100..=599).contains(s) {
-                e.push(format!("{rp}.statuses"), format!("{s} is not an HTTP status"));
+                e.push(
+                    format!("{rp}.statuses"),
+                    format!("{s} is not an HTTP status"),
+                );
             }
         }
         if r.per_try_timeout.0.is_zero() {
@@ -70,7 +73,7 @@ pub(crate) fn cluster_protection(c: &ClusterConfig, p: &str, e: &mut ConfigError
                 "needs 1 <= min_limit <= initial_limit <= max_limit",
             );
         }
-        if !(a.tolerance >= 1.0) {
+        if a.tolerance.is_nan() || a.tolerance < 1.0 {
             e.push(format!("{ap}.tolerance"), "must be at least 1.0");
         }
     }
@@ -86,7 +89,11 @@ pub(crate) fn store(c: &Config, e: &mut ConfigErrors) {
             );
         }
         if let Some(rest) = u.split_once("://").map(|x| x.1) {
-            if rest.split('/').next().is_some_and(|auth| auth.contains('@')) {
+            if rest
+                .split('/')
+                .next()
+                .is_some_and(|auth| auth.contains('@'))
+            {
                 e.push(
                     "rate_limit_store.redis_url",
                     "must not hold credentials; use rate_limit_store.password",
@@ -100,7 +107,10 @@ pub(crate) fn store(c: &Config, e: &mut ConfigErrors) {
         }
     }
     if s.timeout.0.is_zero() || s.timeout.0 > std::time::Duration::from_secs(1) {
-        e.push("rate_limit_store.timeout", "must be more than zero and at most 1s");
+        e.push(
+            "rate_limit_store.timeout",
+            "must be more than zero and at most 1s",
+        );
     }
     for (i, r) in c.routes.iter().enumerate() {
         for (j, l) in r.rate_limits.iter().enumerate() {
@@ -112,7 +122,10 @@ pub(crate) fn store(c: &Config, e: &mut ConfigErrors) {
                 );
             }
             if l.store == LimitStore::Local && l.lease > 0 {
-                e.push(format!("{lp}.lease"), "leasing is only for store = \"redis\"");
+                e.push(
+                    format!("{lp}.lease"),
+                    "leasing is only for store = \"redis\"",
+                );
             }
             if u64::from(l.lease) > l.burst.unwrap_or(l.requests) {
                 e.push(format!("{lp}.lease"), "must be at most the burst");

@@ -1,5 +1,6 @@
 //! The admin listener (loopback by default): `/metrics`, `/healthz`, `/readyz`, `/config`
-//! (secrets appear only as their `env:`/`file:` references) and `POST /reload`.
+//! (secrets appear only as their `env:`/`file:` references), `/upstreams` (endpoint health,
+//! breakers and load) and `POST /reload`.
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/readyz", get(readyz))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/config", get(config))
+        .route("/upstreams", get(upstreams))
         .route("/reload", post(reload))
         .with_state(gw)
 }
@@ -71,6 +73,16 @@ async fn jwks(State(gw): State<Arc<Gateway>>) -> Response {
 
 async fn config(State(gw): State<Arc<Gateway>>) -> Json<serde_json::Value> {
     Json(warden_config::to_redacted_json(gw.snapshot().config()))
+}
+
+/// Each cluster's endpoints: health, breaker state, load and concurrency limits.
+async fn upstreams(State(gw): State<Arc<Gateway>>) -> Json<serde_json::Value> {
+    let snap = gw.snapshot();
+    let mut clusters: Vec<_> = snap.clusters.values().collect();
+    clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    Json(serde_json::json!({
+        "clusters": clusters.iter().map(|c| c.status()).collect::<Vec<_>>(),
+    }))
 }
 
 async fn reload(State(gw): State<Arc<Gateway>>) -> Response {

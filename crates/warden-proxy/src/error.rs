@@ -60,6 +60,11 @@ pub enum Reject {
     Auth(warden_auth::AuthError),
     /// No healthy endpoint in the cluster.
     NoHealthyUpstream,
+    /// Every healthy endpoint of the cluster is ejected by outlier detection; the first
+    /// ejection ends in this many seconds (at least 1).
+    CircuitOpen(u64),
+    /// The cluster's concurrency limit (bulkhead or adaptive) is reached.
+    UpstreamBusy,
     /// The upstream could not be reached or broke the exchange.
     BadGateway,
     /// The upstream did not answer in time.
@@ -117,6 +122,16 @@ impl Reject {
                 "no_healthy_upstream",
                 "no healthy upstream",
             ),
+            Reject::CircuitOpen(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "circuit_open",
+                "upstream unavailable, retry later",
+            ),
+            Reject::UpstreamBusy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_busy",
+                "upstream busy, retry later",
+            ),
             Reject::BadGateway => (
                 StatusCode::BAD_GATEWAY,
                 "bad_gateway",
@@ -164,11 +179,14 @@ impl Reject {
             res.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
-        if matches!(self, Reject::Overloaded | Reject::NoHealthyUpstream) {
+        if matches!(
+            self,
+            Reject::Overloaded | Reject::NoHealthyUpstream | Reject::UpstreamBusy
+        ) {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if let Reject::RateLimited(secs) = self {
+        if let Reject::RateLimited(secs) | Reject::CircuitOpen(secs) = self {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

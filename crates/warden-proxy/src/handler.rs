@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Request, Response, Uri, Version};
+use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use rustls::pki_types::CertificateDer;
 use warden_telemetry::metrics::{RouteLabel, RouteStatus};
@@ -23,6 +23,7 @@ use crate::gateway::{Gateway, InFlightGuard};
 use crate::headers;
 use crate::normalize::normalize_path;
 use crate::snapshot::Snapshot;
+use crate::upstream::exchange::Outbound;
 use crate::upstream::EndpointGuard;
 
 /// What the request path knows about the connection.
@@ -67,14 +68,19 @@ fn clock_nanos() -> u64 {
 
 /// Applies the route's rate limits in order. A request must pass all of them; the state of the
 /// limit with the fewest requests left is reported in the `RateLimit` headers.
-fn check_rate_limits(
+///
+/// Local limits decide synchronously, without allocating; this future only waits when a
+/// Redis-backed limit has no local lease left, and then for at most the store's timeout. When
+/// Redis cannot answer, the limit's `on_store_failure` decides: `open` skips the limit,
+/// `closed` refuses with `Retry-After: 1`.
+async fn check_rate_limits(
     route: &crate::router::Route,
     client_ip: std::net::IpAddr,
     headers: &http::HeaderMap,
     identity: Option<&warden_auth::Identity>,
     ctx: &mut Ctx,
 ) -> Result<(), Reject> {
-    use crate::router::LimitKey;
+    use crate::router::{LimitKey, Limiter};
     use warden_limits::Decision;
     let now = clock_nanos();
     let ip_bytes = match client_ip {
@@ -100,7 +106,26 @@ fn check_rate_limits(
                 None => b"",
             },
         };
-        match l.limiter.check(key, now) {
+        let decision = match &l.limiter {
+            Limiter::Local(local) => local.check(key, now),
+            Limiter::Redis(r) => match r.limiter.try_lease(key, now) {
+                Some(d) => d,
+                // Boxed so that requests which never reach Redis do not carry its future.
+                None => match Box::pin(r.limiter.check(key, now)).await {
+                    Ok(d) => d,
+                    Err(_) => {
+                        r.store_errors.inc();
+                        if !r.fail_closed {
+                            continue;
+                        }
+                        ctx.rate_limit = Some((l.policy.clone(), 0, 1));
+                        ctx.limited_by = Some(l.key.kind());
+                        return Err(Reject::RateLimited(1));
+                    }
+                },
+            },
+        };
+        match decision {
             Decision::Allowed { remaining, reset } => {
                 if ctx
                     .rate_limit
@@ -426,7 +451,7 @@ async fn forward(
         }
     };
     if !route.rate_limits.is_empty() {
-        check_rate_limits(&route, client_ip, req.headers(), identity.as_deref(), ctx)?;
+        check_rate_limits(&route, client_ip, req.headers(), identity.as_deref(), ctx).await?;
     }
     if let Some(cl) = req
         .headers()
@@ -445,11 +470,8 @@ async fn forward(
         .as_ref()
         .and_then(|h| req.headers().get(h))
         .map(|v| v.as_bytes().to_vec());
-    let guard = cluster
-        .pick(hash_value.as_deref())
-        .ok_or(Reject::NoHealthyUpstream)?;
-    let endpoint = guard.endpoint().clone();
-    ctx.upstream = Some(guard);
+    // Bulkhead and adaptive limit first: a full cluster answers at once.
+    let admission = cluster.admit()?;
 
     let (mut parts, body) = req.into_parts();
     let origin = parts.headers.get(header::ORIGIN).cloned();
@@ -478,78 +500,34 @@ async fn forward(
         Some(q) => format!("{upstream_path}?{q}"),
         None => upstream_path.into_owned(),
     };
-    parts.uri = Uri::builder()
-        .scheme(cluster.scheme.clone())
-        .authority(endpoint.authority.clone())
-        .path_and_query(pq)
-        .build()
+    let path_and_query = http::uri::PathAndQuery::try_from(pq)
         .map_err(|_| Reject::BadRequest("invalid request target"))?;
     parts.version = cluster.version;
     let state = Arc::new(BodyState::default());
     ctx.body = Some(state.clone());
     let body = RequestBody::new(body, limits.max_body_bytes, state.clone());
-    let upstream_req = Request::from_parts(parts, body);
 
-    let wait = route.timeout.min(cluster.response_timeout);
-    let res = match tokio::time::timeout(wait, cluster.client.request(upstream_req)).await {
-        Ok(Ok(res)) => res,
-        Ok(Err(e)) => {
-            if state.too_large.load(Ordering::Acquire) {
-                return Err(Reject::PayloadTooLarge);
-            }
-            if state.client_error.load(Ordering::Acquire) {
-                return Err(Reject::BadRequest("malformed request body"));
-            }
-            cluster.record_error(&endpoint);
-            let timed_out = is_timeout(&e);
-            tracing::warn!(cluster = %cluster.name, endpoint = %endpoint.label, error = %error_chain(&e), "upstream request failed");
-            return Err(if timed_out {
-                Reject::GatewayTimeout
-            } else {
-                Reject::BadGateway
-            });
-        }
-        Err(_) => {
-            if !state.complete.load(Ordering::Acquire) {
-                return Err(Reject::RequestTimeout);
-            }
-            cluster.record_error(&endpoint);
-            return Err(Reject::GatewayTimeout);
-        }
-    };
-    let (mut rp, rb) = res.into_parts();
+    // Endpoint pick (health and breakers), tries, retries: upstream/exchange.rs.
+    let sent = cluster
+        .send(
+            Outbound {
+                head: parts,
+                path_and_query,
+                body,
+                body_state: &state,
+                hash_value: hash_value.as_deref(),
+                timeout: route.timeout,
+            },
+            admission,
+        )
+        .await;
+    ctx.upstream = sent.upstream;
+    let (mut rp, rb) = sent.response?.into_parts();
     headers::strip_hop_by_hop(&mut rp.headers);
     if let Some(cors) = &route.cors {
         cors.apply(origin.as_ref(), &mut rp.headers);
     }
     Ok(Response::from_parts(rp, ResponseBody::stream(rb)))
-}
-
-fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
-        }
-        if err.to_string().contains("timed out") || err.to_string().contains("timeout") {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        out.push_str(": ");
-        out.push_str(&err.to_string());
-        cur = err.source();
-    }
-    out
 }
 
 struct LogLine {

@@ -86,8 +86,25 @@ impl LimitKey {
 pub(crate) struct RouteLimit {
     pub(crate) key: LimitKey,
     pub(crate) config: warden_config::RateLimitConfig,
-    pub(crate) limiter: Arc<warden_limits::LocalLimiter>,
+    pub(crate) limiter: Limiter,
     pub(crate) policy: http::HeaderValue,
+}
+
+/// Where a limit's counters live.
+pub(crate) enum Limiter {
+    /// In this process: a sync, allocation-free decision.
+    Local(Arc<warden_limits::LocalLimiter>),
+    /// In Redis, shared with the other gateways.
+    Redis(Arc<RedisLimit>),
+}
+
+/// A Redis-backed limit, with what it does when Redis cannot answer.
+pub(crate) struct RedisLimit {
+    pub(crate) limiter: warden_limits::RedisLimiter,
+    /// `on_store_failure = "closed"`: refuse (429) when Redis cannot answer.
+    pub(crate) fail_closed: bool,
+    /// `warden_rate_limit_store_errors_total{result=...}` for this limit's failure mode.
+    pub(crate) store_errors: warden_telemetry::metrics::Counter,
 }
 
 impl Route {

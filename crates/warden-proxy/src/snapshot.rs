@@ -52,6 +52,8 @@ pub struct Snapshot {
     pub(crate) security_headers: Arc<SecurityHeaders>,
     /// Verifiers, caches and policies of the `[auth]` section.
     pub(crate) auth: Arc<warden_auth::Authenticator>,
+    /// The shared Redis rate-limit store, when a limit uses it.
+    pub(crate) rate_limit_store: Option<Arc<warden_limits::RedisStore>>,
 }
 
 impl Snapshot {
@@ -123,6 +125,10 @@ impl Snapshot {
             }
         };
         let global_headers = Arc::new(SecurityHeaders::compile(&config.security_headers));
+        let rate_limit_store = rate_limit_store(&config, previous, metrics)
+            .map_err(|e| errors.push(e))
+            .ok()
+            .flatten();
         let mut routes = Vec::new();
         for (ri, r) in config.routes.iter().enumerate() {
             let Some(cluster) = clusters.get(&r.cluster).cloned() else {
@@ -175,7 +181,7 @@ impl Snapshot {
                             .map(|old| old.rate_limits.as_slice());
                         // A limit that cannot be built is an error, never a limit silently
                         // left out (that would fail open).
-                        compile_limit(l, old, i)
+                        compile_limit(l, old, i, &r.name, rate_limit_store.as_ref(), metrics)
                             .map_err(|why| {
                                 errors.push(CompileError::new(
                                     format!("routes[{ri}].rate_limits[{i}]"),
@@ -228,6 +234,7 @@ impl Snapshot {
             request_id_header,
             security_headers: global_headers,
             auth,
+            rate_limit_store,
             router: Router::new(routes),
             clusters,
             listeners,
@@ -241,17 +248,85 @@ impl Snapshot {
         for c in self.clusters.values() {
             c.start_health_checks();
         }
+        if let Some(store) = &self.rate_limit_store {
+            store.start();
+        }
     }
 }
 
-/// Compiles a route's rate limit, reusing the limiter (and so its counters) from the previous
-/// snapshot's route of the same name when that limit is unchanged.
+/// The shared Redis store, when a limit uses it: the previous snapshot's when
+/// `[rate_limit_store]` (and the password it names) is unchanged, so a reload keeps the
+/// connection. Nothing connects here: `warden check` and start-up never wait on Redis.
+fn rate_limit_store(
+    config: &Config,
+    previous: Option<&Snapshot>,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<warden_limits::RedisStore>>, CompileError> {
+    use warden_limits::{RedisStore, StoreConfig, StoreHealth};
+    let s = &config.rate_limit_store;
+    let used = config
+        .routes
+        .iter()
+        .flat_map(|r| &r.rate_limits)
+        .any(|l| l.store == warden_config::LimitStore::Redis);
+    let (true, Some(url)) = (used, &s.redis_url) else {
+        return Ok(None);
+    };
+    let password = match &s.password {
+        None => None,
+        Some(p) => {
+            let bytes = p
+                .read()
+                .map_err(|e| CompileError::new("rate_limit_store.password", e.to_string()))?;
+            let text = std::str::from_utf8(&bytes).map_err(|_| {
+                CompileError::new("rate_limit_store.password", "must be UTF-8 text")
+            })?;
+            Some(text.trim_end_matches(['\r', '\n']).to_owned())
+        }
+    };
+    let store_config = StoreConfig {
+        url: url.clone(),
+        password,
+        timeout: s.timeout.0,
+        key_prefix: s.key_prefix.clone(),
+    };
+    if let Some(old) = previous
+        .and_then(|p| p.rate_limit_store.as_ref())
+        .filter(|old| old.is_for(&store_config))
+    {
+        return Ok(Some(old.clone()));
+    }
+    let up = metrics.rate_limit_store_up.clone();
+    let hook = Box::new(move |h: StoreHealth<'_>| match h {
+        StoreHealth::Up => {
+            up.set(1);
+            tracing::info!("rate-limit store (Redis) answers");
+        }
+        StoreHealth::Down(why) => {
+            up.set(0);
+            tracing::warn!(
+                error = why,
+                "rate-limit store (Redis) unavailable: Redis-backed limits apply their on_store_failure until it answers again"
+            );
+        }
+    });
+    RedisStore::new(&store_config, hook)
+        .map(|store| Some(Arc::new(store)))
+        .map_err(|why| CompileError::new("rate_limit_store.redis_url", why))
+}
+
+/// Compiles a route's rate limit, reusing the limiter (and so its counters, or its Redis
+/// leases) from the previous snapshot's route of the same name when that limit (and the
+/// store) is unchanged.
 fn compile_limit(
     l: &warden_config::RateLimitConfig,
     previous: Option<&[crate::router::RouteLimit]>,
     index: usize,
+    route: &str,
+    store: Option<&Arc<warden_limits::RedisStore>>,
+    metrics: &Arc<Metrics>,
 ) -> Result<crate::router::RouteLimit, String> {
-    use crate::router::{LimitKey, RouteLimit};
+    use crate::router::{LimitKey, Limiter, RedisLimit, RouteLimit};
     let key = match l.key.as_str() {
         "client_ip" => LimitKey::ClientIp,
         "route" => LimitKey::Route,
@@ -272,11 +347,54 @@ fn compile_limit(
             l.requests, l.per.0
         )
     })?;
-    let limiter = previous
+    let old = previous
         .and_then(|p| p.get(index))
-        .filter(|old| old.config == *l)
-        .map(|old| old.limiter.clone())
-        .unwrap_or_else(|| Arc::new(warden_limits::LocalLimiter::new(gcra, l.max_keys)));
+        .filter(|old| old.config == *l);
+    let limiter = match l.store {
+        warden_config::LimitStore::Local => match old.map(|o| &o.limiter) {
+            Some(Limiter::Local(kept)) => Limiter::Local(kept.clone()),
+            _ => Limiter::Local(Arc::new(warden_limits::LocalLimiter::new(gcra, l.max_keys))),
+        },
+        warden_config::LimitStore::Redis => {
+            let store = store.ok_or("store = \"redis\" needs rate_limit_store.redis_url")?;
+            match old.map(|o| &o.limiter) {
+                Some(Limiter::Redis(kept)) if Arc::ptr_eq(kept.limiter.store(), store) => {
+                    Limiter::Redis(kept.clone())
+                }
+                _ => {
+                    // The key names the limit, never the value: that is hashed by the limiter.
+                    let mut key_base =
+                        format!("{}{route}:{index}:{}", store.key_prefix(), key.kind());
+                    if let LimitKey::Header(h) = &key {
+                        key_base.push_str(&format!("={h}"));
+                    } else if let LimitKey::Claim(c) = &key {
+                        key_base.push_str(&format!("={c}"));
+                    }
+                    key_base.push(':');
+                    let limiter = warden_limits::RedisLimiter::new(
+                        store.clone(),
+                        key_base,
+                        l.requests,
+                        l.per.0,
+                        burst,
+                        l.lease,
+                        l.max_keys,
+                    )?;
+                    let fail_closed = l.on_store_failure == warden_config::StoreFailure::Closed;
+                    let result = if fail_closed { "closed" } else { "open" };
+                    let store_errors = metrics
+                        .rate_limit_store_errors
+                        .get_or_create(&warden_telemetry::metrics::Outcome(result))
+                        .clone();
+                    Limiter::Redis(Arc::new(RedisLimit {
+                        limiter,
+                        fail_closed,
+                        store_errors,
+                    }))
+                }
+            }
+        }
+    };
     // draft-ietf-httpapi-ratelimit-headers: the policy's quota and window in seconds.
     let policy = http::HeaderValue::from_str(&format!(
         "\"{}\";q={};w={}",

@@ -72,7 +72,9 @@ accept = ["jwt"]
         "the gateway polls the feed"
     );
 
-    feed.set_body(json!({"revocations": [{"jti": jti, "exp": exp, "seq": 1}], "next": 1}).to_string());
+    feed.set_body(
+        json!({"revocations": [{"jti": jti, "exp": exp, "seq": 1}], "next": 1}).to_string(),
+    );
     let start = Instant::now();
     loop {
         let res = call(&gw, &revoked).await;
@@ -88,11 +90,19 @@ accept = ["jwt"]
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!("revocation took effect after {:?}", start.elapsed());
-    assert_eq!(call(&gw, &other).await.status, 200, "other tokens keep working");
-    let text = String::from_utf8_lossy(&client::get(gw.admin(), "/metrics").await.body).into_owned();
+    assert_eq!(
+        call(&gw, &other).await.status,
+        200,
+        "other tokens keep working"
+    );
+    let text =
+        String::from_utf8_lossy(&client::get(gw.admin(), "/metrics").await.body).into_owned();
     assert!(
         text.contains("warden_auth_denied_requests_total{route=\"api\",reason=\"revoked\"}"),
         "{text}"
     );
-    assert!(feed.log().iter().all(|f| f.accept.as_deref() == Some("application/json")));
+    assert!(feed
+        .log()
+        .iter()
+        .all(|f| f.accept.as_deref() == Some("application/json")));
 }

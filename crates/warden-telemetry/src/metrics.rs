@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
-use prometheus_client::metrics::counter::Counter;
+pub use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 pub use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -109,6 +109,48 @@ impl EncodeLabelSet for Reason {
     }
 }
 
+/// Labels naming a cluster.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ClusterLabel(pub Arc<String>);
+
+impl EncodeLabelSet for ClusterLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        [("cluster", self.0.as_str())].encode(encoder)
+    }
+}
+
+/// Labels for upstream retries: the cluster and what became of the retry (`attempted`,
+/// `succeeded`, `budget_exhausted`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ClusterResult {
+    /// Cluster name.
+    pub cluster: Arc<String>,
+    /// A fixed word.
+    pub result: &'static str,
+}
+
+impl EncodeLabelSet for ClusterResult {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        [("cluster", self.cluster.as_str()), ("result", self.result)].encode(encoder)
+    }
+}
+
+/// Labels for requests a cluster refused before any endpoint saw them: the cluster and why
+/// (`bulkhead`, `adaptive`, `circuit_open`, `no_healthy`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ClusterReason {
+    /// Cluster name.
+    pub cluster: Arc<String>,
+    /// A fixed word.
+    pub reason: &'static str,
+}
+
+impl EncodeLabelSet for ClusterReason {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        [("cluster", self.cluster.as_str()), ("reason", self.reason)].encode(encoder)
+    }
+}
+
 /// A reload outcome: `success` or `failure`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct Outcome(pub &'static str);
@@ -143,6 +185,17 @@ pub struct Metrics {
     pub endpoint_healthy: Family<EndpointLabel, Gauge>,
     /// Upstream requests that failed (connect error, timeout), by endpoint.
     pub upstream_errors: Family<EndpointLabel, Counter>,
+    /// Upstream endpoints ejected by outlier detection (1 from ejection until a half-open
+    /// trial brings it back, 0 otherwise).
+    pub endpoint_ejected: Family<EndpointLabel, Gauge>,
+    /// Ejections by outlier detection (including re-ejections after a failed trial).
+    pub upstream_ejections: Family<EndpointLabel, Counter>,
+    /// Upstream retries, by cluster and result.
+    pub upstream_retries: Family<ClusterResult, Counter>,
+    /// Requests a cluster refused at once (bulkhead, adaptive limit, every endpoint ejected).
+    pub upstream_rejected: Family<ClusterReason, Counter>,
+    /// The adaptive concurrency limit, by cluster.
+    pub upstream_concurrency_limit: Family<ClusterLabel, Gauge>,
     /// Config reloads, by result.
     pub reloads: Family<Outcome, Counter>,
     /// 1 when the last reload attempt succeeded, 0 when it failed.
@@ -157,6 +210,11 @@ pub struct Metrics {
     pub auth_denied: Family<RouteReason, Counter>,
     /// Requests authenticated, by route and method (`jwt`, `api_key`, ...).
     pub auth_allowed: Family<RouteReason, Counter>,
+    /// Rate-limit decisions Redis could not make (down, timed out, error), by what the limit
+    /// did instead: `open` (allowed) or `closed` (refused).
+    pub rate_limit_store_errors: Family<Outcome, Counter>,
+    /// 1 while the Redis rate-limit store answers, 0 while it does not (or none is used).
+    pub rate_limit_store_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -220,6 +278,36 @@ impl Metrics {
             "Upstream requests that failed to connect or timed out, by endpoint",
             upstream_errors.clone(),
         );
+        let endpoint_ejected = Family::<EndpointLabel, Gauge>::default();
+        registry.register(
+            "upstream_endpoint_ejected",
+            "Upstream endpoint ejected by outlier detection: 1 ejected (or half-open), 0 not",
+            endpoint_ejected.clone(),
+        );
+        let upstream_ejections = Family::<EndpointLabel, Counter>::default();
+        registry.register(
+            "upstream_ejections",
+            "Upstream endpoint ejections by outlier detection, by endpoint",
+            upstream_ejections.clone(),
+        );
+        let upstream_retries = Family::<ClusterResult, Counter>::default();
+        registry.register(
+            "upstream_retries",
+            "Upstream retries, by cluster and result (attempted, succeeded, budget_exhausted)",
+            upstream_retries.clone(),
+        );
+        let upstream_rejected = Family::<ClusterReason, Counter>::default();
+        registry.register(
+            "upstream_rejected",
+            "Requests a cluster refused at once, by reason (bulkhead, adaptive, circuit_open, no_healthy)",
+            upstream_rejected.clone(),
+        );
+        let upstream_concurrency_limit = Family::<ClusterLabel, Gauge>::default();
+        registry.register(
+            "upstream_concurrency_limit",
+            "Adaptive concurrency limit, by cluster",
+            upstream_concurrency_limit.clone(),
+        );
         let reloads = Family::<Outcome, Counter>::default();
         // Both series exist from the start (at 0), so the first failure is an increase.
         let _ = reloads.get_or_create(&Outcome("success"));
@@ -266,6 +354,20 @@ impl Metrics {
             "Requests authenticated and authorized, by route and credential type",
             auth_allowed.clone(),
         );
+        let rate_limit_store_errors = Family::<Outcome, Counter>::default();
+        let _ = rate_limit_store_errors.get_or_create(&Outcome("open"));
+        let _ = rate_limit_store_errors.get_or_create(&Outcome("closed"));
+        registry.register(
+            "rate_limit_store_errors",
+            "Rate-limit decisions the Redis store could not make, by what the limit did instead (open: allowed, closed: refused)",
+            rate_limit_store_errors.clone(),
+        );
+        let rate_limit_store_up = Gauge::default();
+        registry.register(
+            "rate_limit_store_up",
+            "1 while the Redis rate-limit store answers, 0 while it does not or none is used",
+            rate_limit_store_up.clone(),
+        );
         Self {
             registry,
             requests,
@@ -276,6 +378,11 @@ impl Metrics {
             connections,
             endpoint_healthy,
             upstream_errors,
+            endpoint_ejected,
+            upstream_ejections,
+            upstream_retries,
+            upstream_rejected,
+            upstream_concurrency_limit,
             reloads,
             config_last_reload_ok,
             access_log_dropped,
@@ -283,6 +390,8 @@ impl Metrics {
             rate_limited,
             auth_denied,
             auth_allowed,
+            rate_limit_store_errors,
+            rate_limit_store_up,
         }
     }
 

@@ -29,8 +29,10 @@ use tokio::net::TcpListener;
 
 pub mod authcfg;
 pub mod client;
+pub mod flaky;
 pub mod jwt;
 pub mod raw;
+pub mod redis;
 pub mod servers;
 
 /// One request as an upstream received it.

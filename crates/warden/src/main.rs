@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod apikey_cmd;
+mod client_cmd;
 mod dev;
 mod serve;
 
@@ -42,6 +43,11 @@ enum Command {
         #[command(subcommand)]
         command: apikey_cmd::ApikeyCommand,
     },
+    /// Manage the token service's clients in its store (`[authority]`).
+    Client {
+        #[command(subcommand)]
+        command: client_cmd::ClientCommand,
+    },
     /// Print the version.
     Version,
 }
@@ -57,6 +63,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => run(serve::serve(config)),
         Command::Dev { data_dir } => run(dev::dev(data_dir)),
         Command::Apikey { command } => apikey_cmd::run(command),
+        Command::Client { command } => client_cmd::run(command),
     }
 }
 

@@ -10,6 +10,16 @@ pub(crate) async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let signals = Signals::install()?;
     let config =
         warden_config::load(&path).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
+    // The authority first: a gateway that trusts it finds its keys sooner.
+    let authority = if config.authority.enabled {
+        let a = warden_authority::start(&config.authority)
+            .await
+            .map_err(|e| anyhow::anyhow!("authority: {e}"))?;
+        tracing::info!(addr = %a.addr(), "authority listening");
+        Some(a)
+    } else {
+        None
+    };
     let handle = warden_proxy::start(config, Some(path.clone())).await?;
     for (name, addr) in handle.listeners() {
         tracing::info!(listener = %name, %addr, "listening");
@@ -17,7 +27,7 @@ pub(crate) async fn serve(path: PathBuf) -> anyhow::Result<()> {
     if let Some(a) = handle.admin_addr() {
         tracing::info!(%a, "admin listening");
     }
-    signals.run_until_stopped(handle).await
+    signals.run_until_stopped(handle, authority).await
 }
 
 /// The process signals Warden acts on.
@@ -41,6 +51,7 @@ impl Signals {
     pub(crate) async fn run_until_stopped(
         mut self,
         handle: warden_proxy::GatewayHandle,
+        authority: Option<warden_authority::AuthorityHandle>,
     ) -> anyhow::Result<()> {
         loop {
             tokio::select! {
@@ -54,6 +65,9 @@ impl Signals {
         }
         tracing::info!("draining connections");
         handle.shutdown().await;
+        if let Some(a) = authority {
+            a.shutdown().await;
+        }
         tracing::info!("stopped");
         Ok(())
     }

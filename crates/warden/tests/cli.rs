@@ -429,6 +429,9 @@ fn example_config_is_valid() {
                 warden_crypto::jws::SigningKey::generate(warden_crypto::jws::Alg::ES256).unwrap();
             let jwks = serde_json::json!({ "keys": [key.public_jwk()] });
             std::fs::write(&path, jwks.to_string()).unwrap();
+        } else if f.ends_with(".kek") {
+            // A key-encryption key: 32 bytes in base64.
+            std::fs::write(&path, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").unwrap();
         } else if f.ends_with(".secret") {
             std::fs::write(&path, "0123456789abcdef0123456789abcdef-example").unwrap();
         } else if f.ends_with(".toml") {
@@ -491,8 +494,8 @@ fn base64_lines(der: &[u8]) -> String {
 }
 
 fn model_structs() -> BTreeMap<String, Vec<(String, String)>> {
-    // The schema lives in model.rs and, for `[auth]`, auth.rs.
-    let model = ["model.rs", "auth.rs"]
+    // The schema lives in model.rs and, for `[auth]` and `[authority]`, auth.rs and authority.rs.
+    let model = ["model.rs", "auth.rs", "authority.rs"]
         .map(|f| {
             std::fs::read_to_string(workspace_file(&format!("crates/warden-config/src/{f}")))
                 .unwrap()
@@ -529,7 +532,11 @@ fn inner_type(mut ty: &str) -> &str {
             .or_else(|| ty.strip_prefix("Vec<"))
         {
             Some(rest) => ty = rest.strip_suffix('>').unwrap_or(rest),
-            None => return ty.trim_start_matches("crate::auth::"),
+            None => {
+                return ty
+                    .trim_start_matches("crate::authority::")
+                    .trim_start_matches("crate::auth::")
+            }
         }
     }
 }

@@ -7,8 +7,7 @@ use std::sync::{Arc, Weak};
 
 use http::{Request, Uri};
 
-use super::Cluster;
-use crate::body::RequestBody;
+use super::{Cluster, UpstreamBody};
 
 pub(super) fn spawn(cluster: &Arc<Cluster>) {
     for idx in 0..cluster.endpoints.len() {
@@ -68,7 +67,7 @@ async fn probe(c: &Cluster, idx: usize, hc: &warden_config::HealthCheckConfig) -
         .version(c.version)
         .header(http::header::HOST, ep.authority.as_str())
         .header(http::header::USER_AGENT, "warden-health-check")
-        .body(RequestBody::empty());
+        .body(UpstreamBody::empty());
     let Ok(req) = req else { return false };
     match tokio::time::timeout(hc.timeout.0, c.client.request(req)).await {
         Ok(Ok(res)) => {

@@ -1,6 +1,7 @@
-//! Load balancing over healthy endpoints: round-robin, least-request (power of two choices)
-//! and consistent hashing (a ring with virtual nodes, so one endpoint's departure moves only
-//! its own share of keys).
+//! Load balancing over usable endpoints (healthy and not ejected; the caller says which):
+//! round-robin, least-request (power of two choices) and consistent hashing (a ring with
+//! virtual nodes, so one endpoint's departure moves only its own share of keys, which fall to
+//! the next usable endpoint on the ring).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -57,65 +58,69 @@ impl Balancer {
         }
     }
 
-    /// Index of the chosen endpoint, or `None` when none is healthy.
+    /// Index of the chosen endpoint among those `usable` says yes to, or `None` when there is
+    /// none. `usable` is asked only about candidates, in the policy's order.
     pub(crate) fn pick(
         &self,
         eps: &[Arc<EndpointState>],
         hash_value: Option<&[u8]>,
+        usable: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
         let n = eps.len();
         match self {
-            Balancer::RoundRobin(next) => round_robin(next, eps),
+            Balancer::RoundRobin(next) => round_robin(next, n, usable),
             Balancer::LeastRequest => {
-                let healthy = eps.iter().filter(|e| e.is_healthy()).count();
-                if healthy == 0 {
-                    return None;
+                let candidates: Vec<usize> = (0..n).filter(|i| usable(*i)).collect();
+                match candidates.len() {
+                    0 => None,
+                    1 => Some(candidates[0]),
+                    len => {
+                        let a = rand::random_range(0..len);
+                        let mut b = rand::random_range(0..len - 1);
+                        if b >= a {
+                            b += 1;
+                        }
+                        let (a, b) = (candidates[a], candidates[b]);
+                        Some(if eps[b].in_flight() < eps[a].in_flight() {
+                            b
+                        } else {
+                            a
+                        })
+                    }
                 }
-                let nth = |k: usize| {
-                    eps.iter()
-                        .enumerate()
-                        .filter(|(_, e)| e.is_healthy())
-                        .nth(k)
-                        .map(|(i, _)| i)
-                };
-                if healthy == 1 {
-                    return nth(0);
-                }
-                let a = rand::random_range(0..healthy);
-                let mut b = rand::random_range(0..healthy - 1);
-                if b >= a {
-                    b += 1;
-                }
-                let (a, b) = (nth(a)?, nth(b)?);
-                Some(if eps[b].in_flight() < eps[a].in_flight() {
-                    b
-                } else {
-                    a
-                })
             }
             Balancer::Hash { ring, fallback } => {
                 let Some(value) = hash_value else {
-                    return round_robin(fallback, eps);
+                    return round_robin(fallback, n, usable);
                 };
                 if ring.is_empty() || n == 0 {
                     return None;
                 }
                 let h = hash64(value);
                 let start = ring.partition_point(|(p, _)| *p < h);
+                let mut refused = vec![false; n];
                 (0..ring.len())
                     .map(|k| ring[(start + k) % ring.len()].1)
-                    .find(|i| eps[*i].is_healthy())
+                    .find(|i| {
+                        // Each endpoint has many points on the ring: ask about it once.
+                        if refused[*i] {
+                            return false;
+                        }
+                        let ok = usable(*i);
+                        refused[*i] = !ok;
+                        ok
+                    })
             }
         }
     }
 }
 
-fn round_robin(next: &AtomicUsize, eps: &[Arc<EndpointState>]) -> Option<usize> {
-    let n = eps.len();
+fn round_robin(next: &AtomicUsize, n: usize, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+    if n == 0 {
+        return None;
+    }
     let start = next.fetch_add(1, Ordering::Relaxed);
-    (0..n)
-        .map(|k| (start + k) % n)
-        .find(|i| eps[*i].is_healthy())
+    (0..n).map(|k| (start + k) % n).find(|i| usable(*i))
 }
 
 #[cfg(test)]
@@ -129,6 +134,7 @@ mod tests {
             .map(|i| {
                 let label = Arc::new(format!("10.0.0.{i}:80"));
                 Arc::new(EndpointState {
+                    index: i,
                     authority: label.parse().unwrap(),
                     label: label.clone(),
                     healthy: AtomicBool::new(true),
@@ -137,24 +143,33 @@ mod tests {
                         cluster: Arc::new("c".into()),
                         endpoint: label,
                     },
+                    breaker: None,
                 })
             })
             .collect()
+    }
+
+    fn healthy(e: &[Arc<EndpointState>]) -> impl Fn(usize) -> bool + '_ {
+        |i| e[i].is_healthy()
     }
 
     #[test]
     fn round_robin_cycles_and_skips_unhealthy() {
         let e = eps(3);
         let b = Balancer::new(LoadBalancer::RoundRobin, &e);
-        let picks: Vec<_> = (0..6).map(|_| b.pick(&e, None).unwrap()).collect();
+        let picks: Vec<_> = (0..6)
+            .map(|_| b.pick(&e, None, &healthy(&e)).unwrap())
+            .collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
         e[1].healthy.store(false, Ordering::Release);
-        let picks: Vec<_> = (0..4).map(|_| b.pick(&e, None).unwrap()).collect();
+        let picks: Vec<_> = (0..4)
+            .map(|_| b.pick(&e, None, &healthy(&e)).unwrap())
+            .collect();
         assert!(!picks.contains(&1), "{picks:?}");
         for ep in &e {
             ep.healthy.store(false, Ordering::Release);
         }
-        assert_eq!(b.pick(&e, None), None);
+        assert_eq!(b.pick(&e, None, &healthy(&e)), None);
     }
 
     #[test]
@@ -163,7 +178,26 @@ mod tests {
         e[0].in_flight.store(10, Ordering::Relaxed);
         let b = Balancer::new(LoadBalancer::LeastRequest, &e);
         for _ in 0..20 {
-            assert_eq!(b.pick(&e, None), Some(1));
+            assert_eq!(b.pick(&e, None, &healthy(&e)), Some(1));
+        }
+    }
+
+    #[test]
+    fn every_policy_skips_what_the_caller_rules_out() {
+        let e = eps(4);
+        let not_2 = |i: usize| i != 2;
+        for kind in [
+            LoadBalancer::RoundRobin,
+            LoadBalancer::LeastRequest,
+            LoadBalancer::ConsistentHash,
+        ] {
+            let b = Balancer::new(kind, &e);
+            for k in 0..200 {
+                let key = format!("k{k}");
+                let got = b.pick(&e, Some(key.as_bytes()), &not_2);
+                assert!(got.is_some_and(|i| i != 2), "{got:?}");
+            }
+            assert_eq!(b.pick(&e, Some(b"x"), &|_| false), None);
         }
     }
 
@@ -174,11 +208,11 @@ mod tests {
         let keys: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
         let before: Vec<_> = keys
             .iter()
-            .map(|k| b.pick(&e, Some(k.as_bytes())).unwrap())
+            .map(|k| b.pick(&e, Some(k.as_bytes()), &healthy(&e)).unwrap())
             .collect();
         let again: Vec<_> = keys
             .iter()
-            .map(|k| b.pick(&e, Some(k.as_bytes())).unwrap())
+            .map(|k| b.pick(&e, Some(k.as_bytes()), &healthy(&e)).unwrap())
             .collect();
         assert_eq!(before, again);
         for i in 0..4 {
@@ -191,7 +225,7 @@ mod tests {
         e[2].healthy.store(false, Ordering::Release);
         let after: Vec<_> = keys
             .iter()
-            .map(|k| b.pick(&e, Some(k.as_bytes())).unwrap())
+            .map(|k| b.pick(&e, Some(k.as_bytes()), &healthy(&e)).unwrap())
             .collect();
         for (x, y) in before.iter().zip(&after) {
             if *x != 2 {

@@ -1,9 +1,17 @@
-//! Upstream clusters: endpoints with their health and load, a load-balancing policy, a pooled
-//! HTTP client (HTTP/1.1 or HTTP/2, optionally TLS), and active health checks.
+//! Upstream clusters: endpoints with their health, breakers and load, a load-balancing policy,
+//! a pooled HTTP client (HTTP/1.1 or HTTP/2, optionally TLS), active health checks, and the
+//! protections a request meets on its way to an endpoint (see [`exchange`]):
+//!
+//! ```text
+//! admission.rs  bulkhead (max_concurrent_requests) ─► adaptive concurrency limit
+//! lb.rs         endpoint pick among the usable: healthy (health.rs) ∧ breaker allows (outlier.rs)
+//! exchange.rs   try (per-try timeout) ─► classify ─► maybe retry (retry.rs: budget, back-off,
+//!               another endpoint; replay.rs: the buffered body)
+//! ```
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use http::uri::Authority;
 use http::HeaderName;
@@ -12,22 +20,42 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use warden_config::{parse_endpoint, ClusterConfig, Scheme, UpstreamProtocol};
-use warden_telemetry::metrics::EndpointLabel;
+use warden_limits::Transition;
+use warden_telemetry::metrics::{ClusterReason, EndpointLabel};
 use warden_telemetry::Metrics;
 
-use crate::body::RequestBody;
-use crate::error::CompileError;
+use crate::error::{CompileError, Reject};
 
+mod admission;
+pub(crate) mod exchange;
 mod health;
 mod lb;
+mod outlier;
+mod replay;
+mod retry;
+mod status;
 
+pub(crate) use admission::Admission;
 pub(crate) use lb::Balancer;
+pub(crate) use replay::UpstreamBody;
+
+use admission::Load;
+use outlier::{EjectionCap, EndpointBreaker};
+use retry::RetryPolicy;
 
 /// The HTTP client used for upstream requests.
-pub(crate) type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+pub(crate) type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+
+/// Nanoseconds on a monotonic clock, for breakers and the adaptive limit.
+pub(crate) fn now_nanos() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    u64::try_from(START.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
 
 /// One endpoint's live state.
 pub(crate) struct EndpointState {
+    /// Position in the cluster's endpoint list.
+    index: usize,
     /// `host:port`, for logs and metrics.
     pub(crate) label: Arc<String>,
     /// URI authority for requests.
@@ -35,6 +63,8 @@ pub(crate) struct EndpointState {
     healthy: AtomicBool,
     in_flight: AtomicUsize,
     metric: EndpointLabel,
+    /// Outlier detection; `None` when the cluster has none.
+    breaker: Option<EndpointBreaker>,
 }
 
 impl EndpointState {
@@ -46,6 +76,12 @@ impl EndpointState {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Whether a request may be sent here now: healthy, and not ejected (or ejected with its
+    /// time up and a half-open trial slot free). Does not take the slot.
+    pub(crate) fn usable(&self, now: u64) -> bool {
+        self.is_healthy() && self.breaker.as_ref().is_none_or(|b| b.available(now))
+    }
+
     fn set_healthy(&self, healthy: bool, metrics: &Metrics) {
         self.healthy.store(healthy, Ordering::Release);
         metrics
@@ -55,18 +91,34 @@ impl EndpointState {
     }
 }
 
-/// Counts a request against an endpoint while it is in flight (for least-request).
-pub(crate) struct EndpointGuard(Arc<EndpointState>);
+/// A request's hold on an endpoint: counts it in the endpoint's in-flight requests (for
+/// least-request), carries the cluster admission slot to the end of the response, and gives
+/// back a half-open trial slot if the exchange ends without an outcome.
+pub(crate) struct EndpointGuard {
+    endpoint: Arc<EndpointState>,
+    recorded: bool,
+    admission: Option<Admission>,
+}
 
 impl EndpointGuard {
     pub(crate) fn endpoint(&self) -> &Arc<EndpointState> {
-        &self.0
+        &self.endpoint
+    }
+
+    /// Keeps the cluster admission slot until this guard is dropped (the response is done).
+    pub(crate) fn hold(&mut self, admission: Admission) {
+        self.admission = Some(admission);
     }
 }
 
 impl Drop for EndpointGuard {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.recorded {
+            if let Some(b) = &self.endpoint.breaker {
+                b.abandoned();
+            }
+        }
     }
 }
 
@@ -85,6 +137,11 @@ pub(crate) struct Cluster {
     metrics: Arc<Metrics>,
     /// Fingerprint of the TLS files (CA, client certificate and key) as read when built.
     tls_files: Option<u64>,
+    /// Requests and retries in flight, and the concurrency limits.
+    load: Arc<Load>,
+    /// How many endpoints outlier detection may eject at once.
+    cap: Arc<EjectionCap>,
+    retry: Option<RetryPolicy>,
 }
 
 impl Cluster {
@@ -95,6 +152,12 @@ impl Cluster {
         metrics: Arc<Metrics>,
     ) -> Result<Self, CompileError> {
         let name = Arc::new(c.name.clone());
+        let cap = Arc::new(EjectionCap::new(
+            c.endpoints.len(),
+            c.outlier_detection
+                .as_ref()
+                .map_or(0, |o| o.max_ejected_percent),
+        ));
         let mut endpoints = Vec::with_capacity(c.endpoints.len());
         let mut scheme = Scheme::Http;
         for (i, raw) in c.endpoints.iter().enumerate() {
@@ -110,18 +173,31 @@ impl Cluster {
                 endpoint: label.clone(),
             };
             metrics.endpoint_healthy.get_or_create(&metric).set(1);
+            let breaker = c.outlier_detection.as_ref().map(|o| {
+                metrics.endpoint_ejected.get_or_create(&metric).set(0);
+                EndpointBreaker::new(o)
+            });
             endpoints.push(Arc::new(EndpointState {
+                index: i,
                 label,
                 authority,
                 healthy: AtomicBool::new(true),
                 in_flight: AtomicUsize::new(0),
                 metric,
+                breaker,
             }));
         }
         // Before the client reads the files: a change in between makes the next reload rebuild.
         let tls_files = tls_fingerprint(c);
         let client = build_client(c, path)?;
         let balancer = Balancer::new(c.load_balancer, &endpoints);
+        let load = Arc::new(Load::new(c));
+        if let Some(limit) = load.adaptive_limit() {
+            metrics
+                .upstream_concurrency_limit
+                .get_or_create(&warden_telemetry::metrics::ClusterLabel(name.clone()))
+                .set(limit as i64);
+        }
         Ok(Self {
             name,
             config: c.clone(),
@@ -145,26 +221,145 @@ impl Cluster {
             health_started: AtomicBool::new(false),
             metrics,
             tls_files,
+            load,
+            cap,
+            retry: c.retries.as_ref().map(RetryPolicy::new),
         })
     }
 
     /// Whether a reload may keep this cluster for `c`: same config, and its TLS files unchanged
-    /// on disk (a rotated CA or client certificate needs a new client).
+    /// on disk (a rotated CA or client certificate needs a new client). A kept cluster keeps
+    /// its pools, health, breakers and adaptive limit.
     pub(crate) fn reusable_for(&self, c: &ClusterConfig) -> bool {
         self.config == *c && self.tls_files == tls_fingerprint(c)
     }
 
-    /// Picks an endpoint for a request; `None` when no endpoint is healthy.
-    pub(crate) fn pick(&self, hash_value: Option<&[u8]>) -> Option<EndpointGuard> {
-        let idx = self.balancer.pick(&self.endpoints, hash_value)?;
-        let ep = self.endpoints[idx].clone();
-        ep.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some(EndpointGuard(ep))
+    /// Admits a request to the cluster (bulkhead, then adaptive limit), or refuses it at once.
+    pub(crate) fn admit(&self) -> Result<Admission, Reject> {
+        self.load.admit().map_err(|reason| {
+            self.count_rejected(reason);
+            Reject::UpstreamBusy
+        })
+    }
+
+    fn count_rejected(&self, reason: &'static str) {
+        self.metrics
+            .upstream_rejected
+            .get_or_create(&ClusterReason {
+                cluster: self.name.clone(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Picks an endpoint for a request among those usable now, leaving out `exclude` (indices
+    /// already tried), and takes its slot (a half-open trial, if it is one).
+    fn pick_excluding(
+        &self,
+        hash_value: Option<&[u8]>,
+        exclude: &[usize],
+    ) -> Option<EndpointGuard> {
+        let now = now_nanos();
+        let mut lost: Vec<usize> = Vec::new();
+        // A half-open endpoint may run out of trial slots between the pick and the acquire;
+        // then pick again without it (at most once per endpoint).
+        for _ in 0..=self.endpoints.len() {
+            let usable = |i: usize| {
+                !exclude.contains(&i) && !lost.contains(&i) && self.endpoints[i].usable(now)
+            };
+            let idx = self.balancer.pick(&self.endpoints, hash_value, &usable)?;
+            let ep = &self.endpoints[idx];
+            if ep.breaker.as_ref().is_none_or(|b| b.try_acquire(now)) {
+                ep.in_flight.fetch_add(1, Ordering::Relaxed);
+                return Some(EndpointGuard {
+                    endpoint: ep.clone(),
+                    recorded: false,
+                    admission: None,
+                });
+            }
+            lost.push(idx);
+        }
+        None
+    }
+
+    /// Picks an endpoint for a first try; when none is usable, the refusal: `CircuitOpen`
+    /// (with the seconds until the first ejection ends) when outlier detection holds healthy
+    /// endpoints back, `NoHealthyUpstream` otherwise.
+    pub(crate) fn pick(&self, hash_value: Option<&[u8]>) -> Result<EndpointGuard, Reject> {
+        if let Some(g) = self.pick_excluding(hash_value, &[]) {
+            return Ok(g);
+        }
+        let now = now_nanos();
+        let held_back: Vec<Option<u64>> = self
+            .endpoints
+            .iter()
+            .filter(|e| e.is_healthy())
+            .filter_map(|e| e.breaker.as_ref())
+            .filter(|b| !b.available(now))
+            .map(|b| b.open_until())
+            .collect();
+        if held_back.is_empty() {
+            self.count_rejected("no_healthy");
+            return Err(Reject::NoHealthyUpstream);
+        }
+        self.count_rejected("circuit_open");
+        let wait = held_back
+            .iter()
+            .flatten()
+            .map(|until| until.saturating_sub(now))
+            .min()
+            .unwrap_or(0);
+        Err(Reject::CircuitOpen(wait.div_ceil(1_000_000_000).max(1)))
+    }
+
+    /// Picks another endpoint for a retry: one not tried yet when there is one, else any.
+    fn pick_retry(&self, hash_value: Option<&[u8]>, tried: &[usize]) -> Option<EndpointGuard> {
+        self.pick_excluding(hash_value, tried)
+            .or_else(|| self.pick_excluding(hash_value, &[]))
     }
 
     /// Counts a failed upstream exchange (connect error or timeout).
     pub(crate) fn record_error(&self, ep: &EndpointState) {
         self.metrics.upstream_errors.get_or_create(&ep.metric).inc();
+    }
+
+    /// Tells the endpoint's breaker how the exchange went (a 5xx, connection error, reset or
+    /// timeout is a failure) and updates the ejection metrics.
+    fn record(&self, guard: &mut EndpointGuard, ok: bool) {
+        guard.recorded = true;
+        let ep = &guard.endpoint;
+        let Some(b) = &ep.breaker else { return };
+        let now = now_nanos();
+        let t = if ok {
+            b.success(now, &self.cap)
+        } else {
+            b.failure(now, &self.cap)
+        };
+        match t {
+            Transition::Ejected { until, from_closed } => {
+                let secs = Duration::from_nanos(until.saturating_sub(now)).as_secs_f64();
+                tracing::warn!(cluster = %self.name, endpoint = %ep.label, seconds = secs, retrial = !from_closed, "endpoint ejected");
+                self.metrics
+                    .endpoint_ejected
+                    .get_or_create(&ep.metric)
+                    .set(1);
+                self.metrics
+                    .upstream_ejections
+                    .get_or_create(&ep.metric)
+                    .inc();
+            }
+            Transition::Recovered => {
+                tracing::info!(cluster = %self.name, endpoint = %ep.label, "endpoint back after half-open trials");
+                self.metrics
+                    .endpoint_ejected
+                    .get_or_create(&ep.metric)
+                    .set(0);
+            }
+            Transition::Refused => {
+                tracing::debug!(cluster = %self.name, endpoint = %ep.label, "ejection due but max_ejected_percent reached");
+            }
+            Transition::Unchanged => {}
+        }
     }
 
     /// Starts active health checks once per cluster (a reused cluster keeps its running ones).

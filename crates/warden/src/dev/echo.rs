@@ -1,7 +1,6 @@
 //! The demo upstream for `warden dev`: answers every request with JSON describing what it
 //! received (method, path, query, headers, body size), so a user can see what the gateway
-//! forwarded. It also plays the dev token issuer's key server: `/.well-known/jwks.json`
-//! answers with the dev issuer's public keys.
+//! forwarded.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,20 +14,17 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 /// Starts the echo service on a free loopback port and returns its address.
-pub(crate) async fn start(jwks: String) -> std::io::Result<SocketAddr> {
+pub(crate) async fn start() -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let jwks = Bytes::from(jwks);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let jwks = jwks.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |req| echo(req, jwks.clone()));
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
+                    .serve_connection(TokioIo::new(stream), service_fn(echo))
                     .await;
             });
         }
@@ -36,19 +32,7 @@ pub(crate) async fn start(jwks: String) -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-async fn echo(req: Request<Incoming>, jwks: Bytes) -> Result<Response<Full<Bytes>>, Infallible> {
-    if req.uri().path() == "/.well-known/jwks.json" {
-        let mut res = Response::new(Full::new(jwks));
-        res.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        res.headers_mut().insert(
-            http::header::CACHE_CONTROL,
-            http::HeaderValue::from_static("max-age=300"),
-        );
-        return Ok(res);
-    }
+async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     let body_bytes = match Limited::new(body, 1 << 20).collect().await {
         Ok(b) => b.to_bytes().len(),

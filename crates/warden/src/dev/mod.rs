@@ -1,12 +1,14 @@
-//! `warden dev`: every role on one machine with safe demo defaults. For now: the gateway on
+//! `warden dev`: every role on one machine with safe demo defaults: the gateway on
 //! 127.0.0.1:8080 (HTTP) and 127.0.0.1:8443 (HTTPS, certificate from a generated dev CA), the
-//! admin listener on 127.0.0.1:9901, and a built-in echo service behind three routes:
-//! `/public/` (no auth), `/api/` (a JWT from the dev issuer, whose JWKS the echo service
-//! serves) and `/keyed/` (an API key from the dev key file).
+//! admin listener on 127.0.0.1:9901, the authority (OAuth 2.0 token service) on
+//! 127.0.0.1:8200 with a demo client, and a built-in echo service behind three routes:
+//! `/public/` (no auth), `/api/` (a JWT from the authority, 5 requests a second per caller) and
+//! `/keyed/` (an API key from the dev key file).
 //!
 //! Everything it generates lives in the data dir, including the config it runs, so the user
-//! can edit that file and watch it reload. What a user copies (the token, the API key) is
-//! printed and also written to `<data-dir>/credentials.json` for scripts.
+//! can edit that file and watch the gateway reload it. What a user copies (the client id and
+//! secret, a token, the API key) is printed and also written to `<data-dir>/credentials.json`
+//! for scripts.
 
 use std::path::{Path, PathBuf};
 
@@ -50,9 +52,12 @@ fn rand_u32() -> u32 {
 }
 
 /// The config `warden dev` runs, written to `<data-dir>/warden.toml`.
-/// The dev token issuer's `iss`, and the audience of the `/api/` route.
-const DEV_ISSUER: &str = "warden-dev";
+/// The audience of the `/api/` route: what the demo client's tokens are for.
 const DEV_AUDIENCE: &str = "warden-dev-api";
+/// The demo client's id.
+const DEV_CLIENT: &str = "demo-client";
+/// Where the authority listens in dev.
+const AUTHORITY: &str = "127.0.0.1:8200";
 
 fn dev_config(dir: &Path, echo: std::net::SocketAddr) -> String {
     format!(
@@ -72,13 +77,29 @@ address = "127.0.0.1:8443"
 cert = "{dir}/server.pem"
 key = "file:{dir}/server.key"
 
-# The dev token issuer: its keys are served by the echo service.
+# The authority (OAuth 2.0 token service). Not reloaded: restart warden dev to change it.
+[authority]
+enabled = true
+listen = "{authority}"
+issuer = "http://{authority}"
+data_dir = "{dir}"
+key_encryption_key = "file:{dir}/authority.kek"
+admin_token = "file:{dir}/authority-admin.token"
+revocation_feed_token = "file:{dir}/revocation-feed.token"
+
+# The gateway trusts the authority's tokens: keys from its JWKS, revocations from its feed.
 [[auth.jwt]]
-name = "dev"
-issuer = "{issuer}"
+name = "authority"
+issuer = "http://{authority}"
 audiences = ["{audience}"]
 algorithms = ["ES256"]
-jwks_url = "http://{echo}/.well-known/jwks.json"
+jwks_url = "http://{authority}/oauth2/jwks"
+require_typ = "at+jwt"
+
+[auth.revocation]
+feed_url = "http://{authority}/oauth2/revocations"
+feed_token = "file:{dir}/revocation-feed.token"
+poll_interval = "1s"
 
 # Keys for the /keyed/ route; manage them with `warden apikey --file {dir}/api-keys.toml`.
 [auth.api_keys]
@@ -90,6 +111,11 @@ endpoints = ["http://{echo}"]
 [clusters.health_check]
 path = "/healthz"
 interval = "5s"
+# Circuit breaker: 3 failures in a row (5xx, connection errors, timeouts) eject the echo
+# service for 10 s (doubling while it keeps failing); see GET http://127.0.0.1:9901/upstreams.
+[clusters.outlier_detection]
+consecutive_failures = 3
+base_ejection = "10s"
 
 [[routes]]
 name = "public"
@@ -97,14 +123,14 @@ auth = "none"
 cluster = "echo"
 path_prefix = "/public/"
 
-# A JWT from the dev issuer with scope api:read. The echo service shows the identity headers
+# A JWT from the authority with scope api:read. The echo service shows the identity headers
 # the gateway added (x-warden-subject, x-warden-scopes, x-warden-auth).
 [[routes]]
 name = "api"
 cluster = "echo"
 path_prefix = "/api/"
 [routes.auth]
-accept = ["jwt:dev"]
+accept = ["jwt:authority"]
 scopes_all = ["api:read"]
 # Each caller (token subject) may make 5 requests a second, 10 at once.
 [[routes.rate_limits]]
@@ -122,7 +148,7 @@ path_prefix = "/keyed/"
 accept = ["api_key"]
 "#,
         dir = dir.display(),
-        issuer = DEV_ISSUER,
+        authority = AUTHORITY,
         audience = DEV_AUDIENCE,
     )
 }
@@ -138,75 +164,177 @@ pub(crate) async fn dev(given: Option<PathBuf>) -> anyhow::Result<()> {
     std::fs::write(dir.join("server.pem"), &server.cert_pem)?;
     write_private(&dir.join("server.key"), &server.key_pem)?;
 
-    // The dev token issuer: a fresh ES256 key, a token for a demo user, and an API key.
-    let issuer = warden_crypto::jws::SigningKey::generate(warden_crypto::jws::Alg::ES256)
-        .map_err(|e| anyhow::anyhow!("generating the dev signing key: {e}"))?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let token = issuer.sign_jwt(
-        "at+jwt",
-        &serde_json::json!({
-            "iss": DEV_ISSUER, "sub": "dev-user", "aud": DEV_AUDIENCE,
-            "scope": "api:read api:write", "client_id": "warden-dev-cli",
-            "iat": now, "exp": now + 24 * 3600,
-            "jti": format!("dev-{now}-{:08x}", rand_u32()),
-        }),
-    );
-    let (api_key, entry) = warden_auth::apikey::generate(
-        "dev-service",
-        vec!["keyed:read".into()],
-        None,
-        Default::default(),
-        now,
-    );
-    write_private(
-        &dir.join("api-keys.toml"),
-        &warden_auth::apikey::write_key_file(&[entry]),
-    )?;
-    write_private(
-        &dir.join("credentials.json"),
-        &format!(
-            "{:#}\n",
-            serde_json::json!({ "token": token, "api_key": api_key })
-        ),
-    )?;
-    let jwks = serde_json::json!({ "keys": [issuer.public_jwk()] }).to_string();
-    let echo = echo::start(jwks)
-        .await
-        .context("starting the echo service")?;
+    // Secrets the authority reads (kept across runs with the same data dir).
+    for (file, bytes) in [
+        ("authority.kek", 32),
+        ("authority-admin.token", 24),
+        ("revocation-feed.token", 24),
+    ] {
+        let path = dir.join(file);
+        if !path.exists() {
+            write_private(&path, &random_hex(bytes))?;
+        }
+    }
+    let key_file = dir.join("api-keys.toml");
+    let api_key = if key_file.exists() {
+        None
+    } else {
+        let (key, entry) = warden_auth::apikey::generate(
+            "dev-service",
+            vec!["keyed:read".into()],
+            None,
+            Default::default(),
+            now,
+        );
+        write_private(&key_file, &warden_auth::apikey::write_key_file(&[entry]))?;
+        Some(key)
+    };
+    let echo = echo::start().await.context("starting the echo service")?;
     let config_path = dir.join("warden.toml");
     std::fs::write(&config_path, dev_config(&dir, echo))?;
     let config = warden_config::load(&config_path)
         .map_err(|e| anyhow::anyhow!("generated dev config is invalid:\n{e}"))?;
+    let authority = warden_authority::start(&config.authority)
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the authority: {e}"))?;
+    let (client_secret, token) = demo_client(&authority, now).await?;
     let handle = warden_proxy::start(config, Some(config_path.clone())).await?;
+    let mut creds = serde_json::json!({
+        "client_id": DEV_CLIENT,
+        "client_secret": *client_secret,
+        "token": token,
+        "token_endpoint": format!("http://{AUTHORITY}/oauth2/token"),
+    });
+    if let Some(k) = &api_key {
+        creds["api_key"] = k.clone().into();
+    } else if let Ok(old) = std::fs::read_to_string(dir.join("credentials.json")) {
+        // The key file was kept from an earlier run; so is the key it was printed as.
+        if let Some(k) = serde_json::from_str::<serde_json::Value>(&old)
+            .ok()
+            .and_then(|v| v.get("api_key").cloned())
+        {
+            creds["api_key"] = k;
+        }
+    }
+    write_private(&dir.join("credentials.json"), &format!("{creds:#}\n"))?;
+    let api_key = creds["api_key"]
+        .as_str()
+        .unwrap_or("(see api-keys.toml)")
+        .to_owned();
 
     println!(
         r#"
 Warden dev is running.
 
-  gateway   http://127.0.0.1:8080     https://127.0.0.1:8443 (CA: {dir}/ca.pem)
-  admin     http://127.0.0.1:9901     /metrics /healthz /readyz /config, POST /reload
-  upstream  echo service on {echo} (answers with the request it received)
-  config    {config} (edit it; the gateway reloads on save)
+  gateway    http://127.0.0.1:8080     https://127.0.0.1:8443 (CA: {dir}/ca.pem)
+  admin      http://127.0.0.1:9901     /metrics /healthz /readyz /upstreams /config, POST /reload
+  authority  http://{AUTHORITY}     /oauth2/token /oauth2/jwks /.well-known/oauth-authorization-server
+  upstream   echo service on {echo} (answers with the request it received)
+  config     {config} (edit it; the gateway reloads on save)
 
 Credentials (also in {dir}/credentials.json):
-  TOKEN={token}
+  CLIENT_ID={DEV_CLIENT}
+  CLIENT_SECRET={secret}
   API_KEY={api_key}
 
 Try:
-  curl -s http://127.0.0.1:8080/public/hello
+  # a token from the authority (client credentials), then the API through the gateway:
+  TOKEN=$(curl -s -u {DEV_CLIENT}:$CLIENT_SECRET -d grant_type=client_credentials \
+    -d scope=api:read http://{AUTHORITY}/oauth2/token | python3 -c 'import json,sys;print(json.load(sys.stdin)["access_token"])')
   curl -s http://127.0.0.1:8080/api/orders -H "Authorization: Bearer $TOKEN"
   curl -s http://127.0.0.1:8080/api/orders            # 401: no token
   for i in $(seq 12); do curl -s -o /dev/null -w '%{{http_code}} ' \
     http://127.0.0.1:8080/api/orders -H "Authorization: Bearer $TOKEN"; done; echo
                                                        # 429s past the burst of 10
+  # revoke it: the gateway refuses it within a second or two
+  curl -s -u {DEV_CLIENT}:$CLIENT_SECRET -d token=$TOKEN http://{AUTHORITY}/oauth2/revoke
   curl -s http://127.0.0.1:8080/keyed/report -H "x-api-key: $API_KEY"
   curl -s --cacert {dir}/ca.pem https://localhost:8443/public/hello
   curl -s http://127.0.0.1:9901/metrics
 "#,
         dir = dir.display(),
         config = config_path.display(),
+        secret = *client_secret,
     );
-    signals.run_until_stopped(handle).await
+    let _ = token;
+    signals.run_until_stopped(handle, Some(authority)).await
+}
+
+/// `n` random bytes as hex (dev secrets).
+fn random_hex(n: usize) -> String {
+    use std::fmt::Write;
+    let mut bytes = vec![0u8; n];
+    rand::Rng::fill(&mut rand::rng(), &mut bytes[..]);
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Makes sure the demo client exists with a secret this run knows (a new secret when the
+/// client is kept from an earlier run: secrets are stored only as hashes), and gets a token for
+/// it through the token endpoint, as any client would.
+async fn demo_client(
+    authority: &warden_authority::AuthorityHandle,
+    now: i64,
+) -> anyhow::Result<(zeroize::Zeroizing<String>, String)> {
+    let registry = authority.authority().registry();
+    let secret = if registry.get(DEV_CLIENT).await?.is_some() {
+        registry
+            .add_secret(DEV_CLIENT, Some(now), "warden-dev", now)
+            .await?
+            .secret
+    } else {
+        let spec = warden_authority::clients::ClientSpec {
+            client_id: Some(DEV_CLIENT.into()),
+            scopes: vec!["api:read".into(), "api:write".into()],
+            audiences: vec![DEV_AUDIENCE.into()],
+            ..Default::default()
+        };
+        let (_, issued) = registry.create(spec, "warden-dev", now).await?;
+        issued.context("the demo client got no secret")?.secret
+    };
+    let token = fetch_token(authority.addr(), &secret).await?;
+    Ok((secret, token))
+}
+
+/// POST /oauth2/token with client_secret_basic.
+async fn fetch_token(addr: std::net::SocketAddr, secret: &str) -> anyhow::Result<String> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    use base64::Engine as _;
+    // RFC 6749 §2.3.1: the id and secret are form-urlencoded first; both are URL-safe here.
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{DEV_CLIENT}:{secret}"))
+    );
+    let req = http::Request::post("/oauth2/token")
+        .header(http::header::HOST, AUTHORITY)
+        .header(http::header::AUTHORIZATION, basic)
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"grant_type=client_credentials&scope=api%3Aread%20api%3Awrite",
+        )))?;
+    let res = send.send_request(req).await?;
+    let status = res.status();
+    let body = res.into_body().collect().await?.to_bytes();
+    anyhow::ensure!(
+        status.is_success(),
+        "the authority refused the demo client: {status} {}",
+        String::from_utf8_lossy(&body)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    v["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no access_token in the token response")
 }

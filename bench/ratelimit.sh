@@ -1,0 +1,552 @@
+#!/usr/bin/env bash
+# Rate-limiting benchmark: what a limit on every request costs in Warden (local and Redis,
+# with and without leasing), side by side with HAProxy's stick-table rate limit.
+#
+#   bench/ratelimit.sh                                  # every scenario, defaults (~6 min)
+#   ONLY=warden,warden-local DURATION=5 bench/ratelimit.sh
+#
+# One nginx upstream on 127.0.0.1:18000 answers `200 ok\n`; each scenario's proxy listens on
+# 127.0.0.1:18080 in front of it (settings as in bench/proxy.sh: 2 threads, upstream
+# keep-alive, no logging). A private redis-server (no persistence) on 127.0.0.1:18379 serves
+# the Redis scenarios. Scenarios:
+#   warden              plain proxying (the reference)
+#   warden-local        + a local limit on every request (key client_ip), high enough never
+#                       to refuse: measures the cost only (target >= 95% of warden)
+#   warden-redis        + the same limit kept in Redis, one round trip per request
+#   warden-redis-lease  + the same limit in Redis with lease = 100 (one round trip per ~100)
+#   haproxy             plain proxying
+#   haproxy-stick       + a stick-table rate limit: track-sc0 src, http_req_rate(10s), deny
+#                       over 100,000,000 (never refuses)
+# Every scenario gets ROUNDS runs, interleaved (order rotated each round); medians reported.
+# Before measuring, the script waits (up to LOAD_WAIT s) for the 1-minute load average to
+# drop below LOAD_MAX, since other work may share the machine; the load is recorded.
+# Results: a table on stdout, bench/results/ratelimit-latest.{json,md}.
+#
+# Environment:
+#   ONLY         comma/space separated subset of the scenarios above (default: all)
+#   DURATION     wrk seconds per run (10)          CONNECTIONS  wrk connections (50)
+#   THREADS      wrk threads (2)                   WARMUP       warm-up seconds (3)
+#   ROUNDS       runs per scenario, interleaved; figures are medians (3)
+#   LOAD_MAX     1-minute load average to wait for (0.7)
+#   LOAD_WAIT    most seconds to wait for it (900); then the run goes ahead, flagged
+#   WARDEN_BIN   warden binary to use (default: build target/release/warden)
+#   RESULTS_DIR  where to write results (bench/results)
+#   KEEP_TMP=1   keep the temp dir (configs, logs) after the run
+set -euo pipefail
+
+export PATH="$PATH:/usr/sbin:/sbin"
+export LC_ALL=C
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(dirname "$BENCH_DIR")"
+
+DURATION="${DURATION:-10}"
+CONNECTIONS="${CONNECTIONS:-50}"
+THREADS="${THREADS:-2}"
+WARMUP="${WARMUP:-3}"
+ROUNDS="${ROUNDS:-3}"
+LOAD_MAX="${LOAD_MAX:-0.7}"
+LOAD_WAIT="${LOAD_WAIT:-900}"
+ALL="warden,warden-local,warden-redis,warden-redis-lease,haproxy,haproxy-stick"
+ONLY="${ONLY:-$ALL}"
+RESULTS_DIR="${RESULTS_DIR:-$BENCH_DIR/results}"
+UPSTREAM_PORT=18000
+PROXY_PORT=18080
+ADMIN_PORT=18081
+REDIS_PORT=18379
+HOST=127.0.0.1
+URL="http://$HOST:$PROXY_PORT/bench"
+# Never refuses at these rates: the figures are the cost of deciding, not of refusing.
+# (Redis-backed limits resolve time in microseconds: at most 1,000,000/s per key.)
+LOCAL_LIMIT="requests = 100000000
+per = \"1s\""
+REDIS_LIMIT="requests = 1000000
+per = \"1s\""
+
+log() { printf '[ratelimit.sh] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ---------------------------------------------------------------- selection
+SCENARIOS=()
+for s in ${ONLY//,/ }; do
+    case ",$ALL," in
+        *",$s,"*) SCENARIOS+=("$s") ;;
+        *) die "unknown scenario '$s' in ONLY (use: $ALL)" ;;
+    esac
+done
+((${#SCENARIOS[@]})) || die "ONLY selects nothing"
+selected_prefix() { local x; for x in "${SCENARIOS[@]}"; do [[ $x == "$1"* ]] && return 0; done; return 1; }
+
+for v in DURATION CONNECTIONS THREADS WARMUP ROUNDS LOAD_WAIT; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
+done
+((ROUNDS >= 1)) || die "ROUNDS must be at least 1"
+
+# ---------------------------------------------------------------- tools
+need=()
+command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+if selected_prefix haproxy; then command -v haproxy >/dev/null 2>&1 || need+=(haproxy); fi
+if selected_prefix warden-redis; then command -v redis-server >/dev/null 2>&1 || need+=(redis-server); fi
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if ((${#need[@]})); then
+    log "installing: ${need[*]}"
+    SUDO=""
+    [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+    $SUDO apt-get update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${need[@]}"
+fi
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# ---------------------------------------------------------------- processes
+TMP="$(mktemp -d /tmp/warden-ratelimit-bench.XXXXXX)"
+declare -A PIDS=()
+
+stop_pid() { # stop_pid PID: TERM, wait up to 10 s, then KILL; reaps it
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+stop() { # stop NAME
+    local pid="${PIDS[$1]:-}"
+    [[ -n $pid ]] || return 0
+    stop_pid "$pid"
+    unset "PIDS[$1]"
+}
+
+cleanup() {
+    local rc=$? name
+    trap - EXIT INT TERM
+    for name in "${!PIDS[@]}"; do stop "$name"; done
+    if [[ ${KEEP_TMP:-0} == 1 || $rc -ne 0 ]]; then
+        log "logs and configs kept in $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+start() { # start NAME CMD...: run in the background, output to $TMP/NAME.out
+    local name=$1
+    shift
+    : >"$TMP/$name.out"
+    "$@" >>"$TMP/$name.out" 2>&1 &
+    PIDS[$name]=$!
+}
+
+run_fg() { # run_fg OUTFILE CMD...: run in the background and wait, so traps fire at once
+    local out=$1 rc=0
+    shift
+    : >"$out"
+    "$@" >>"$out" 2>&1 &
+    PIDS[fg]=$!
+    wait "${PIDS[fg]}" || rc=$?
+    unset "PIDS[fg]"
+    return "$rc"
+}
+
+port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+
+wait_http() { # wait_http NAME URL TIMEOUT_S
+    local name=$1 url=$2 deadline=$((SECONDS + $3))
+    while ! curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; do
+        if ! kill -0 "${PIDS[$name]}" 2>/dev/null; then
+            tail -n 30 "$TMP/$name.out" >&2 || true
+            die "$name exited before answering on $url"
+        fi
+        ((SECONDS < deadline)) || { tail -n 30 "$TMP/$name.out" >&2 || true; die "$name did not answer on $url within $3 s"; }
+        sleep 0.2
+    done
+}
+
+load1() { awk '{ print $1 }' /proc/loadavg; }
+
+wait_quiet() { # waits until the 1-minute load average < LOAD_MAX (at most LOAD_WAIT s)
+    local deadline=$((SECONDS + LOAD_WAIT)) l
+    while :; do
+        l=$(load1)
+        awk -v l="$l" -v m="$LOAD_MAX" 'BEGIN { exit !(l < m) }' && { log "load average $l < $LOAD_MAX"; return 0; }
+        if ((SECONDS >= deadline)); then
+            log "WARNING: load average still $l after ${LOAD_WAIT}s; measuring anyway"
+            LOAD_NOT_QUIET=1
+            return 0
+        fi
+        log "load average $l >= $LOAD_MAX; waiting (busiest: $(ps -eo pcpu=,comm= --sort=-pcpu | sed -n 1,3p | tr -s ' ' | paste -sd ';'))"
+        sleep 15
+    done
+}
+
+# ---------------------------------------------------------------- configs
+write_upstream_conf() {
+    local d="$TMP/upstream"
+    mkdir -p "$d/tmp"
+    cat >"$d/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_timeout 300s;
+    keepalive_requests 1000000;
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
+    server {
+        listen $HOST:$UPSTREAM_PORT backlog=4096;
+        location / { return 200 "ok\n"; }
+    }
+}
+EOF
+}
+
+write_haproxy_conf() { # write_haproxy_conf NAME STICK(0|1)
+    local d="$TMP/$1" stick=""
+    mkdir -p "$d"
+    if [[ $2 == 1 ]]; then
+        stick="    stick-table type ip size 100k expire 30s store http_req_rate(10s)
+    http-request track-sc0 src
+    http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100000000 }"
+    fi
+    cat >"$d/haproxy.cfg" <<EOF
+global
+    nbthread 2
+    maxconn 20000
+    no strict-limits
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-request 300s
+    timeout http-keep-alive 300s
+    timeout queue 30s
+
+frontend bench
+    bind $HOST:$PROXY_PORT
+$stick
+    default_backend upstream
+
+backend upstream
+    server u1 $HOST:$UPSTREAM_PORT
+EOF
+}
+
+write_warden_conf() { # write_warden_conf NAME LIMIT_TOML
+    local d="$TMP/$1" admin="enabled = false" store=""
+    mkdir -p "$d"
+    if [[ $1 == warden-redis* ]]; then
+        admin="address = \"$HOST:$ADMIN_PORT\""
+        store="[rate_limit_store]
+redis_url = \"redis://$HOST:$REDIS_PORT\"
+key_prefix = \"bench:$1:\""
+    fi
+    cat >"$d/warden.toml" <<EOF
+[server]
+idle_timeout = "300s"
+max_connections = 20000
+
+[admin]
+$admin
+
+[access_log]
+enabled = false
+
+[reload]
+watch = false
+
+$store
+
+[[listeners]]
+name = "bench"
+address = "$HOST:$PROXY_PORT"
+
+[[clusters]]
+name = "upstream"
+endpoints = ["http://$HOST:$UPSTREAM_PORT"]
+
+[[routes]]
+name = "all"
+auth = "none"
+cluster = "upstream"
+path_prefix = "/"
+$2
+EOF
+}
+
+write_conf() { # write_conf SCENARIO
+    case $1 in
+        warden) write_warden_conf "$1" "" ;;
+        warden-local) write_warden_conf "$1" "[[routes.rate_limits]]
+key = \"client_ip\"
+$LOCAL_LIMIT" ;;
+        warden-redis) write_warden_conf "$1" "[[routes.rate_limits]]
+key = \"client_ip\"
+store = \"redis\"
+$REDIS_LIMIT" ;;
+        warden-redis-lease) write_warden_conf "$1" "[[routes.rate_limits]]
+key = \"client_ip\"
+store = \"redis\"
+lease = 100
+$REDIS_LIMIT" ;;
+        haproxy) write_haproxy_conf "$1" 0 ;;
+        haproxy-stick) write_haproxy_conf "$1" 1 ;;
+    esac
+}
+
+start_scenario() { # start_scenario NAME
+    case $1 in
+        warden*) start "$1" "$WARDEN_BIN" serve --config "$TMP/$1/warden.toml" ;;
+        haproxy*) start "$1" haproxy -db -f "$TMP/$1/haproxy.cfg" ;;
+    esac
+    wait_http "$1" "$URL" 30
+}
+
+redis_calls() { # EVAL/EVALSHA calls so far on the bench Redis
+    redis-cli -p "$REDIS_PORT" INFO commandstats 2>/dev/null |
+        awk -F'[:=,]' '/^cmdstat_(evalsha|eval):/ { n += $3 } END { print n + 0 }'
+}
+
+store_errors() { # store_errors: warden_rate_limit_store_errors_total, both results
+    curl -fsS "http://$HOST:$ADMIN_PORT/metrics" 2>/dev/null |
+        awk '/^warden_rate_limit_store_errors_total/ { n += $2 } END { print n + 0 }'
+}
+
+# ---------------------------------------------------------------- measurements
+to_ms_awk='
+function to_ms(v,   n) {
+    n = v + 0
+    if (v ~ /us$/) return n / 1000
+    if (v ~ /ms$/) return n
+    if (v ~ /[0-9]s$/) return n * 1000
+    if (v ~ /[0-9]m$/) return n * 60000
+    return n
+}'
+
+run_wrk() { # run_wrk NAME -> sets RPS P50 P99 NON2XX SOCKERR REQS
+    local name=$1 out="$TMP/$1.wrk"
+    run_fg "$TMP/$name.warmup" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "$URL" || die "wrk warm-up failed for $name"
+    run_fg "$out" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$URL" || { cat "$out" >&2; die "wrk failed for $name"; }
+    read -r RPS P50 P99 NON2XX SOCKERR REQS < <(awk "$to_ms_awk"'
+        /^[ \t]+50%/ { p50 = to_ms($2) }
+        /^[ \t]+99%/ { p99 = to_ms($2) }
+        /^Requests\/sec:/ { rps = $2 }
+        /requests in/ { reqs = $1 }
+        /Non-2xx or 3xx responses:/ { non2xx = $NF }
+        /Socket errors:/ { gsub(/,/, ""); sockerr = $4 + $6 + $8 + $10 }
+        END { printf "%s %.3f %.3f %d %d %d\n", (rps == "" ? "NA" : rps), p50, p99, non2xx, sockerr, reqs }' "$out")
+    [[ $RPS != NA ]] || die "could not parse wrk output for $name"
+    log "$name: $RPS req/s, p50 $P50 ms, p99 $P99 ms"
+    ((NON2XX == 0 && SOCKERR == 0)) || log "WARNING: $name: $NON2XX non-2xx responses, $SOCKERR socket errors"
+}
+
+# ---------------------------------------------------------------- build warden
+if selected_prefix warden; then
+    if [[ -z ${WARDEN_BIN:-} ]]; then
+        log "building warden (cargo build --release -p warden; waits on the cargo lock if another build runs)"
+        (cd "$ROOT" && cargo build --release -p warden)
+        WARDEN_BIN="$ROOT/target/release/warden"
+    fi
+    [[ -x $WARDEN_BIN ]] || die "warden binary not found or not executable: $WARDEN_BIN"
+fi
+
+# ---------------------------------------------------------------- run
+for port in $UPSTREAM_PORT $PROXY_PORT $ADMIN_PORT $REDIS_PORT; do
+    port_busy "$port" && die "something already listens on $HOST:$port; stop it first"
+done
+mkdir -p "$RESULTS_DIR"
+RESULTS_TSV="$TMP/results.tsv"
+: >"$RESULTS_TSV"
+
+write_upstream_conf
+start upstream nginx -e "$TMP/upstream/error.log" -p "$TMP/upstream" -c "$TMP/upstream/nginx.conf"
+wait_http upstream "http://$HOST:$UPSTREAM_PORT/bench" 15
+if selected_prefix warden-redis; then
+    start redis redis-server --port "$REDIS_PORT" --bind "$HOST" --save '' --appendonly no --dir "$TMP"
+    for ((i = 0; i < 100; i++)); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    redis-cli -p "$REDIS_PORT" ping >/dev/null || die "redis-server did not start"
+fi
+
+LOAD_NOT_QUIET=0
+LOAD_BEFORE_WAIT="$(load1)"
+wait_quiet
+LOAD_AT_START="$(cat /proc/loadavg)"
+
+declare -A RPS_L=() P50_L=() P99_L=() NON2XX_T=() SOCKERR_T=() CALLS_T=() REQS_T=() ERR_T=() LOAD_L=()
+for name in "${SCENARIOS[@]}"; do
+    write_conf "$name"
+    RPS_L[$name]="" P50_L[$name]="" P99_L[$name]="" LOAD_L[$name]=""
+    NON2XX_T[$name]=0 SOCKERR_T[$name]=0 CALLS_T[$name]=0 REQS_T[$name]=0 ERR_T[$name]=0
+done
+
+n=${#SCENARIOS[@]}
+for ((round = 0; round < ROUNDS; round++)); do
+    for ((k = 0; k < n; k++)); do
+        name=${SCENARIOS[$(((k + round) % n))]}
+        log "=== round $((round + 1))/$ROUNDS: $name (load $(load1))"
+        LOAD_L[$name]+="${LOAD_L[$name]:+,}$(load1)"
+        start_scenario "$name"
+        body=$(curl -fsS "$URL")
+        [[ $body == ok ]] || die "$name returned an unexpected body: $body"
+        calls0=0
+        [[ $name == warden-redis* ]] && calls0=$(redis_calls)
+        run_wrk "$name"
+        if [[ $name == warden-redis* ]]; then
+            CALLS_T[$name]=$((CALLS_T[$name] + $(redis_calls) - calls0))
+            ERR_T[$name]=$((ERR_T[$name] + $(store_errors)))
+        fi
+        REQS_T[$name]=$((REQS_T[$name] + REQS))
+        stop "$name"
+        RPS_L[$name]+="${RPS_L[$name]:+,}$RPS"
+        P50_L[$name]+="${P50_L[$name]:+,}$P50"
+        P99_L[$name]+="${P99_L[$name]:+,}$P99"
+        NON2XX_T[$name]=$((NON2XX_T[$name] + NON2XX))
+        SOCKERR_T[$name]=$((SOCKERR_T[$name] + SOCKERR))
+        sleep 1
+    done
+done
+for name in "${SCENARIOS[@]}"; do
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "${RPS_L[$name]}" "${P50_L[$name]}" \
+        "${P99_L[$name]}" "${NON2XX_T[$name]}" "${SOCKERR_T[$name]}" "${REQS_T[$name]}" \
+        "${CALLS_T[$name]}" "${ERR_T[$name]}" "${LOAD_L[$name]}" >>"$RESULTS_TSV"
+done
+
+# ---------------------------------------------------------------- report
+export DURATION CONNECTIONS THREADS WARMUP ROUNDS LOAD_MAX LOAD_WAIT LOAD_NOT_QUIET LOAD_BEFORE_WAIT LOAD_AT_START
+export LOAD_AT_END="$(cat /proc/loadavg)"
+export CPU_MODEL="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"
+export KERNEL="$(uname -sr)" NPROC="$(nproc)"
+export WRK_VERSION="$(wrk -v 2>&1 | sed -n 1p | sed "s/ *Copyright.*//" || true)"
+export HAPROXY_VERSION="$(haproxy -v 2>/dev/null | sed -n 1p || true)"
+export REDIS_VERSION="$(redis-server --version 2>/dev/null || true)"
+WARDEN_VERSION=""
+if [[ -n ${WARDEN_BIN:-} ]]; then
+    WARDEN_VERSION="$("$WARDEN_BIN" --version 2>/dev/null | sed -n 1p || true) (git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), working tree)"
+fi
+export WARDEN_VERSION
+export LOCAL_LIMIT REDIS_LIMIT
+python3 - "$RESULTS_TSV" "$RESULTS_DIR/ratelimit-latest.json" "$RESULTS_DIR/ratelimit-latest.md" <<'PY'
+import datetime, json, os, statistics, sys
+
+tsv, json_path, md_path = sys.argv[1:4]
+env = os.environ
+rows = []
+for line in open(tsv):
+    name, rps, p50, p99, non2xx, sockerr, reqs, calls, errs, loads = line.rstrip("\n").split("\t")
+    rounds = [{"requests_per_sec": float(a), "p50_ms": float(b), "p99_ms": float(c), "load1_before": float(d)}
+              for a, b, c, d in zip(rps.split(","), p50.split(","), p99.split(","), loads.split(","))]
+    r = {"scenario": name,
+         "requests_per_sec": round(statistics.median(x["requests_per_sec"] for x in rounds), 1),
+         "p50_ms": round(statistics.median(x["p50_ms"] for x in rounds), 3),
+         "p99_ms": round(statistics.median(x["p99_ms"] for x in rounds), 3),
+         "rounds": rounds, "non_2xx": int(non2xx), "socket_errors": int(sockerr),
+         "requests_measured": int(reqs)}
+    if name.startswith("warden-redis"):
+        r["redis_calls"] = int(calls)
+        r["redis_calls_per_request"] = round(int(calls) / int(reqs), 4) if int(reqs) else None
+        r["store_errors"] = int(errs)
+    rows.append(r)
+by = {r["scenario"]: r for r in rows}
+
+def ratio(a, b):
+    if a in by and b in by:
+        x, y = by[a], by[b]
+        return {"pair": "%s / %s" % (a, b),
+                "requests_per_sec": round(x["requests_per_sec"] / y["requests_per_sec"], 3),
+                "p99": round(x["p99_ms"] / y["p99_ms"], 3) if y["p99_ms"] else None}
+ratios = [r for r in (ratio("warden-local", "warden"), ratio("warden-redis", "warden"),
+                      ratio("warden-redis-lease", "warden"), ratio("haproxy-stick", "haproxy"),
+                      ratio("warden", "haproxy"), ratio("warden-local", "haproxy-stick")) if r]
+
+meta = {
+    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    "machine": {"cpus": int(env["NPROC"]), "cpu_model": env.get("CPU_MODEL", ""), "kernel": env["KERNEL"]},
+    "load": {"loadavg_before_waiting": float(env["LOAD_BEFORE_WAIT"]), "loadavg_at_start": env["LOAD_AT_START"],
+             "loadavg_at_end": env["LOAD_AT_END"], "waited_for_below": float(env["LOAD_MAX"]),
+             "quiet": env["LOAD_NOT_QUIET"] != "1"},
+    "wrk": {"tool": env["WRK_VERSION"], "threads": int(env["THREADS"]), "connections": int(env["CONNECTIONS"]),
+            "duration_s": int(env["DURATION"]), "warmup_s": int(env["WARMUP"]), "rounds": int(env["ROUNDS"]),
+            "figures": "median over interleaved rounds"},
+    "versions": {"warden": env.get("WARDEN_VERSION", ""), "haproxy": env.get("HAPROXY_VERSION", ""),
+                 "redis": env.get("REDIS_VERSION", "")},
+    "limits": {"warden-local": env["LOCAL_LIMIT"].replace("\n", ", "), "warden-redis": env["REDIS_LIMIT"].replace("\n", ", "),
+               "warden-redis-lease": env["REDIS_LIMIT"].replace("\n", ", ") + ", lease = 100",
+               "haproxy-stick": "stick-table type ip size 100k expire 30s store http_req_rate(10s); track-sc0 src; deny 429 if sc_http_req_rate(0) gt 100000000"},
+}
+with open(json_path, "w") as f:
+    json.dump(dict(meta, results=rows, ratios=ratios), f, indent=2)
+    f.write("\n")
+
+head = ["scenario", "req/s", "p50 ms", "p99 ms", "Redis calls/req", "store errors", "non-2xx"]
+table = [[r["scenario"], "%.0f" % r["requests_per_sec"], "%.3f" % r["p50_ms"], "%.3f" % r["p99_ms"],
+          ("%.3f" % r["redis_calls_per_request"]) if r.get("redis_calls_per_request") is not None else "-",
+          str(r.get("store_errors", "-")), str(r["non_2xx"])] for r in rows]
+rhead = ["ratio", "req/s", "p99"]
+rtable = [[x["pair"], "%.3f" % x["requests_per_sec"], "%.2f" % x["p99"] if x["p99"] else "n/a"] for x in ratios]
+
+def text_table(h, rs):
+    w = [max(len(str(c)) for c in col) for col in zip(h, *rs)]
+    line = lambda cells: "  ".join(str(c).rjust(w[i]) if i else str(c).ljust(w[i]) for i, c in enumerate(cells))
+    return "\n".join([line(h), line(["-" * x for x in w])] + [line(r) for r in rs])
+
+def md_table(h, rs):
+    return "\n".join(["| " + " | ".join(h) + " |", "|" + "|".join(["---"] + ["---:"] * (len(h) - 1)) + "|"]
+                     + ["| " + " | ".join(r) + " |" for r in rs])
+
+notes = []
+if not meta["load"]["quiet"]:
+    notes.append("the 1-minute load average never fell below %s (it was %s before waiting; %s at the start): "
+                 "other work shared the CPUs, so the figures are skewed" % (env["LOAD_MAX"], env["LOAD_BEFORE_WAIT"], env["LOAD_AT_START"]))
+for r in rows:
+    if r["non_2xx"] or r["socket_errors"]:
+        notes.append("%s: %d non-2xx responses, %d socket errors" % (r["scenario"], r["non_2xx"], r["socket_errors"]))
+    if r.get("store_errors"):
+        notes.append("%s: %d decisions Redis did not make in time (failed open)" % (r["scenario"], r["store_errors"]))
+
+print()
+print(text_table(head, table))
+print()
+print(text_table(rhead, rtable))
+print()
+print("load average: %s before waiting, at start %s, at end %s" % (env["LOAD_BEFORE_WAIT"], env["LOAD_AT_START"], env["LOAD_AT_END"]))
+for n in notes:
+    print("WARNING: " + n)
+
+with open(md_path, "w") as f:
+    f.write("# Rate-limiting benchmark, %s\n\n" % meta["date"])
+    f.write("Machine: %d CPUs (%s), %s; wrk, nginx upstream, Redis and the proxy share them. "
+            "Load average (1/5/15 min): %s at the start, %s at the end%s.\n\n" % (
+                meta["machine"]["cpus"], meta["machine"]["cpu_model"], meta["machine"]["kernel"],
+                env["LOAD_AT_START"], env["LOAD_AT_END"],
+                "" if meta["load"]["quiet"] else " (**never below %s: figures skewed by other work**)" % env["LOAD_MAX"]))
+    f.write("Load: `wrk -t%d -c%d -d%ds --latency` after a %d s warm-up, %d rounds interleaved across "
+            "scenarios; medians. Every request is limited in the limit scenarios, by a limit that never "
+            "refuses (one key: every connection comes from 127.0.0.1).\n\n" % (
+                meta["wrk"]["threads"], meta["wrk"]["connections"], meta["wrk"]["duration_s"],
+                meta["wrk"]["warmup_s"], meta["wrk"]["rounds"]))
+    f.write(md_table(head, table) + "\n\n")
+    f.write(md_table(rhead, rtable) + "\n\n")
+    f.write("Limits:\n\n" + "".join("- %s: `%s`\n" % kv for kv in meta["limits"].items()) + "\n")
+    f.write("Versions: %s; %s; %s; %s.\n" % (meta["versions"]["warden"], meta["versions"]["haproxy"],
+                                             meta["versions"]["redis"], meta["wrk"]["tool"]))
+    for n in notes:
+        f.write("\n**Warning:** %s\n" % n)
+print("\nwrote %s and %s" % (json_path, md_path))
+PY

@@ -1,0 +1,116 @@
+//! The token service's state: settings, store, clients, keys, revocations, throttle. HTTP
+//! handlers and the CLI both work through it.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use warden_config::AuthorityConfig;
+use warden_store::Store;
+
+use crate::audit::Audit;
+use crate::client_auth::ClientKeys;
+use crate::clients::Registry;
+use crate::clock::Clock;
+use crate::error::Result;
+use crate::keys::Keys;
+use crate::revocation::{Revocations, Revoked};
+use crate::settings::Settings;
+use crate::throttle::Throttle;
+
+/// The token service.
+pub struct Authority {
+    pub(crate) settings: Settings,
+    pub(crate) store: Store,
+    pub(crate) registry: Registry,
+    pub(crate) keys: Arc<Keys>,
+    pub(crate) audit: Audit,
+    pub(crate) throttle: Throttle,
+    pub(crate) revocations: Revocations,
+    pub(crate) client_keys: ClientKeys,
+    pub(crate) revoked_tx: tokio::sync::broadcast::Sender<Revoked>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authority {
+    /// Opens the token service on an open store: loads (or makes) the secret-hashing key and
+    /// the signing keys.
+    pub async fn open(
+        config: &AuthorityConfig,
+        store: Store,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Authority>> {
+        let settings = Settings::from_config(config)?;
+        let audit = Audit::new(store.clone());
+        let registry = Registry::open(store.clone(), audit.clone()).await?;
+        let keys = Keys::open(store.clone(), audit.clone(), &settings, clock.now()).await?;
+        Ok(Arc::new(Authority {
+            throttle: Throttle::new(&settings),
+            revocations: Revocations::new(store.clone()),
+            client_keys: ClientKeys::new(),
+            revoked_tx: tokio::sync::broadcast::channel(1024).0,
+            settings,
+            store,
+            registry,
+            keys,
+            audit,
+            clock,
+        }))
+    }
+
+    /// Now, by the authority's clock.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// The client registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The compiled settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The published JWKS.
+    pub fn jwks(&self) -> Value {
+        self.keys.ring().jwks().clone()
+    }
+
+    /// The `kid` that signs now.
+    pub fn current_kid(&self) -> Option<String> {
+        self.keys
+            .ring()
+            .signer(self.now())
+            .map(|k| k.kid().to_owned())
+    }
+
+    /// Revocations made by this instance as they happen (after they are stored), for pushing
+    /// to gateways (e.g. Redis pub/sub). A slow receiver misses entries (`Lagged`); the feed
+    /// at `/oauth2/revocations` still has them, so a pusher is an accelerator, not the record.
+    pub fn subscribe_revocations(&self) -> tokio::sync::broadcast::Receiver<Revoked> {
+        self.revoked_tx.subscribe()
+    }
+
+    /// Periodic upkeep: key rotation and deletion of expired revocations and assertion ids.
+    /// `start` runs it every [`crate::TICK`]; tests call it after moving their clock.
+    pub async fn tick(&self) -> Result<()> {
+        let now = self.now();
+        self.keys.rotate(&self.settings, now).await?;
+        self.revocations.cleanup(now).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,57 @@
+//! The authority's HTTP API: the OAuth endpoints, discovery, and the admin API.
+//!
+//! | method | path | who |
+//! | --- | --- | --- |
+//! | POST | `/oauth2/token` | clients (any registered auth method) |
+//! | POST | `/oauth2/introspect` | authenticated clients (RFC 7662) |
+//! | POST | `/oauth2/revoke` | the client the token was issued to (RFC 7009) |
+//! | GET | `/oauth2/revocations?after=N` | `Bearer` revocation-feed token or admin token |
+//! | GET | `/oauth2/jwks` | anyone |
+//! | GET | `/.well-known/oauth-authorization-server`, `/.well-known/openid-configuration` | anyone |
+//! | GET, POST | `/admin/clients`, `/admin/clients/{id}`, `/admin/clients/{id}/secrets`, `/admin/clients/{id}/secrets/{secret_id}` (DELETE), `/admin/clients/{id}/disable`, `/admin/clients/{id}/enable` | `Bearer` admin token |
+//! | GET | `/healthz` | anyone |
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+use crate::authority::Authority;
+
+mod admin;
+mod discovery;
+mod oauth;
+
+/// Largest request body accepted (forms and admin JSON).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The authority's routes.
+pub fn router(a: Arc<Authority>) -> Router {
+    Router::new()
+        .route("/oauth2/token", post(oauth::token))
+        .route("/oauth2/introspect", post(oauth::introspect))
+        .route("/oauth2/revoke", post(oauth::revoke))
+        .route("/oauth2/revocations", get(oauth::revocations))
+        .route("/oauth2/jwks", get(discovery::jwks))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(discovery::metadata),
+        )
+        .route("/.well-known/openid-configuration", get(discovery::openid))
+        .route(
+            "/admin/clients",
+            get(admin::list_clients).post(admin::create_client),
+        )
+        .route("/admin/clients/{id}", get(admin::get_client))
+        .route("/admin/clients/{id}/secrets", post(admin::add_secret))
+        .route(
+            "/admin/clients/{id}/secrets/{secret_id}",
+            delete(admin::remove_secret),
+        )
+        .route("/admin/clients/{id}/disable", post(admin::disable))
+        .route("/admin/clients/{id}/enable", post(admin::enable))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(a)
+}

@@ -1,0 +1,182 @@
+//! Warden's authority: the OAuth 2.0 token service for services.
+//!
+//! - Clients ([`clients`]): ids, scopes, audiences, grant types, authentication method,
+//!   several secrets (stored as keyed hashes) for rotation without downtime.
+//! - Grants ([`grants`]): `client_credentials` and RFC 8693 token exchange, at `/oauth2/token`,
+//!   with `client_secret_basic`, `client_secret_post`, `private_key_jwt` and `tls_client_auth`
+//!   ([`client_auth`]).
+//! - Tokens ([`tokens`]): RFC 9068 JWT access tokens signed by keys that rotate on a schedule
+//!   ([`keys`]), published at `/oauth2/jwks`; introspection (RFC 7662), revocation (RFC 7009)
+//!   and a revocation feed for gateways ([`revocation`]); RFC 8414 metadata.
+//! - Every issuance, exchange, revocation, client change and failed authentication goes to
+//!   the store's audit log ([`audit`]); failed authentications are throttled ([`throttle`]).
+//!
+//! State lives in `warden-store` (SQLite or PostgreSQL, sealed under the configured
+//! key-encryption key). [`start`] binds the listener and runs the upkeep timer; the CLI works
+//! on the same state through [`Authority`] without a listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use warden_config::AuthorityConfig;
+use warden_store::Store;
+
+pub mod audit;
+mod authority;
+pub mod client_auth;
+pub mod clients;
+pub mod clock;
+mod error;
+pub mod form;
+pub mod grants;
+pub mod http;
+pub mod keys;
+pub mod revocation;
+pub mod server;
+pub mod settings;
+pub mod throttle;
+pub mod tokens;
+
+pub use authority::Authority;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{AuthorityError, ErrorCode, OAuthError, Result};
+pub use settings::Settings;
+
+/// How often the upkeep (key rotation, clean-up of expired revocations) runs.
+pub const TICK: Duration = Duration::from_secs(30);
+
+/// A running authority.
+pub struct AuthorityHandle {
+    authority: Arc<Authority>,
+    addr: SocketAddr,
+    tls: bool,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for AuthorityHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorityHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens the configured store (`storage`, or `<data_dir>/authority.db`) with the configured
+/// key-encryption key.
+pub async fn open_store(config: &AuthorityConfig) -> Result<Store> {
+    let kek = settings::read_kek(config)?;
+    let location = settings::storage_location(config);
+    if !location.contains("://") {
+        if let Some(dir) = std::path::Path::new(&location).parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    AuthorityError::Config(format!("cannot create `{}`: {e}", dir.display()))
+                })?;
+            }
+        }
+    }
+    Ok(Store::open(&location, &kek).await?)
+}
+
+/// Starts the authority from its config: opens the store, loads keys and clients, binds
+/// `listen` (TLS when `tls` is set) and starts the upkeep timer.
+pub async fn start(config: &AuthorityConfig) -> Result<AuthorityHandle> {
+    let store = open_store(config).await?;
+    start_with(config, store, Arc::new(SystemClock)).await
+}
+
+/// [`start`] on a given store and clock (tests, and embedding in `warden dev`).
+pub async fn start_with(
+    config: &AuthorityConfig,
+    store: Store,
+    clock: Arc<dyn Clock>,
+) -> Result<AuthorityHandle> {
+    let authority = Authority::open(config, store, clock).await?;
+    let listen_err = |e: std::io::Error| AuthorityError::Listen {
+        addr: config.listen,
+        reason: e.to_string(),
+    };
+    let tcp = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(listen_err)?;
+    let (shutdown, rx) = watch::channel(false);
+    let app =
+        http::router(authority.clone()).into_make_service_with_connect_info::<client_auth::Peer>();
+    let stop = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut tasks = Vec::new();
+    let (addr, tls) = match &config.tls {
+        Some(t) => {
+            let listener = server::TlsListener::new(tcp, server::tls_config(t)?)?;
+            let addr = listener.addr();
+            let serve = axum::serve(listener, app).with_graceful_shutdown(stop(rx.clone()));
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "authority listener failed");
+                }
+            }));
+            (addr, true)
+        }
+        None => {
+            let addr = tcp.local_addr().map_err(listen_err)?;
+            let serve = axum::serve(tcp, app).with_graceful_shutdown(stop(rx.clone()));
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "authority listener failed");
+                }
+            }));
+            (addr, false)
+        }
+    };
+    let upkeep = authority.clone();
+    let mut rx_tick = rx;
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = rx_tick.wait_for(|s| *s) => return,
+            }
+            if let Err(e) = upkeep.tick().await {
+                tracing::error!(error = %e, "authority upkeep failed; retrying at the next tick");
+            }
+        }
+    }));
+    tracing::info!(%addr, tls, issuer = %authority.settings().issuer, "authority listening");
+    Ok(AuthorityHandle {
+        authority,
+        addr,
+        tls,
+        shutdown,
+        tasks,
+    })
+}
+
+impl AuthorityHandle {
+    /// The bound address (port 0 in the config picks a free one).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://addr` or `https://addr`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The token service (clients, keys, upkeep).
+    pub fn authority(&self) -> &Arc<Authority> {
+        &self.authority
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to 10 s), and stops the timer.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}

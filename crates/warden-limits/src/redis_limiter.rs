@@ -1,0 +1,504 @@
+//! A rate limit kept in Redis (see [`crate::redis_store`]), shared by every gateway that uses
+//! the same store, with optional local leasing.
+//!
+//! # Keys
+//!
+//! `{key_prefix}{route}:{limit index}:{key kind}:{sha256(key value) in hex}`. The value is
+//! hashed because it may be a credential-like header; Redis never sees it. Every gateway must
+//! name the route and order its limits the same way to share a counter.
+//!
+//! # Leasing
+//!
+//! With `lease = n > 0`, a gateway whose local lease for a key is empty asks Redis for up to
+//! `n` tokens at once (the script grants as many as fit), spends one, and keeps the rest for
+//! that key's next requests, which then need no round trip. Only one request per key fetches
+//! at a time; requests that arrive while it is in flight ask Redis for a single token, so a
+//! gateway never holds more than `n − 1` tokens for a key. A lease expires after the time its
+//! tokens stand for (`n` × emission interval), at most 1 s (at least 50 ms), so tokens do not
+//! outlive their window: unspent ones are forgotten, which can only admit less.
+//!
+//! **Overshoot bound.** Redis counts leased tokens as spent when it grants them, so the fleet
+//! never admits more than Redis granted; what leasing changes is *when* tokens are spent. In any
+//! window a gateway may spend tokens granted before it, at most what it holds, so the limit can
+//! be exceeded by at most `lease` requests per gateway per key (`N × lease` for `N` gateways).
+//! Conversely, tokens left in an idle gateway's lease are unavailable to the others until it
+//! expires, so a key can see up to `(N − 1) × lease` fewer requests admitted than the limit.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::gcra::Decision;
+use crate::redis_store::{Grant, RedisStore, StoreError};
+
+const SHARDS: usize = 16;
+const LEASE_MAX_LIFE: Duration = Duration::from_secs(1);
+const LEASE_MIN_LIFE: Duration = Duration::from_millis(50);
+
+/// One key's lease.
+#[derive(Clone, Copy, Default)]
+struct Lease {
+    /// Tokens left.
+    tokens: u32,
+    /// When they lapse (the caller's clock, nanoseconds).
+    expires: u64,
+    /// Redis' remaining count when granted.
+    remaining: u64,
+    /// When the bucket is full again (the caller's clock, nanoseconds).
+    reset_at: u64,
+    /// A request is fetching a new lease for this key (since then, nanoseconds), so others
+    /// do not fetch too.
+    fetching_since: Option<u64>,
+}
+
+/// A Redis-backed limit for one route limit.
+pub struct RedisLimiter {
+    store: Arc<RedisStore>,
+    key_base: String,
+    emission_us: u64,
+    tolerance_us: u64,
+    lease: u32,
+    lease_life_nanos: u64,
+    leases: Box<[Mutex<HashMap<u64, Lease>>]>,
+    per_shard: usize,
+    hasher: RandomState,
+}
+
+impl std::fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLimiter")
+            .field("key_base", &self.key_base)
+            .field("emission_us", &self.emission_us)
+            .field("tolerance_us", &self.tolerance_us)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLimiter {
+    /// A limit of `requests` per `period` with `burst`, kept in `store` under keys starting
+    /// with `key_base` (prefix, route, index and key kind), leasing `lease` tokens at a time
+    /// (0: none) for at most `max_keys` keys. Refuses a limit faster than one request per
+    /// microsecond per key (Redis time is in microseconds).
+    pub fn new(
+        store: Arc<RedisStore>,
+        key_base: String,
+        requests: u64,
+        period: Duration,
+        burst: u64,
+        lease: u32,
+        max_keys: usize,
+    ) -> Result<Self, String> {
+        if requests == 0 || burst == 0 || period.is_zero() {
+            return Err("requests, burst and period must be more than zero".into());
+        }
+        let emission_us = u64::try_from(period.as_micros() / u128::from(requests))
+            .map_err(|_| "the period is too long".to_string())?;
+        if emission_us == 0 {
+            return Err(format!(
+                "{requests} per {period:?} is faster than Redis-backed limits resolve (at most one request per microsecond per key)"
+            ));
+        }
+        // Lua numbers are doubles: keep times below 2^53 µs (~285 years).
+        let tolerance_us = emission_us
+            .checked_mul(burst)
+            .filter(|t| *t < (1 << 53))
+            .ok_or_else(|| format!("burst {burst} × interval is out of range"))?;
+        let lease_life = Duration::from_micros(emission_us.saturating_mul(u64::from(lease)))
+            .clamp(LEASE_MIN_LIFE, LEASE_MAX_LIFE);
+        Ok(Self {
+            store,
+            key_base,
+            emission_us,
+            tolerance_us,
+            lease,
+            lease_life_nanos: lease_life.as_nanos() as u64,
+            leases: (0..if lease > 0 { SHARDS } else { 0 })
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+            per_shard: (max_keys / SHARDS).max(1),
+            hasher: RandomState::new(),
+        })
+    }
+
+    /// The store this limit uses.
+    pub fn store(&self) -> &Arc<RedisStore> {
+        &self.store
+    }
+
+    /// The lease size (0: none).
+    pub fn lease(&self) -> u32 {
+        self.lease
+    }
+
+    /// Spends a token from this key's local lease, when it has one: no I/O, no allocation.
+    /// `None`: ask [`RedisLimiter::check`].
+    pub fn try_lease(&self, key: &[u8], now_nanos: u64) -> Option<Decision> {
+        if self.lease == 0 {
+            return None;
+        }
+        let h = self.hasher.hash_one(key);
+        let mut map = self.shard(h);
+        let l = map.get_mut(&h)?;
+        if l.tokens == 0 || now_nanos >= l.expires {
+            return None;
+        }
+        l.tokens -= 1;
+        Some(Decision::Allowed {
+            remaining: l.remaining + u64::from(l.tokens),
+            reset: Duration::from_nanos(l.reset_at.saturating_sub(now_nanos)),
+        })
+    }
+
+    /// Decides for `key` with Redis (taking a new lease when leasing), within the store's
+    /// timeout. `now_nanos` is the caller's monotonic clock, for lease expiry only.
+    pub async fn check(&self, key: &[u8], now_nanos: u64) -> Result<Decision, StoreError> {
+        let redis_key = self.redis_key(key);
+        let fetch = self.begin_fetch(key, now_nanos);
+        let want = if fetch.is_some() { self.lease } else { 1 };
+        let grant = self
+            .store
+            .gcra(&redis_key, self.emission_us, self.tolerance_us, want)
+            .await;
+        if let (Some(f), Ok(g)) = (&fetch, &grant) {
+            self.store_lease(f, g, now_nanos);
+        }
+        drop(fetch);
+        match grant {
+            // Refused, but another request's lease may have landed while this one waited:
+            // spend it rather than leave it to lapse (which would admit less than the limit).
+            Ok(g) if g.granted == 0 => Ok(self
+                .try_lease(key, now_nanos)
+                .unwrap_or_else(|| to_decision(&g))),
+            other => other.map(|g| to_decision(&g)),
+        }
+    }
+
+    fn redis_key(&self, key: &[u8]) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, key);
+        let mut out = String::with_capacity(self.key_base.len() + 64);
+        out.push_str(&self.key_base);
+        for b in digest.as_ref() {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        }
+        out
+    }
+
+    fn shard(&self, h: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Lease>> {
+        self.leases[(h as usize) % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claims the right to fetch this key's next lease, unless another request holds it (a
+    /// claim older than a few timeouts is taken over: its request was dropped mid-way).
+    fn begin_fetch(&self, key: &[u8], now: u64) -> Option<FetchGuard<'_>> {
+        if self.lease <= 1 {
+            return None;
+        }
+        let h = self.hasher.hash_one(key);
+        let stale = 4 * self.store.timeout().as_nanos() as u64;
+        let mut map = self.shard(h);
+        if !map.contains_key(&h) && map.len() >= self.per_shard {
+            make_room(&mut map, self.per_shard, now);
+        }
+        let l = map.entry(h).or_default();
+        match l.fetching_since {
+            Some(since) if now.saturating_sub(since) < stale => None,
+            _ => {
+                l.fetching_since = Some(now);
+                Some(FetchGuard {
+                    limiter: self,
+                    hash: h,
+                })
+            }
+        }
+    }
+
+    fn store_lease(&self, f: &FetchGuard<'_>, g: &Grant, now: u64) {
+        let mut map = self.shard(f.hash);
+        if let Some(l) = map.get_mut(&f.hash) {
+            l.tokens = u32::try_from(g.granted.saturating_sub(1)).unwrap_or(0);
+            l.expires = now + self.lease_life_nanos;
+            l.remaining = g.remaining;
+            l.reset_at = now + g.reset_us.saturating_mul(1000);
+        }
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Ends a fetch claim, also when the request is dropped mid-way.
+struct FetchGuard<'a> {
+    limiter: &'a RedisLimiter,
+    hash: u64,
+}
+
+impl Drop for FetchGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(l) = self.limiter.shard(self.hash).get_mut(&self.hash) {
+            l.fetching_since = None;
+        }
+    }
+}
+
+/// Drops lapsed leases, then (if that freed less than an eighth) arbitrary ones: forgetting a
+/// lease can only admit less.
+fn make_room(map: &mut HashMap<u64, Lease>, per_shard: usize, now: u64) {
+    map.retain(|_, l| l.fetching_since.is_some() || (l.tokens > 0 && l.expires > now));
+    let target = per_shard - per_shard / 8;
+    if map.len() > target {
+        let victims: Vec<u64> = map.keys().take(map.len() - target).copied().collect();
+        for v in victims {
+            map.remove(&v);
+        }
+    }
+    map.shrink_to(per_shard);
+}
+
+fn to_decision(g: &Grant) -> Decision {
+    if g.granted > 0 {
+        Decision::Allowed {
+            remaining: g.remaining + (g.granted - 1),
+            reset: Duration::from_micros(g.reset_us),
+        }
+    } else {
+        Decision::Limited {
+            retry_after: Duration::from_micros(g.retry_after_us),
+            reset: Duration::from_micros(g.reset_us),
+        }
+    }
+}
+
+/// The script's GCRA against a real Redis (`WARDEN_TEST_REDIS_URL`; skipped when unset).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis_store::StoreConfig;
+
+    fn redis_url() -> Option<String> {
+        let url = std::env::var("WARDEN_TEST_REDIS_URL").ok();
+        if url.is_none() {
+            eprintln!("WARDEN_TEST_REDIS_URL is not set: skipping a test that needs Redis");
+        }
+        url
+    }
+
+    fn store(url: &str, timeout_ms: u64) -> Arc<RedisStore> {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let unique = format!(
+            "warden-test:{}:{}:{}:",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        Arc::new(
+            RedisStore::new(
+                &StoreConfig {
+                    url: url.to_owned(),
+                    password: None,
+                    timeout: Duration::from_millis(timeout_ms),
+                    key_prefix: unique,
+                },
+                Box::new(|_| {}),
+            )
+            .unwrap(),
+        )
+    }
+
+    fn limiter(
+        s: &Arc<RedisStore>,
+        requests: u64,
+        per: Duration,
+        burst: u64,
+        lease: u32,
+    ) -> RedisLimiter {
+        let base = format!("{}r:0:client_ip:", s.key_prefix());
+        RedisLimiter::new(s.clone(), base, requests, per, burst, lease, 1000).unwrap()
+    }
+
+    /// Generous: the first call also waits for the connection.
+    const TIMEOUT_MS: u64 = 500;
+
+    async fn allowed(l: &RedisLimiter, key: &[u8], n: usize) -> usize {
+        let mut ok = 0;
+        for _ in 0..n {
+            let d = match l.try_lease(key, 0) {
+                Some(d) => d,
+                None => l.check(key, 0).await.expect("redis answers"),
+            };
+            ok += usize::from(d.is_allowed());
+        }
+        ok
+    }
+
+    #[tokio::test]
+    async fn a_fresh_key_gets_exactly_its_burst_at_once() {
+        let Some(url) = redis_url() else { return };
+        let s = store(&url, TIMEOUT_MS);
+        // One every 10 s: nothing refills while the test runs.
+        let l = limiter(&s, 6, Duration::from_secs(60), 10, 0);
+        assert_eq!(allowed(&l, b"k", 25).await, 10);
+        assert_eq!(allowed(&l, b"other", 3).await, 3, "keys are independent");
+    }
+
+    #[tokio::test]
+    async fn remaining_counts_down_and_retry_after_says_when_the_next_fits() {
+        let Some(url) = redis_url() else { return };
+        let s = store(&url, TIMEOUT_MS);
+        let l = limiter(&s, 6, Duration::from_secs(60), 3, 0); // one every 10 s
+        let mut remaining = Vec::new();
+        for _ in 0..3 {
+            match l.check(b"k", 0).await.unwrap() {
+                Decision::Allowed {
+                    remaining: r,
+                    reset,
+                } => {
+                    remaining.push(r);
+                    assert!(reset <= Duration::from_secs(30), "{reset:?}");
+                }
+                d => panic!("{d:?}"),
+            }
+        }
+        assert_eq!(remaining, [2, 1, 0]);
+        match l.check(b"k", 0).await.unwrap() {
+            Decision::Limited { retry_after, reset } => {
+                assert!(
+                    retry_after > Duration::from_millis(9_000)
+                        && retry_after <= Duration::from_secs(10),
+                    "{retry_after:?}"
+                );
+                assert!(reset > Duration::from_secs(29), "{reset:?}");
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn refill_is_one_request_per_emission_interval_on_the_redis_clock() {
+        let Some(url) = redis_url() else { return };
+        let s = store(&url, TIMEOUT_MS);
+        let l = limiter(&s, 5, Duration::from_secs(1), 2, 0); // one every 200 ms
+        assert_eq!(allowed(&l, b"k", 2).await, 2);
+        let wait = match l.check(b"k", 0).await.unwrap() {
+            Decision::Limited { retry_after, .. } => retry_after,
+            d => panic!("{d:?}"),
+        };
+        assert!(wait <= Duration::from_millis(200), "{wait:?}");
+        tokio::time::sleep(wait + Duration::from_millis(5)).await;
+        assert_eq!(allowed(&l, b"k", 3).await, 1, "exactly one refilled");
+        // After burst × interval of silence the bucket is full again.
+        tokio::time::sleep(Duration::from_millis(420)).await;
+        assert_eq!(allowed(&l, b"k", 5).await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_lease_is_taken_at_once_and_spent_locally() {
+        let Some(url) = redis_url() else { return };
+        let s = store(&url, TIMEOUT_MS);
+        let leased = limiter(&s, 6, Duration::from_secs(60), 10, 4);
+        let plain = limiter(&s, 6, Duration::from_secs(60), 10, 0);
+        // The first request takes 4 tokens from Redis; the next 3 need no round trip.
+        match leased.check(b"k", 0).await.unwrap() {
+            Decision::Allowed { remaining, .. } => assert_eq!(remaining, 9),
+            d => panic!("{d:?}"),
+        }
+        for left in [8, 7, 6] {
+            match leased.try_lease(b"k", 1) {
+                Some(Decision::Allowed { remaining, .. }) => assert_eq!(remaining, left),
+                d => panic!("{d:?}"),
+            }
+        }
+        assert!(leased.try_lease(b"k", 1).is_none(), "lease spent");
+        // Redis counted all 4: another gateway sharing the limit gets the other 6.
+        assert_eq!(allowed(&plain, b"k", 10).await, 6);
+        assert!(!leased.check(b"k", 2).await.unwrap().is_allowed());
+    }
+
+    #[tokio::test]
+    async fn a_lease_grants_what_fits_and_lapses() {
+        let Some(url) = redis_url() else { return };
+        let s = store(&url, TIMEOUT_MS);
+        let l = limiter(&s, 6, Duration::from_secs(60), 3, 3);
+        assert!(l.check(b"k", 0).await.unwrap().is_allowed());
+        // A lapsed lease is forgotten (its tokens stay spent in Redis): only less is admitted.
+        let lapsed = 2 * LEASE_MAX_LIFE.as_nanos() as u64;
+        assert!(l.try_lease(b"k", lapsed).is_none());
+        assert!(!l.check(b"k", lapsed).await.unwrap().is_allowed());
+        let l = limiter(&s, 6, Duration::from_secs(60), 3, 3);
+        // Burst 2 left of 3 in a fresh key's bucket after one plain request: a lease of 3
+        // gets the 2 that fit.
+        let plain = limiter(&s, 6, Duration::from_secs(60), 3, 0);
+        assert!(plain.check(b"j", 0).await.unwrap().is_allowed());
+        assert!(l.check(b"j", 0).await.unwrap().is_allowed());
+        assert!(l.try_lease(b"j", 0).is_some());
+        assert!(l.try_lease(b"j", 0).is_none());
+        assert!(!l.check(b"j", 0).await.unwrap().is_allowed());
+    }
+
+    #[tokio::test]
+    async fn key_values_are_hashed_and_keys_expire_when_the_bucket_is_full_again() {
+        let Some(url) = redis_url() else { return };
+        let s = store(&url, TIMEOUT_MS);
+        let l = limiter(&s, 10, Duration::from_secs(1), 10, 0);
+        assert!(l.check(b"secret-api-key", 0).await.unwrap().is_allowed());
+        let ep = crate::resp::Endpoint::parse(&url).unwrap();
+        let c = crate::resp::Connection::connect(&ep, None).await.unwrap();
+        let pattern = format!("{}*", s.key_prefix());
+        let keys = match c.call(&[b"KEYS", pattern.as_bytes()]).await.unwrap() {
+            crate::resp::Value::Array(keys) => keys,
+            v => panic!("{v:?}"),
+        };
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        let crate::resp::Value::Bulk(key) = &keys[0] else {
+            panic!("{keys:?}")
+        };
+        let key = String::from_utf8_lossy(key).into_owned();
+        assert!(!key.contains("secret"), "{key}");
+        assert_eq!(
+            key.len(),
+            s.key_prefix().len() + "r:0:client_ip:".len() + 64
+        );
+        let ttl = match c.call(&[b"PTTL", key.as_bytes()]).await.unwrap() {
+            crate::resp::Value::Int(t) => t,
+            v => panic!("{v:?}"),
+        };
+        assert!(
+            (1..=100).contains(&ttl),
+            "one request refills in 100 ms: pttl {ttl}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_fails_within_its_timeout_then_at_once() {
+        // A port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let s = store(&format!("redis://127.0.0.1:{port}"), 20);
+        let l = limiter(&s, 10, Duration::from_secs(1), 10, 0);
+        let t = std::time::Instant::now();
+        assert!(l.check(b"k", 0).await.is_err());
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let t = std::time::Instant::now();
+        assert_eq!(l.check(b"k", 0).await, Err(StoreError::Down));
+        assert!(
+            t.elapsed() < Duration::from_millis(5),
+            "down: fails at once, {:?}",
+            t.elapsed()
+        );
+    }
+}

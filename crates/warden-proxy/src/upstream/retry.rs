@@ -1,0 +1,83 @@
+//! A cluster's retry policy, parsed once from its `[retries]` config: which methods and
+//! statuses are retried, the per-try timeout, back-off, budget and body buffer.
+
+use std::time::Duration;
+
+use http::Method;
+use warden_config::RetryConfig;
+use warden_limits::{Backoff, RetryBudget};
+
+/// What may be retried, and how.
+pub(crate) struct RetryPolicy {
+    /// Retries after the first try.
+    pub(crate) attempts: u32,
+    methods: Vec<Method>,
+    statuses: Vec<u16>,
+    pub(crate) per_try_timeout: Duration,
+    backoff: Backoff,
+    pub(crate) budget: RetryBudget,
+    /// Largest request body kept for re-sending.
+    pub(crate) buffer_body_bytes: u64,
+}
+
+impl RetryPolicy {
+    pub(crate) fn new(c: &RetryConfig) -> Self {
+        Self {
+            attempts: c.attempts,
+            // Validation has checked every name; one that does not parse retries nothing.
+            methods: c
+                .methods
+                .iter()
+                .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                .collect(),
+            statuses: c.statuses.clone(),
+            per_try_timeout: c.per_try_timeout.0,
+            backoff: Backoff::new(c.backoff_base.0, c.backoff_max.0),
+            budget: RetryBudget::new(c.budget_percent, c.min_retries_in_flight),
+            buffer_body_bytes: c.buffer_body_bytes.0,
+        }
+    }
+
+    /// Whether requests with this method may be retried at all.
+    pub(crate) fn retries_method(&self, m: &Method) -> bool {
+        self.attempts > 0 && self.methods.contains(m)
+    }
+
+    /// Whether an upstream answer with this status is retried.
+    pub(crate) fn retries_status(&self, status: u16) -> bool {
+        self.statuses.contains(&status)
+    }
+
+    /// The jittered wait before retry `retry` (0 for the first).
+    pub(crate) fn backoff(&self, retry: u32) -> Duration {
+        self.backoff.delay(retry, rand::random::<f64>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_retry_idempotent_methods_and_gateway_statuses_only() {
+        let p = RetryPolicy::new(&RetryConfig::default());
+        assert!(p.retries_method(&Method::GET));
+        assert!(p.retries_method(&Method::PUT));
+        assert!(!p.retries_method(&Method::POST));
+        assert!(!p.retries_method(&Method::PATCH));
+        assert!(p.retries_status(503));
+        assert!(!p.retries_status(500));
+        for n in 0..5 {
+            assert!(p.backoff(n) <= Duration::from_millis(250));
+        }
+    }
+
+    #[test]
+    fn zero_attempts_retries_nothing() {
+        let p = RetryPolicy::new(&RetryConfig {
+            attempts: 0,
+            ..RetryConfig::default()
+        });
+        assert!(!p.retries_method(&Method::GET));
+    }
+}
