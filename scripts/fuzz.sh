@@ -142,7 +142,9 @@ for t in "${targets[@]}"; do
         line="$line, FAILED (exit $status)"
         echo "fuzz: $t FAILED (exit $status); last lines of $log:" >&2
         # The panic (or sanitizer report) and where libFuzzer saved the input.
-        grep -E "panicked at|has overflowed its stack|ERROR: (AddressSanitizer|libFuzzer)|SUMMARY:|Test unit written to|^Base64:" "$log" >&2 || tail -n 30 "$log" >&2
+        # A Rust panic's message is on the line after `panicked at`.
+        grep -E -A1 "panicked at" "$log" >&2 || true
+        grep -E "has overflowed its stack|ERROR: (AddressSanitizer|libFuzzer)|SUMMARY:|Test unit written to|^Base64:" "$log" >&2 || tail -n 30 "$log" >&2
         artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -n 1)
         if [[ -n "$artifact" ]]; then
             echo "fuzz: crash input: $artifact" >&2

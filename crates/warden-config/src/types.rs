@@ -171,6 +171,9 @@ impl Serialize for RegexStr {
     }
 }
 
+/// The largest secret file read (keys, certificates' keys, tokens).
+pub const MAX_SECRET_BYTES: u64 = 1024 * 1024;
+
 /// Where a secret lives: `env:NAME` or `file:PATH`. Config never holds a secret itself, so a
 /// config dump is safe to show; the value is read when the config is compiled.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -215,19 +218,35 @@ impl SecretRef {
         Err("secrets are referenced, not written inline: use `env:NAME` or `file:PATH`".into())
     }
 
-    /// Reads the secret's bytes; they are wiped from memory when dropped.
+    /// Reads the secret's bytes; they are wiped from memory when dropped. A file must be a
+    /// regular file of at most [`MAX_SECRET_BYTES`] (not a pipe or a device that never ends).
     pub fn read(&self) -> Result<Zeroizing<Vec<u8>>, SecretError> {
         match self {
             SecretRef::Env(name) => std::env::var(name)
                 .map(|v| Zeroizing::new(v.into_bytes()))
                 .map_err(|_| SecretError::MissingEnv(name.clone())),
             SecretRef::File(path) => {
-                std::fs::read(path)
-                    .map(Zeroizing::new)
-                    .map_err(|source| SecretError::File {
-                        path: path.clone(),
-                        source,
-                    })
+                use std::io::Read;
+                let fail = |source| SecretError::File {
+                    path: path.clone(),
+                    source,
+                };
+                let meta = std::fs::metadata(path).map_err(fail)?;
+                if !meta.is_file() {
+                    return Err(fail(std::io::Error::other("not a regular file")));
+                }
+                let mut buf = Zeroizing::new(Vec::new());
+                std::fs::File::open(path)
+                    .map_err(fail)?
+                    .take(MAX_SECRET_BYTES + 1)
+                    .read_to_end(&mut buf)
+                    .map_err(fail)?;
+                if buf.len() as u64 > MAX_SECRET_BYTES {
+                    return Err(fail(std::io::Error::other(format!(
+                        "larger than {MAX_SECRET_BYTES} bytes"
+                    ))));
+                }
+                Ok(buf)
             }
         }
     }
@@ -273,6 +292,11 @@ impl Timestamp {
     /// second are dropped).
     pub fn parse(s: &str) -> Result<Self, String> {
         let bad = || format!("`{s}` is not an RFC 3339 time such as 2027-01-01T00:00:00Z");
+        // Only ASCII can be RFC 3339; checking first keeps every slice below on a char
+        // boundary (the config_parse fuzz target found a panic on `+00é0`).
+        if !s.is_ascii() {
+            return Err(bad());
+        }
         let b = s.as_bytes();
         if b.len() < 20
             || b[4] != b'-'
@@ -333,7 +357,12 @@ impl Timestamp {
         let doy = (153 * m + 2) / 5 + d - 1;
         let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
         let days = era * 146_097 + doe - 719_468;
-        Ok(Timestamp(days * 86_400 + h * 3600 + mi * 60 + se - offset))
+        let t = days * 86_400 + h * 3600 + mi * 60 + se - offset;
+        if t < 0 {
+            // Before 1970 means nothing for expiries, and years before 1 cannot be written back.
+            return Err(format!("`{s}` is before 1970-01-01T00:00:00Z"));
+        }
+        Ok(Timestamp(t))
     }
 
     /// Formats as RFC 3339 in UTC.
@@ -393,6 +422,8 @@ mod tests {
         assert_eq!(Timestamp::parse("1970-01-01T00:00:00Z").unwrap().0, 0);
         assert!(Timestamp::parse("2027-13-01T00:00:00Z").is_err());
         assert!(Timestamp::parse("tomorrow").is_err());
+        assert!(Timestamp::parse("2027-01-01T00:00:00+00é0").is_err());
+        assert!(Timestamp::parse("0000-01-01T00:00:00+00:01").is_err());
         #[derive(Deserialize)]
         struct W {
             t: Timestamp,

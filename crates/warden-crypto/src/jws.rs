@@ -320,12 +320,20 @@ impl VerifyingKey {
                 })
             }
             PublicKey::EC(point) => {
+                // The curve is named in the algorithm parameters; the point's length alone does
+                // not say which curve it is on.
+                let curve = spki
+                    .algorithm
+                    .parameters
+                    .as_ref()
+                    .and_then(|p| p.as_oid().ok())
+                    .map(|o| o.to_id_string());
                 let data = point.data().to_vec();
-                match data.len() {
-                    65 if data[0] == 4 => Ok(VerifyingKey::P256(data)),
-                    97 if data[0] == 4 => Ok(VerifyingKey::P384(data)),
+                match (curve.as_deref(), data.len(), data.first()) {
+                    (Some("1.2.840.10045.3.1.7"), 65, Some(4)) => Ok(VerifyingKey::P256(data)),
+                    (Some("1.3.132.0.34"), 97, Some(4)) => Ok(VerifyingKey::P384(data)),
                     _ => Err(KeyError::Unsupported(
-                        "EC curve (P-256 and P-384 only)".into(),
+                        "EC key (uncompressed P-256 and P-384 only)".into(),
                     )),
                 }
             }
