@@ -1,10 +1,17 @@
-//! The revocation feed: the gateway polls the token service for revoked token ids and evicts
-//! them from the verified-token cache, which then refuses them until they expire.
+//! Revocations reach the gateway two ways, and both evict from the verified-token cache, which
+//! then refuses the token until it expires:
 //!
-//! Feed format (`GET <feed_url>?after=<seq>`, `Authorization: Bearer <feed_token>`):
-//! `{"revocations": [{"jti": "...", "exp": 1700000000, "seq": 7}], "next": 7}`. The first
-//! poll asks from 0 and so learns every revocation whose token has not yet expired; later
-//! polls ask only for what is newer than the last `next`.
+//! - The feed, polled: the record. `GET <feed_url>?after=<seq>` with
+//!   `Authorization: Bearer <feed_token>` answers
+//!   `{"revocations": [{"jti": "...", "exp": 1700000000, "seq": 7}], "next": 7}`. The first
+//!   poll asks from 0 and so learns every revocation whose token has not yet expired; later
+//!   polls ask only for what is newer than the last `next`.
+//! - Redis pub/sub (`redis_url`), pushed by the token service as each revocation happens: the
+//!   same entries, applied within a round trip instead of a poll interval. Messages sent while
+//!   the subscriber is disconnected are lost, so on every re-subscription the feed is polled at
+//!   once rather than at its next interval.
+//!
+//! Both run as tasks that hold the cache weakly and end with the [`Poller`].
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,18 +21,31 @@ use http::header::{ACCEPT, AUTHORIZATION};
 use http::{HeaderValue, Request};
 use http_body_util::Full;
 use serde::Deserialize;
+use tokio::sync::Notify;
 use warden_config::RevocationConfig;
 
 use crate::cache::TokenCache;
 use crate::http_client::HttpClient;
 
-/// Stops the poller when dropped.
+pub mod pubsub;
+
+/// Time allowed to connect to Redis and subscribe.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A subscription quiet this long is asked for a `PING`; quiet twice running, it is dead.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Reconnection back-off: from the first, doubling up to the last, with jitter.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Stops the feed poller and the Redis subscriber when dropped.
 #[derive(Debug)]
-pub struct Poller(tokio::task::AbortHandle);
+pub struct Poller(Vec<tokio::task::AbortHandle>);
 
 impl Drop for Poller {
     fn drop(&mut self) {
-        self.0.abort();
+        for t in &self.0 {
+            t.abort();
+        }
     }
 }
 
@@ -49,12 +69,23 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Starts polling the feed into `cache`; `None` without a feed or outside a runtime.
+/// Starts polling the feed and, with `redis_url`, the Redis subscriber, into `cache`; `None`
+/// with neither, or outside a runtime.
 pub fn spawn(cfg: &RevocationConfig, cache: &Arc<TokenCache>) -> Result<Option<Poller>, String> {
-    let Some(url) = cfg.feed_url.clone() else {
-        return Ok(None);
+    let redis = match &cfg.redis_url {
+        Some(u) => Some(pubsub::Endpoint::parse(u).map_err(|e| format!("redis_url: {e}"))?),
+        None => None,
     };
-    let client = HttpClient::new(cfg.ca.as_deref(), Duration::from_secs(2))?;
+    let feed = match cfg.feed_url.clone() {
+        Some(url) => Some((
+            url,
+            HttpClient::new(cfg.ca.as_deref(), Duration::from_secs(2))?,
+        )),
+        None => None,
+    };
+    if feed.is_none() && redis.is_none() {
+        return Ok(None);
+    }
     let auth = match &cfg.feed_token {
         Some(t) => {
             let v = t.read().map_err(|e| e.to_string())?;
@@ -69,10 +100,19 @@ pub fn spawn(cfg: &RevocationConfig, cache: &Arc<TokenCache>) -> Result<Option<P
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return Ok(None);
     };
-    let interval = cfg.poll_interval.0;
-    let weak = Arc::downgrade(cache);
-    let task = rt.spawn(run(url, auth, client, interval, weak));
-    Ok(Some(Poller(task.abort_handle())))
+    let resync = Arc::new(Notify::new());
+    let mut tasks = Vec::new();
+    if let Some((url, client)) = feed {
+        let weak = Arc::downgrade(cache);
+        let poll = run(url, auth, client, cfg.poll_interval.0, weak, resync.clone());
+        tasks.push(rt.spawn(poll).abort_handle());
+    }
+    if let Some(ep) = redis {
+        let weak = Arc::downgrade(cache);
+        let listen = subscriber(ep, cfg.redis_channel.clone(), weak, resync);
+        tasks.push(rt.spawn(listen).abort_handle());
+    }
+    Ok(Some(Poller(tasks)))
 }
 
 async fn run(
@@ -81,6 +121,7 @@ async fn run(
     client: HttpClient,
     interval: Duration,
     cache: Weak<TokenCache>,
+    resync: Arc<Notify>,
 ) {
     let mut after = 0u64;
     let mut failing = false;
@@ -130,6 +171,89 @@ async fn run(
             }
         }
         drop(cache);
-        tokio::time::sleep(interval).await;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = resync.notified() => {}
+        }
+    }
+}
+
+/// Keeps a subscription to the revocation channel, reconnecting with back-off; each message
+/// is applied to the cache as it arrives. One warning per outage.
+async fn subscriber(
+    ep: pubsub::Endpoint,
+    channel: String,
+    cache: Weak<TokenCache>,
+    resync: Arc<Notify>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut failing = false;
+    loop {
+        let mut subscribed = || {
+            backoff = BACKOFF_MIN;
+            if failing {
+                tracing::info!(redis = %ep, %channel, "revocation channel subscribed again");
+                failing = false;
+                // What was published meanwhile is lost: the feed has it.
+                resync.notify_one();
+            }
+        };
+        let Err(e) = listen(&ep, &channel, &cache, &mut subscribed).await else {
+            return; // the cache is gone: the gateway dropped this auth config
+        };
+        if !failing {
+            tracing::warn!(redis = %ep, %channel, error = %e,
+                "revocation channel lost; reconnecting (the feed still applies revocations)");
+            failing = true;
+        }
+        let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 2);
+        tokio::time::sleep(backoff / 2 + Duration::from_millis(jitter)).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One subscription, until it fails (`Err`) or the cache is dropped (`Ok`).
+async fn listen(
+    ep: &pubsub::Endpoint,
+    channel: &str,
+    cache: &Weak<TokenCache>,
+    subscribed: &mut impl FnMut(),
+) -> Result<(), String> {
+    let connect = async {
+        pubsub::Connection::connect(ep)
+            .await?
+            .subscribe(channel)
+            .await
+    };
+    let mut sub = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("no answer within 2s".into()),
+    };
+    subscribed();
+    let mut pinged = false;
+    loop {
+        let payload = match tokio::time::timeout(KEEPALIVE, sub.next()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) if pinged => return Err("no answer to PING".into()),
+            Err(_) => {
+                pinged = true;
+                sub.ping().await.map_err(|e| e.to_string())?;
+                continue;
+            }
+        };
+        pinged = false;
+        let Some(payload) = payload else { continue };
+        let Some(cache) = cache.upgrade() else {
+            return Ok(());
+        };
+        match serde_json::from_slice::<Entry>(&payload) {
+            Ok(e) => {
+                let evicted = cache.revoke(&e.jti, e.exp, now());
+                tracing::debug!(evicted, "revocation applied from the channel");
+            }
+            Err(e) => tracing::debug!(error = %e, "not a revocation message; ignored"),
+        }
     }
 }

@@ -33,6 +33,7 @@ pub mod form;
 pub mod grants;
 pub mod http;
 pub mod keys;
+mod publisher;
 pub mod revocation;
 pub mod server;
 pub mod settings;
@@ -109,6 +110,8 @@ pub async fn start_with(
         let _ = rx.wait_for(|s| *s).await;
     };
     let mut tasks = Vec::new();
+    // Before the listener, so that no revocation is made before the publisher listens.
+    tasks.extend(publisher::spawn(config, &authority, rx.clone())?);
     let (addr, tls) = match &config.tls {
         Some(t) => {
             let listener = server::TlsListener::new(tcp, server::tls_config(t)?)?;

@@ -48,6 +48,14 @@ pub struct RevocationConfig {
     pub poll_interval: Dur,
     /// PEM bundle of CAs for an `https://` feed.
     pub ca: Option<PathBuf>,
+    /// Redis the token service publishes revocations to (`redis://host[:port][/db]`, no
+    /// credentials; the authority's `redis_url`). The gateway subscribes and applies each one
+    /// as it arrives, instead of at the next poll. Pub/sub is lossy, so `feed_url` is required
+    /// with it: the feed remains the record and covers what is missed while disconnected.
+    /// Unset: the feed only.
+    pub redis_url: Option<String>,
+    /// The pub/sub channel (the authority's `redis_channel`).
+    pub redis_channel: String,
 }
 
 /// A JWT issuer whose tokens are accepted.

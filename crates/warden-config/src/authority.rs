@@ -61,6 +61,14 @@ pub struct AuthorityConfig {
     pub assertion_max_lifetime: Dur,
     /// Throttling of failed client authentications.
     pub failed_auth: FailedAuthConfig,
+    /// Redis to publish each revocation to as it happens (`redis://host[:port][/db]`, no
+    /// credentials), so gateways subscribed to it (`auth.revocation.redis_url`) refuse the
+    /// token at once rather than at their next feed poll. Best effort: a publish that fails is
+    /// logged and dropped, never failing the revocation; the feed stays the record. Unset:
+    /// gateways learn from the feed only.
+    pub redis_url: Option<String>,
+    /// The pub/sub channel revocations are published on.
+    pub redis_channel: String,
 }
 
 /// Failed client authentications allowed before the authority answers 429 with `Retry-After`.
@@ -191,6 +199,14 @@ pub(crate) fn validate(c: &crate::Config, e: &mut crate::ConfigErrors) {
             "must be at least jwks_max_age, so verifiers have the new key before it signs",
         );
     }
+    if let Some(u) = &a.redis_url {
+        if let Some(why) = crate::validate_auth::redis_url_problem(u) {
+            e.push(format!("{p}.redis_url"), why);
+        }
+    }
+    if a.redis_channel.is_empty() {
+        e.push(format!("{p}.redis_channel"), "must not be empty");
+    }
     if a.assertion_max_lifetime.0.as_secs() < 1 {
         e.push(format!("{p}.assertion_max_lifetime"), "must be at least 1s");
     }
@@ -228,7 +244,8 @@ mod tests {
         let errs = errors(&format!(
             "enabled = true\nkey_encryption_key = \"file:{}\"\nissuer = \"auth.example\"\n\
              signing_alg = \"RS256\"\nkey_rotation = \"30s\"\ntoken_lifetime = \"2h\"\n\
-             storage = \"postgres://u:pw@db/warden\"\nfailed_auth = {{ per_client = 0 }}\n",
+             storage = \"postgres://u:pw@db/warden\"\nfailed_auth = {{ per_client = 0 }}\n\
+             redis_url = \"redis://u:pw@cache\"\nredis_channel = \"\"\n",
             short.display()
         ));
         for want in [
@@ -239,6 +256,8 @@ mod tests {
             "authority.token_lifetime: must be at most max_token_lifetime",
             "authority.storage: no password in the URL",
             "authority.failed_auth.per_client: must be at least 1",
+            "authority.redis_url: must not hold credentials",
+            "authority.redis_channel: must not be empty",
         ] {
             assert!(
                 errs.iter().any(|e| e.starts_with(want)),
@@ -249,6 +268,28 @@ mod tests {
         assert!(missing
             .iter()
             .any(|e| e.starts_with("authority.key_encryption_key: required")));
+        // Pushed revocations need the gateway to keep the feed (pub/sub is lossy).
+        let gateway = |revocation: &str| match crate::parse(&format!(
+            "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n\
+             [auth.revocation]\n{revocation}"
+        )) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        };
+        assert_eq!(
+            gateway("redis_url = \"rediss://cache\"\n"),
+            [
+                "auth.revocation.redis_url: TLS to Redis (`rediss://`) is not supported yet; \
+                 use redis://",
+                "auth.revocation.redis_url: needs feed_url: pub/sub drops what is sent while \
+                 disconnected, the feed has it",
+            ]
+        );
+        assert!(gateway(
+            "feed_url = \"http://auth:8200/oauth2/revocations\"\n\
+             redis_url = \"redis://[::1]:6380/2\"\n"
+        )
+        .is_empty());
         // Disabled, the defaults are valid and nothing is read.
         assert!(errors("enabled = false\n").is_empty());
     }

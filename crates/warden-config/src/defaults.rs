@@ -234,6 +234,11 @@ impl Default for TokenCacheConfig {
     }
 }
 
+/// The Redis pub/sub channel revocations are pushed on (authority and gateway alike).
+pub(crate) fn revocation_channel() -> String {
+    "warden:revocations".into()
+}
+
 impl Default for RevocationConfig {
     fn default() -> Self {
         Self {
@@ -241,6 +246,8 @@ impl Default for RevocationConfig {
             feed_token: None,
             poll_interval: Dur::secs(2),
             ca: None,
+            redis_url: None,
+            redis_channel: revocation_channel(),
         }
     }
 }
@@ -275,6 +282,8 @@ impl Default for crate::authority::AuthorityConfig {
             revocation_feed_token: None,
             assertion_max_lifetime: Dur::secs(3600),
             failed_auth: Default::default(),
+            redis_url: None,
+            redis_channel: revocation_channel(),
         }
     }
 }

@@ -22,6 +22,42 @@ fn http_url(u: &str) -> bool {
     (u.starts_with("https://") || u.starts_with("http://")) && u.parse::<http::Uri>().is_ok()
 }
 
+/// What is wrong with a revocation pub/sub URL, if anything: it must be
+/// `redis://host[:port][/db]`, without credentials (the rules of
+/// `warden_auth::revocation::pubsub::Endpoint::parse`).
+pub(crate) fn redis_url_problem(u: &str) -> Option<&'static str> {
+    if u.starts_with("rediss://") {
+        return Some("TLS to Redis (`rediss://`) is not supported yet; use redis://");
+    }
+    let Some(rest) = u.strip_prefix("redis://") else {
+        return Some("must be redis://host[:port][/db]");
+    };
+    let (authority, db) = rest.split_once('/').unwrap_or((rest, ""));
+    if authority.contains('@') {
+        return Some("must not hold credentials");
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, after)) => (h, after.strip_prefix(':')),
+            None => return Some("unclosed `[` in the host"),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Some("needs a host");
+    }
+    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+        return Some("the port is not a number");
+    }
+    if !db.is_empty() && db.parse::<u32>().is_err() {
+        return Some("the database is not a number");
+    }
+    None
+}
+
 /// Whether `s` is a valid API key id: 4 to 32 lowercase letters and digits.
 pub fn valid_api_key_id(s: &str) -> bool {
     (4..=32).contains(&s.len())
@@ -255,6 +291,20 @@ pub(crate) fn auth(c: &Config, e: &mut ConfigErrors) {
     }
     if let Some(f) = &r.ca {
         readable(f, "auth.revocation.ca".into(), e);
+    }
+    if let Some(u) = &r.redis_url {
+        if let Some(why) = redis_url_problem(u) {
+            e.push("auth.revocation.redis_url", why);
+        }
+        if r.feed_url.is_none() {
+            e.push(
+                "auth.revocation.redis_url",
+                "needs feed_url: pub/sub drops what is sent while disconnected, the feed has it",
+            );
+        }
+    }
+    if r.redis_channel.is_empty() {
+        e.push("auth.revocation.redis_channel", "must not be empty");
     }
     if a.internal_token.issuer.is_empty() {
         e.push("auth.internal_token.issuer", "must not be empty");

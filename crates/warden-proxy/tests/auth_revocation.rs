@@ -1,13 +1,21 @@
 //! Revocation reaches the gateway: a token whose id appears in the token service's revocation
 //! feed is refused within one poll interval, even though the gateway had already verified and
-//! cached it; other tokens keep working.
+//! cached it; other tokens keep working. With Redis pub/sub between a real authority and the
+//! gateway, a revocation made at `/oauth2/revoke` is refused within a second, long before the
+//! next poll.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use warden_authority::clients::ClientSpec;
+use warden_authority::AuthorityHandle;
+use warden_config::{AuthorityConfig, SecretRef};
 use warden_test_util::jwt::TestIssuer;
 use warden_test_util::servers::JwksServer;
 use warden_test_util::{base_toml, client, Gateway, Upstream};
@@ -105,4 +113,239 @@ accept = ["jwt"]
         .log()
         .iter()
         .all(|f| f.accept.as_deref() == Some("application/json")));
+}
+
+// ---- a real authority: /oauth2/revoke to the gateway, through Redis or the feed ------------
+
+const ISSUER: &str = "https://auth.test";
+const FEED_TOKEN: &str = "feed-token-0123456789abcdef";
+
+/// An authority on a free port, with a `client_secret_basic` client `svc` (returned secret),
+/// a feed token in `dir/feed.secret`, and `redis` as its `(redis_url, redis_channel)`.
+async fn authority(
+    dir: &std::path::Path,
+    redis: Option<(&str, &str)>,
+) -> (AuthorityHandle, String) {
+    let kek = dir.join("authority.kek");
+    std::fs::write(
+        &kek,
+        base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
+    )
+    .unwrap();
+    std::fs::write(dir.join("feed.secret"), FEED_TOKEN).unwrap();
+    let mut cfg = AuthorityConfig {
+        enabled: true,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_path_buf(),
+        key_encryption_key: Some(SecretRef::File(kek)),
+        revocation_feed_token: Some(SecretRef::File(dir.join("feed.secret"))),
+        issuer: ISSUER.into(),
+        ..AuthorityConfig::default()
+    };
+    if let Some((url, channel)) = redis {
+        cfg.redis_url = Some(url.into());
+        cfg.redis_channel = channel.into();
+    }
+    let h = warden_authority::start(&cfg)
+        .await
+        .expect("start authority");
+    let spec: ClientSpec = serde_json::from_value(
+        json!({"client_id": "svc", "scopes": ["read"], "audiences": ["api"]}),
+    )
+    .unwrap();
+    let a = h.authority();
+    let (_, secret) = a.registry().create(spec, "test", a.now()).await.unwrap();
+    let secret = secret.expect("a secret").secret.to_string();
+    (h, secret)
+}
+
+/// POSTs a form to the authority as `svc` (Basic; ids and secrets here are URL-safe).
+async fn post_form(auth: SocketAddr, path: &str, body: String, secret: &str) -> client::Answer {
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("svc:{secret}"));
+    let req = Request::post(path)
+        .header("host", "auth.test")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", format!("Basic {basic}"))
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    client::send_h1(auth, req).await
+}
+
+async fn fetch_token(auth: SocketAddr, secret: &str) -> String {
+    let a = post_form(
+        auth,
+        "/oauth2/token",
+        "grant_type=client_credentials".into(),
+        secret,
+    )
+    .await;
+    assert_eq!(a.status, 200, "token: {:?}", a.body);
+    a.json()["access_token"].as_str().unwrap().to_owned()
+}
+
+/// A gateway trusting the authority's JWKS, with `revocation` added to its
+/// `[auth.revocation]`, and its upstream.
+async fn gateway(
+    auth: &AuthorityHandle,
+    dir: &std::path::Path,
+    revocation: &str,
+) -> (Gateway, Upstream) {
+    let up = Upstream::start("u").await;
+    let gw = Gateway::start(&format!(
+        r#"{}
+[[auth.jwt]]
+name = "authority"
+issuer = "{ISSUER}"
+audiences = ["api"]
+algorithms = ["ES256"]
+jwks_url = "{url}/oauth2/jwks"
+require_typ = "at+jwt"
+[auth.revocation]
+feed_url = "{url}/oauth2/revocations"
+feed_token = "file:{}"
+{revocation}
+[[clusters]]
+name = "c"
+endpoints = ["{}"]
+[[routes]]
+name = "api"
+cluster = "c"
+path_prefix = "/"
+[routes.auth]
+accept = ["jwt:authority"]
+"#,
+        base_toml(),
+        dir.join("feed.secret").display(),
+        up.url(),
+        url = auth.url(),
+    ))
+    .await;
+    let start = Instant::now();
+    while client::get(gw.admin(), "/readyz").await.status != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "gateway not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (gw, up)
+}
+
+/// Revokes a token the gateway has verified and cached, at `/oauth2/revoke`, and measures
+/// how long until the gateway refuses it (from the authority's answer); fails past `limit`.
+/// Another token keeps working.
+async fn revoke_and_measure(
+    auth: &AuthorityHandle,
+    gw: &Gateway,
+    secret: &str,
+    limit: Duration,
+) -> Duration {
+    let token = fetch_token(auth.addr(), secret).await;
+    let other = fetch_token(auth.addr(), secret).await;
+    assert_eq!(call(gw, &token).await.status, 200, "verified");
+    assert_eq!(call(gw, &token).await.status, 200, "from the cache");
+    assert_eq!(call(gw, &other).await.status, 200);
+    let a = post_form(
+        auth.addr(),
+        "/oauth2/revoke",
+        format!("token={token}"),
+        secret,
+    )
+    .await;
+    assert_eq!(a.status, 200, "revoke: {:?}", a.body);
+    let start = Instant::now();
+    loop {
+        let res = call(gw, &token).await;
+        if res.status == 401 {
+            assert_eq!(res.json()["error"], "invalid_token");
+            break;
+        }
+        assert_eq!(res.status, 200);
+        assert!(
+            start.elapsed() < limit,
+            "a revoked token still works after {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = start.elapsed();
+    assert_eq!(
+        call(gw, &other).await.status,
+        200,
+        "other tokens keep working"
+    );
+    took
+}
+
+/// Subscribers of `channel` on the Redis at `url` (`PUBSUB NUMSUB`).
+async fn subscribers(url: &str, channel: &str) -> i64 {
+    let host = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap();
+    let mut s = tokio::net::TcpStream::connect(host)
+        .await
+        .expect("connect to Redis");
+    let cmd = format!(
+        "*3\r\n$6\r\nPUBSUB\r\n$6\r\nNUMSUB\r\n${}\r\n{channel}\r\n",
+        channel.len()
+    );
+    s.write_all(cmd.as_bytes()).await.unwrap();
+    // `*2 $len channel :n`: the count is the last line.
+    let mut buf = Vec::new();
+    while !(buf.ends_with(b"\r\n") && buf.iter().filter(|b| **b == b'\n').count() >= 4) {
+        let mut chunk = [0u8; 256];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "Redis closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let last = text.trim_end().rsplit("\r\n").next().unwrap();
+    last.trim_start_matches(':').parse().expect("a count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_pushed_through_redis_is_refused_within_a_second() {
+    let test = "a_revocation_pushed_through_redis_is_refused_within_a_second";
+    let Some(redis) = warden_test_util::redis::test_url(test) else {
+        return;
+    };
+    let channel = format!(
+        "{}revocations",
+        warden_test_util::redis::unique_prefix(test)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (auth, secret) = authority(dir.path(), Some((&redis, &channel))).await;
+    // The feed is polled once at start and then only every 30 s: only Redis can be in time.
+    let (gw, _up) = gateway(
+        &auth,
+        dir.path(),
+        &format!("poll_interval = \"30s\"\nredis_url = \"{redis}\"\nredis_channel = \"{channel}\""),
+    )
+    .await;
+    let start = Instant::now();
+    while subscribers(&redis, &channel).await < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the gateway never subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = revoke_and_measure(&auth, &gw, &secret, Duration::from_secs(1)).await;
+    println!("revocation latency through Redis pub/sub: {took:?}");
+    // A second one, now that the authority's connection to Redis is open.
+    let again = revoke_and_measure(&auth, &gw, &secret, Duration::from_secs(1)).await;
+    println!("revocation latency through Redis pub/sub (connection open): {again:?}");
+    auth.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_the_feed_alone_refuses_a_revocation_within_its_poll_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let (auth, secret) = authority(dir.path(), None).await;
+    let (gw, _up) = gateway(&auth, dir.path(), "poll_interval = \"1s\"").await;
+    let took = revoke_and_measure(&auth, &gw, &secret, Duration::from_secs(5)).await;
+    println!("revocation latency through the feed (poll_interval 1s): {took:?}");
+    auth.shutdown().await;
 }
