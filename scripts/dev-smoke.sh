@@ -147,8 +147,8 @@ for _ in $(seq 1 100); do
     [[ "$(curl -s -o /dev/null -w '%{http_code}' http://localhost:9901/readyz)" == 200 ]] && break
     sleep 0.1
 done
-expect "admin /readyz (dev issuer keys loaded)" 200 'ready' http://localhost:9901/readyz
-expect "/api/ with the printed token" 200 '"x-warden-subject": "dev-user"' \
+expect "admin /readyz (the authority's keys loaded)" 200 'ready' http://localhost:9901/readyz
+expect "/api/ with the printed token" 200 '"x-warden-subject": "demo-client"' \
     -H "Authorization: Bearer $TOKEN" http://localhost:8080/api/orders
 expect "/api/ without a token gets 401" 401 '"error":"unauthorized"' \
     http://localhost:8080/api/orders
