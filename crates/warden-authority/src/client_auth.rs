@@ -221,7 +221,7 @@ impl Authority {
         let now = self.now();
         match presented {
             Presented::Secret { id, secret, method } => {
-                let Some(c) = self.registry.get(&id).await? else {
+                let Some(c) = self.registry.get_for_auth(&id).await? else {
                     return Ok(Err("unknown_client"));
                 };
                 if c.disabled {
@@ -240,7 +240,7 @@ impl Authority {
                 }))
             }
             Presented::Tls { id } => {
-                let Some(c) = self.registry.get(&id).await? else {
+                let Some(c) = self.registry.get_for_auth(&id).await? else {
                     return Ok(Err("unknown_client"));
                 };
                 if c.disabled {
@@ -290,7 +290,7 @@ impl Authority {
         if iss != sub || form_id.as_deref().is_some_and(|f| f != sub) {
             return Ok(Err("assertion_issuer"));
         }
-        let Some(client) = self.registry.get(sub).await? else {
+        let Some(client) = self.registry.get_for_auth(sub).await? else {
             return Ok(Err("unknown_client"));
         };
         if client.disabled {

@@ -239,12 +239,25 @@ fn valid_token_word(s: &str) -> bool {
             .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
+/// How long a client record read for authentication is reused from memory. A change made by
+/// this instance takes effect at once; one made by another instance on the same database
+/// (PostgreSQL) within this time.
+pub const CLIENT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Most client records kept in that cache (it is emptied when full).
+const CLIENT_CACHE_MAX: usize = 10_000;
+
+type ClientCache =
+    std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Client)>>;
+
 /// The registry of clients, on the store. Cheap to clone.
 #[derive(Clone)]
 pub struct Registry {
     store: Store,
     key: Arc<ring::hmac::Key>,
     audit: Audit,
+    /// Client records read for authentication, decrypted, for [`CLIENT_CACHE_TTL`]: the hot
+    /// paths (token, introspection) then need no store read per request.
+    cache: Arc<ClientCache>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -277,6 +290,7 @@ impl Registry {
             store,
             key: Arc::new(key),
             audit,
+            cache: Arc::default(),
         })
     }
 
@@ -336,9 +350,40 @@ impl Registry {
         }
     }
 
+    /// A client by id for authentication: from the short-lived cache when fresh, else from
+    /// the store. Read-modify-write paths use [`Registry::get`], which always reads the store.
+    pub async fn get_for_auth(&self, client_id: &str) -> Result<Option<Client>> {
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, c)) = cache.get(client_id) {
+                if at.elapsed() < CLIENT_CACHE_TTL {
+                    return Ok(Some(c.clone()));
+                }
+            }
+        }
+        let c = self.get(client_id).await?;
+        if let Some(c) = &c {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= CLIENT_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(c.client_id.clone(), (std::time::Instant::now(), c.clone()));
+        }
+        Ok(c)
+    }
+
     async fn save(&self, c: &Client) -> Result<()> {
         let raw = serde_json::to_vec(c).map_err(|e| AuthorityError::Invalid(e.to_string()))?;
+        // Forget the cached copy first: a change here is seen by the next request.
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&c.client_id);
         self.store.put(&Self::key_of(&c.client_id), &raw).await?;
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&c.client_id);
         Ok(())
     }
 
