@@ -28,19 +28,30 @@
 #
 # Before measuring, the script waits until the 1-minute load average is below LOAD_MAX
 # (polling every 10 s, at most LOAD_WAIT s), and records the load average at the start and
-# the end. Results: a table on stdout, bench/results/jwt-latest.{json,md}.
+# the end. As other work on a shared machine comes and goes, it also waits for idle CPUs
+# before each run, and measures the CPU time other processes took during each measured run
+# (all CPU time from /proc/stat minus that of the proxy, the upstream and wrk); a run
+# disturbed by more than FOREIGN_MAX % is repeated. Results: a table on stdout,
+# bench/results/jwt-latest.{json,md}.
 #
 # Environment:
 #   ONLY          comma/space separated subset of the six scenarios (default: all)
 #   DURATION      wrk seconds per run (10)            CONNECTIONS  wrk connections (50)
 #   THREADS       wrk threads (2)                     WARMUP       warm-up seconds (3)
 #   ROUNDS        runs per scenario, interleaved; figures are medians (3)
-#   FRESH_TOKENS  distinct tokens for each measured "fresh" run (200000)
+#   FRESH_TOKENS  distinct tokens for each measured "fresh" run, split between the wrk
+#                 threads (400000)
 #   FRESH_WARMUP_TOKENS  further distinct tokens for the fresh warm-up (50000)
 #   LOAD_MAX      wait until the 1-min load average is below this (0.7)
 #   LOAD_WAIT     give up waiting after this many seconds and run anyway, flagged (1200)
+#   QUIET_BUSY    before each run, wait (at most RUN_WAIT s, default 300) until the CPUs are
+#                 less than this % busy over 2 s, with nothing of the benchmark running (10)
+#   FOREIGN_MAX   a run during which other processes used more than this % of all CPU time
+#                 is repeated, at most RETRIES times (default 2); then kept and flagged (10)
 #   PROFILE=1     afterwards, `perf record -g` Warden for DURATION s under each of its three
 #                 scenarios; reports in bench/results/jwt-latest.perf-{plain,jwt-repeated,jwt-fresh}.txt
+#   WARDEN_CACHE_ENTRIES  diagnostics only: Warden's auth.cache.max_entries (default: its
+#                 default, 100000); a non-default value is flagged in the results
 #   WARDEN_BIN    warden binary (default: cargo build --release -p warden)
 #   RESULTS_DIR   where to write results (bench/results)
 #   KEEP_TMP=1    keep the temp dir (configs, keys, tokens, logs, raw wrk output)
@@ -57,11 +68,15 @@ CONNECTIONS="${CONNECTIONS:-50}"
 THREADS="${THREADS:-2}"
 WARMUP="${WARMUP:-3}"
 ROUNDS="${ROUNDS:-3}"
-FRESH_TOKENS="${FRESH_TOKENS:-200000}"
+FRESH_TOKENS="${FRESH_TOKENS:-400000}"
 FRESH_WARMUP_TOKENS="${FRESH_WARMUP_TOKENS:-50000}"
 LOAD_MAX="${LOAD_MAX:-0.7}"
 LOAD_WAIT="${LOAD_WAIT:-1200}"
 PROFILE="${PROFILE:-0}"
+QUIET_BUSY="${QUIET_BUSY:-10}"
+RUN_WAIT="${RUN_WAIT:-300}"
+FOREIGN_MAX="${FOREIGN_MAX:-10}"
+RETRIES="${RETRIES:-2}"
 ALL_SCENARIOS="warden-plain warden-jwt-repeated warden-jwt-fresh haproxy-plain haproxy-jwt-repeated haproxy-jwt-fresh"
 ONLY="${ONLY:-$ALL_SCENARIOS}"
 RESULTS_DIR="${RESULTS_DIR:-$BENCH_DIR/results}"
@@ -86,9 +101,10 @@ done
 ((${#SCENARIOS[@]})) || die "ONLY selects nothing"
 uses() { local x; for x in "${SCENARIOS[@]}"; do [[ $x == "$1"* ]] && return 0; done; return 1; }
 
-for v in DURATION CONNECTIONS THREADS WARMUP ROUNDS FRESH_TOKENS FRESH_WARMUP_TOKENS LOAD_WAIT; do
+for v in DURATION CONNECTIONS THREADS WARMUP ROUNDS FRESH_TOKENS FRESH_WARMUP_TOKENS LOAD_WAIT QUIET_BUSY RUN_WAIT FOREIGN_MAX RETRIES; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
+[[ -z ${WARDEN_CACHE_ENTRIES:-} || $WARDEN_CACHE_ENTRIES =~ ^[1-9][0-9]*$ ]] || die "WARDEN_CACHE_ENTRIES must be a positive whole number"
 [[ $LOAD_MAX =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "LOAD_MAX must be a number, got '$LOAD_MAX'"
 ((ROUNDS >= 1)) || die "ROUNDS must be at least 1"
 ((THREADS >= 1 && CONNECTIONS >= THREADS)) || die "need THREADS >= 1 and CONNECTIONS >= THREADS"
@@ -102,6 +118,7 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v ss >/dev/null 2>&1 || need+=(iproute2)
 if [[ $PROFILE == 1 ]]; then command -v perf >/dev/null 2>&1 || need+=(linux-perf); fi
 if ((${#need[@]})); then
     log "installing: ${need[*]}"
@@ -213,8 +230,17 @@ wait_http() { # wait_http NAME URL TIMEOUT_S [CURL ARGS...]: until URL answers 2
         ((SECONDS < deadline)) || { tail -n 30 "$TMP/$name.out" >&2 || true; die "$name did not answer on $url within $timeout s"; }
         sleep 0.2
     done
+    # The answer must come from our process, not from something else that took the port
+    # (another benchmark run on the same machine, say).
+    local port
+    port=$(sed -n 's|^http://[^:/]*:\([0-9]*\).*|\1|p' <<<"$url")
+    if command -v ss >/dev/null 2>&1 && [[ -n $port ]]; then
+        ss -ltnpH "sport = :$port" 2>/dev/null | grep -q "pid=${PIDS[$name]}," ||
+            { tail -n 5 "$TMP/$name.out" >&2 || true; die "$HOST:$port is served by another process, not by our $name (pid ${PIDS[$name]}): $(ss -ltnpH "sport = :$port" 2>/dev/null)"; }
+    fi
 }
 
+CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
 loadavg1() { awk '{ print $1 }' /proc/loadavg; }
 load_below() { awk -v l="$(loadavg1)" -v m="$1" 'BEGIN { exit !(l < m) }'; }
 
@@ -225,6 +251,40 @@ cpu_busy_pct() { # CPU time not idle over the next 2 s, in % of all CPUs
     b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
     awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2];
         printf "%.0f", ((busy + idle) > 0 ? 100 * busy / (busy + idle) : 0) }'
+}
+
+ticks_of() { # ticks_of PID [cum]: CPU clock ticks of a process (with its reaped children's: cum)
+    local f
+    f=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+    if [[ ${2:-} == cum ]]; then awk '{ print $12 + $13 + $14 + $15 }' <<<"$f"; else awk '{ print $12 + $13 }' <<<"$f"; fi
+}
+cpu_snapshot() { # cpu_snapshot: "busy total ours proxy" in clock ticks; ours = proxy + upstream + wrk
+    local ours proxy
+    proxy=$(ticks_of "${PIDS[proxy]}")
+    # wrk is a child of this shell: once reaped, its CPU time is in this shell's cutime/cstime.
+    ours=$((proxy + $(ticks_of "${PIDS[upstream]}") + $(ticks_of $$ cum)))
+    awk -v o="$ours" -v p="$proxy" '/^cpu / { b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6, o, p; exit }' /proc/stat
+}
+foreign_pct() { # foreign_pct "SNAP_BEFORE" "SNAP_AFTER": % of all CPU time used by other processes
+    awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        t = y[2] - x[2]; f = (y[1] - x[1]) - (y[3] - x[3]); if (f < 0) f = 0;
+        printf "%.1f", (t > 0 ? 100 * f / t : 0) }'
+}
+wait_quiet() { # wait_quiet NAME: until the CPUs are < QUIET_BUSY % busy over 2 s (at most RUN_WAIT s)
+    local busy waited=0
+    busy=$(cpu_busy_pct)
+    while ((busy >= QUIET_BUSY)); do
+        if ((waited >= RUN_WAIT)); then
+            log "WARNING: CPUs still ${busy}% busy after ${RUN_WAIT} s; running $1 anyway"
+            QUIET_GAVE_UP=$((QUIET_GAVE_UP + 1))
+            return 0
+        fi
+        ((waited % 30 == 0)) && log "  $1: CPUs ${busy}% busy (other work); waiting for < ${QUIET_BUSY}% (load $(cut -d' ' -f1-3 /proc/loadavg))"
+        sleep 3
+        waited=$((waited + 5))
+        busy=$(cpu_busy_pct)
+    done
+    QUIET_WAITED=$((QUIET_WAITED + waited))
 }
 
 # ---------------------------------------------------------------- configs
@@ -330,10 +390,13 @@ algorithms = ["ES256"]
 public_key_file = "$pub"
 EOF
 )
+        if [[ -n ${WARDEN_CACHE_ENTRIES:-} ]]; then
+            auth_issuer+=$'\n\n'"[auth.cache]"$'\n'"max_entries = $WARDEN_CACHE_ENTRIES"
+        fi
         route_auth=""
     fi
     # Otherwise the same as proxy.sh's Warden config; the verified-token cache keeps its
-    # default size (auth.cache.max_entries = 100000).
+    # default size (auth.cache.max_entries = 100000) unless WARDEN_CACHE_ENTRIES is set.
     cat >"$f" <<EOF
 [server]
 idle_timeout = "300s"
@@ -465,7 +528,7 @@ check_lua() { # check_lua NAME OUTFILE: fail on any non-200; sets LUA_* from the
     ((LUA_NON200 == 0)) || { cat "$out" >&2; die "$name: $LUA_NON200 of $LUA_RESPONSES responses were not 200 (first: $LUA_FIRST_BAD); the figures would measure refusals"; }
 }
 
-run_wrk() { # run_wrk SCENARIO ROUND_DIR -> sets RPS P50 P99 REQS SOCKERR WRAPPED
+run_wrk() { # run_wrk SCENARIO ROUND_DIR ROUND -> sets RPS P50 P99 REQS SOCKERR WRAPPED FOREIGN PROXY_US
     local s=$1 d=$2 out="$TMP/$1.r$3.wrk" args
     read -r -a args <<<"$(lua_args "$s" "$d" warmup)"
     log "$s: warm-up ${WARMUP}s"
@@ -474,9 +537,15 @@ run_wrk() { # run_wrk SCENARIO ROUND_DIR -> sets RPS P50 P99 REQS SOCKERR WRAPPE
     check_lua "$s (warm-up)" "$TMP/$s.r$3.warmup"
     read -r -a args <<<"$(lua_args "$s" "$d" measure)"
     log "$s: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency -s bench/jwt/wrk.lua $URL -- ${args[0]} ..."
+    local snap0 snap1
+    snap0=$(cpu_snapshot)
     run_fg "$out" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$BENCH_DIR/jwt/wrk.lua" "$URL" -- "${args[@]}" ||
         { cat "$out" >&2; die "wrk failed for $s"; }
+    snap1=$(cpu_snapshot)
+    FOREIGN=$(foreign_pct "$snap0" "$snap1")
+    PROXY_TICKS=$(awk -v a="$snap0" -v b="$snap1" 'BEGIN { split(a, x, " "); split(b, y, " "); print y[4] - x[4] }')
     sed 's/^/    /' "$out" >&2
+    log "$s: other processes used ${FOREIGN}% of all CPU time during the run"
     local non2xx
     read -r RPS P50 P99 REQS non2xx SOCKERR < <(awk "$to_ms_awk"'
         /^[ \t]+50%/ { p50 = to_ms($2) }
@@ -487,12 +556,22 @@ run_wrk() { # run_wrk SCENARIO ROUND_DIR -> sets RPS P50 P99 REQS SOCKERR WRAPPE
         /Socket errors:/ { gsub(/,/, ""); sockerr = $4 + $6 + $8 + $10 }
         END { printf "%s %.3f %.3f %d %d %d\n", (rps == "" ? "NA" : rps), p50, p99, reqs, non2xx, sockerr }' "$out")
     [[ $RPS != NA ]] || die "could not parse wrk output for $s"
+    # The proxy's own CPU time (all threads, user + system) per request: what a request costs
+    # it, apart from how the 2 shared cores were split between wrk, upstream and proxy.
+    PROXY_US=$(awk -v t="$PROXY_TICKS" -v hz="$CLK_TCK" -v n="$REQS" 'BEGIN { printf "%.1f", (n > 0 ? t * 1e6 / hz / n : 0) }')
+    log "$s: proxy CPU ${PROXY_US} us per request"
     ((non2xx == 0)) || die "$s: wrk counted $non2xx non-2xx/3xx responses"
     check_lua "$s" "$out"
     WRAPPED=$LUA_WRAPPED
     ((SOCKERR == 0)) || log "WARNING: $s: $SOCKERR socket errors"
-    # A reused token could hit Warden's cache: the fresh figure would no longer be "fresh".
-    ((WRAPPED == 0)) || die "$s: ran past its $FRESH_TOKENS fresh tokens ($WRAPPED requests reused a token); raise FRESH_TOKENS"
+    # wrk's threads are not balanced (one may send 60 % of the requests), so each thread has
+    # its own slice of FRESH_TOKENS / THREADS tokens. A reused token could hit Warden's
+    # cache, and its fresh figure would no longer be "fresh": that fails the run. HAProxy
+    # has no cache, so reuse changes nothing there; it is only reported.
+    if ((WRAPPED > 0)); then
+        [[ $s == warden-* ]] && die "$s: a wrk thread ran past its $((FRESH_TOKENS / THREADS)) fresh tokens ($WRAPPED requests reused a token); raise FRESH_TOKENS"
+        log "WARNING: $s: a wrk thread ran past its $((FRESH_TOKENS / THREADS)) fresh tokens; $WRAPPED requests reused a token (HAProxy has no cache: no effect)"
+    fi
 }
 
 version_of() {
@@ -503,7 +582,8 @@ version_of() {
             v=$("$WARDEN_BIN" --version 2>/dev/null | sed -n 1p || true)
             [[ -n $v ]] || v="warden"
             rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || true)
-            echo "$v${rev:+ (git $rev)}"
+            # HEAD at the time of the run; the binary may be older (WARDEN_BIN): its mtime says.
+            echo "$v${rev:+ (git HEAD $rev)}, binary $WARDEN_BIN built $(date -u -r "$WARDEN_BIN" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || echo '?')"
             ;;
     esac
 }
@@ -519,9 +599,6 @@ if uses warden || [[ $PROFILE == 1 ]]; then
 fi
 
 # ---------------------------------------------------------------- run
-for port in $UPSTREAM_PORT $PROXY_PORT; do
-    port_busy "$port" && die "something already listens on $HOST:$port; stop it first"
-done
 mkdir -p "$RESULTS_DIR"
 RESULTS_TSV="$TMP/results.tsv"
 : >"$RESULTS_TSV"
@@ -536,6 +613,8 @@ if uses haproxy; then VERSIONS[haproxy]="$(version_of haproxy)"; log "haproxy: $
 # the 2 cores, and anything else running skews the figures.
 LOAD_WAITED=0
 LOAD_GAVE_UP=0
+QUIET_WAITED=0
+QUIET_GAVE_UP=0
 if ! load_below "$LOAD_MAX"; then
     log "waiting for the 1-minute load average to drop below $LOAD_MAX (now $(loadavg1); polling every 10 s, at most ${LOAD_WAIT} s)"
     while ! load_below "$LOAD_MAX"; do
@@ -556,6 +635,14 @@ log "load average at start: $LOAD_START; CPUs ${CPU_BUSY_START}% busy over 2 s"
 ((CPU_BUSY_START <= 10)) || log "WARNING: the CPUs are ${CPU_BUSY_START}% busy before the run"
 STARTED_AT="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 
+for port in $UPSTREAM_PORT $PROXY_PORT; do
+    for ((i = 0; i < 60; i++)); do
+        port_busy "$port" || break
+        ((i % 6 == 0)) && log "something listens on $HOST:$port (another benchmark?); waiting for it to go (at most 300 s)"
+        sleep 5
+    done
+    port_busy "$port" && die "something still listens on $HOST:$port; stop it first"
+done
 write_upstream_conf
 start upstream nginx -e "$TMP/upstream/error.log" -p "$TMP/upstream" -c "$TMP/upstream/nginx.conf"
 wait_http upstream "http://$HOST:$UPSTREAM_PORT/bench" 15
@@ -569,15 +656,27 @@ for ((round = 0; round < ROUNDS; round++)); do
     sleep 2
     for ((k = 0; k < n; k++)); do
         s=${SCENARIOS[$(((k + round) % n))]}
-        log "=== round $((round + 1))/$ROUNDS: $s"
-        start_proxy "$s" "$RD"
-        check_proxy "$s" "$RD"
-        run_wrk "$s" "$RD" $((round + 1))
-        stop proxy
-        printf '%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n' "$s" $((round + 1)) "$RPS" "$P50" "$P99" "$REQS" "$SOCKERR" "$WRAPPED" >>"$RESULTS_TSV"
-        sleep 1
+        for ((attempt = 1; ; attempt++)); do
+            label=""
+            ((attempt == 1)) || label=" (attempt $attempt)"
+            log "=== round $((round + 1))/$ROUNDS: $s$label"
+            wait_quiet "$s"
+            start_proxy "$s" "$RD"
+            check_proxy "$s" "$RD"
+            run_wrk "$s" "$RD" "$((round + 1)).$attempt"
+            stop proxy
+            kept=1
+            if awk -v f="$FOREIGN" -v m="$FOREIGN_MAX" 'BEGIN { exit !(f > m) }' && ((attempt <= RETRIES)); then
+                kept=0
+                log "WARNING: $s: other processes took ${FOREIGN}% of the CPUs (> ${FOREIGN_MAX}%); discarding this run and repeating it"
+            fi
+            printf '%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n' "$s" $((round + 1)) "$RPS" "$P50" "$P99" "$REQS" "$SOCKERR" \
+                "$WRAPPED" "$FOREIGN" "$attempt" "$kept" "$PROXY_US" >>"$RESULTS_TSV"
+            sleep 1
+            ((kept)) && break
+        done
     done
-    [[ ${KEEP_TMP:-0} == 1 ]] || rm -f "$RD/fresh.txt" # ~60 MB a round
+    [[ ${KEEP_TMP:-0} == 1 ]] || rm -f "$RD/fresh.txt" # ~140 MB a round
 done
 LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 log "load average at end: $LOAD_END"
@@ -628,7 +727,8 @@ fi
 # ---------------------------------------------------------------- report
 CPU_MODEL="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"
 export CPU_MODEL DURATION CONNECTIONS THREADS WARMUP ROUNDS CPU_BUSY_START LOAD_START LOAD_END LOAD_MAX
-export LOAD_WAITED LOAD_GAVE_UP STARTED_AT FRESH_TOKENS FRESH_WARMUP_TOKENS TOKEN_BYTES
+export WARDEN_CACHE_ENTRIES="${WARDEN_CACHE_ENTRIES:-}"
+export RUN_WAIT LOAD_WAITED LOAD_GAVE_UP QUIET_WAITED QUIET_GAVE_UP QUIET_BUSY FOREIGN_MAX RETRIES STARTED_AT FRESH_TOKENS FRESH_WARMUP_TOKENS TOKEN_BYTES
 export WRK_VERSION="$(wrk -v 2>&1 | sed -n 1p | sed "s/ *Copyright.*//" || true)"
 export KERNEL="$(uname -sr)" NPROC="$(nproc)"
 export UPSTREAM_VERSION="$(nginx -v 2>&1 | sed -n 1p)"
@@ -644,11 +744,17 @@ env = os.environ
 order = ["warden-plain", "warden-jwt-repeated", "warden-jwt-fresh",
          "haproxy-plain", "haproxy-jwt-repeated", "haproxy-jwt-fresh"]
 runs = {}
+discarded = []
 for line in open(tsv):
-    s, rnd, rps, p50, p99, reqs, sockerr, wrapped = line.rstrip("\n").split("\t")
-    runs.setdefault(s, []).append({"round": int(rnd), "requests_per_sec": float(rps), "p50_ms": float(p50),
-                                   "p99_ms": float(p99), "requests": int(reqs), "socket_errors": int(sockerr),
-                                   "fresh_tokens_reused": int(wrapped)})
+    s, rnd, rps, p50, p99, reqs, sockerr, wrapped, foreign, attempt, kept, proxy_us = line.rstrip("\n").split("\t")
+    run = {"round": int(rnd), "requests_per_sec": float(rps), "p50_ms": float(p50),
+           "p99_ms": float(p99), "requests": int(reqs), "proxy_cpu_us_per_request": float(proxy_us),
+           "socket_errors": int(sockerr),
+           "fresh_tokens_reused": int(wrapped), "other_processes_cpu_pct": float(foreign), "attempt": int(attempt)}
+    if kept == "1":
+        runs.setdefault(s, []).append(run)
+    else:
+        discarded.append(dict(run, scenario=s))
 rows = []
 for s in order:
     if s not in runs:
@@ -659,6 +765,7 @@ for s in order:
         "requests_per_sec": round(statistics.median(x["requests_per_sec"] for x in rs), 1),
         "p50_ms": round(statistics.median(x["p50_ms"] for x in rs), 3),
         "p99_ms": round(statistics.median(x["p99_ms"] for x in rs), 3),
+        "proxy_cpu_us_per_request": round(statistics.median(x["proxy_cpu_us_per_request"] for x in rs), 1),
         "non_200": 0,
         "socket_errors": sum(x["socket_errors"] for x in rs),
         "rounds": rs,
@@ -675,7 +782,10 @@ def ratio(a, b, target, what):
     v = round(va / vb, 3) if vb else None
     return {"ratio": "%s / %s" % (a, b), "what": what, "value": v, "target": target,
             "met": (v is not None and v >= target), "per_round": per_round,
-            "p99_ratio": round(by[a]["p99_ms"] / by[b]["p99_ms"], 3) if by[b]["p99_ms"] else None}
+            "p99_ratio": round(by[a]["p99_ms"] / by[b]["p99_ms"], 3) if by[b]["p99_ms"] else None,
+            # b's CPU per request / a's: how many of a's requests fit in the CPU time of one of b's
+            "cpu_per_request_ratio": (round(by[b]["proxy_cpu_us_per_request"] / by[a]["proxy_cpu_us_per_request"], 3)
+                                      if by[a]["proxy_cpu_us_per_request"] else None)}
 
 ratios = [r for r in [
     ratio("warden-jwt-repeated", "haproxy-jwt-repeated", 5.0, "repeated token: Warden vs HAProxy"),
@@ -699,19 +809,23 @@ meta = {
                 "waited_for_load_s": int(env["LOAD_WAITED"]), "load_max": float(env["LOAD_MAX"]),
                 "load_wait_gave_up": env["LOAD_GAVE_UP"] == "1",
                 "cpu_busy_pct_before_run": int(env["CPU_BUSY_START"]),
+                "quiet_wait_before_runs_s": int(env["QUIET_WAITED"]), "runs_started_busy": int(env["QUIET_GAVE_UP"]),
+                "run_rules": "wait for < %s%% CPU busy before each run; repeat a run (at most %s times) when other "
+                             "processes took > %s%% of all CPU time during it" % (env["QUIET_BUSY"], env["RETRIES"], env["FOREIGN_MAX"]),
                 "note": "wrk (2 threads), the upstream nginx (1 worker) and the proxy (2 threads) share all the CPUs"},
     "load": {"tool": env["WRK_VERSION"], "script": "bench/jwt/wrk.lua (request() and response() for every scenario)",
              "threads": int(env["THREADS"]), "connections": int(env["CONNECTIONS"]),
              "duration_s": int(env["DURATION"]), "warmup_s": int(env["WARMUP"]), "rounds": int(env["ROUNDS"]),
              "figures": "median over rounds", "url": "http://127.0.0.1:18080/bench",
              "fresh_tokens_per_run": int(env["FRESH_TOKENS"]), "fresh_warmup_tokens": int(env["FRESH_WARMUP_TOKENS"])},
+    "warden_token_cache_max_entries": int(env["WARDEN_CACHE_ENTRIES"]) if env.get("WARDEN_CACHE_ENTRIES") else "default (100000)",
     "token": {"alg": "ES256 (P-256), new key each round", "bytes": int(env.get("TOKEN_BYTES") or 0),
               "claims": "iss=https://issuer.bench aud=api sub scope='read write' iat exp=now+3600 jti"},
     "versions": {"warden": env.get("WARDEN_VERSION", ""), "haproxy": env.get("HAPROXY_VERSION", ""),
                  "openssl": env.get("OPENSSL_VERSION", ""), "upstream": env["UPSTREAM_VERSION"]},
     "refusal_checks": {"warden": env.get("REFUSALS_WARDEN", ""), "haproxy": env.get("REFUSALS_HAPROXY", "")},
 }
-doc = dict(meta, results=rows, targets=ratios, other_ratios=info)
+doc = dict(meta, results=rows, targets=ratios, other_ratios=info, discarded_runs=discarded)
 with open(json_path, "w") as f:
     json.dump(doc, f, indent=2)
     f.write("\n")
@@ -719,14 +833,17 @@ with open(json_path, "w") as f:
 def fmt(x, nd=1):
     return "n/a" if x is None else ("{:,.%df}" % nd).format(x)
 
-head = ["scenario", "req/s", "p50 ms", "p99 ms", "req/s per round"]
+head = ["scenario", "req/s", "p50 ms", "p99 ms", "proxy CPU us/req", "req/s per round", "other CPU % per round"]
 table = [[r["scenario"], fmt(r["requests_per_sec"], 0), fmt(r["p50_ms"], 2), fmt(r["p99_ms"], 2),
-          " / ".join(fmt(x["requests_per_sec"], 0) for x in r["rounds"])] for r in rows]
-rhead = ["ratio (req/s)", "value", "target", "met", "per round", "p99 ratio"]
+          fmt(r["proxy_cpu_us_per_request"], 1),
+          " / ".join(fmt(x["requests_per_sec"], 0) for x in r["rounds"]),
+          " / ".join(fmt(x["other_processes_cpu_pct"], 1) for x in r["rounds"])] for r in rows]
+rhead = ["ratio (req/s)", "value", "target", "met", "per round", "p99 ratio", "inverse CPU/req ratio"]
 rtable = [[r["ratio"], fmt(r["value"], 2), ">= %g" % r["target"], "yes" if r["met"] else "NO",
-           " / ".join(fmt(x, 2) for x in r["per_round"]), fmt(r["p99_ratio"], 2)] for r in ratios]
+           " / ".join(fmt(x, 2) for x in r["per_round"]), fmt(r["p99_ratio"], 2), fmt(r["cpu_per_request_ratio"], 2)]
+          for r in ratios]
 itable = [[r["ratio"], fmt(r["value"], 2), "", "", " / ".join(fmt(x, 2) for x in r["per_round"]),
-           fmt(r["p99_ratio"], 2)] for r in info]
+           fmt(r["p99_ratio"], 2), fmt(r["cpu_per_request_ratio"], 2)] for r in info]
 
 def text_table(h, rs):
     w = [max(len(str(c)) for c in col) for col in zip(h, *rs)]
@@ -740,16 +857,28 @@ def md_table(h, rs):
 
 notes = []
 m = meta["machine"]
+if env.get("WARDEN_CACHE_ENTRIES"):
+    notes.append("diagnostic run: Warden's auth.cache.max_entries set to %s (not the default 100000)" % env["WARDEN_CACHE_ENTRIES"])
 if m["load_wait_gave_up"]:
     notes.append("the load average did not drop below %g within the wait; figures taken on a busy machine" % m["load_max"])
 if m["cpu_busy_pct_before_run"] > 10:
     notes.append("the CPUs were %d%% busy just before the run" % m["cpu_busy_pct_before_run"])
+if discarded:
+    notes.append("%d run(s) discarded and repeated because other processes took more than %s%% of the CPUs: %s" % (
+        len(discarded), env["FOREIGN_MAX"], ", ".join("%s round %d (%.0f%%)" % (d["scenario"], d["round"], d["other_processes_cpu_pct"]) for d in discarded)))
+if m["runs_started_busy"]:
+    notes.append("%d run(s) started with the CPUs still busy after waiting %s s" % (m["runs_started_busy"], env.get("RUN_WAIT", "?")))
 for r in rows:
+    busy = [x for x in r["rounds"] if x["other_processes_cpu_pct"] > float(env["FOREIGN_MAX"])]
+    if busy:
+        notes.append("%s: %d kept run(s) disturbed by other processes (%s%% of the CPUs) after all retries" % (
+            r["scenario"], len(busy), ", ".join("%.0f" % x["other_processes_cpu_pct"] for x in busy)))
     if r["socket_errors"]:
         notes.append("%s: %d socket errors" % (r["scenario"], r["socket_errors"]))
     reused = sum(x["fresh_tokens_reused"] for x in r["rounds"])
     if reused:
-        notes.append("%s: %d requests reused a fresh token (FRESH_TOKENS too small)" % (r["scenario"], reused))
+        notes.append("%s: %d requests reused a fresh token (a wrk thread ran past its slice; HAProxy keeps no "
+                     "verified-token cache, so this does not change its figures)" % (r["scenario"], reused))
 
 summary = ("load: %s, -t%d -c%d -d%ds (warm-up %ds), median of %d interleaved rounds; every response checked (all 200). "
            "Load average at start %s, at end %s." % (meta["load"]["tool"], meta["load"]["threads"], meta["load"]["connections"],

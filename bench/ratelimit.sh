@@ -5,9 +5,10 @@
 #   bench/ratelimit.sh                                  # every scenario, defaults (~6 min)
 #   ONLY=warden,warden-local DURATION=5 bench/ratelimit.sh
 #
-# One nginx upstream on 127.0.0.1:18000 answers `200 ok\n`; each scenario's proxy listens on
-# 127.0.0.1:18080 in front of it (settings as in bench/proxy.sh: 2 threads, upstream
-# keep-alive, no logging). A private redis-server (no persistence) on 127.0.0.1:18379 serves
+# One nginx upstream on 127.0.0.1:18100 answers `200 ok\n`; each scenario's proxy listens on
+# 127.0.0.1:18180 in front of it, with the settings of bench/proxy.sh (2 threads, upstream
+# keep-alive, no logging). The ports are this script's own, so a proxy.sh or jwt.sh run
+# cannot collide with it. A private redis-server (no persistence) on 127.0.0.1:18379 serves
 # the Redis scenarios. Scenarios:
 #   warden              plain proxying (the reference)
 #   warden-local        + a local limit on every request (key client_ip), high enough never
@@ -50,9 +51,9 @@ LOAD_WAIT="${LOAD_WAIT:-900}"
 ALL="warden,warden-local,warden-redis,warden-redis-lease,haproxy,haproxy-stick"
 ONLY="${ONLY:-$ALL}"
 RESULTS_DIR="${RESULTS_DIR:-$BENCH_DIR/results}"
-UPSTREAM_PORT=18000
-PROXY_PORT=18080
-ADMIN_PORT=18081
+UPSTREAM_PORT=18100
+PROXY_PORT=18180
+ADMIN_PORT=18181
 REDIS_PORT=18379
 HOST=127.0.0.1
 URL="http://$HOST:$PROXY_PORT/bench"
@@ -343,6 +344,9 @@ function to_ms(v,   n) {
 run_wrk() { # run_wrk NAME -> sets RPS P50 P99 NON2XX SOCKERR REQS
     local name=$1 out="$TMP/$1.wrk"
     run_fg "$TMP/$name.warmup" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "$URL" || die "wrk warm-up failed for $name"
+    # Redis calls and store errors are counted over the measured run only.
+    CALLS0=0 ERRS0=0
+    if [[ $name == warden-redis* ]]; then CALLS0=$(redis_calls) ERRS0=$(store_errors); fi
     run_fg "$out" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$URL" || { cat "$out" >&2; die "wrk failed for $name"; }
     read -r RPS P50 P99 NON2XX SOCKERR REQS < <(awk "$to_ms_awk"'
         /^[ \t]+50%/ { p50 = to_ms($2) }
@@ -368,8 +372,15 @@ if selected_prefix warden; then
 fi
 
 # ---------------------------------------------------------------- run
+# Wait for a quiet machine before starting anything, so that a long wait holds no port
+# (the other bench scripts use the same ones).
+LOAD_NOT_QUIET=0
+LOAD_BEFORE_WAIT="$(load1)"
+wait_quiet
+LOAD_AT_START="$(cat /proc/loadavg)"
+
 for port in $UPSTREAM_PORT $PROXY_PORT $ADMIN_PORT $REDIS_PORT; do
-    port_busy "$port" && die "something already listens on $HOST:$port; stop it first"
+    port_busy "$port" && die "something already listens on $HOST:$port (another benchmark?); stop it first"
 done
 mkdir -p "$RESULTS_DIR"
 RESULTS_TSV="$TMP/results.tsv"
@@ -378,16 +389,15 @@ RESULTS_TSV="$TMP/results.tsv"
 write_upstream_conf
 start upstream nginx -e "$TMP/upstream/error.log" -p "$TMP/upstream" -c "$TMP/upstream/nginx.conf"
 wait_http upstream "http://$HOST:$UPSTREAM_PORT/bench" 15
+sleep 0.5
+if grep -q 'bind() .* failed' "$TMP/upstream.out" || ! kill -0 "${PIDS[upstream]}" 2>/dev/null; then
+    die "the upstream nginx could not bind $HOST:$UPSTREAM_PORT"
+fi
 if selected_prefix warden-redis; then
     start redis redis-server --port "$REDIS_PORT" --bind "$HOST" --save '' --appendonly no --dir "$TMP"
     for ((i = 0; i < 100; i++)); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
     redis-cli -p "$REDIS_PORT" ping >/dev/null || die "redis-server did not start"
 fi
-
-LOAD_NOT_QUIET=0
-LOAD_BEFORE_WAIT="$(load1)"
-wait_quiet
-LOAD_AT_START="$(cat /proc/loadavg)"
 
 declare -A RPS_L=() P50_L=() P99_L=() NON2XX_T=() SOCKERR_T=() CALLS_T=() REQS_T=() ERR_T=() LOAD_L=()
 for name in "${SCENARIOS[@]}"; do
@@ -405,12 +415,10 @@ for ((round = 0; round < ROUNDS; round++)); do
         start_scenario "$name"
         body=$(curl -fsS "$URL")
         [[ $body == ok ]] || die "$name returned an unexpected body: $body"
-        calls0=0
-        [[ $name == warden-redis* ]] && calls0=$(redis_calls)
         run_wrk "$name"
         if [[ $name == warden-redis* ]]; then
-            CALLS_T[$name]=$((CALLS_T[$name] + $(redis_calls) - calls0))
-            ERR_T[$name]=$((ERR_T[$name] + $(store_errors)))
+            CALLS_T[$name]=$((CALLS_T[$name] + $(redis_calls) - CALLS0))
+            ERR_T[$name]=$((ERR_T[$name] + $(store_errors) - ERRS0))
         fi
         REQS_T[$name]=$((REQS_T[$name] + REQS))
         stop "$name"
@@ -542,6 +550,10 @@ with open(md_path, "w") as f:
                 meta["wrk"]["threads"], meta["wrk"]["connections"], meta["wrk"]["duration_s"],
                 meta["wrk"]["warmup_s"], meta["wrk"]["rounds"]))
     f.write(md_table(head, table) + "\n\n")
+    f.write("Req/s per round (1-minute load average before it): " + "; ".join(
+        "%s %s" % (r["scenario"], ", ".join("%.0f (%.2f)" % (x["requests_per_sec"], x["load1_before"]) for x in r["rounds"]))
+        for r in rows) + ". The benchmark itself keeps both CPUs busy, so the load average climbs to ~3-4 "
+        "during a run on its own; a round far below its neighbours points at other work.\n\n")
     f.write(md_table(rhead, rtable) + "\n\n")
     f.write("Limits:\n\n" + "".join("- %s: `%s`\n" % kv for kv in meta["limits"].items()) + "\n")
     f.write("Versions: %s; %s; %s; %s.\n" % (meta["versions"]["warden"], meta["versions"]["haproxy"],

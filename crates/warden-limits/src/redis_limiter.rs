@@ -9,13 +9,15 @@
 //!
 //! # Leasing
 //!
-//! With `lease = n > 0`, a gateway whose local lease for a key is empty asks Redis for up to
-//! `n` tokens at once (the script grants as many as fit), spends one, and keeps the rest for
-//! that key's next requests, which then need no round trip. Only one request per key fetches
-//! at a time; requests that arrive while it is in flight ask Redis for a single token, so a
-//! gateway never holds more than `n − 1` tokens for a key. A lease expires after the time its
-//! tokens stand for (`n` × emission interval), at most 1 s (at least 50 ms), so tokens do not
-//! outlive their window: unspent ones are forgotten, which can only admit less.
+//! With `lease = n > 1`, a gateway asks Redis for up to `n` tokens for a key at once (the
+//! script grants as many as fit), spends one, and keeps the rest for that key's next requests,
+//! which then need no round trip. When half the lease or less is left, the next request tops it
+//! up (asking for `n` minus what is held) while the others keep spending what is left. Only one
+//! request per key fetches at a time; if the lease runs dry meanwhile, requests ask Redis for a
+//! single token. So a gateway never holds more than `n − 1` tokens for a key. A lease expires
+//! after the time its tokens stand for (`n` × emission interval), at least 50 ms and at most
+//! 1 s, so tokens do not outlive their window: unspent ones are forgotten, which can only admit
+//! less. A request that Redis refuses spends a token that landed in the lease meanwhile.
 //!
 //! **Overshoot bound.** Redis counts leased tokens as spent when it grants them, so the fleet
 //! never admits more than Redis granted; what leasing changes is *when* tokens are spent. In any
@@ -135,7 +137,13 @@ impl RedisLimiter {
 
     /// Spends a token from this key's local lease, when it has one: no I/O, no allocation.
     /// `None`: ask [`RedisLimiter::check`].
+    /// When half the lease or less is left and no request is topping it up, this request is
+    /// sent to Redis to do so (`None`), so that a busy key's lease rarely runs dry.
     pub fn try_lease(&self, key: &[u8], now_nanos: u64) -> Option<Decision> {
+        self.spend(key, now_nanos, true)
+    }
+
+    fn spend(&self, key: &[u8], now_nanos: u64, leave_refill: bool) -> Option<Decision> {
         if self.lease == 0 {
             return None;
         }
@@ -143,6 +151,9 @@ impl RedisLimiter {
         let mut map = self.shard(h);
         let l = map.get_mut(&h)?;
         if l.tokens == 0 || now_nanos >= l.expires {
+            return None;
+        }
+        if leave_refill && l.tokens <= self.lease / 2 && l.fetching_since.is_none() {
             return None;
         }
         l.tokens -= 1;
@@ -155,24 +166,41 @@ impl RedisLimiter {
     /// Decides for `key` with Redis (taking a new lease when leasing), within the store's
     /// timeout. `now_nanos` is the caller's monotonic clock, for lease expiry only.
     pub async fn check(&self, key: &[u8], now_nanos: u64) -> Result<Decision, StoreError> {
-        let redis_key = self.redis_key(key);
         let fetch = self.begin_fetch(key, now_nanos);
-        let want = if fetch.is_some() { self.lease } else { 1 };
+        let want = match &fetch {
+            Some(f) => f.want,
+            None => {
+                // Another request is topping the lease up: spend what is left meanwhile.
+                if let Some(d) = self.spend(key, now_nanos, false) {
+                    return Ok(d);
+                }
+                1
+            }
+        };
+        let redis_key = self.redis_key(key);
         let grant = self
             .store
             .gcra(&redis_key, self.emission_us, self.tolerance_us, want)
             .await;
-        if let (Some(f), Ok(g)) = (&fetch, &grant) {
-            self.store_lease(f, g, now_nanos);
-        }
+        let held = match (&fetch, &grant) {
+            (Some(f), Ok(g)) => self.store_lease(f, g, now_nanos),
+            _ => 0,
+        };
         drop(fetch);
         match grant {
             // Refused, but another request's lease may have landed while this one waited:
             // spend it rather than leave it to lapse (which would admit less than the limit).
             Ok(g) if g.granted == 0 => Ok(self
-                .try_lease(key, now_nanos)
+                .spend(key, now_nanos, false)
                 .unwrap_or_else(|| to_decision(&g))),
-            other => other.map(|g| to_decision(&g)),
+            other => other.map(|g| match to_decision(&g) {
+                // What this gateway holds for the key is available to it too.
+                Decision::Allowed { reset, .. } => Decision::Allowed {
+                    remaining: g.remaining + u64::from(held),
+                    reset,
+                },
+                limited => limited,
+            }),
         }
     }
 
@@ -210,22 +238,33 @@ impl RedisLimiter {
             Some(since) if now.saturating_sub(since) < stale => None,
             _ => {
                 l.fetching_since = Some(now);
+                // Top up to `lease` held, never more: that is the overshoot bound.
+                let held = if now < l.expires { l.tokens } else { 0 };
                 Some(FetchGuard {
                     limiter: self,
                     hash: h,
+                    want: self.lease - held.min(self.lease - 1),
                 })
             }
         }
     }
 
-    fn store_lease(&self, f: &FetchGuard<'_>, g: &Grant, now: u64) {
+    /// Adds a grant to the key's lease; returns the tokens now held.
+    fn store_lease(&self, f: &FetchGuard<'_>, g: &Grant, now: u64) -> u32 {
         let mut map = self.shard(f.hash);
-        if let Some(l) = map.get_mut(&f.hash) {
-            l.tokens = u32::try_from(g.granted.saturating_sub(1)).unwrap_or(0);
+        let Some(l) = map.get_mut(&f.hash) else {
+            return 0;
+        };
+        {
+            let held = if now < l.expires { l.tokens } else { 0 };
+            // The fetching request takes one of the granted tokens for itself.
+            let add = u32::try_from(g.granted.saturating_sub(1)).unwrap_or(0);
+            l.tokens = held.saturating_add(add).min(self.lease - 1);
             l.expires = now + self.lease_life_nanos;
             l.remaining = g.remaining;
             l.reset_at = now + g.reset_us.saturating_mul(1000);
         }
+        l.tokens
     }
 }
 
@@ -235,6 +274,8 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 struct FetchGuard<'a> {
     limiter: &'a RedisLimiter,
     hash: u64,
+    /// Tokens to ask for: what tops the lease up to its size.
+    want: u32,
 }
 
 impl Drop for FetchGuard<'_> {
@@ -399,26 +440,51 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_lease_is_taken_at_once_and_spent_locally() {
+    async fn a_lease_is_taken_at_once_spent_locally_and_topped_up() {
         let Some(url) = redis_url() else { return };
         let s = store(&url, TIMEOUT_MS);
         let leased = limiter(&s, 6, Duration::from_secs(60), 10, 4);
         let plain = limiter(&s, 6, Duration::from_secs(60), 10, 0);
-        // The first request takes 4 tokens from Redis; the next 3 need no round trip.
+        // The first request takes 4 tokens from Redis (Redis keeps 6, this gateway 3).
         match leased.check(b"k", 0).await.unwrap() {
             Decision::Allowed { remaining, .. } => assert_eq!(remaining, 9),
             d => panic!("{d:?}"),
         }
-        for left in [8, 7, 6] {
-            match leased.try_lease(b"k", 1) {
-                Some(Decision::Allowed { remaining, .. }) => assert_eq!(remaining, left),
-                d => panic!("{d:?}"),
-            }
+        assert_eq!(held(&leased, b"k"), 3);
+        match leased.try_lease(b"k", 1) {
+            Some(Decision::Allowed { remaining, .. }) => assert_eq!(remaining, 8),
+            d => panic!("{d:?}"),
         }
-        assert!(leased.try_lease(b"k", 1).is_none(), "lease spent");
-        // Redis counted all 4: another gateway sharing the limit gets the other 6.
-        assert_eq!(allowed(&plain, b"k", 10).await, 6);
-        assert!(!leased.check(b"k", 2).await.unwrap().is_allowed());
+        // Half left: the next request tops the lease up to 4 (asks for 2).
+        assert!(leased.try_lease(b"k", 1).is_none());
+        match leased.check(b"k", 1).await.unwrap() {
+            Decision::Allowed { remaining, .. } => assert_eq!(remaining, 4 + 3),
+            d => panic!("{d:?}"),
+        }
+        assert_eq!(held(&leased, b"k"), 3);
+        // Every token Redis granted is spent, none twice, and the lease never holds more
+        // than lease − 1: exactly the burst is admitted, with fewer round trips than requests.
+        let (mut admitted, mut round_trips) = (3, 1);
+        for _ in 0..10 {
+            let d = match leased.try_lease(b"k", 2) {
+                Some(d) => d,
+                None => {
+                    round_trips += 1;
+                    leased.check(b"k", 2).await.unwrap()
+                }
+            };
+            admitted += usize::from(d.is_allowed());
+            assert!(held(&leased, b"k") <= 3);
+        }
+        assert_eq!(admitted, 10);
+        assert!(round_trips < 10, "{round_trips} round trips");
+        // Redis counted every leased token: another gateway sharing the limit gets none.
+        assert_eq!(allowed(&plain, b"k", 3).await, 0);
+    }
+
+    fn held(l: &RedisLimiter, key: &[u8]) -> u32 {
+        let h = l.hasher.hash_one(key);
+        l.shard(h).get(&h).map_or(0, |l| l.tokens)
     }
 
     #[tokio::test]
@@ -437,8 +503,10 @@ mod tests {
         let plain = limiter(&s, 6, Duration::from_secs(60), 3, 0);
         assert!(plain.check(b"j", 0).await.unwrap().is_allowed());
         assert!(l.check(b"j", 0).await.unwrap().is_allowed());
-        assert!(l.try_lease(b"j", 0).is_some());
+        assert_eq!(held(&l, b"j"), 1);
+        // The top-up finds Redis empty; the held token is spent instead.
         assert!(l.try_lease(b"j", 0).is_none());
+        assert!(l.check(b"j", 0).await.unwrap().is_allowed());
         assert!(!l.check(b"j", 0).await.unwrap().is_allowed());
     }
 
