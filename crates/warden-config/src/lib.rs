@@ -24,7 +24,9 @@ mod validate_limits;
 pub use auth::*;
 pub use authority::{AuthorityConfig, FailedAuthConfig};
 pub use model::*;
-pub use types::{parse_duration, ByteSize, Cidr, Dur, RegexStr, SecretError, SecretRef, Timestamp};
+pub use types::{
+    parse_duration, ByteSize, Cidr, Dur, LimitKeys, RegexStr, SecretError, SecretRef, Timestamp,
+};
 pub use validate::{parse_endpoint, Endpoint, Scheme};
 
 /// One problem in a config: where (`routes[2].cluster`) and why.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::defaults as d;
-use crate::types::{ByteSize, Cidr, Dur, RegexStr, SecretRef};
+use crate::types::{ByteSize, Cidr, Dur, LimitKeys, RegexStr, SecretRef};
 
 /// The whole config file.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -463,8 +463,9 @@ pub struct RateLimitConfig {
     /// What the limit counts by: `client_ip`, `route` (all callers together), `subject` (the
     /// authenticated caller), `api_key` (the API key id), `claim:NAME` (a token claim, e.g.
     /// `claim:client_id`), or
-    /// `header:NAME` (the header's value; requests without it share one bucket).
-    pub key: String,
+    /// `header:NAME` (the header's value; requests without it share one bucket). A list of
+    /// these counts each combination of values separately (`["subject", "header:x-tenant"]`).
+    pub key: LimitKeys,
     /// Requests allowed per `per`.
     pub requests: u64,
     /// The period the requests are counted over.
@@ -489,6 +490,29 @@ pub struct RateLimitConfig {
     /// the limit by at most this many requests per key.
     #[serde(default)]
     pub lease: u32,
+    /// Claim (dotted path) whose value names the caller's tier; for API keys, the attribute of
+    /// that name. A caller whose value names one of `tiers` gets that tier's limit, counted in
+    /// buckets of its own; anyone else (no value, an unknown one, or no identity) gets this
+    /// limit's own `requests`/`per`/`burst`.
+    #[serde(default)]
+    pub tier_claim: Option<String>,
+    /// Limits per tier, by tier name (the claim's value).
+    #[serde(default)]
+    pub tiers: BTreeMap<String, RateLimitTier>,
+}
+
+/// The limit a tier of callers gets instead of the limit's own.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitTier {
+    /// Requests allowed per `per`.
+    pub requests: u64,
+    /// The period; default: the limit's own `per`.
+    #[serde(default)]
+    pub per: Option<Dur>,
+    /// Requests allowed at once; default: `requests`.
+    #[serde(default)]
+    pub burst: Option<u64>,
 }
 
 /// Where a limit's counters live.

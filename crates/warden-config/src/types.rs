@@ -171,6 +171,52 @@ impl Serialize for RegexStr {
     }
 }
 
+/// What a rate limit counts by: one key (`"client_ip"`) or a combination written as a list
+/// (`["subject", "header:x-tenant"]`), where each distinct combination of values has its own
+/// bucket. Written back as it was: a string for one key, a list for several.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitKeys(pub Vec<String>);
+
+impl LimitKeys {
+    /// The parts, in the order written.
+    pub fn parts(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl fmt::Display for LimitKeys {
+    /// The parts joined with `+` (`subject+header:x-tenant`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("+"))
+    }
+}
+
+impl<'de> Deserialize<'de> for LimitKeys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        match OneOrMany::deserialize(d)
+            .map_err(|_| de::Error::custom("expected a key (\"client_ip\") or a list of keys"))?
+        {
+            OneOrMany::One(s) => Ok(LimitKeys(vec![s])),
+            OneOrMany::Many(v) => Ok(LimitKeys(v)),
+        }
+    }
+}
+
+impl Serialize for LimitKeys {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => s.serialize_str(one),
+            many => many.serialize(s),
+        }
+    }
+}
+
 /// The largest secret file read (keys, certificates' keys, tokens).
 pub const MAX_SECRET_BYTES: u64 = 1024 * 1024;
 

@@ -448,30 +448,63 @@ fn route(r: &RouteConfig, p: &str, e: &mut ConfigErrors) {
     }
     for (i, l) in r.rate_limits.iter().enumerate() {
         let lp = format!("{p}.rate_limits[{i}]");
-        let identity_key = l.key == "subject" || l.key == "api_key" || l.key.starts_with("claim:");
-        if identity_key && !matches!(r.auth, Some(crate::auth::RouteAuth::Rules(_))) {
+        let parts = l.key.parts();
+        if parts.is_empty() {
+            e.push(format!("{lp}.key"), "needs at least one key");
+        } else if parts.len() > 4 {
+            e.push(format!("{lp}.key"), "at most 4 keys in a combination");
+        }
+        for (k, part) in parts.iter().enumerate() {
+            if parts[..k].contains(part) {
+                e.push(format!("{lp}.key"), format!("`{part}` is listed twice"));
+            }
+            limit_key(part, r, &format!("{lp}.key"), e);
+        }
+        if parts.len() > 1 && parts.iter().any(|k| k == "route") {
             e.push(
                 format!("{lp}.key"),
-                format!(
-                    "`{}` needs an authenticated route (auth is \"none\")",
-                    l.key
-                ),
+                "`route` counts all callers together; it cannot be combined with other keys",
             );
         }
-        match l.key.strip_prefix("header:") {
-            Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_err() => {
-                e.push(format!("{lp}.key"), format!("`{h}` is not a header name"))
-            }
-            Some(_) => {}
-            None if l.key == "client_ip" || l.key == "route" || identity_key => {
-                if l.key == "claim:" {
-                    e.push(format!("{lp}.key"), "`claim:` needs a claim name");
-                }
-            }
-            None => e.push(
-                format!("{lp}.key"),
-                "must be `client_ip`, `route`, `subject`, `api_key`, `claim:NAME` or `header:NAME`",
+        let authenticated = matches!(r.auth, Some(crate::auth::RouteAuth::Rules(_)));
+        match (&l.tier_claim, l.tiers.is_empty()) {
+            (Some(c), _) if c.is_empty() || c.split('.').any(str::is_empty) => e.push(
+                format!("{lp}.tier_claim"),
+                "must be a claim name (a dotted path for nested claims)",
             ),
+            (Some(_), true) => e.push(format!("{lp}.tiers"), "tier_claim needs at least one tier"),
+            (None, false) => e.push(
+                format!("{lp}.tier_claim"),
+                "tiers need a tier_claim: the claim or API key attribute that names the tier",
+            ),
+            (Some(_), false) if !authenticated => e.push(
+                format!("{lp}.tier_claim"),
+                "tiers need an authenticated route (auth is \"none\")",
+            ),
+            _ => {}
+        }
+        for (name, t) in &l.tiers {
+            let tp = format!("{lp}.tiers.{name}");
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            {
+                e.push(
+                    tp.clone(),
+                    "a tier name must be 1 to 64 letters, digits, `.`, `_` or `-`",
+                );
+            }
+            if t.requests == 0 {
+                e.push(format!("{tp}.requests"), "must be at least 1");
+            }
+            if t.per.is_some_and(|p| p.0.is_zero()) {
+                e.push(format!("{tp}.per"), "must be more than zero");
+            }
+            if t.burst == Some(0) {
+                e.push(format!("{tp}.burst"), "must be at least 1");
+            }
         }
         if l.requests == 0 {
             e.push(format!("{lp}.requests"), "must be at least 1");
@@ -485,6 +518,32 @@ fn route(r: &RouteConfig, p: &str, e: &mut ConfigErrors) {
         if l.max_keys == 0 {
             e.push(format!("{lp}.max_keys"), "must be at least 1");
         }
+    }
+}
+
+/// Checks one part of a rate limit's `key`.
+fn limit_key(key: &str, r: &RouteConfig, path: &str, e: &mut ConfigErrors) {
+    let identity_key = key == "subject" || key == "api_key" || key.starts_with("claim:");
+    if identity_key && !matches!(r.auth, Some(crate::auth::RouteAuth::Rules(_))) {
+        e.push(
+            path,
+            format!("`{key}` needs an authenticated route (auth is \"none\")"),
+        );
+    }
+    match key.strip_prefix("header:") {
+        Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_err() => {
+            e.push(path, format!("`{h}` is not a header name"))
+        }
+        Some(_) => {}
+        None if key == "client_ip" || key == "route" || identity_key => {
+            if key == "claim:" {
+                e.push(path, "`claim:` needs a claim name");
+            }
+        }
+        None => e.push(
+            path,
+            "must be `client_ip`, `route`, `subject`, `api_key`, `claim:NAME` or `header:NAME`",
+        ),
     }
 }
 
@@ -520,6 +579,60 @@ per = "0s"
         ] {
             assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");
         }
+    }
+
+    #[test]
+    fn combined_keys_and_tiers_are_checked_with_their_paths() {
+        let text = r#"
+[[listeners]]
+name = "l"
+address = "127.0.0.1:0"
+[[clusters]]
+name = "c"
+endpoints = ["http://127.0.0.1:1"]
+[[routes]]
+name = "r"
+auth = "none"
+cluster = "c"
+[[routes.rate_limits]]
+key = ["client_ip", "route", "client_ip", "subject"]
+requests = 5
+tier_claim = "plan"
+[routes.rate_limits.tiers."bad name"]
+requests = 0
+burst = 0
+per = "0s"
+[[routes.rate_limits]]
+key = []
+requests = 5
+[routes.rate_limits.tiers.gold]
+requests = 10
+[[routes.rate_limits]]
+key = "client_ip"
+requests = 5
+tier_claim = "plan"
+"#;
+        let errors = crate::parse(text).unwrap_err().to_string();
+        for needle in [
+            "routes[0].rate_limits[0].key: `client_ip` is listed twice",
+            "routes[0].rate_limits[0].key: `route` counts all callers together; it cannot be combined with other keys",
+            "routes[0].rate_limits[0].key: `subject` needs an authenticated route",
+            "routes[0].rate_limits[0].tier_claim: tiers need an authenticated route",
+            "routes[0].rate_limits[0].tiers.bad name: a tier name must be 1 to 64 letters, digits",
+            "routes[0].rate_limits[0].tiers.bad name.requests: must be at least 1",
+            "routes[0].rate_limits[0].tiers.bad name.burst: must be at least 1",
+            "routes[0].rate_limits[0].tiers.bad name.per: must be more than zero",
+            "routes[0].rate_limits[1].key: needs at least one key",
+            "routes[0].rate_limits[1].tier_claim: tiers need a tier_claim",
+            "routes[0].rate_limits[2].tiers: tier_claim needs at least one tier",
+        ] {
+            assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");
+        }
+        // A key that is neither a string nor a list says so.
+        let errors = crate::parse(&text.replacen("key = []", "key = 5", 1))
+            .unwrap_err()
+            .to_string();
+        assert!(errors.contains("expected a key"), "{errors}");
     }
 
     #[test]

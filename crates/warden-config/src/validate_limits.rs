@@ -130,6 +130,14 @@ pub(crate) fn store(c: &Config, e: &mut ConfigErrors) {
             if u64::from(l.lease) > l.burst.unwrap_or(l.requests) {
                 e.push(format!("{lp}.lease"), "must be at most the burst");
             }
+            for (name, t) in &l.tiers {
+                if u64::from(l.lease) > t.burst.unwrap_or(t.requests) {
+                    e.push(
+                        format!("{lp}.lease"),
+                        format!("must be at most the burst of every tier (tier `{name}`)"),
+                    );
+                }
+            }
         }
     }
 }

@@ -46,7 +46,7 @@ struct Ctx {
     /// The rate-limit state to report: policy, remaining, seconds to reset.
     rate_limit: Option<(HeaderValue, u64, u64)>,
     /// What the limit that refused the request counts by.
-    limited_by: Option<&'static str>,
+    limited_by: Option<(Arc<str>, Option<Arc<str>>)>,
     /// How the caller authenticated, once authorized.
     auth_method: Option<&'static str>,
     /// Who, for the access log.
@@ -87,26 +87,48 @@ async fn check_rate_limits(
         std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
         std::net::IpAddr::V6(a) => a.octets(),
     };
-    let mut claim_text: String;
+    let mut claim_text = String::new();
+    let mut combined = Vec::new();
     for l in &route.rate_limits {
-        let key: &[u8] = match &l.key {
-            LimitKey::ClientIp => &ip_bytes,
-            LimitKey::Route => b"",
-            LimitKey::Header(h) => headers.get(h).map_or(&b""[..], |v| v.as_bytes()),
-            LimitKey::Subject => identity.map_or(&b""[..], |i| i.subject.as_bytes()),
-            LimitKey::ApiKey => identity
-                .and_then(|i| i.key_id.as_deref())
-                .map_or(&b""[..], str::as_bytes),
-            LimitKey::Claim(name) => match identity.and_then(|i| i.claim(name)) {
-                Some(serde_json::Value::String(s)) => s.as_bytes(),
-                Some(other) => {
-                    claim_text = other.to_string();
-                    claim_text.as_bytes()
-                }
-                None => b"",
-            },
+        let part = |k: &LimitKey, claim_text: &mut String| -> Option<&[u8]> {
+            Some(match k {
+                LimitKey::ClientIp => &ip_bytes[..],
+                LimitKey::Route => b"",
+                LimitKey::Header(h) => headers.get(h).map_or(&b""[..], |v| v.as_bytes()),
+                LimitKey::Subject => identity.map_or(&b""[..], |i| i.subject.as_bytes()),
+                LimitKey::ApiKey => identity
+                    .and_then(|i| i.key_id.as_deref())
+                    .map_or(&b""[..], str::as_bytes),
+                LimitKey::Claim(name) => match identity.and_then(|i| i.claim(name)) {
+                    Some(serde_json::Value::String(s)) => s.as_bytes(),
+                    Some(other) => {
+                        *claim_text = other.to_string();
+                        return None;
+                    }
+                    None => b"",
+                },
+            })
         };
-        let decision = match &l.limiter {
+        let key: &[u8] = if let [one] = l.keys.as_slice() {
+            match part(one, &mut claim_text) {
+                Some(k) => k,
+                None => claim_text.as_bytes(),
+            }
+        } else {
+            // A combination: each part length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+            combined.clear();
+            for k in &l.keys {
+                let bytes = match part(k, &mut claim_text) {
+                    Some(b) => b,
+                    None => claim_text.as_bytes(),
+                };
+                combined.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+                combined.extend_from_slice(bytes);
+            }
+            &combined
+        };
+        let bucket = l.bucket(identity);
+        let decision = match &bucket.limiter {
             Limiter::Local(local) => local.check(key, now),
             Limiter::Redis(r) => match r.limiter.try_lease(key, now) {
                 Some(d) => d,
@@ -118,8 +140,8 @@ async fn check_rate_limits(
                         if !r.fail_closed {
                             continue;
                         }
-                        ctx.rate_limit = Some((l.policy.clone(), 0, 1));
-                        ctx.limited_by = Some(l.key.kind());
+                        ctx.rate_limit = Some((bucket.policy.clone(), 0, 1));
+                        ctx.limited_by = Some((l.label.clone(), bucket.tier.clone()));
                         return Err(Reject::RateLimited(1));
                     }
                 },
@@ -133,15 +155,16 @@ async fn check_rate_limits(
                     .is_none_or(|(_, r, _)| remaining < *r)
                 {
                     ctx.rate_limit = Some((
-                        l.policy.clone(),
+                        bucket.policy.clone(),
                         remaining,
                         reset.as_secs_f64().ceil() as u64,
                     ));
                 }
             }
             Decision::Limited { retry_after, reset } => {
-                ctx.rate_limit = Some((l.policy.clone(), 0, reset.as_secs_f64().ceil() as u64));
-                ctx.limited_by = Some(l.key.kind());
+                ctx.rate_limit =
+                    Some((bucket.policy.clone(), 0, reset.as_secs_f64().ceil() as u64));
+                ctx.limited_by = Some((l.label.clone(), bucket.tier.clone()));
                 return Err(Reject::RateLimited(
                     retry_after.as_secs_f64().ceil().max(1.0) as u64,
                 ));
@@ -282,12 +305,13 @@ pub(crate) async fn handle(
             })
             .inc();
     }
-    if let Some(key) = ctx.limited_by {
+    if let Some((key, tier)) = ctx.limited_by.take() {
         metrics
             .rate_limited
             .get_or_create(&warden_telemetry::metrics::RouteLimitKey {
                 route: route_name.clone(),
                 key,
+                tier,
             })
             .inc();
     }

@@ -81,13 +81,52 @@ impl LimitKey {
     }
 }
 
-/// A compiled rate limit: its key, its limiter (kept across reloads while unchanged) and the
-/// `RateLimit-Policy` value that describes it.
+/// A compiled rate limit: its key (one part or a combination), its buckets — one for callers
+/// of no tier and one per tier, each with its limiter (kept across reloads while the limit is
+/// unchanged) and the `RateLimit-Policy` value that describes it.
 pub(crate) struct RouteLimit {
-    pub(crate) key: LimitKey,
+    pub(crate) keys: Vec<LimitKey>,
+    /// The metric label: the key kinds joined with `+`.
+    pub(crate) label: Arc<str>,
     pub(crate) config: warden_config::RateLimitConfig,
+    /// The claim (or API key attribute) whose value names the caller's tier.
+    pub(crate) tier_claim: Option<String>,
+    /// The limit for callers of no tier.
+    pub(crate) base: LimitBucket,
+    /// The limits of the tiers, sorted by name.
+    pub(crate) tiers: Vec<(String, LimitBucket)>,
+}
+
+impl RouteLimit {
+    /// The bucket for a caller: its tier's when the tier claim names a configured tier, the
+    /// limit's own otherwise.
+    pub(crate) fn bucket(&self, identity: Option<&warden_auth::Identity>) -> &LimitBucket {
+        let Some(claim) = &self.tier_claim else {
+            return &self.base;
+        };
+        let find = |tier: &str| {
+            self.tiers
+                .binary_search_by(|(name, _)| name.as_str().cmp(tier))
+                .map_or(&self.base, |i| &self.tiers[i].1)
+        };
+        match identity.and_then(|i| i.claim(claim)) {
+            Some(serde_json::Value::String(tier)) => find(tier),
+            // `level = 3` names tier "3".
+            Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
+                find(&v.to_string())
+            }
+            _ => &self.base,
+        }
+    }
+}
+
+/// One set of counters of a limit, with what describes it in responses and metrics.
+pub(crate) struct LimitBucket {
     pub(crate) limiter: Limiter,
     pub(crate) policy: http::HeaderValue,
+    /// The `tier` metric label: the tier's name, `default` for callers of no tier on a limit
+    /// with tiers, none for a limit without tiers.
+    pub(crate) tier: Option<Arc<str>>,
 }
 
 /// Where a limit's counters live.

@@ -315,7 +315,7 @@ fn rate_limit_store(
         .map_err(|why| CompileError::new("rate_limit_store.redis_url", why))
 }
 
-/// Compiles a route's rate limit, reusing the limiter (and so its counters, or its Redis
+/// Compiles a route's rate limit, reusing the limiters (and so their counters, or their Redis
 /// leases) from the previous snapshot's route of the same name when that limit (and the
 /// store) is unchanged.
 fn compile_limit(
@@ -326,56 +326,153 @@ fn compile_limit(
     store: Option<&Arc<warden_limits::RedisStore>>,
     metrics: &Arc<Metrics>,
 ) -> Result<crate::router::RouteLimit, String> {
-    use crate::router::{LimitKey, Limiter, RedisLimit, RouteLimit};
-    let key = match l.key.as_str() {
-        "client_ip" => LimitKey::ClientIp,
-        "route" => LimitKey::Route,
-        "subject" => LimitKey::Subject,
-        "api_key" => LimitKey::ApiKey,
-        other if other.starts_with("claim:") => LimitKey::Claim(other[6..].to_owned()),
-        other => LimitKey::Header(
-            other
-                .strip_prefix("header:")
-                .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok())
-                .ok_or_else(|| format!("`{other}` is not a rate-limit key"))?,
-        ),
-    };
-    let burst = l.burst.unwrap_or(l.requests);
-    let gcra = warden_limits::Gcra::new(l.requests, l.per.0, burst).ok_or_else(|| {
-        format!(
-            "{} per {:?} with burst {burst} is out of range (burst × interval must fit in ~584 years)",
-            l.requests, l.per.0
-        )
-    })?;
+    use crate::router::{LimitKey, RouteLimit};
+    let keys = l
+        .key
+        .parts()
+        .iter()
+        .map(|k| {
+            Ok(match k.as_str() {
+                "client_ip" => LimitKey::ClientIp,
+                "route" => LimitKey::Route,
+                "subject" => LimitKey::Subject,
+                "api_key" => LimitKey::ApiKey,
+                other if other.starts_with("claim:") => LimitKey::Claim(other[6..].to_owned()),
+                other => LimitKey::Header(
+                    other
+                        .strip_prefix("header:")
+                        .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                        .ok_or_else(|| format!("`{other}` is not a rate-limit key"))?,
+                ),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    if keys.is_empty() {
+        return Err("a rate limit needs a key".into());
+    }
+    let label: Arc<str> = keys
+        .iter()
+        .map(LimitKey::kind)
+        .collect::<Vec<_>>()
+        .join("+")
+        .into();
     let old = previous
         .and_then(|p| p.get(index))
         .filter(|old| old.config == *l);
+    // The Redis key names the limit (and tier), never the value: that is hashed by the limiter.
+    let key_name = {
+        let mut n = String::new();
+        for (i, k) in keys.iter().enumerate() {
+            if i > 0 {
+                n.push('+');
+            }
+            n.push_str(k.kind());
+            match k {
+                LimitKey::Header(h) => n.push_str(&format!("={h}")),
+                LimitKey::Claim(c) => n.push_str(&format!("={c}")),
+                _ => {}
+            }
+        }
+        n
+    };
+    let tiered = !l.tiers.is_empty();
+    let shape = Shape {
+        requests: l.requests,
+        per: l.per.0,
+        burst: l.burst.unwrap_or(l.requests),
+    };
+    let base = compile_bucket(
+        l,
+        shape,
+        old.map(|o| &o.base),
+        &format!("{route}:{index}:{key_name}:"),
+        &format!("{index}"),
+        tiered.then(|| Arc::from("default")),
+        store,
+        metrics,
+    )?;
+    let mut tiers = Vec::with_capacity(l.tiers.len());
+    // BTreeMap order: sorted by name, as `RouteLimit::bucket` searches them.
+    for (name, t) in &l.tiers {
+        let shape = Shape {
+            requests: t.requests,
+            per: t.per.map_or(l.per.0, |p| p.0),
+            burst: t.burst.unwrap_or(t.requests),
+        };
+        let kept = old.and_then(|o| o.tiers.iter().find(|(n, _)| n == name).map(|(_, b)| b));
+        let bucket = compile_bucket(
+            l,
+            shape,
+            kept,
+            &format!("{route}:{index}:tier={name}:{key_name}:"),
+            &format!("{index}-{name}"),
+            Some(Arc::from(name.as_str())),
+            store,
+            metrics,
+        )
+        .map_err(|why| format!("tier `{name}`: {why}"))?;
+        tiers.push((name.clone(), bucket));
+    }
+    Ok(RouteLimit {
+        keys,
+        label,
+        config: l.clone(),
+        tier_claim: l.tier_claim.clone(),
+        base,
+        tiers,
+    })
+}
+
+/// A limit's rate: `requests` per `per`, `burst` at once.
+#[derive(Clone, Copy)]
+struct Shape {
+    requests: u64,
+    per: std::time::Duration,
+    burst: u64,
+}
+
+/// Builds one bucket of a limit (its own, or a tier's), keeping `kept`'s limiter when there is
+/// one for the same store.
+#[allow(clippy::too_many_arguments)]
+fn compile_bucket(
+    l: &warden_config::RateLimitConfig,
+    shape: Shape,
+    kept: Option<&crate::router::LimitBucket>,
+    redis_key: &str,
+    policy_name: &str,
+    tier_label: Option<Arc<str>>,
+    store: Option<&Arc<warden_limits::RedisStore>>,
+    metrics: &Arc<Metrics>,
+) -> Result<crate::router::LimitBucket, String> {
+    use crate::router::{LimitBucket, Limiter, RedisLimit};
+    let Shape {
+        requests,
+        per,
+        burst,
+    } = shape;
+    let gcra = warden_limits::Gcra::new(requests, per, burst).ok_or_else(|| {
+        format!(
+            "{requests} per {per:?} with burst {burst} is out of range (burst × interval must fit in ~584 years)"
+        )
+    })?;
     let limiter = match l.store {
-        warden_config::LimitStore::Local => match old.map(|o| &o.limiter) {
+        warden_config::LimitStore::Local => match kept.map(|o| &o.limiter) {
             Some(Limiter::Local(kept)) => Limiter::Local(kept.clone()),
             _ => Limiter::Local(Arc::new(warden_limits::LocalLimiter::new(gcra, l.max_keys))),
         },
         warden_config::LimitStore::Redis => {
-            let store = store.ok_or("store = \"redis\" needs rate_limit_store.redis_url")?;
-            match old.map(|o| &o.limiter) {
+            let store =
+                store.ok_or("store = \"redis\" needs a valid rate_limit_store.redis_url")?;
+            match kept.map(|o| &o.limiter) {
                 Some(Limiter::Redis(kept)) if Arc::ptr_eq(kept.limiter.store(), store) => {
                     Limiter::Redis(kept.clone())
                 }
                 _ => {
-                    // The key names the limit, never the value: that is hashed by the limiter.
-                    let mut key_base =
-                        format!("{}{route}:{index}:{}", store.key_prefix(), key.kind());
-                    if let LimitKey::Header(h) = &key {
-                        key_base.push_str(&format!("={h}"));
-                    } else if let LimitKey::Claim(c) = &key {
-                        key_base.push_str(&format!("={c}"));
-                    }
-                    key_base.push(':');
                     let limiter = warden_limits::RedisLimiter::new(
                         store.clone(),
-                        key_base,
-                        l.requests,
-                        l.per.0,
+                        format!("{}{redis_key}", store.key_prefix()),
+                        requests,
+                        per,
                         burst,
                         l.lease,
                         l.max_keys,
@@ -397,16 +494,13 @@ fn compile_limit(
     };
     // draft-ietf-httpapi-ratelimit-headers: the policy's quota and window in seconds.
     let policy = http::HeaderValue::from_str(&format!(
-        "\"{}\";q={};w={}",
-        index,
-        l.requests,
-        l.per.0.as_secs().max(1)
+        "\"{policy_name}\";q={requests};w={}",
+        per.as_secs().max(1)
     ))
     .map_err(|_| "cannot express the policy as a header".to_string())?;
-    Ok(RouteLimit {
-        key,
-        config: l.clone(),
+    Ok(LimitBucket {
         limiter,
         policy,
+        tier: tier_label,
     })
 }

@@ -14,6 +14,33 @@ fn config(up: &Upstream, limits: &str) -> String {
     )
 }
 
+/// A route `api` that takes JWTs from `iss`, with the given `[[routes.rate_limits]]` lines.
+fn jwt_config(up: &Upstream, iss: &warden_test_util::jwt::TestIssuer, limits: &str) -> String {
+    format!(
+        r#"{}
+[[auth.jwt]]
+name = "t"
+issuer = "{}"
+audiences = ["api"]
+algorithms = ["ES256"]
+jwks_file = "{}"
+[[clusters]]
+name = "c"
+endpoints = ["{}"]
+[[routes]]
+name = "api"
+cluster = "c"
+path_prefix = "/"
+[routes.auth]
+accept = ["jwt"]
+{limits}"#,
+        base_toml(),
+        iss.iss,
+        iss.jwks_file().display(),
+        up.url()
+    )
+}
+
 async fn get(gw: &Gateway, headers: &[(&str, &str)]) -> client::Answer {
     let mut b = Request::get("/x").header("host", "localhost");
     for (k, v) in headers {
@@ -163,24 +190,10 @@ async fn a_limit_keyed_by_subject_counts_each_caller_separately() {
     use warden_test_util::jwt::TestIssuer;
     let up = Upstream::start("u").await;
     let iss = TestIssuer::new("https://issuer.test");
-    let gw = Gateway::start(&format!(
-        r#"{}
-[[auth.jwt]]
-name = "t"
-issuer = "{}"
-audiences = ["api"]
-algorithms = ["ES256"]
-jwks_file = "{}"
-[[clusters]]
-name = "c"
-endpoints = ["{}"]
-[[routes]]
-name = "api"
-cluster = "c"
-path_prefix = "/"
-[routes.auth]
-accept = ["jwt"]
-[[routes.rate_limits]]
+    let gw = Gateway::start(&jwt_config(
+        &up,
+        &iss,
+        r#"[[routes.rate_limits]]
 key = "subject"
 requests = 2
 per = "60s"
@@ -189,10 +202,6 @@ key = "claim:tenant"
 requests = 3
 per = "60s"
 "#,
-        base_toml(),
-        iss.iss,
-        iss.jwks_file().display(),
-        up.url()
     ))
     .await;
     let token = |sub: &str, tenant: &str| {
@@ -230,4 +239,177 @@ per = "60s"
         text.contains("warden_rate_limited_requests_total{route=\"api\",key=\"claim\"} 1"),
         "{text}"
     );
+}
+
+/// A JWT route whose limit (keyed by subject) has tiers chosen by the `plan` claim.
+#[tokio::test]
+async fn a_claim_selects_the_callers_tier_and_unknown_or_missing_tiers_get_the_default_limit() {
+    use warden_test_util::jwt::TestIssuer;
+    let up = Upstream::start("u").await;
+    let iss = TestIssuer::new("https://issuer.test");
+    let gw = Gateway::start(&jwt_config(
+        &up,
+        &iss,
+        r#"[[routes.rate_limits]]
+key = "subject"
+requests = 2
+per = "60s"
+tier_claim = "plan"
+[routes.rate_limits.tiers.gold]
+requests = 4
+[routes.rate_limits.tiers.free]
+requests = 1
+per = "1h"
+"#,
+    ))
+    .await;
+    let token = |sub: &str, plan: Option<&str>| {
+        let mut c = iss.claims(sub, "api", "");
+        if let Some(p) = plan {
+            c["plan"] = p.into();
+        }
+        format!("Bearer {}", iss.token(&c))
+    };
+    // How many requests in a row each caller gets, and the policy it is told about.
+    let run = |t: String| {
+        let gw = &gw;
+        async move {
+            let mut admitted = 0;
+            let mut policy = None;
+            for _ in 0..10 {
+                let res = get(gw, &[("authorization", &t)]).await;
+                policy = res.header("ratelimit-policy").map(str::to_owned);
+                match res.status {
+                    200 => admitted += 1,
+                    429 => break,
+                    s => panic!("status {s}"),
+                }
+            }
+            (admitted, policy.unwrap())
+        }
+    };
+    assert_eq!(
+        run(token("alice", Some("gold"))).await,
+        (4, "\"0-gold\";q=4;w=60".to_owned())
+    );
+    assert_eq!(
+        run(token("ann", Some("gold"))).await,
+        (4, "\"0-gold\";q=4;w=60".to_owned()),
+        "each gold subject has its own bucket"
+    );
+    assert_eq!(
+        run(token("bob", Some("free"))).await,
+        (1, "\"0-free\";q=1;w=3600".to_owned())
+    );
+    assert_eq!(
+        run(token("carol", Some("platinum"))).await,
+        (2, "\"0\";q=2;w=60".to_owned()),
+        "a tier that is not configured gets the limit's own"
+    );
+    assert_eq!(
+        run(token("dave", None)).await,
+        (2, "\"0\";q=2;w=60".to_owned()),
+        "no tier claim: the limit's own"
+    );
+    assert_eq!(
+        run(token("carol", Some("gold"))).await,
+        (4, "\"0-gold\";q=4;w=60".to_owned()),
+        "tiers count in buckets of their own"
+    );
+    let metrics = client::get(gw.admin(), "/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    for line in [
+        "warden_rate_limited_requests_total{route=\"api\",key=\"subject\",tier=\"gold\"} 3",
+        "warden_rate_limited_requests_total{route=\"api\",key=\"subject\",tier=\"free\"} 1",
+        "warden_rate_limited_requests_total{route=\"api\",key=\"subject\",tier=\"default\"} 2",
+    ] {
+        assert!(text.contains(line), "missing {line} in {text}");
+    }
+    assert_eq!(up.requests().len(), 4 + 4 + 1 + 2 + 2 + 4);
+}
+
+#[tokio::test]
+async fn an_api_key_attribute_selects_the_tier() {
+    use std::collections::BTreeMap;
+    use warden_auth::apikey;
+    use warden_test_util::jwt::now;
+    let up = Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.toml");
+    let make = |owner: &str, tier: Option<&str>| {
+        let attrs: BTreeMap<String, String> = tier
+            .map(|t| ("tier".to_owned(), t.to_owned()))
+            .into_iter()
+            .collect();
+        apikey::generate(owner, vec![], None, attrs, now())
+    };
+    let (gold, gold_e) = make("partner", Some("gold"));
+    let (plain, plain_e) = make("hobbyist", None);
+    std::fs::write(&file, apikey::write_key_file(&[gold_e, plain_e])).unwrap();
+    let gw = Gateway::start(&format!(
+        "{}\n[auth.api_keys]\nfile = {:?}\n[[clusters]]\nname = \"c\"\nendpoints = [\"{}\"]\n[[routes]]\nname = \"api\"\ncluster = \"c\"\npath_prefix = \"/\"\n[routes.auth]\naccept = [\"api_key\"]\n[[routes.rate_limits]]\nkey = \"api_key\"\nrequests = 1\nper = \"60s\"\ntier_claim = \"tier\"\n[routes.rate_limits.tiers.gold]\nrequests = 3\n",
+        base_toml(),
+        file.display().to_string(),
+        up.url()
+    ))
+    .await;
+    let statuses = |k: String| {
+        let gw = &gw;
+        async move {
+            let mut v = Vec::new();
+            for _ in 0..4 {
+                v.push(get(gw, &[("x-api-key", &k)]).await.status);
+            }
+            v
+        }
+    };
+    assert_eq!(statuses(gold).await, [200, 200, 200, 429]);
+    assert_eq!(statuses(plain).await, [200, 429, 429, 429]);
+}
+
+#[tokio::test]
+async fn a_combined_key_counts_each_combination_of_values_separately() {
+    let up = Upstream::start("u").await;
+    let gw = Gateway::start(&config(
+        &up,
+        "[[routes.rate_limits]]\nkey = [\"client_ip\", \"header:x-tenant\"]\nrequests = 2\nper = \"60s\"\n",
+    ))
+    .await;
+    let mut seen = Vec::new();
+    for tenant in ["a", "a", "a", "b", "b", "b", "ab", "", "", ""] {
+        let headers: &[(&str, &str)] = if tenant.is_empty() {
+            &[]
+        } else {
+            &[("x-tenant", tenant)]
+        };
+        seen.push(get(&gw, headers).await.status);
+    }
+    assert_eq!(
+        seen,
+        [200, 200, 429, 200, 200, 429, 200, 200, 200, 429],
+        "tenants a, b, ab and none each have their own bucket from this address"
+    );
+    let metrics = client::get(gw.admin(), "/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains(
+            "warden_rate_limited_requests_total{route=\"api\",key=\"client_ip+header\"} 3"
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn combined_values_that_concatenate_alike_are_still_different_keys() {
+    let up = Upstream::start("u").await;
+    let gw = Gateway::start(&config(
+        &up,
+        "[[routes.rate_limits]]\nkey = [\"header:x-a\", \"header:x-b\"]\nrequests = 1\nper = \"60s\"\n",
+    ))
+    .await;
+    let ab_c = [("x-a", "ab"), ("x-b", "c")];
+    let a_bc = [("x-a", "a"), ("x-b", "bc")];
+    assert_eq!(get(&gw, &ab_c).await.status, 200);
+    assert_eq!(get(&gw, &ab_c).await.status, 429);
+    assert_eq!(get(&gw, &a_bc).await.status, 200, "(a, bc) is not (ab, c)");
 }

@@ -352,3 +352,72 @@ async fn burst(gw: &Gateway, path: &str, n: usize) -> Vec<u16> {
     }
     out
 }
+
+/// Two gateways share a tiered limit in Redis: a gold API key's 4 requests and a plain key's
+/// 1 are counted across both, each tier in keys of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiers_are_shared_across_gateways_in_keys_of_their_own() {
+    use std::collections::BTreeMap;
+    use warden_auth::apikey;
+    let Some(url) = test_url("tiers_are_shared_across_gateways_in_keys_of_their_own") else {
+        return;
+    };
+    let up = Upstream::start("u").await;
+    let prefix = unique_prefix("tiers");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.toml");
+    let now = warden_test_util::jwt::now();
+    let gold_attrs = BTreeMap::from([("tier".to_owned(), "gold".to_owned())]);
+    let (gold, gold_e) = apikey::generate("partner", vec![], None, gold_attrs, now);
+    let (plain, plain_e) = apikey::generate("hobbyist", vec![], None, BTreeMap::new(), now);
+    std::fs::write(&file, apikey::write_key_file(&[gold_e, plain_e])).unwrap();
+    let toml = format!(
+        "{}\n[auth.api_keys]\nfile = {:?}\n[rate_limit_store]\nredis_url = \"{url}\"\nkey_prefix = \"{prefix}\"\ntimeout = \"500ms\"\n[[clusters]]\nname = \"c\"\nendpoints = [\"{}\"]\n[[routes]]\nname = \"api\"\ncluster = \"c\"\npath_prefix = \"/\"\n[routes.auth]\naccept = [\"api_key\"]\n[[routes.rate_limits]]\nstore = \"redis\"\non_store_failure = \"closed\"\nkey = \"api_key\"\nrequests = 1\nper = \"60s\"\ntier_claim = \"tier\"\n[routes.rate_limits.tiers.gold]\nrequests = 4\n",
+        base_toml(),
+        file.display().to_string(),
+        up.url()
+    );
+    let gws = [Gateway::start(&toml).await, Gateway::start(&toml).await];
+    let mut admitted = BTreeMap::new();
+    for (name, key) in [("gold", &gold), ("plain", &plain)] {
+        for i in 0..8 {
+            let req = Request::get("/x")
+                .header("host", "localhost")
+                .header("x-api-key", key.as_str())
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let status = client::send_h1(gws[i % 2].addr("main"), req).await.status;
+            assert!(status == 200 || status == 429, "status {status}");
+            *admitted.entry(name).or_insert(0) += usize::from(status == 200);
+        }
+    }
+    assert_eq!(
+        admitted["gold"], 4,
+        "the gold tier's 4, across both gateways"
+    );
+    assert_eq!(
+        admitted["plain"], 1,
+        "the limit's own 1, across both gateways"
+    );
+    // Redis holds one key per tier in use, named by route, limit, tier and key kind.
+    let mut conn = std::net::TcpStream::connect(url.trim_start_matches("redis://")).unwrap();
+    use std::io::{Read, Write};
+    conn.write_all(format!("KEYS {prefix}*\r\n").as_bytes())
+        .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = vec![0; 4096];
+    let n = conn.read(&mut buf).unwrap();
+    let reply = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        reply.contains(&format!("{prefix}api:0:tier=gold:api_key:")),
+        "{reply}"
+    );
+    assert!(
+        reply.contains(&format!("{prefix}api:0:api_key:")),
+        "{reply}"
+    );
+    assert!(
+        !reply.contains("partner") && !reply.contains("hobbyist"),
+        "{reply}"
+    );
+}

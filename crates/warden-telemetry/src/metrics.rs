@@ -67,19 +67,26 @@ impl EncodeLabelSet for EndpointLabel {
     }
 }
 
-/// Labels for rate-limit refusals: the route and what the limit counts by (never the key's
-/// value).
+/// Labels for rate-limit refusals: the route, what the limit counts by (never the key's
+/// value) and, for a limit with tiers, the caller's tier (a configured name, or `default`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct RouteLimitKey {
     /// Route name.
     pub route: Arc<String>,
-    /// `client_ip`, `route` or `header`.
-    pub key: &'static str,
+    /// The key kinds: `client_ip`, `route`, `header`, `subject`, `api_key`, `claim`, or a
+    /// combination of them joined with `+`.
+    pub key: Arc<str>,
+    /// The tier, for limits that have tiers; no `tier` label otherwise.
+    pub tier: Option<Arc<str>>,
 }
 
 impl EncodeLabelSet for RouteLimitKey {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
-        [("route", self.route.as_str()), ("key", self.key)].encode(encoder)
+        [("route", self.route.as_str()), ("key", &*self.key)].encode(encoder)?;
+        match &self.tier {
+            Some(t) => [("tier", &**t)].encode(encoder),
+            None => Ok(()),
+        }
     }
 }
 
