@@ -73,7 +73,21 @@ fn now() -> i64 {
 /// with neither, or outside a runtime.
 pub fn spawn(cfg: &RevocationConfig, cache: &Arc<TokenCache>) -> Result<Option<Poller>, String> {
     let redis = match &cfg.redis_url {
-        Some(u) => Some(pubsub::Endpoint::parse(u).map_err(|e| format!("redis_url: {e}"))?),
+        Some(u) => {
+            let password = match &cfg.redis_password {
+                Some(p) => Some(
+                    p.read_line()
+                        .map_err(|e| format!("redis_password: {e}"))?
+                        .to_string(),
+                ),
+                None => None,
+            };
+            Some(
+                pubsub::Endpoint::parse(u)
+                    .map_err(|e| format!("redis_url: {e}"))?
+                    .with_password(password),
+            )
+        }
         None => None,
     };
     let feed = match cfg.feed_url.clone() {

@@ -34,8 +34,17 @@ pub(crate) fn spawn(
     let Some(url) = &config.redis_url else {
         return Ok(None);
     };
+    let password = match &config.redis_password {
+        Some(p) => Some(
+            p.read_line()
+                .map_err(|e| AuthorityError::Config(format!("authority.redis_password: {e}")))?
+                .to_string(),
+        ),
+        None => None,
+    };
     let ep = Endpoint::parse(url)
-        .map_err(|e| AuthorityError::Config(format!("authority.redis_url: {e}")))?;
+        .map_err(|e| AuthorityError::Config(format!("authority.redis_url: {e}")))?
+        .with_password(password);
     // Subscribed before the listener starts, so no revocation slips past.
     let rx = authority.subscribe_revocations();
     let publisher = Publisher {

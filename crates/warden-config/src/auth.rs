@@ -54,6 +54,8 @@ pub struct RevocationConfig {
     /// with it: the feed remains the record and covers what is missed while disconnected.
     /// Unset: the feed only.
     pub redis_url: Option<String>,
+    /// Password for that Redis (`AUTH`), when it wants one: `env:NAME` or `file:PATH`.
+    pub redis_password: Option<SecretRef>,
     /// The pub/sub channel (the authority's `redis_channel`).
     pub redis_channel: String,
 }

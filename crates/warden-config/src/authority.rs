@@ -67,6 +67,8 @@ pub struct AuthorityConfig {
     /// logged and dropped, never failing the revocation; the feed stays the record. Unset:
     /// gateways learn from the feed only.
     pub redis_url: Option<String>,
+    /// Password for that Redis (`AUTH`), when it wants one: `env:NAME` or `file:PATH`.
+    pub redis_password: Option<SecretRef>,
     /// The pub/sub channel revocations are published on.
     pub redis_channel: String,
 }
@@ -204,6 +206,12 @@ pub(crate) fn validate(c: &crate::Config, e: &mut crate::ConfigErrors) {
             e.push(format!("{p}.redis_url"), why);
         }
     }
+    crate::validate_auth::redis_password(
+        a.redis_password.as_ref(),
+        a.redis_url.as_ref(),
+        format!("{p}.redis_password"),
+        e,
+    );
     if a.redis_channel.is_empty() {
         e.push(format!("{p}.redis_channel"), "must not be empty");
     }
@@ -245,7 +253,8 @@ mod tests {
             "enabled = true\nkey_encryption_key = \"file:{}\"\nissuer = \"auth.example\"\n\
              signing_alg = \"RS256\"\nkey_rotation = \"30s\"\ntoken_lifetime = \"2h\"\n\
              storage = \"postgres://u:pw@db/warden\"\nfailed_auth = {{ per_client = 0 }}\n\
-             redis_url = \"redis://u:pw@cache\"\nredis_channel = \"\"\n",
+             redis_url = \"redis://u:pw@cache\"\nredis_channel = \"\"\n\
+             redis_password = \"env:WARDEN_TEST_NO_SUCH_VARIABLE\"\n",
             short.display()
         ));
         for want in [
@@ -258,6 +267,7 @@ mod tests {
             "authority.failed_auth.per_client: must be at least 1",
             "authority.redis_url: must not hold credentials",
             "authority.redis_channel: must not be empty",
+            "authority.redis_password: environment variable `WARDEN_TEST_NO_SUCH_VARIABLE` is not set",
         ] {
             assert!(
                 errs.iter().any(|e| e.starts_with(want)),
@@ -290,6 +300,15 @@ mod tests {
              redis_url = \"redis://[::1]:6380/2\"\n"
         )
         .is_empty());
+        let pw = dir.path().join("redis.pw");
+        std::fs::write(&pw, "one\ntwo\n").unwrap();
+        assert_eq!(
+            gateway(&format!("redis_password = \"file:{}\"\n", pw.display())),
+            [
+                "auth.revocation.redis_password: needs redis_url beside it",
+                "auth.revocation.redis_password: must be one line of text",
+            ]
+        );
         // Disabled, the defaults are valid and nothing is read.
         assert!(errors("enabled = false\n").is_empty());
     }

@@ -247,6 +247,7 @@ impl Default for RevocationConfig {
             poll_interval: Dur::secs(2),
             ca: None,
             redis_url: None,
+            redis_password: None,
             redis_channel: revocation_channel(),
         }
     }
@@ -283,6 +284,7 @@ impl Default for crate::authority::AuthorityConfig {
             assertion_max_lifetime: Dur::secs(3600),
             failed_auth: Default::default(),
             redis_url: None,
+            redis_password: None,
             redis_channel: revocation_channel(),
         }
     }

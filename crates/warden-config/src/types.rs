@@ -297,6 +297,17 @@ impl SecretRef {
         }
     }
 
+    /// Reads a one-line text secret (a password), without its line ending.
+    pub fn read_line(&self) -> Result<Zeroizing<String>, String> {
+        let bytes = self.read().map_err(|e| e.to_string())?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| "must be UTF-8 text".to_string())?;
+        let line = text.trim_end_matches(['\r', '\n']);
+        if line.is_empty() || line.contains(['\r', '\n']) {
+            return Err("must be one line of text".into());
+        }
+        Ok(Zeroizing::new(line.to_owned()))
+    }
+
     /// The file behind the secret, if it is one (watched for changes).
     pub fn path(&self) -> Option<&std::path::Path> {
         match self {

@@ -22,6 +22,23 @@ fn http_url(u: &str) -> bool {
     (u.starts_with("https://") || u.starts_with("http://")) && u.parse::<http::Uri>().is_ok()
 }
 
+/// Checks a Redis password reference (`redis_password`): it needs the Redis URL beside it, and
+/// must read as non-empty UTF-8 text on one line.
+pub(crate) fn redis_password(
+    pw: Option<&crate::SecretRef>,
+    url: Option<&String>,
+    path: String,
+    e: &mut ConfigErrors,
+) {
+    let Some(pw) = pw else { return };
+    if url.is_none() {
+        e.push(path.clone(), "needs redis_url beside it");
+    }
+    if let Err(why) = pw.read_line() {
+        e.push(path, why);
+    }
+}
+
 /// What is wrong with a revocation pub/sub URL, if anything: it must be
 /// `redis://host[:port][/db]`, without credentials (the rules of
 /// `warden_auth::revocation::pubsub::Endpoint::parse`).
@@ -303,6 +320,12 @@ pub(crate) fn auth(c: &Config, e: &mut ConfigErrors) {
             );
         }
     }
+    redis_password(
+        r.redis_password.as_ref(),
+        r.redis_url.as_ref(),
+        "auth.revocation.redis_password".into(),
+        e,
+    );
     if r.redis_channel.is_empty() {
         e.push("auth.revocation.redis_channel", "must not be empty");
     }

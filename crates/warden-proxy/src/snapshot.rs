@@ -274,15 +274,11 @@ fn rate_limit_store(
     };
     let password = match &s.password {
         None => None,
-        Some(p) => {
-            let bytes = p
-                .read()
-                .map_err(|e| CompileError::new("rate_limit_store.password", e.to_string()))?;
-            let text = std::str::from_utf8(&bytes).map_err(|_| {
-                CompileError::new("rate_limit_store.password", "must be UTF-8 text")
-            })?;
-            Some(text.trim_end_matches(['\r', '\n']).to_owned())
-        }
+        Some(p) => Some(
+            p.read_line()
+                .map_err(|e| CompileError::new("rate_limit_store.password", e))?
+                .to_string(),
+        ),
     };
     let store_config = StoreConfig {
         url: url.clone(),

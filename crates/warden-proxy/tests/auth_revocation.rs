@@ -126,6 +126,15 @@ async fn authority(
     dir: &std::path::Path,
     redis: Option<(&str, &str)>,
 ) -> (AuthorityHandle, String) {
+    authority_with(dir, redis, None).await
+}
+
+/// [`authority`], publishing to a Redis that wants `password`.
+async fn authority_with(
+    dir: &std::path::Path,
+    redis: Option<(&str, &str)>,
+    password: Option<&str>,
+) -> (AuthorityHandle, String) {
     let kek = dir.join("authority.kek");
     std::fs::write(
         &kek,
@@ -145,6 +154,11 @@ async fn authority(
     if let Some((url, channel)) = redis {
         cfg.redis_url = Some(url.into());
         cfg.redis_channel = channel.into();
+    }
+    if let Some(pw) = password {
+        let f = dir.join("authority-redis.pw");
+        std::fs::write(&f, format!("{pw}\n")).unwrap();
+        cfg.redis_password = Some(SecretRef::File(f));
     }
     let h = warden_authority::start(&cfg)
         .await
@@ -279,6 +293,11 @@ async fn revoke_and_measure(
 
 /// Subscribers of `channel` on the Redis at `url` (`PUBSUB NUMSUB`).
 async fn subscribers(url: &str, channel: &str) -> i64 {
+    subscribers_with(url, None, channel).await
+}
+
+/// [`subscribers`] on a Redis that wants `password`.
+async fn subscribers_with(url: &str, password: Option<&str>, channel: &str) -> i64 {
     let host = url
         .trim_start_matches("redis://")
         .split('/')
@@ -287,6 +306,13 @@ async fn subscribers(url: &str, channel: &str) -> i64 {
     let mut s = tokio::net::TcpStream::connect(host)
         .await
         .expect("connect to Redis");
+    if let Some(pw) = password {
+        let cmd = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{pw}\r\n", pw.len());
+        s.write_all(cmd.as_bytes()).await.unwrap();
+        let mut ok = [0u8; 5];
+        s.read_exact(&mut ok).await.unwrap();
+        assert_eq!(&ok, b"+OK\r\n", "AUTH");
+    }
     let cmd = format!(
         "*3\r\n$6\r\nPUBSUB\r\n$6\r\nNUMSUB\r\n${}\r\n{channel}\r\n",
         channel.len()
@@ -347,5 +373,52 @@ async fn without_redis_the_feed_alone_refuses_a_revocation_within_its_poll_inter
     let (gw, _up) = gateway(&auth, dir.path(), "poll_interval = \"1s\"").await;
     let took = revoke_and_measure(&auth, &gw, &secret, Duration::from_secs(5)).await;
     println!("revocation latency through the feed (poll_interval 1s): {took:?}");
+    auth.shutdown().await;
+}
+
+/// A Redis that wants a password: the authority and the gateway each send theirs, and a
+/// gateway with a wrong one never subscribes but still refuses the token through the feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_travel_through_a_password_protected_redis() {
+    let test = "revocations_travel_through_a_password_protected_redis";
+    let Some(server) =
+        warden_test_util::redis::RedisServer::start_with_password(test, "s3cret pw").await
+    else {
+        return;
+    };
+    let redis = server.url();
+    let channel = "warden:revocations";
+    let dir = tempfile::tempdir().unwrap();
+    let (auth, secret) =
+        authority_with(dir.path(), Some((&redis, channel)), Some("s3cret pw")).await;
+    std::fs::write(dir.path().join("gw-redis.pw"), "s3cret pw\n").unwrap();
+    std::fs::write(dir.path().join("wrong-redis.pw"), "not it\n").unwrap();
+    let revocation = |pw: &str, poll: &str| {
+        format!(
+            "poll_interval = \"{poll}\"\nredis_url = \"{redis}\"\nredis_channel = \"{channel}\"\nredis_password = \"file:{}\"",
+            dir.path().join(pw).display()
+        )
+    };
+    let (gw, _up) = gateway(&auth, dir.path(), &revocation("gw-redis.pw", "30s")).await;
+    let (wrong, _up2) = gateway(&auth, dir.path(), &revocation("wrong-redis.pw", "1s")).await;
+    let start = Instant::now();
+    while subscribers_with(&redis, Some("s3cret pw"), channel).await < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the gateway never subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The feed is polled every 30 s: only the password-protected channel can be in time.
+    let took = revoke_and_measure(&auth, &gw, &secret, Duration::from_secs(1)).await;
+    println!("revocation latency through password-protected Redis: {took:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        subscribers_with(&redis, Some("s3cret pw"), channel).await,
+        1,
+        "the gateway with the wrong password is not subscribed"
+    );
+    let took = revoke_and_measure(&auth, &wrong, &secret, Duration::from_secs(5)).await;
+    println!("revocation latency through the feed beside a refused Redis: {took:?}");
     auth.shutdown().await;
 }

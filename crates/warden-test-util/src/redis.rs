@@ -35,11 +35,22 @@ pub struct RedisServer {
     port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// `requirepass`, when set.
+    password: Option<String>,
 }
 
 impl RedisServer {
     /// Starts one, or `None` (with a notice) when `redis-server` is not installed.
     pub async fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, None).await
+    }
+
+    /// Starts one that wants `password` (`requirepass`) from every client.
+    pub async fn start_with_password(test: &str, password: &str) -> Option<Self> {
+        Self::start_with(test, Some(password.to_owned())).await
+    }
+
+    async fn start_with(test: &str, password: Option<String>) -> Option<Self> {
         if Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -57,6 +68,7 @@ impl RedisServer {
             port,
             child: None,
             dir: tempfile::tempdir().expect("temp dir"),
+            password,
         };
         s.restart().await;
         Some(s)
@@ -106,7 +118,7 @@ impl RedisServer {
     /// Starts it again on the same port (empty), and waits until it answers `PING`.
     pub async fn restart(&mut self) {
         self.kill();
-        let child = spawn(self.port, self.dir.path());
+        let child = spawn(self.port, self.dir.path(), self.password.as_deref());
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !ping(self.port).await {
@@ -126,9 +138,12 @@ impl Drop for RedisServer {
     }
 }
 
-fn spawn(port: u16, dir: &Path) -> Child {
-    Command::new("redis-server")
-        .args(["--port", &port.to_string()])
+fn spawn(port: u16, dir: &Path, password: Option<&str>) -> Child {
+    let mut cmd = Command::new("redis-server");
+    if let Some(pw) = password {
+        cmd.args(["--requirepass", pw]);
+    }
+    cmd.args(["--port", &port.to_string()])
         .args(["--bind", "127.0.0.1"])
         .args(["--save", ""])
         .args(["--appendonly", "no"])
@@ -139,7 +154,8 @@ fn spawn(port: u16, dir: &Path) -> Child {
         .expect("start redis-server")
 }
 
-/// True when a Redis answers `PING` on the port.
+/// True when a Redis answers `PING` on the port (`+PONG`, or `-NOAUTH` from one that wants a
+/// password: either way it is up).
 async fn ping(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await else {
         return false;
@@ -151,5 +167,5 @@ async fn ping(port: u16) -> bool {
     matches!(
         tokio::time::timeout(Duration::from_secs(1), s.read_exact(&mut buf)).await,
         Ok(Ok(_))
-    ) && &buf == b"+PONG\r\n"
+    ) && (&buf == b"+PONG\r\n" || &buf == b"-NOAUTH")
 }

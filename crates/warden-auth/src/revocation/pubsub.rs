@@ -18,12 +18,23 @@ use tokio::net::TcpStream;
 const MAX_BULK: usize = 64 * 1024;
 const MAX_ARRAY: usize = 16;
 
-/// Where Redis is: parsed from `redis://host[:port][/db]`.
+/// Where Redis is: parsed from `redis://host[:port][/db]`, with the password to send, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     host: String,
     port: u16,
     db: u32,
+    password: Option<Password>,
+}
+
+/// A Redis password: never printed, wiped when dropped.
+#[derive(Clone, PartialEq, Eq)]
+struct Password(zeroize::Zeroizing<String>);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
 }
 
 impl Endpoint {
@@ -64,7 +75,15 @@ impl Endpoint {
             host: host.to_owned(),
             port,
             db,
+            password: None,
         })
+    }
+
+    /// The password sent with `AUTH` after connecting (Redis `requirepass`, or the `default`
+    /// user's ACL password).
+    pub fn with_password(mut self, password: Option<String>) -> Self {
+        self.password = password.map(|p| Password(zeroize::Zeroizing::new(p)));
+        self
     }
 }
 
@@ -102,7 +121,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects and selects the database.
+    /// Connects, authenticates (with a password) and selects the database.
     pub async fn connect(ep: &Endpoint) -> io::Result<Self> {
         let stream = TcpStream::connect((ep.host.as_str(), ep.port)).await?;
         let _ = stream.set_nodelay(true);
@@ -110,6 +129,19 @@ impl Connection {
             stream,
             input: Vec::with_capacity(512),
         };
+        if let Some(Password(pw)) = &ep.password {
+            match conn.call(&[b"AUTH", pw.as_bytes()]).await? {
+                Value::Simple(_) => {}
+                // Redis's own words (`WRONGPASS …`), which never repeat the password.
+                Value::Error(e) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!("AUTH refused: {e}"),
+                    ))
+                }
+                _ => return Err(broken("AUTH: unexpected reply")),
+            }
+        }
         if ep.db != 0 {
             match conn
                 .call(&[b"SELECT", ep.db.to_string().as_bytes()])
