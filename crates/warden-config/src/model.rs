@@ -474,7 +474,8 @@ pub struct RateLimitConfig {
     /// Requests allowed at once; default: `requests`.
     #[serde(default)]
     pub burst: Option<u64>,
-    /// Most distinct keys this limit holds in memory (idle keys are dropped first).
+    /// Most distinct keys this limit holds in memory (idle keys are dropped first); each tier
+    /// holds as many again.
     #[serde(default = "d::rate_limit_max_keys")]
     pub max_keys: usize,
     /// Where the counters live: `local` (this process) or `redis` (shared by every gateway
