@@ -16,6 +16,7 @@ use crate::keys::Keys;
 use crate::revocation::{Revocations, Revoked};
 use crate::settings::Settings;
 use crate::throttle::Throttle;
+use crate::token_cache::TokenCache;
 
 /// The token service.
 pub struct Authority {
@@ -26,6 +27,8 @@ pub struct Authority {
     pub(crate) audit: Audit,
     pub(crate) throttle: Throttle,
     pub(crate) revocations: Revocations,
+    /// Tokens introspected before (see [`crate::token_cache`]).
+    pub(crate) introspected: TokenCache,
     pub(crate) client_keys: ClientKeys,
     pub(crate) revoked_tx: tokio::sync::broadcast::Sender<Revoked>,
     clock: Arc<dyn Clock>,
@@ -54,6 +57,7 @@ impl Authority {
         Ok(Arc::new(Authority {
             throttle: Throttle::new(&settings),
             revocations: Revocations::new(store.clone()),
+            introspected: TokenCache::default(),
             client_keys: ClientKeys::new(),
             revoked_tx: tokio::sync::broadcast::channel(1024).0,
             settings,

@@ -1,6 +1,7 @@
 //! The grants at `/oauth2/token`: `client_credentials` (RFC 6749 §4.4) and token exchange
 //! (RFC 8693). Both answer with an RFC 9068 JWT access token.
 
+use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use crate::audit::Event;
@@ -9,6 +10,7 @@ use crate::client_auth::{Authenticated, Peer};
 use crate::clients::{GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE};
 use crate::error::{ErrorCode, OAuthError};
 use crate::form::Params;
+use crate::token_cache::{Introspected, TokenCache};
 use crate::tokens::{self, audiences_of, scopes_of, Grant, Minted};
 
 /// RFC 8693 token type of access tokens.
@@ -145,12 +147,13 @@ impl Authority {
 
     /// Verifies a token presented to the authority (ours, valid now, not revoked).
     pub async fn verify_own(&self, token: &str) -> Result<Option<Map<String, Value>>, OAuthError> {
-        let Some(c) = tokens::verify(&self.keys.ring(), &self.settings.issuer, token, self.now())
-        else {
+        let now = self.now();
+        let Some(c) = tokens::verify(&self.keys.ring(), &self.settings.issuer, token, now) else {
             return Ok(None);
         };
         let jti = c.get("jti").and_then(Value::as_str).unwrap_or_default();
-        if self.revocations.is_revoked(jti).await? {
+        let exp = c.get("exp").and_then(Value::as_i64).unwrap_or_default();
+        if self.revocations.is_revoked(jti, exp, now).await? {
             return Ok(None);
         }
         Ok(Some(c))
@@ -267,11 +270,32 @@ impl Authority {
         Ok(response(&m, &g, true))
     }
 
-    /// RFC 7662 introspection of `token` for an authenticated caller.
-    pub async fn introspect(&self, token: &str) -> Result<Value, OAuthError> {
-        let Some(c) = self.verify_own(token).await? else {
-            return Ok(json!({ "active": false }));
+    /// RFC 7662 introspection of `token` for an authenticated caller: the JSON answer.
+    ///
+    /// A token seen before is answered from the introspection cache ([`crate::token_cache`]):
+    /// its expiry, `nbf` and signing key are checked again at every hit, the signature is not.
+    /// Revocation is checked on every request, cached or not (through the revocation list's
+    /// short-lived memory, see [`crate::revocation`]).
+    pub async fn introspect(&self, token: &str) -> Result<Bytes, OAuthError> {
+        const INACTIVE: &[u8] = br#"{"active":false}"#;
+        let now = self.now();
+        let ring = self.keys.ring();
+        let key = TokenCache::key(token);
+        if let Some(hit) = self.introspected.get(&key, &ring, now) {
+            if self.revocations.is_revoked(&hit.jti, hit.exp, now).await? {
+                return Ok(Bytes::from_static(INACTIVE));
+            }
+            return Ok(hit.answer.clone());
+        }
+        let Some((c, kid)) = tokens::verify_with_kid(&ring, &self.settings.issuer, token, now)
+        else {
+            return Ok(Bytes::from_static(INACTIVE));
         };
+        let jti = c.get("jti").and_then(Value::as_str).unwrap_or_default();
+        let exp = c.get("exp").and_then(Value::as_i64).unwrap_or_default();
+        if self.revocations.is_revoked(jti, exp, now).await? {
+            return Ok(Bytes::from_static(INACTIVE));
+        }
         let mut out = json!({ "active": true, "token_type": "Bearer" });
         for k in [
             "scope",
@@ -290,7 +314,19 @@ impl Authority {
                 out[k] = v.clone();
             }
         }
-        Ok(out)
+        let answer = Bytes::from(serde_json::to_vec(&out).map_err(|e| OAuthError::internal(&e))?);
+        self.introspected.insert(
+            key,
+            Introspected {
+                jti: jti.into(),
+                exp,
+                nbf: c.get("nbf").and_then(Value::as_i64),
+                kid: kid.into(),
+                answer: answer.clone(),
+            },
+            now,
+        );
+        Ok(answer)
     }
 
     /// RFC 7009 revocation by an authenticated client. Tokens that are not ours, malformed or
@@ -318,7 +354,7 @@ impl Authority {
         }
         let jti = c.get("jti").and_then(Value::as_str).unwrap_or_default();
         let exp = c.get("exp").and_then(Value::as_i64).unwrap_or_default();
-        let r = self.revocations.revoke(jti, exp).await?;
+        let r = self.revocations.revoke(jti, exp, self.now()).await?;
         let _ = self.revoked_tx.send(r.clone());
         self.audit
             .record(

@@ -38,6 +38,7 @@ pub mod revocation;
 pub mod server;
 pub mod settings;
 pub mod throttle;
+pub mod token_cache;
 pub mod tokens;
 
 pub use authority::Authority;

@@ -87,6 +87,16 @@ pub fn mint(ring: &KeyRing, issuer: &str, g: &Grant, now: i64) -> Option<Minted>
 /// and `exp`/`nbf` at `now` (with leeway). Returns the claims. Revocation is checked by the
 /// caller (it needs the store).
 pub fn verify(ring: &KeyRing, issuer: &str, token: &str, now: i64) -> Option<Map<String, Value>> {
+    verify_with_kid(ring, issuer, token, now).map(|(c, _)| c)
+}
+
+/// [`verify`], also returning the `kid` of the key that signed the token.
+pub fn verify_with_kid(
+    ring: &KeyRing,
+    issuer: &str,
+    token: &str,
+    now: i64,
+) -> Option<(Map<String, Value>, String)> {
     if token.len() > 16 * 1024 {
         return None;
     }
@@ -98,7 +108,8 @@ pub fn verify(ring: &KeyRing, issuer: &str, token: &str, now: i64) -> Option<Map
     {
         return None;
     }
-    let key = ring.find(t.kid.as_deref()?)?;
+    let kid = t.kid?;
+    let key = ring.find(&kid)?;
     if key.alg() != t.alg
         || !key
             .verifying_key()
@@ -121,7 +132,7 @@ pub fn verify(ring: &KeyRing, issuer: &str, token: &str, now: i64) -> Option<Map
         return None;
     }
     c.get("jti").and_then(Value::as_str)?;
-    Some(c)
+    Some((c, kid))
 }
 
 /// The `scope` claim as a list.

@@ -766,6 +766,194 @@ async fn introspection_revocation_and_the_feed(b: Backend) {
 }
 both_backends!(introspection_revocation_and_the_feed);
 
+/// Introspects `token` at `addr` as `id`.
+async fn introspect_at(addr: std::net::SocketAddr, token: &str, id: &str, secret: &str) -> Value {
+    Harness::introspect_at(addr, token, id, secret).await
+}
+
+async fn a_token_revoked_here_is_inactive_at_once(b: Backend) {
+    let h = Harness::start(b).await;
+    let secret = h.basic_client("svc", &["a"], &["aud"]).await;
+    let (_, other) = h
+        .client(json!({
+            "client_id": "other", "audiences": ["aud"], "exchange_audiences": ["aud"],
+            "grant_types": [EXCHANGE],
+        }))
+        .await;
+    let other = other.unwrap();
+    let t = h.access_token("svc", &secret, &[]).await;
+    let kept = h.access_token("svc", &secret, &[]).await;
+    // Introspected repeatedly: the later answers come from memory and say the same.
+    let first = introspect_at(h.addr(), &t, "other", &other).await;
+    assert_eq!(first["active"], true);
+    assert_eq!(first["jti"], decode(&t).1["jti"]);
+    for _ in 0..3 {
+        assert_eq!(introspect_at(h.addr(), &t, "other", &other).await, first);
+    }
+    assert_eq!(
+        introspect_at(h.addr(), &kept, "other", &other).await["active"],
+        true
+    );
+    let a = h
+        .form("/oauth2/revoke", &[("token", &t)], Some(("svc", &secret)))
+        .await;
+    assert_eq!(a.status, 200);
+    // The very next introspection, on the same instance, refuses it; another token is
+    // untouched.
+    assert_eq!(
+        introspect_at(h.addr(), &t, "other", &other).await,
+        json!({"active": false})
+    );
+    assert_eq!(
+        introspect_at(h.addr(), &kept, "other", &other).await["active"],
+        true
+    );
+    // Token exchange, which shares the revocation check, refuses it too.
+    let exchange = |subject: String| {
+        let (addr, other) = (h.addr(), other.clone());
+        async move {
+            let p = [
+                ("grant_type", EXCHANGE),
+                ("subject_token", subject.as_str()),
+                ("subject_token_type", AT),
+            ];
+            post_form(addr, "/oauth2/token", &p, Some(("other", &other))).await
+        }
+    };
+    assert_error(&exchange(t.clone()).await, 400, "invalid_grant");
+    let a = exchange(kept.clone()).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+}
+both_backends!(a_token_revoked_here_is_inactive_at_once);
+
+/// Two authority instances on one PostgreSQL database (same key-encryption key): a token
+/// revoked through the second is refused by the first within
+/// `warden_authority::revocation::REVOCATION_CACHE_TTL` (plus a margin for scheduling).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_through_another_instance_is_inactive_within_the_bound() {
+    if std::env::var("WARDEN_TEST_DATABASE_URL").is_err() {
+        eprintln!("WARDEN_TEST_DATABASE_URL is not set: skipped (needs a shared PostgreSQL)");
+        return;
+    }
+    let bound = warden_authority::revocation::REVOCATION_CACHE_TTL;
+    let margin = std::time::Duration::from_millis(1000);
+    let h = Harness::start(Backend::Postgres).await;
+    let second = h.second_instance().await;
+    let secret = h.basic_client("svc", &["a"], &["aud"]).await;
+    let other = h.basic_client("other", &["a"], &["aud"]).await;
+    let t = h.access_token("svc", &secret, &[]).await;
+    // Both instances know the token (shared keys); the first has it in memory as active and
+    // not revoked, read just now.
+    assert_eq!(
+        introspect_at(second.addr(), &t, "other", &other).await["active"],
+        true
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            introspect_at(h.addr(), &t, "other", &other).await["active"],
+            true
+        );
+    }
+    // Revoked through the second instance (the client authenticates there from the shared
+    // store): the second refuses it at once.
+    let a = post_form(
+        second.addr(),
+        "/oauth2/revoke",
+        &[("token", &t)],
+        Some(("svc", &secret)),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let revoked = std::time::Instant::now();
+    assert_eq!(
+        introspect_at(second.addr(), &t, "other", &other).await,
+        json!({"active": false})
+    );
+    // The first refuses it within the bound.
+    let took = loop {
+        let v = introspect_at(h.addr(), &t, "other", &other).await;
+        let took = revoked.elapsed();
+        if v == json!({"active": false}) {
+            break took;
+        }
+        assert_eq!(v["active"], true, "{v}");
+        assert!(
+            took <= bound + margin,
+            "still active {took:?} after the revocation on another instance (bound {bound:?})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    eprintln!("revocation through the other instance honoured after {took:?} (bound {bound:?})");
+    assert!(took <= bound + margin, "{took:?}");
+    // And stays refused.
+    assert_eq!(
+        introspect_at(h.addr(), &t, "other", &other).await,
+        json!({"active": false})
+    );
+    second.shutdown().await;
+}
+
+async fn an_expired_token_is_inactive_even_when_cached(b: Backend) {
+    let h = Harness::start(b).await;
+    let secret = h.basic_client("svc", &["a"], &["aud"]).await;
+    let t = h.access_token("svc", &secret, &[]).await;
+    let exp = decode(&t).1["exp"].as_i64().unwrap();
+    assert_eq!(
+        introspect_at(h.addr(), &t, "svc", &secret).await["active"],
+        true
+    );
+    // The last second of its life: still active (from memory).
+    h.clock.set(exp - 1);
+    assert_eq!(
+        introspect_at(h.addr(), &t, "svc", &secret).await["active"],
+        true
+    );
+    // At `exp`: inactive, although it was remembered as active.
+    h.clock.set(exp);
+    assert_eq!(
+        introspect_at(h.addr(), &t, "svc", &secret).await,
+        json!({"active": false})
+    );
+    // With the clock set back, it verifies afresh, as it would never having been cached.
+    h.clock.set(exp - 1);
+    assert_eq!(
+        introspect_at(h.addr(), &t, "svc", &secret).await["active"],
+        true
+    );
+}
+both_backends!(an_expired_token_is_inactive_even_when_cached);
+
+async fn a_token_whose_key_left_the_ring_is_inactive_even_when_cached(b: Backend) {
+    let h = Harness::start(b).await;
+    let secret = h.basic_client("svc", &["a"], &["aud"]).await;
+    let t = h.access_token("svc", &secret, &[]).await;
+    assert_eq!(
+        introspect_at(h.addr(), &t, "svc", &secret).await["active"],
+        true
+    );
+    // The key is removed (as another instance retiring it would); the next upkeep reloads
+    // the ring, which now holds only a new key.
+    for k in h.store.list("tokens/keys/").await.unwrap() {
+        h.store.delete(&k).await.unwrap();
+    }
+    h.handle.authority().tick().await.unwrap();
+    assert_ne!(
+        h.handle.authority().current_kid(),
+        decode(&t).0["kid"].as_str().map(str::to_owned)
+    );
+    assert_eq!(
+        introspect_at(h.addr(), &t, "svc", &secret).await,
+        json!({"active": false})
+    );
+    // Tokens of the new key are active.
+    let fresh = h.access_token("svc", &secret, &[]).await;
+    assert_eq!(
+        introspect_at(h.addr(), &fresh, "svc", &secret).await["active"],
+        true
+    );
+}
+both_backends!(a_token_whose_key_left_the_ring_is_inactive_even_when_cached);
+
 // ---- keys, JWKS, discovery, the gateway's verifier ----------------------------------------
 
 async fn gateway_issuer(h: &Harness) -> warden_auth::jwt::Issuer {

@@ -65,7 +65,13 @@ pub(super) async fn introspect(
             let endpoint = a.settings.endpoint("/oauth2/introspect");
             a.authenticate(&headers, &p, &peer, &endpoint).await?;
             let token = p.get("token").ok_or_else(OAuthError::request)?;
-            Ok(json_no_store(a.introspect(token).await?))
+            let mut res = a.introspect(token).await?.into_response();
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            no_store(&mut res);
+            Ok(res)
         }
         .await,
     )

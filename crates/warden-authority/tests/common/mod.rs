@@ -59,6 +59,8 @@ pub struct Harness {
     pub store: Store,
     pub dir: tempfile::TempDir,
     pub config: AuthorityConfig,
+    /// Where the store is (a SQLite path or a PostgreSQL URL with its schema).
+    pub location: String,
 }
 
 fn random_hex(n: usize) -> String {
@@ -67,13 +69,14 @@ fn random_hex(n: usize) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Opens a fresh store on `backend`.
-pub async fn fresh_store(backend: Backend, dir: &std::path::Path) -> Store {
-    let kek = [7u8; 32];
+/// The key-encryption key of every test store.
+pub const KEK: [u8; 32] = [7u8; 32];
+
+/// Where a fresh store on `backend` lives: a SQLite file in `dir`, or a new schema on
+/// `WARDEN_TEST_DATABASE_URL`.
+pub async fn fresh_location(backend: Backend, dir: &std::path::Path) -> String {
     match backend {
-        Backend::Sqlite => Store::open(dir.join("authority.db").to_str().unwrap(), &kek)
-            .await
-            .expect("open sqlite store"),
+        Backend::Sqlite => dir.join("authority.db").to_str().unwrap().to_owned(),
         Backend::Postgres => {
             let url = std::env::var("WARDEN_TEST_DATABASE_URL").unwrap();
             let schema = format!("warden_authority_{}", random_hex(6));
@@ -85,10 +88,15 @@ pub async fn fresh_store(backend: Backend, dir: &std::path::Path) -> Store {
                 .await
                 .expect("create schema");
             let sep = if url.contains('?') { '&' } else { '?' };
-            let url = format!("{url}{sep}options=-csearch_path%3D{schema}");
-            Store::open(&url, &kek).await.expect("open postgres store")
+            format!("{url}{sep}options=-csearch_path%3D{schema}")
         }
     }
+}
+
+/// Opens a fresh store on `backend`.
+pub async fn fresh_store(backend: Backend, dir: &std::path::Path) -> Store {
+    let location = fresh_location(backend, dir).await;
+    Store::open(&location, &KEK).await.expect("open store")
 }
 
 fn secret_file(dir: &std::path::Path, name: &str, value: &str) -> SecretRef {
@@ -122,7 +130,8 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(dir.path());
         tweak(&mut cfg, dir.path());
-        let store = fresh_store(backend, dir.path()).await;
+        let location = fresh_location(backend, dir.path()).await;
+        let store = Store::open(&location, &KEK).await.expect("open store");
         let clock = Arc::new(ManualClock::new(warden_test_util::jwt::now()));
         let handle = warden_authority::start_with(&cfg, store.clone(), clock.clone())
             .await
@@ -133,7 +142,19 @@ impl Harness {
             store,
             dir,
             config: cfg,
+            location,
         }
+    }
+
+    /// A second authority on the same store (same database and key-encryption key, its own
+    /// connection and memory), with the same config and clock: a scaled-out instance.
+    pub async fn second_instance(&self) -> AuthorityHandle {
+        let store = Store::open(&self.location, &KEK)
+            .await
+            .expect("open the shared store");
+        warden_authority::start_with(&self.config, store, self.clock.clone())
+            .await
+            .expect("start the second authority")
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -175,6 +196,20 @@ impl Harness {
         basic: Option<(&str, &str)>,
     ) -> Answer {
         post_form(self.addr(), path, params, basic).await
+    }
+
+    /// Introspects `token` at `addr` as client `id`; returns the answer, asserting a 200.
+    pub async fn introspect_at(addr: SocketAddr, token: &str, id: &str, secret: &str) -> Value {
+        let a = post_form(
+            addr,
+            "/oauth2/introspect",
+            &[("token", token)],
+            Some((id, secret)),
+        )
+        .await;
+        assert_eq!(a.status, 200, "introspect: {:?}", a.body);
+        assert_eq!(a.header("cache-control"), Some("no-store"));
+        a.json()
     }
 
     /// `client_credentials` with Basic.
