@@ -64,6 +64,7 @@ impl Default for ServerConfig {
             request_timeout: Dur::secs(60),
             max_connections: 20_000,
             max_in_flight: 10_000,
+            data_threads: 0,
             drain_timeout: Dur::secs(30),
             allow_encoded_slash: false,
         }

@@ -80,6 +80,9 @@ pub struct ServerConfig {
     /// Allow `%2F` (encoded slash) in paths. Off by default: it lets a path hide a separator
     /// from route matching, so such requests get 400.
     pub allow_encoded_slash: bool,
+    /// Data-plane threads: each serves the connections given to it from accept to close, with
+    /// upstream connection pools of its own. 0: one per CPU. Read at start only.
+    pub data_threads: usize,
 }
 
 /// How the gateway forwards requests.

@@ -176,6 +176,9 @@ fn server(s: &ServerConfig, e: &mut ConfigErrors) {
     if s.max_headers > 1000 {
         e.push("server.max_headers", "at most 1000");
     }
+    if s.data_threads > 1024 {
+        e.push("server.data_threads", "at most 1024 (0: one per CPU)");
+    }
     for (path, d) in [
         ("server.header_read_timeout", s.header_read_timeout),
         ("server.idle_timeout", s.idle_timeout),

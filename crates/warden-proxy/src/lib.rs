@@ -27,6 +27,7 @@ mod server;
 mod snapshot;
 mod tls;
 mod upstream;
+mod workers;
 
 pub use body::BodyError;
 pub use error::{CompileError, Reject};
@@ -89,6 +90,8 @@ pub async fn start(
     } else {
         AccessLog::disabled()
     };
+    // Before the snapshot: clusters build one upstream client per data-plane thread.
+    workers::init(config.server.data_threads);
     let snapshot = Snapshot::compile(config, None, &metrics).map_err(StartError::Compile)?;
     let config = snapshot.config.clone();
     let mut bound = Vec::new();

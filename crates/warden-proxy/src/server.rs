@@ -67,13 +67,21 @@ pub(crate) async fn accept_loop(listener: TcpListener, name: Arc<String>, gw: Ar
         let open = gw.metrics().open_connections.get_or_create(&label).clone();
         open.inc();
         let ticket = ConnTicket { _slot: guard, open };
-        tokio::spawn(serve_connection(
-            stream,
-            peer,
-            name.clone(),
-            gw.clone(),
-            ticket,
-        ));
+        // Served from here to its end on one data-plane worker (see `workers`).
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "cannot hand the connection over");
+                continue;
+            }
+        };
+        let (name, gw) = (name.clone(), gw.clone());
+        crate::workers::spawn(async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve_connection(stream, peer, name, gw, ticket).await,
+                Err(e) => tracing::debug!(%peer, error = %e, "cannot register the connection"),
+            }
+        });
     }
 }
 

@@ -239,7 +239,7 @@ impl Cluster {
         body_state: &BodyState,
     ) -> Try {
         let started = Instant::now();
-        match tokio::time::timeout(wait, self.client.request(req)).await {
+        match tokio::time::timeout(wait, self.client().request(req)).await {
             Ok(Ok(res)) => {
                 self.sample(started.elapsed());
                 let status = res.status().as_u16();

@@ -69,7 +69,7 @@ async fn probe(c: &Cluster, idx: usize, hc: &warden_config::HealthCheckConfig) -
         .header(http::header::USER_AGENT, "warden-health-check")
         .body(UpstreamBody::empty());
     let Ok(req) = req else { return false };
-    match tokio::time::timeout(hc.timeout.0, c.client.request(req)).await {
+    match tokio::time::timeout(hc.timeout.0, c.client().request(req)).await {
         Ok(Ok(res)) => {
             let status = res.status().as_u16();
             if hc.expected_statuses.is_empty() {

@@ -129,7 +129,10 @@ pub(crate) struct Cluster {
     pub(crate) endpoints: Vec<Arc<EndpointState>>,
     pub(crate) scheme: http::uri::Scheme,
     pub(crate) version: http::Version,
-    pub(crate) client: UpstreamClient,
+    /// One client (and so one connection pool) per data-plane worker, plus one for the main
+    /// runtime (health checks): a pooled connection's task runs on the thread that opened it,
+    /// so sharing pools across workers would bring back cross-thread wake-ups.
+    clients: Box<[UpstreamClient]>,
     pub(crate) response_timeout: Duration,
     pub(crate) hash_header: Option<HeaderName>,
     balancer: Balancer,
@@ -145,6 +148,11 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
+    /// The client (connection pool) of the thread this runs on.
+    pub(crate) fn client(&self) -> &UpstreamClient {
+        &self.clients[crate::workers::slot().min(self.clients.len() - 1)]
+    }
+
     /// Builds a cluster from config (no IO yet).
     pub(crate) fn build(
         c: &ClusterConfig,
@@ -189,7 +197,9 @@ impl Cluster {
         }
         // Before the client reads the files: a change in between makes the next reload rebuild.
         let tls_files = tls_fingerprint(c);
-        let client = build_client(c, path)?;
+        let clients = (0..=crate::workers::count())
+            .map(|_| build_client(c, path))
+            .collect::<Result<_, _>>()?;
         let balancer = Balancer::new(c.load_balancer, &endpoints);
         let load = Arc::new(Load::new(c));
         if let Some(limit) = load.adaptive_limit() {
@@ -210,7 +220,7 @@ impl Cluster {
                 UpstreamProtocol::Http1 => http::Version::HTTP_11,
                 UpstreamProtocol::Http2 => http::Version::HTTP_2,
             },
-            client,
+            clients,
             response_timeout: c.response_timeout.0,
             hash_header: c
                 .hash_header
