@@ -68,24 +68,30 @@ fn start(threads: usize) -> &'static Pool {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n.min(1024), // validated: at most 1024
         };
-        let handles = (1..=n)
-            .map(|i| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a data-plane runtime");
-                let handle = rt.handle().clone();
-                std::thread::Builder::new()
-                    .name(format!("warden-data-{i}"))
-                    .spawn(move || {
-                        WORKER.with(|w| w.set(i));
-                        // Runs the tasks handed to it for the life of the process.
-                        rt.block_on(std::future::pending::<()>());
-                    })
-                    .expect("a data-plane thread");
-                handle
-            })
-            .collect();
+        // Each thread builds its runtime and sends its handle back once it runs (named, its
+        // slot set), so the pool is complete when this returns.
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 1..=n {
+            let tx = tx.clone();
+            std::thread::Builder::new()
+                .name(format!("warden-data-{i}"))
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a data-plane runtime");
+                    WORKER.with(|w| w.set(i));
+                    let _ = tx.send((i, rt.handle().clone()));
+                    // Runs the tasks handed to it for the life of the process.
+                    rt.block_on(std::future::pending::<()>());
+                })
+                .expect("a data-plane thread");
+        }
+        drop(tx);
+        let mut handles: Vec<(usize, Handle)> = rx.iter().take(n).collect();
+        assert_eq!(handles.len(), n, "a data-plane thread failed to start");
+        handles.sort_by_key(|(i, _)| *i);
+        let handles = handles.into_iter().map(|(_, h)| h).collect();
         Pool {
             handles,
             next: AtomicUsize::new(0),
