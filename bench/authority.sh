@@ -2,11 +2,11 @@
 # Token service benchmark: tokens issued per second and introspections per second, on
 # SQLite and on PostgreSQL, at 32 concurrent clients.
 #
-#   bench/authority.sh                               # defaults (~4 min after the build, plus waiting for a quiet machine)
+#   bench/authority.sh                               # defaults (~9 min after the build, plus waiting for a quiet machine)
 #   ONLY=sqlite ROUNDS=1 DURATION=5 bench/authority.sh   # quick look
 #   WARDEN_BIN=target/release/warden bench/authority.sh  # use this binary, skip the build
 #
-# Four scenarios, interleaved across ROUNDS rounds with the order rotated each round; every
+# Six scenarios, interleaved across ROUNDS rounds with the order rotated each round; every
 # run starts a fresh `warden serve` (authority only) on a fresh store (a new SQLite file, or a
 # new PostgreSQL schema through `?options=-csearch_path%3D<schema>`), creates the client
 # `bench` through the admin API (`POST /admin/clients`, scopes ["read"], audiences ["api"],
@@ -17,8 +17,27 @@
 #   sqlite-token          POST /oauth2/token grant_type=client_credentials, client_secret_basic,
 #                         ES256 (the default signing key); SQLite store
 #   sqlite-introspect     POST /oauth2/introspect token=<an active token>, client_secret_basic
+#   sqlite-introspect-fresh  the same, but every request carries a token introspected for the
+#                         first time (see "Fresh tokens" below)
 #   postgres-token        the same on PostgreSQL (PG_URL)
 #   postgres-introspect
+#   postgres-introspect-fresh
+#
+# Fresh tokens. The authority caches introspected tokens (token_cache.rs) and "not revoked"
+# answers for 1 s (revocation.rs), so `*-introspect`, one token over and over, is the caches'
+# best case. `*-introspect-fresh` measures the miss path (signature check, revocation store
+# read, cache insert): on the run's own authority, before the warm-up, a wrk "capture" run of
+# the token endpoint (wrk.lua mode `capture`, -t$THREADS -c$CONNECTIONS) writes the access_token
+# of each response to a per-thread file until FRESH_TOKENS + FRESH_WARMUP_TOKENS are collected
+# (then wrk is stopped with SIGINT); the files are concatenated and checked (line count, all
+# distinct). Lines 1..FRESH_TOKENS are for the measured run, the lines after them for the
+# warm-up, so no measured token has been introspected before. In both, each wrk thread walks its
+# own slice (COUNT / THREADS lines, wrk.lua mode `introspect-fresh`) and counts requests past
+# the end of its slice ("wrapped", a token sent twice): a measured run that wraps fails (raise
+# FRESH_TOKENS), a warm-up that wraps is only logged. Tokens live 5 minutes (the default
+# token_lifetime); capture, warm-up and run take well under that, and every answer must say
+# "active":true anyway. The capture issues the tokens, so the store also holds that many more
+# issued tokens than in the repeated runs.
 #
 # wrk.lua checks every response: a token run counts only 200s carrying an access_token, an
 # introspection run only 200s saying "active":true; a single other response (a 401, a 429 from
@@ -31,10 +50,13 @@
 # `perf record -g` on Warden under load and writes authority-latest.perf-<scenario>.txt.
 #
 # Environment:
-#   ONLY          scenarios, or `sqlite` / `postgres` for both of a backend (default: all four)
+#   ONLY          scenarios, or `sqlite` / `postgres` for the three of a backend (default: all six)
 #   DURATION      wrk seconds per measured run (10)   CONNECTIONS  wrk connections (32)
 #   THREADS       wrk threads (2)                     WARMUP       warm-up seconds (3)
 #   ROUNDS        runs per scenario, interleaved; figures are medians (3)
+#   FRESH_TOKENS  distinct tokens captured for each measured fresh run, split between the wrk
+#                 threads (400000); FRESH_WARMUP_TOKENS further ones for its warm-up (60000)
+#   CAPTURE_MAX   give up capturing after this many seconds (180)
 #   PG_URL        PostgreSQL server (postgres://postgres@127.0.0.1:5432/test); no password in
 #                 it (use PGPASSWORD). Each run gets a schema warden_bench_<pid>_<n>, dropped after.
 #   LOAD_MAX      wait until the 1-min load average is below this (0.7)
@@ -63,7 +85,10 @@ LOAD_MAX="${LOAD_MAX:-0.7}"
 LOAD_WAIT="${LOAD_WAIT:-900}"
 PROFILE="${PROFILE:-auto}"
 PROFILE_SECONDS="${PROFILE_SECONDS:-10}"
-ALL_SCENARIOS="sqlite-token sqlite-introspect postgres-token postgres-introspect"
+FRESH_TOKENS="${FRESH_TOKENS:-400000}"
+FRESH_WARMUP_TOKENS="${FRESH_WARMUP_TOKENS:-60000}"
+CAPTURE_MAX="${CAPTURE_MAX:-180}"
+ALL_SCENARIOS="sqlite-token sqlite-introspect sqlite-introspect-fresh postgres-token postgres-introspect postgres-introspect-fresh"
 ONLY="${ONLY:-$ALL_SCENARIOS}"
 RESULTS_DIR="${RESULTS_DIR:-$BENCH_DIR/results}"
 # Targets (issue 5, SQLite, this 2-core machine) and published references.
@@ -82,7 +107,7 @@ die() { log "ERROR: $*"; exit 1; }
 SCENARIOS=()
 for s in ${ONLY//,/ }; do
     case $s in
-        sqlite | postgres) SCENARIOS+=("$s-token" "$s-introspect") ;;
+        sqlite | postgres) SCENARIOS+=("$s-token" "$s-introspect" "$s-introspect-fresh") ;;
         *)
             case " $ALL_SCENARIOS " in
                 *" $s "*) SCENARIOS+=("$s") ;;
@@ -94,13 +119,15 @@ done
 ((${#SCENARIOS[@]})) || die "ONLY selects nothing"
 uses() { local x; for x in "${SCENARIOS[@]}"; do [[ $x == "$1"* ]] && return 0; done; return 1; }
 
-for v in DURATION CONNECTIONS THREADS WARMUP ROUNDS LOAD_WAIT PROFILE_SECONDS; do
+for v in DURATION CONNECTIONS THREADS WARMUP ROUNDS LOAD_WAIT PROFILE_SECONDS FRESH_TOKENS FRESH_WARMUP_TOKENS CAPTURE_MAX; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 [[ $LOAD_MAX =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "LOAD_MAX must be a number, got '$LOAD_MAX'"
 [[ $PROFILE == auto || $PROFILE == 0 || $PROFILE == 1 ]] || die "PROFILE must be auto, 0 or 1"
 ((ROUNDS >= 1 && DURATION >= 1)) || die "ROUNDS and DURATION must be at least 1"
 ((THREADS >= 1 && CONNECTIONS >= THREADS)) || die "need THREADS >= 1 and CONNECTIONS >= THREADS"
+((FRESH_TOKENS >= THREADS && FRESH_WARMUP_TOKENS >= THREADS)) || die "FRESH_TOKENS and FRESH_WARMUP_TOKENS must be at least THREADS"
+((CAPTURE_MAX >= 1)) || die "CAPTURE_MAX must be at least 1"
 if uses postgres; then
     pg_userinfo="${PG_URL#*://}"
     pg_userinfo="${pg_userinfo%%@*}"
@@ -328,19 +355,67 @@ function to_ms(v,   n) {
     return n
 }'
 
-wrk_target() { # wrk_target SCENARIO -> "URL -- ARGS"
+wrk_target() { # wrk_target SCENARIO [warmup|measure] -> "URL -- ARGS"
     case $1 in
         *-token) echo "$BASE/oauth2/token -- token $RUN_DIR/auth.txt" ;;
         *-introspect) echo "$BASE/oauth2/introspect -- introspect $RUN_DIR/auth.txt $RUN_DIR/token.txt" ;;
+        *-introspect-fresh)
+            # Measured runs walk lines 1..FRESH_TOKENS of the captured tokens; the warm-up
+            # the lines after them, so no measured token has been introspected before.
+            if [[ ${2:-measure} == warmup ]]; then
+                echo "$BASE/oauth2/introspect -- introspect-fresh $RUN_DIR/auth.txt $RUN_DIR/fresh.txt $((FRESH_TOKENS + 1)) $FRESH_WARMUP_TOKENS $THREADS"
+            else
+                echo "$BASE/oauth2/introspect -- introspect-fresh $RUN_DIR/auth.txt $RUN_DIR/fresh.txt 1 $FRESH_TOKENS $THREADS"
+            fi
+            ;;
     esac
 }
 
-check_lua() { # check_lua NAME OUTFILE: fail on any bad response
+capture_tokens() { # capture_tokens SCENARIO: FRESH_TOKENS + FRESH_WARMUP_TOKENS distinct active tokens in $RUN_DIR/fresh.txt
+    local s=$1 total=$((FRESH_TOKENS + FRESH_WARMUP_TOKENS)) per prefix="$RUN_DIR/capture" i t0 all n u
+    per=$(((total + THREADS - 1) / THREADS))
+    rm -f "$prefix".* "$RUN_DIR/fresh.txt"
+    log "$s: capturing $total tokens ($per per wrk thread) from $BASE/oauth2/token"
+    t0=$(date +%s.%N)
+    start capture wrk -t"$THREADS" -c"$CONNECTIONS" -d"${CAPTURE_MAX}s" -s "$LUA" "$BASE/oauth2/token" -- \
+        capture "$RUN_DIR/auth.txt" "$prefix" "$per"
+    while :; do
+        all=1
+        for ((i = 1; i <= THREADS; i++)); do [[ -e $prefix.$i.done ]] || { all=0; break; }; done
+        ((all)) && break
+        kill -0 "${PIDS[capture]}" 2>/dev/null || break
+        sleep 0.2
+    done
+    # Every thread has its quota (or wrk ended at CAPTURE_MAX): wrk runs until -d, so interrupt
+    # it; on SIGINT it stops and prints its summary, done() included.
+    kill -INT "${PIDS[capture]}" 2>/dev/null || true
+    wait "${PIDS[capture]}" 2>/dev/null || true
+    unset "PIDS[capture]"
+    CAPTURE_S=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    mv "$TMP/capture.out" "$RUN_DIR/capture.wrk"
+    check_lua "$s (capture)" "$RUN_DIR/capture.wrk"
+    for ((i = 1; i <= THREADS; i++)); do
+        [[ -e $prefix.$i.done ]] || die "$s: wrk thread $i did not capture its $per tokens within CAPTURE_MAX=${CAPTURE_MAX} s ($(wc -l <"$prefix.$i" 2>/dev/null || echo 0) lines)"
+        cat "$prefix.$i"
+    done >"$RUN_DIR/fresh.txt"
+    n=$(wc -l <"$RUN_DIR/fresh.txt")
+    ((n >= total)) || die "$s: captured $n tokens, need $total"
+    u=$(sort -u "$RUN_DIR/fresh.txt" | wc -l)
+    ((u == n)) || die "$s: only $u of the $n captured tokens are distinct"
+    grep -qvE '^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$' "$RUN_DIR/fresh.txt" && die "$s: a captured line is not a JWT"
+    rm -f "$prefix".*
+    CAPTURED=$n
+    log "$s: $n distinct tokens in $CAPTURE_S s ($(awk -v n="$n" -v t="$CAPTURE_S" 'BEGIN { printf "%.0f", (t > 0 ? n / t : 0) }')/s, capture included)"
+}
+
+check_lua() { # check_lua NAME OUTFILE: fail on any bad response; sets LUA_WRAPPED LUA_SENT
     local name=$1 out=$2 line r b fb
     line=$(grep '^AUTHBENCH ' "$out" | tail -n 1) || die "$name: no AUTHBENCH line in wrk output ($out)"
     r=$(sed -n 's/.* responses=\([0-9]*\).*/\1/p' <<<"$line")
     b=$(sed -n 's/.* bad=\([0-9]*\).*/\1/p' <<<"$line")
     fb=$(sed -n 's/.* first_bad_status=\([0-9]*\).*/\1/p' <<<"$line")
+    LUA_WRAPPED=$(sed -n 's/.* wrapped=\([0-9]*\).*/\1/p' <<<"$line")
+    LUA_SENT=$(sed -n 's/.* sent=\([0-9]*\).*/\1/p' <<<"$line")
     ((r > 0)) || die "$name: wrk got no responses"
     if ((b != 0)); then
         cat "$out" >&2
@@ -351,11 +426,16 @@ check_lua() { # check_lua NAME OUTFILE: fail on any bad response
 
 run_wrk() { # run_wrk SCENARIO ROUND -> RPS P50 P99 REQS SOCKERR CPU_US BUSY
     local s=$1 r=$2 out="$TMP/$1.r$2.wrk" tgt t0 t1 c0 c1
-    read -r -a tgt <<<"$(wrk_target "$s")"
+    [[ $s == *-fresh ]] && capture_tokens "$s"
+    read -r -a tgt <<<"$(wrk_target "$s" warmup)"
     log "$s: warm-up ${WARMUP}s"
     run_fg "$TMP/$s.r$r.warmup" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s "$LUA" "${tgt[@]}" ||
         { cat "$TMP/$s.r$r.warmup" >&2; die "wrk warm-up failed for $s"; }
     check_lua "$s (warm-up)" "$TMP/$s.r$r.warmup"
+    if [[ $s == *-fresh ]] && ((LUA_WRAPPED > 0)); then
+        log "WARNING: $s: the warm-up ran past its $((FRESH_WARMUP_TOKENS / THREADS)) tokens per thread ($LUA_WRAPPED repeats; warm-up only, the measured tokens are others)"
+    fi
+    read -r -a tgt <<<"$(wrk_target "$s" measure)"
     log "$s: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency -s bench/authority/wrk.lua ${tgt[0]} ${tgt[*]:1}"
     t0=$(proc_ticks "${PIDS[warden]}")
     c0=$(cpu_sample)
@@ -377,6 +457,13 @@ run_wrk() { # run_wrk SCENARIO ROUND -> RPS P50 P99 REQS SOCKERR CPU_US BUSY
     ((non2xx == 0)) || die "$s: wrk counted $non2xx non-2xx/3xx responses"
     check_lua "$s" "$out"
     ((SOCKERR == 0)) || log "WARNING: $s: $SOCKERR socket errors"
+    # wrk's threads are not balanced, so each has its own slice of FRESH_TOKENS / THREADS
+    # tokens; a thread that runs past its slice sends a token twice, which the cache would
+    # answer: the figure would no longer be "fresh", so the run fails.
+    if [[ $s == *-fresh ]]; then
+        ((LUA_WRAPPED == 0)) || die "$s: a wrk thread ran past its $((FRESH_TOKENS / THREADS)) fresh tokens ($LUA_WRAPPED requests reused a token); raise FRESH_TOKENS"
+        log "$s: $LUA_SENT requests, each with a token not introspected before (of $FRESH_TOKENS captured for the run)"
+    fi
     # Warden's CPU time per request (user + system, all its threads), and how busy the whole
     # machine was (wrk, Warden, PostgreSQL and anything else).
     CPU_US=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" -v n="$REQS" 'BEGIN { printf "%.1f", n ? (b - a) / hz * 1e6 / n : 0 }')
@@ -483,8 +570,10 @@ PROFILED=()
 for s in "${TO_PROFILE[@]+"${TO_PROFILE[@]}"}"; do
     log "=== profile: $s (perf record -g, ${PROFILE_SECONDS} s under wrk)"
     start_authority "$s" "$s.profile"
-    read -r -a tgt <<<"$(wrk_target "$s")"
+    [[ $s == *-fresh ]] && capture_tokens "$s"
+    read -r -a tgt <<<"$(wrk_target "$s" warmup)"
     run_fg "$TMP/$s.profile-warmup" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s "$LUA" "${tgt[@]}"
+    read -r -a tgt <<<"$(wrk_target "$s" measure)"
     start load wrk -t"$THREADS" -c"$CONNECTIONS" -d"$((PROFILE_SECONDS + 3))s" -s "$LUA" "${tgt[@]}"
     sleep 1
     run_fg "$TMP/$s.perf-record" perf record -g -o "$TMP/$s.perf.data" -p "${PIDS[warden]}" -- sleep "$PROFILE_SECONDS" ||
@@ -492,6 +581,7 @@ for s in "${TO_PROFILE[@]+"${TO_PROFILE[@]}"}"; do
     wait "${PIDS[load]}" 2>/dev/null || true
     unset "PIDS[load]"
     check_lua "$s (profile)" "$TMP/load.out"
+    [[ $s == *-fresh ]] && ((LUA_WRAPPED > 0)) && log "WARNING: $s (profile): $LUA_WRAPPED requests reused a token"
     stop_authority
     f="$RESULTS_DIR/authority-latest.perf-$s.txt"
     {
@@ -522,7 +612,7 @@ done
 CPU_MODEL="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"
 export CPU_MODEL DURATION CONNECTIONS THREADS WARMUP ROUNDS CPU_BUSY_START LOAD_START LOAD_END LOAD_MAX
 export LOAD_WAITED LOAD_GAVE_UP STARTED_AT TOP_START TARGET_TOKENS TARGET_INTROSPECT WARDEN_VERSION
-export PG_VERSION PG_URL TOKEN_BYTES
+export PG_VERSION PG_URL TOKEN_BYTES FRESH_TOKENS FRESH_WARMUP_TOKENS
 export PG_SYNC="${PG_SYNC:-}" PG_FSYNC="${PG_FSYNC:-}"
 export PROFILED="${PROFILED[*]+"${PROFILED[*]}"}"
 export WRK_VERSION="$(wrk -v 2>&1 | sed -n 1p | sed "s/ *Copyright.*//" || true)"
@@ -532,7 +622,8 @@ import json, os, statistics, sys, datetime
 
 tsv, json_path, md_path = sys.argv[1:4]
 env = os.environ
-order = ["sqlite-token", "sqlite-introspect", "postgres-token", "postgres-introspect"]
+order = ["sqlite-token", "sqlite-introspect", "sqlite-introspect-fresh",
+         "postgres-token", "postgres-introspect", "postgres-introspect-fresh"]
 runs = {}
 for line in open(tsv):
     s, rnd, rps, p50, p99, reqs, sockerr, cpu_us, busy, load1 = line.rstrip("\n").split("\t")
@@ -559,6 +650,8 @@ for s in order:
     r = {
         "scenario": s, "backend": backend, "measure": what,
         "endpoint": "/oauth2/token" if what == "token" else "/oauth2/introspect",
+        "tokens": {"token": "issued", "introspect": "one token, repeated (cache hits)",
+                   "introspect-fresh": "a token never introspected before, every request (cache misses)"}[what],
         "per_sec": round(med, 1),
         "p50_ms": round(statistics.median(x["p50_ms"] for x in rs), 3),
         "p99_ms": round(statistics.median(x["p99_ms"] for x in rs), 3),
@@ -573,11 +666,27 @@ for s in order:
         r["target_per_sec"] = t
         r["ratio_to_target"] = round(med / t, 3)
         r["target_met"] = med >= t
-    ref = references[what]
+    ref = references["token" if what == "token" else "introspect"]
     r["reference"] = ref["name"]
     r["reference_per_sec"] = ref["per_sec"]
     r["ratio_to_reference"] = round(med / ref["per_sec"], 3)
     rows.append(r)
+
+# Fresh tokens beside the repeated one: same rounds, same backend. No target of their own;
+# the introspection target is only put beside them for context.
+by = {r["scenario"]: r for r in rows}
+for r in rows:
+    if r["measure"] != "introspect-fresh":
+        continue
+    rep = by.get(r["backend"] + "-introspect")
+    if rep:
+        r["repeated_per_sec"] = rep["per_sec"]
+        r["fresh_over_repeated"] = round(r["per_sec"] / rep["per_sec"], 3)
+        r["repeated_warden_cpu_us_per_request"] = rep["warden_cpu_us_per_request"]
+        rr = {x["round"]: x["per_sec"] for x in rep["rounds"]}
+        r["fresh_over_repeated_per_round"] = [round(x["per_sec"] / rr[x["round"]], 3)
+                                              for x in r["rounds"] if rr.get(x["round"])]
+    r["ratio_to_introspect_target_for_context"] = round(r["per_sec"] / int(env["TARGET_INTROSPECT"]), 3)
 
 m = {
     "cpus": int(env["NPROC"]), "cpu_model": env.get("CPU_MODEL", ""), "kernel": env["KERNEL"],
@@ -595,12 +704,18 @@ meta = {
     "load": {"tool": env["WRK_VERSION"], "script": "bench/authority/wrk.lua",
              "threads": int(env["THREADS"]), "connections": int(env["CONNECTIONS"]),
              "duration_s": int(env["DURATION"]), "warmup_s": int(env["WARMUP"]), "rounds": int(env["ROUNDS"]),
+             "fresh_tokens_per_run": int(env["FRESH_TOKENS"]), "fresh_warmup_tokens": int(env["FRESH_WARMUP_TOKENS"]),
              "figures": "median over rounds; scenarios interleaved, order rotated each round; fresh process and store per run"},
     "requests": {
         "token": "POST /oauth2/token, body grant_type=client_credentials, Authorization: Basic (client_secret_basic); "
                  "default ES256 key; counted good only if 200 with access_token",
         "introspect": "POST /oauth2/introspect, body token=<active ES256 token, %s bytes>, Authorization: Basic; "
                       "counted good only if 200 with \"active\":true" % env.get("TOKEN_BYTES", "?"),
+        "introspect-fresh": "as introspect, but every request carries a different token, none introspected before: "
+                            "%s tokens captured per run from the run's own token endpoint before the warm-up "
+                            "(wrk.lua mode capture), each wrk thread walking its own slice; %s further ones for the "
+                            "warm-up; a measured run that reuses a token fails"
+                            % (env["FRESH_TOKENS"], env["FRESH_WARMUP_TOKENS"]),
         "client": {"client_id": "bench", "scopes": ["read"], "audiences": ["api"], "auth_method": "client_secret_basic"},
     },
     "stores": {"sqlite": "<tmp>/authority.db (WAL, synchronous=FULL), new file each run",
@@ -620,13 +735,16 @@ def fmt(x, nd=1):
     return "n/a" if x is None else ("{:,.%df}" % nd).format(x)
 
 head = ["store", "measure", "per second", "p50 ms", "p99 ms", "Warden CPU us/req", "target", "vs target",
-        "reference", "vs reference", "per round"]
+        "fresh / repeated", "reference", "vs reference", "per round"]
+labels = {"token": "tokens issued", "introspect": "introspections, one token repeated",
+          "introspect-fresh": "introspections, fresh tokens"}
 table = []
 for r in rows:
-    table.append([r["backend"], "tokens issued" if r["measure"] == "token" else "introspections",
+    table.append([r["backend"], labels[r["measure"]],
                   fmt(r["per_sec"], 0), fmt(r["p50_ms"], 2), fmt(r["p99_ms"], 2), fmt(r["warden_cpu_us_per_request"], 0),
                   (">= " + fmt(r["target_per_sec"], 0)) if "target_per_sec" in r else "-",
                   ("%.2fx %s" % (r["ratio_to_target"], "met" if r["target_met"] else "MISSED")) if "target_per_sec" in r else "-",
+                  ("%.2fx" % r["fresh_over_repeated"]) if "fresh_over_repeated" in r else "-",
                   fmt(r["reference_per_sec"], 0), "%.2fx" % r["ratio_to_reference"],
                   " / ".join(fmt(x["per_sec"], 0) for x in r["rounds"])])
 
@@ -663,6 +781,18 @@ print(text_table(head, table))
 print()
 print(summary)
 print(refs)
+fresh_lines = []
+for r in rows:
+    if r["measure"] == "introspect-fresh":
+        fresh_lines.append("%s fresh tokens: %s/s, %s us of Warden CPU each%s; %.2fx the %s/s introspection target "
+                           "(context only: the target is for sqlite-introspect)" % (
+            r["backend"], fmt(r["per_sec"], 0), fmt(r["warden_cpu_us_per_request"], 0),
+            (" (one token repeated: %s/s, %s us; fresh/repeated %.2fx, per round %s)" % (
+                fmt(r["repeated_per_sec"], 0), fmt(r["repeated_warden_cpu_us_per_request"], 0), r["fresh_over_repeated"],
+                " / ".join("%.2f" % x for x in r["fresh_over_repeated_per_round"]))) if "repeated_per_sec" in r else "",
+            r["ratio_to_introspect_target_for_context"], fmt(int(env["TARGET_INTROSPECT"]), 0)))
+for l in fresh_lines:
+    print(l)
 print("machine: %d CPUs (%s), %s; wrk, Warden and PostgreSQL share them" % (m["cpus"], m["cpu_model"], m["kernel"]))
 print("warden: %s" % meta["versions"]["warden"])
 if meta["stores"]["postgres"]:
@@ -675,14 +805,25 @@ with open(md_path, "w") as f:
     f.write("Machine: %d CPUs (%s), %s. wrk, Warden and PostgreSQL share these CPUs. "
             "Load average (1/5/15 min) at start %s, at end %s.\n\n" % (m["cpus"], m["cpu_model"], m["kernel"],
                                                                        m["loadavg_start"], m["loadavg_end"]))
-    f.write("Load: `wrk -t%d -c%d -d%ds --latency -s bench/authority/wrk.lua <endpoint> -- token|introspect ...` "
+    f.write("Load: `wrk -t%d -c%d -d%ds --latency -s bench/authority/wrk.lua <endpoint> -- token|introspect|introspect-fresh ...` "
             "after a %d s warm-up; medians of %d rounds, scenarios interleaved with the order rotated each round, "
             "each run on a fresh `warden serve` with a fresh store. Tokens: `POST /oauth2/token` "
             "`grant_type=client_credentials`, client_secret_basic, ES256. Introspections: `POST /oauth2/introspect` "
             "with an active token, client_secret_basic. Every response checked (200 with `access_token` / "
             "`\"active\":true`).\n\n" % (meta["load"]["threads"], meta["load"]["connections"], meta["load"]["duration_s"],
                                           meta["load"]["warmup_s"], meta["load"]["rounds"]))
+    f.write("\"One token repeated\" introspects the same token over and over: after the first request it is answered "
+            "from the introspection cache (and the 1 s \"not revoked\" memory), the caches' best case. \"Fresh tokens\" "
+            "sends a token never introspected before with every request (signature check, revocation store read, "
+            "cache insert): %s tokens captured per run from the run's own token endpoint before its warm-up "
+            "(`wrk.lua -- capture`), each wrk thread walking its own slice, the warm-up on %s others; a run that "
+            "would send a token twice fails. No target for the fresh figures.\n\n" % (
+                fmt(meta["load"]["fresh_tokens_per_run"], 0), fmt(meta["load"]["fresh_warmup_tokens"], 0)))
     f.write(md_table(head, table) + "\n\n")
+    for l in fresh_lines:
+        f.write("- %s.\n" % l)
+    if fresh_lines:
+        f.write("\n")
     f.write("References (published, other machines; context only): %s; %s (%s).\n\n" % (
         references["introspect"]["name"], references["token"]["name"], references["token"]["basis"]))
     f.write("Versions: Warden %s" % meta["versions"]["warden"])
