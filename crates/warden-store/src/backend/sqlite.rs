@@ -67,7 +67,7 @@ impl SqliteBackend {
         let (conn, path) = tokio::task::spawn_blocking(move || -> Result<_> {
             prepare_file(&path)?;
             let mut conn = connect(&path)?;
-            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            let mode = enable_wal(&conn)?;
             if !mode.eq_ignore_ascii_case("wal") {
                 return Err(StoreError::Backend(format!(
                     "sqlite: could not enable WAL (journal_mode is {mode})"
@@ -334,6 +334,27 @@ fn connect(path: &Path) -> Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_millis(u64::from(BUSY_TIMEOUT_MS)))?;
     conn.execute_batch("PRAGMA trusted_schema = OFF;")?;
     Ok(conn)
+}
+
+/// Switches the file to WAL, returning the journal mode SQLite reports. On a new file that
+/// other processes (or handles) are opening at the same moment, the switch can answer
+/// `SQLITE_BUSY` at once, without waiting in the busy handler (SQLite does that rather than
+/// risk a deadlock between two connections upgrading their locks), so it is retried within the
+/// busy timeout.
+fn enable_wal(conn: &Connection) -> Result<String> {
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(u64::from(BUSY_TIMEOUT_MS));
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 /// Applies missing migrations in one immediate transaction.
