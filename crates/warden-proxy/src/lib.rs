@@ -50,6 +50,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The data-plane threads could not be started.
+    #[error("{0}")]
+    Threads(String),
     /// The access log could not be opened.
     #[error("cannot open access log `{path}`: {source}")]
     AccessLog {
@@ -91,7 +94,7 @@ pub async fn start(
         AccessLog::disabled()
     };
     // Before the snapshot: clusters build one upstream client per data-plane thread.
-    workers::init(config.server.data_threads);
+    workers::init(config.server.data_threads).map_err(StartError::Threads)?;
     let snapshot = Snapshot::compile(config, None, &metrics).map_err(StartError::Compile)?;
     let config = snapshot.config.clone();
     let mut bound = Vec::new();

@@ -17,7 +17,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use tokio::runtime::Handle;
 
@@ -27,15 +27,18 @@ struct Pool {
 }
 
 static POOL: OnceLock<Pool> = OnceLock::new();
+/// Serialises starts, so two gateways starting at once build one pool.
+static STARTING: Mutex<()> = Mutex::new(());
 
 thread_local! {
     /// This thread's worker number, 1-based; 0 off the pool (the main runtime).
     static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// How many data-plane workers the pool has (it is started if it was not).
+/// How many data-plane workers run: 0 before a gateway started them (`warden check`
+/// compiles a config without starting any).
 pub(crate) fn count() -> usize {
-    pool().handles.len()
+    POOL.get().map_or(0, |p| p.handles.len())
 }
 
 /// This thread's slot for per-worker state: 1..=count() on a worker, 0 elsewhere.
@@ -43,58 +46,71 @@ pub(crate) fn slot() -> usize {
     WORKER.with(std::cell::Cell::get)
 }
 
-/// Runs `fut` on the next worker, round-robin.
+/// Runs `fut` on the next worker, round-robin (on the current runtime if no pool runs).
 pub(crate) fn spawn<F>(fut: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let p = pool();
-    let i = p.next.fetch_add(1, Ordering::Relaxed) % p.handles.len();
-    drop(p.handles[i].spawn(fut));
-}
-
-/// Starts the pool with `threads` workers (0: one per CPU), unless it runs already.
-pub(crate) fn init(threads: usize) {
-    let _ = start(threads);
-}
-
-fn pool() -> &'static Pool {
-    start(0)
-}
-
-fn start(threads: usize) -> &'static Pool {
-    POOL.get_or_init(|| {
-        let n = match threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n.min(1024), // validated: at most 1024
-        };
-        // Each thread builds its runtime and sends its handle back once it runs (named, its
-        // slot set), so the pool is complete when this returns.
-        let (tx, rx) = std::sync::mpsc::channel();
-        for i in 1..=n {
-            let tx = tx.clone();
-            std::thread::Builder::new()
-                .name(format!("warden-data-{i}"))
-                .spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("a data-plane runtime");
-                    WORKER.with(|w| w.set(i));
-                    let _ = tx.send((i, rt.handle().clone()));
-                    // Runs the tasks handed to it for the life of the process.
-                    rt.block_on(std::future::pending::<()>());
-                })
-                .expect("a data-plane thread");
+    match POOL.get() {
+        Some(p) => {
+            let i = p.next.fetch_add(1, Ordering::Relaxed) % p.handles.len();
+            drop(p.handles[i].spawn(fut));
         }
-        drop(tx);
-        let mut handles: Vec<(usize, Handle)> = rx.iter().take(n).collect();
-        assert_eq!(handles.len(), n, "a data-plane thread failed to start");
-        handles.sort_by_key(|(i, _)| *i);
-        let handles = handles.into_iter().map(|(_, h)| h).collect();
-        Pool {
-            handles,
-            next: AtomicUsize::new(0),
-        }
-    })
+        None => drop(tokio::spawn(fut)),
+    }
+}
+
+/// Starts the pool with `threads` workers (0: one per CPU), unless it runs already. A thread
+/// or runtime that cannot be created is an error, and no pool is left half-built.
+pub(crate) fn init(threads: usize) -> Result<(), String> {
+    let _one = STARTING.lock().unwrap_or_else(|p| p.into_inner());
+    if POOL.get().is_some() {
+        return Ok(());
+    }
+    let n = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n.min(1024), // validated: at most 1024
+    };
+    // Each thread builds its runtime and reports back once it runs (named, its slot set), so
+    // the pool is complete when this returns.
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 1..=n {
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name(format!("warden-data-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("data-plane runtime {i}: {e}")));
+                        return;
+                    }
+                };
+                WORKER.with(|w| w.set(i));
+                if tx.send(Ok((i, rt.handle().clone()))).is_err() {
+                    return; // the start failed elsewhere: this thread is not needed
+                }
+                drop(tx);
+                // Runs the tasks handed to it for the life of the process.
+                rt.block_on(std::future::pending::<()>());
+            })
+            .map_err(|e| format!("cannot start data-plane thread {i}: {e}"))?;
+    }
+    drop(tx);
+    let mut handles = Vec::with_capacity(n);
+    for report in rx.iter().take(n) {
+        handles.push(report?);
+    }
+    if handles.len() != n {
+        return Err("a data-plane thread ended before it started".into());
+    }
+    handles.sort_by_key(|(i, _)| *i);
+    let _ = POOL.set(Pool {
+        handles: handles.into_iter().map(|(_, h)| h).collect(),
+        next: AtomicUsize::new(0),
+    });
+    Ok(())
 }
