@@ -36,7 +36,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use crate::resp::{Closed, Connection, Endpoint, Value};
+use crate::resp::{self, Closed, Connection, Endpoint, Value};
 
 /// GCRA for one key; see the module doc. `KEYS[1]`: the key; `ARGV`: emission interval (µs),
 /// tolerance (µs, burst × interval), tokens wanted.
@@ -156,8 +156,8 @@ const HEALTH_UP: u8 = 1;
 const HEALTH_DOWN: u8 = 2;
 
 struct Shared {
+    /// With the password, if any.
     endpoint: Endpoint,
-    password: Option<String>,
     timeout: Duration,
     key_prefix: String,
     /// The script's SHA-1, hex, for `EVALSHA`.
@@ -207,12 +207,11 @@ impl RedisStore {
                     .into(),
             );
         }
-        let endpoint = Endpoint::parse(&config.url)?;
+        let endpoint = resp::endpoint(&config.url)?.with_password(config.password.clone());
         let (conn, _) = watch::channel(Conn::Connecting);
         Ok(Self {
             shared: Arc::new(Shared {
                 endpoint,
-                password: config.password.clone(),
                 timeout: config.timeout,
                 key_prefix: config.key_prefix.clone(),
                 script_sha: hex(ring::digest::digest(
@@ -455,7 +454,7 @@ async fn watch_health(weak: &Weak<Shared>, kick: &Notify) {
 /// One connection attempt, with the script loaded so the first `EVALSHA` finds it.
 async fn connect(s: &Shared) -> Result<Connection, &'static str> {
     let attempt = async {
-        let conn = Connection::connect(&s.endpoint, s.password.as_deref()).await?;
+        let conn = Connection::connect(&s.endpoint).await?;
         match conn.call(&[b"SCRIPT", b"LOAD", SCRIPT.as_bytes()]).await {
             Ok(Value::Bulk(sha)) if sha == s.script_sha.as_bytes() => Ok(conn),
             Ok(_) => Err("cannot load the rate-limit script"),
