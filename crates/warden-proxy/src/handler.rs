@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Version};
@@ -43,7 +43,8 @@ struct Ctx {
     upstream: Option<EndpointGuard>,
     reason: Option<&'static str>,
     body: Option<Arc<BodyState>>,
-    /// The rate-limit state to report: policy, remaining, seconds to reset.
+    /// The rate-limit state to report: policy, remaining, and the seconds until more quota
+    /// is available (the `RateLimit` field's `t`).
     rate_limit: Option<(HeaderValue, u64, u64)>,
     /// What the limit that refused the request counts by.
     limited_by: Option<(Arc<str>, Option<Arc<str>>)>,
@@ -157,21 +158,37 @@ async fn check_rate_limits(
                     ctx.rate_limit = Some((
                         bucket.policy.clone(),
                         remaining,
-                        reset.as_secs_f64().ceil() as u64,
+                        next_quota_secs(reset, bucket.emission),
                     ));
                 }
             }
-            Decision::Limited { retry_after, reset } => {
-                ctx.rate_limit =
-                    Some((bucket.policy.clone(), 0, reset.as_secs_f64().ceil() as u64));
+            Decision::Limited { retry_after, .. } => {
+                // More quota comes exactly when the next request fits: `t` and Retry-After
+                // say the same.
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                ctx.rate_limit = Some((bucket.policy.clone(), 0, secs));
                 ctx.limited_by = Some((l.label.clone(), bucket.tier.clone()));
-                return Err(Reject::RateLimited(
-                    retry_after.as_secs_f64().ceil().max(1.0) as u64,
-                ));
+                return Err(Reject::RateLimited(secs));
             }
         }
     }
     Ok(())
+}
+
+/// The `RateLimit` field's `t` for an allowed request: seconds (rounded up) until additional
+/// quota is available (draft-ietf-httpapi-ratelimit-headers-10). A GCRA bucket regains one
+/// request every `emission`, so the next one comes when the time to a full bucket (`reset`)
+/// next crosses a multiple of the emission interval; a full bucket gains nothing (`t=0`).
+fn next_quota_secs(reset: Duration, emission: Duration) -> u64 {
+    let (reset, emission) = (reset.as_nanos(), emission.as_nanos().max(1));
+    if reset == 0 {
+        return 0;
+    }
+    let next = match reset % emission {
+        0 => emission,
+        r => r,
+    };
+    u64::try_from(next.div_ceil(1_000_000_000)).unwrap_or(u64::MAX)
 }
 
 static DASH: std::sync::LazyLock<Arc<String>> =
@@ -612,5 +629,25 @@ impl OnFinish for Finish {
             auth: l.auth,
             subject: l.subject.as_deref(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_quota_secs;
+    use std::time::Duration;
+
+    #[test]
+    fn t_is_the_time_until_the_next_request_is_regained() {
+        let ms = Duration::from_millis;
+        // 5 per second: one request back every 200 ms, so never more than a second away.
+        assert_eq!(next_quota_secs(ms(2000), ms(200)), 1);
+        assert_eq!(next_quota_secs(ms(1950), ms(200)), 1);
+        // 1,000 per hour (3.6 s each): 7.3 s to full means the next one in 0.1 s...
+        assert_eq!(next_quota_secs(ms(7300), ms(3600)), 1);
+        // ...and 7.2 s to full (exactly two behind) means a whole interval, rounded up.
+        assert_eq!(next_quota_secs(ms(7200), ms(3600)), 4);
+        // A full bucket regains nothing.
+        assert_eq!(next_quota_secs(Duration::ZERO, ms(200)), 0);
     }
 }

@@ -124,6 +124,8 @@ impl RouteLimit {
 pub(crate) struct LimitBucket {
     pub(crate) limiter: Limiter,
     pub(crate) policy: http::HeaderValue,
+    /// The time in which the bucket regains one request (`per` / `requests`).
+    pub(crate) emission: std::time::Duration,
     /// The `tier` metric label: the tier's name, `default` for callers of no tier on a limit
     /// with tiers, none for a limit without tiers.
     pub(crate) tier: Option<Arc<str>>,

@@ -497,6 +497,11 @@ fn compile_bucket(
     Ok(LimitBucket {
         limiter,
         policy,
+        emission: std::time::Duration::from_nanos(
+            u64::try_from(per.as_nanos() / u128::from(requests))
+                .unwrap_or(u64::MAX)
+                .max(1),
+        ),
         tier: tier_label,
     })
 }
