@@ -202,7 +202,9 @@ pub(crate) fn validate(c: &crate::Config, e: &mut crate::ConfigErrors) {
         );
     }
     if let Some(u) = &a.redis_url {
-        if let Some(why) = crate::validate_auth::redis_url_problem(u) {
+        if let Some(why) =
+            crate::validate_auth::redis_url_problem(u, &format!("{p}.redis_password"))
+        {
             e.push(format!("{p}.redis_url"), why);
         }
     }

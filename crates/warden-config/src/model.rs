@@ -328,8 +328,8 @@ pub struct AdaptiveConcurrencyConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitStoreConfig {
-    /// Redis URL (`redis://host:port/db`; `rediss://` for TLS). No password here: use
-    /// `password`.
+    /// Redis URL (`redis://host[:port][/db]`; `rediss://` is refused until TLS to Redis is
+    /// supported). No password here: use `password`.
     pub redis_url: Option<String>,
     /// Redis password (`env:NAME` or `file:PATH`).
     pub password: Option<SecretRef>,

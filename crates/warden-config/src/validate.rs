@@ -585,6 +585,39 @@ per = "0s"
     }
 
     #[test]
+    fn redis_urls_are_checked_by_the_clients_parser() {
+        let store = |url: &str| match crate::parse(&format!(
+            "[[listeners]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n\
+             [rate_limit_store]\nredis_url = \"{url}\"\n"
+        )) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        };
+        assert!(store("redis://cache:6380/2").is_empty());
+        assert!(store("redis://[::1]").is_empty());
+        for (url, why) in [
+            ("http://cache", "must be redis://host[:port][/db]"),
+            (
+                "rediss://cache",
+                "TLS to Redis (`rediss://`) is not supported yet; use redis://",
+            ),
+            (
+                "redis://u:pw@cache",
+                "must not hold credentials; use rate_limit_store.password",
+            ),
+            ("redis://cache:port", "`port` is not a port"),
+            ("redis://cache/x", "`/x` is not a database number"),
+            ("redis://[::1", "unclosed `[` in the host"),
+        ] {
+            assert_eq!(
+                store(url),
+                [format!("rate_limit_store.redis_url: {why}")],
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
     fn combined_keys_and_tiers_are_checked_with_their_paths() {
         let text = r#"
 [[listeners]]

@@ -39,40 +39,21 @@ pub(crate) fn redis_password(
     }
 }
 
-/// What is wrong with a revocation pub/sub URL, if anything: it must be
-/// `redis://host[:port][/db]`, without credentials (the rules of
-/// `warden_auth::revocation::pubsub::Endpoint::parse`).
-pub(crate) fn redis_url_problem(u: &str) -> Option<&'static str> {
+/// What is wrong with a Redis URL, if anything. The parser is the one the Redis clients use
+/// (`warden_resp::Endpoint::parse`: `redis://host[:port][/db]`, IPv6 hosts in brackets), so
+/// what passes here connects there. Credentials are refused in favour of `password_field`,
+/// where secrets are read from `env:`/`file:` references.
+pub(crate) fn redis_url_problem(u: &str, password_field: &str) -> Option<String> {
     if u.starts_with("rediss://") {
-        return Some("TLS to Redis (`rediss://`) is not supported yet; use redis://");
+        return Some("TLS to Redis (`rediss://`) is not supported yet; use redis://".into());
     }
-    let Some(rest) = u.strip_prefix("redis://") else {
-        return Some("must be redis://host[:port][/db]");
-    };
-    let (authority, db) = rest.split_once('/').unwrap_or((rest, ""));
-    if authority.contains('@') {
-        return Some("must not hold credentials");
+    match warden_resp::Endpoint::parse(u) {
+        Ok(_) => None,
+        Err(warden_resp::UrlError::Credentials) => {
+            Some(format!("must not hold credentials; use {password_field}"))
+        }
+        Err(e) => Some(e.to_string()),
     }
-    let (host, port) = match authority.strip_prefix('[') {
-        Some(v6) => match v6.split_once(']') {
-            Some((h, after)) => (h, after.strip_prefix(':')),
-            None => return Some("unclosed `[` in the host"),
-        },
-        None => match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        },
-    };
-    if host.is_empty() {
-        return Some("needs a host");
-    }
-    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
-        return Some("the port is not a number");
-    }
-    if !db.is_empty() && db.parse::<u32>().is_err() {
-        return Some("the database is not a number");
-    }
-    None
 }
 
 /// Whether `s` is a valid API key id: 4 to 32 lowercase letters and digits.
@@ -310,7 +291,7 @@ pub(crate) fn auth(c: &Config, e: &mut ConfigErrors) {
         readable(f, "auth.revocation.ca".into(), e);
     }
     if let Some(u) = &r.redis_url {
-        if let Some(why) = redis_url_problem(u) {
+        if let Some(why) = redis_url_problem(u, "auth.revocation.redis_password") {
             e.push("auth.revocation.redis_url", why);
         }
         if r.feed_url.is_none() {

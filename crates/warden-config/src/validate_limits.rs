@@ -82,23 +82,8 @@ pub(crate) fn cluster_protection(c: &ClusterConfig, p: &str, e: &mut ConfigError
 pub(crate) fn store(c: &Config, e: &mut ConfigErrors) {
     let s = &c.rate_limit_store;
     if let Some(u) = &s.redis_url {
-        if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
-            e.push(
-                "rate_limit_store.redis_url",
-                "must start with redis:// or rediss://",
-            );
-        }
-        if let Some(rest) = u.split_once("://").map(|x| x.1) {
-            if rest
-                .split('/')
-                .next()
-                .is_some_and(|auth| auth.contains('@'))
-            {
-                e.push(
-                    "rate_limit_store.redis_url",
-                    "must not hold credentials; use rate_limit_store.password",
-                );
-            }
+        if let Some(why) = crate::validate_auth::redis_url_problem(u, "rate_limit_store.password") {
+            e.push("rate_limit_store.redis_url", why);
         }
     }
     if let Some(pw) = &s.password {
