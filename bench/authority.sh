@@ -102,6 +102,9 @@ LUA="$BENCH_DIR/authority/wrk.lua"
 
 log() { printf '[authority.sh] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# Shared helpers: stop_pid, stop, run_fg, port_busy, load_below, uses, nginx_temp_paths.
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---------------------------------------------------------------- selection
 SCENARIOS=()
@@ -117,7 +120,6 @@ for s in ${ONLY//,/ }; do
     esac
 done
 ((${#SCENARIOS[@]})) || die "ONLY selects nothing"
-uses() { local x; for x in "${SCENARIOS[@]}"; do [[ $x == "$1"* ]] && return 0; done; return 1; }
 
 for v in DURATION CONNECTIONS THREADS WARMUP ROUNDS LOAD_WAIT PROFILE_SECONDS FRESH_TOKENS FRESH_WARMUP_TOKENS CAPTURE_MAX; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
@@ -157,24 +159,6 @@ declare -A PIDS=()
 SCHEMAS=()
 SCHEMA_N=0
 
-stop_pid() { # stop_pid PID: TERM, wait up to 10 s, then KILL; reaps it
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-stop() { # stop NAME
-    local pid="${PIDS[$1]:-}"
-    [[ -n $pid ]] || return 0
-    stop_pid "$pid"
-    unset "PIDS[$1]"
-}
-
 psql_q() { psql "$PG_URL" -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 
 drop_schema() { # drop_schema NAME
@@ -205,18 +189,6 @@ start() { # start NAME CMD...: run in the background, output to $TMP/NAME.out
     PIDS[$name]=$!
 }
 
-run_fg() { # run_fg OUTFILE CMD...: run in the background and wait, so traps fire at once
-    local out=$1 rc=0
-    shift
-    : >"$out"
-    "$@" >>"$out" 2>&1 &
-    PIDS[fg]=$!
-    wait "${PIDS[fg]}" || rc=$?
-    unset "PIDS[fg]"
-    return "$rc"
-}
-
-port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
 wait_http() { # wait_http NAME URL TIMEOUT_S: until URL answers 2xx
     local name=$1 url=$2 timeout=$3 deadline=$((SECONDS + $3))
@@ -230,8 +202,6 @@ wait_http() { # wait_http NAME URL TIMEOUT_S: until URL answers 2xx
     done
 }
 
-loadavg1() { awk '{ print $1 }' /proc/loadavg; }
-load_below() { awk -v l="$(loadavg1)" -v m="$1" 'BEGIN { exit !(l < m) }'; }
 
 cpu_sample() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat; }
 busy_between() { # busy_between "BUSY IDLE" "BUSY IDLE": % of all CPUs busy

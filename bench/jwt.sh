@@ -89,6 +89,9 @@ WANT_NOFILE=65536
 
 log() { printf '[jwt.sh] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# Shared helpers: stop_pid, stop, run_fg, port_busy, load_below, uses, nginx_temp_paths.
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---------------------------------------------------------------- selection
 SCENARIOS=()
@@ -99,7 +102,6 @@ for s in ${ONLY//,/ }; do
     esac
 done
 ((${#SCENARIOS[@]})) || die "ONLY selects nothing"
-uses() { local x; for x in "${SCENARIOS[@]}"; do [[ $x == "$1"* ]] && return 0; done; return 1; }
 
 for v in DURATION CONNECTIONS THREADS WARMUP ROUNDS FRESH_TOKENS FRESH_WARMUP_TOKENS LOAD_WAIT QUIET_BUSY RUN_WAIT FOREIGN_MAX RETRIES; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
@@ -161,24 +163,6 @@ NOFILE="$(ulimit -n)"
 TMP="$(mktemp -d /tmp/warden-jwt-bench.XXXXXX)"
 declare -A PIDS=()
 
-stop_pid() { # stop_pid PID: TERM, wait up to 10 s, then KILL; reaps it
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-stop() { # stop NAME
-    local pid="${PIDS[$1]:-}"
-    [[ -n $pid ]] || return 0
-    stop_pid "$pid"
-    unset "PIDS[$1]"
-}
-
 cleanup() {
     local rc=$? name
     trap - EXIT INT TERM
@@ -206,18 +190,6 @@ start() { # start NAME CMD...: run in the background, output to $TMP/NAME.out
     PIDS[$name]=$!
 }
 
-run_fg() { # run_fg OUTFILE CMD...: run in the background and wait, so traps fire at once
-    local out=$1 rc=0
-    shift
-    : >"$out"
-    "$@" >>"$out" 2>&1 &
-    PIDS[fg]=$!
-    wait "${PIDS[fg]}" || rc=$?
-    unset "PIDS[fg]"
-    return "$rc"
-}
-
-port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
 wait_http() { # wait_http NAME URL TIMEOUT_S [CURL ARGS...]: until URL answers 2xx
     local name=$1 url=$2 timeout=$3 deadline=$((SECONDS + $3))
@@ -241,8 +213,6 @@ wait_http() { # wait_http NAME URL TIMEOUT_S [CURL ARGS...]: until URL answers 2
 }
 
 CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
-loadavg1() { awk '{ print $1 }' /proc/loadavg; }
-load_below() { awk -v l="$(loadavg1)" -v m="$1" 'BEGIN { exit !(l < m) }'; }
 
 cpu_busy_pct() { # CPU time not idle over the next 2 s, in % of all CPUs
     local a b
@@ -288,17 +258,6 @@ wait_quiet() { # wait_quiet NAME: until the CPUs are < QUIET_BUSY % busy over 2 
 }
 
 # ---------------------------------------------------------------- configs
-nginx_temp_paths() { # nginx_temp_paths DIR
-    local d=$1
-    mkdir -p "$d/tmp"
-    cat <<EOF
-    client_body_temp_path $d/tmp/body;
-    proxy_temp_path $d/tmp/proxy;
-    fastcgi_temp_path $d/tmp/fastcgi;
-    uwsgi_temp_path $d/tmp/uwsgi;
-    scgi_temp_path $d/tmp/scgi;
-EOF
-}
 
 write_upstream_conf() { # as in proxy.sh
     local d="$TMP/upstream"

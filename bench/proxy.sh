@@ -49,6 +49,9 @@ WANT_NOFILE=65536
 
 log() { printf '[proxy.sh] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# Shared helpers: stop_pid, stop, run_fg, port_busy, load_below, uses, nginx_temp_paths.
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---------------------------------------------------------------- selection
 PROXIES=()
@@ -102,24 +105,6 @@ WORKER_CONNS=$((NOFILE < 20000 ? NOFILE : 20000))
 TMP="$(mktemp -d /tmp/warden-bench.XXXXXX)"
 declare -A PIDS=()
 
-stop_pid() { # stop_pid PID: TERM, wait up to 10 s, then KILL; reaps it
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-stop() { # stop NAME
-    local pid="${PIDS[$1]:-}"
-    [[ -n $pid ]] || return 0
-    stop_pid "$pid"
-    unset "PIDS[$1]"
-}
-
 cleanup() {
     local rc=$? name
     trap - EXIT INT TERM
@@ -147,18 +132,6 @@ start() { # start NAME CMD...: run in the background, output to $TMP/NAME.out
     PIDS[$name]=$!
 }
 
-run_fg() { # run_fg OUTFILE CMD...: run in the background and wait, so traps fire at once
-    local out=$1 rc=0
-    shift
-    : >"$out"
-    "$@" >>"$out" 2>&1 &
-    PIDS[fg]=$!
-    wait "${PIDS[fg]}" || rc=$?
-    unset "PIDS[fg]"
-    return "$rc"
-}
-
-port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
 wait_http() { # wait_http NAME URL TIMEOUT_S
     local name=$1 url=$2 deadline=$((SECONDS + $3))
@@ -213,17 +186,6 @@ nprocs() { proc_tree "$1" | wc -l; }
 kib_to_mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 # ---------------------------------------------------------------- configs
-nginx_temp_paths() { # nginx_temp_paths DIR
-    local d=$1
-    mkdir -p "$d/tmp"
-    cat <<EOF
-    client_body_temp_path $d/tmp/body;
-    proxy_temp_path $d/tmp/proxy;
-    fastcgi_temp_path $d/tmp/fastcgi;
-    uwsgi_temp_path $d/tmp/uwsgi;
-    scgi_temp_path $d/tmp/scgi;
-EOF
-}
 
 write_upstream_conf() {
     local d="$TMP/upstream"
