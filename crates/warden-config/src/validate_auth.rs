@@ -44,9 +44,6 @@ pub(crate) fn redis_password(
 /// what passes here connects there. Credentials are refused in favour of `password_field`,
 /// where secrets are read from `env:`/`file:` references.
 pub(crate) fn redis_url_problem(u: &str, password_field: &str) -> Option<String> {
-    if u.starts_with("rediss://") {
-        return Some("TLS to Redis (`rediss://`) is not supported yet; use redis://".into());
-    }
     match warden_resp::Endpoint::parse(u) {
         Ok(_) => None,
         Err(warden_resp::UrlError::Credentials) => {

@@ -516,7 +516,7 @@ mod tests {
         let s = store(&url, TIMEOUT_MS);
         let l = limiter(&s, 10, Duration::from_secs(1), 10, 0);
         assert!(l.check(b"secret-api-key", 0).await.unwrap().is_allowed());
-        let ep = crate::resp::endpoint(&url).unwrap();
+        let ep = crate::resp::Endpoint::parse(&url).unwrap();
         let c = crate::resp::Connection::connect(&ep).await.unwrap();
         let pattern = format!("{}*", s.key_prefix());
         let keys = match c.call(&[b"KEYS", pattern.as_bytes()]).await.unwrap() {

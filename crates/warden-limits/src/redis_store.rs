@@ -201,13 +201,10 @@ impl RedisStore {
     /// A store for `config`. Nothing connects until [`RedisStore::start`] or the first
     /// request, so building one (as `warden check` does) needs no Redis.
     pub fn new(config: &StoreConfig, on_health: HealthHook) -> Result<Self, String> {
-        if config.url.starts_with("rediss://") {
-            return Err(
-                "TLS to Redis (`rediss://`) is not supported yet; use `redis://` on a trusted network"
-                    .into(),
-            );
-        }
-        let endpoint = resp::endpoint(&config.url)?.with_password(config.password.clone());
+        // `warden-config` has refused a bad URL with its path already; this is the backstop.
+        let endpoint = resp::Endpoint::parse(&config.url)
+            .map_err(|e| e.to_string())?
+            .with_password(config.password.clone());
         let (conn, _) = watch::channel(Conn::Connecting);
         Ok(Self {
             shared: Arc::new(Shared {

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use warden_resp::{encode, parse, Limits, Malformed, UrlError};
+use warden_resp::{encode, parse, Limits, Malformed};
 
 pub(crate) use warden_resp::{Endpoint, Value};
 
@@ -27,15 +27,6 @@ const QUEUE: usize = 4096;
 /// The connection is gone (or the peer broke the protocol).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Closed;
-
-/// Parses the store's `url`, in the words `warden-config` uses for `rate_limit_store.url`.
-pub(crate) fn endpoint(url: &str) -> Result<Endpoint, String> {
-    Endpoint::parse(url).map_err(|e| match e {
-        UrlError::Scheme => "must start with redis://".into(),
-        UrlError::Credentials => "must not hold credentials; use rate_limit_store.password".into(),
-        UrlError::Other(e) => e,
-    })
-}
 
 struct Request {
     bytes: Vec<u8>,

@@ -133,13 +133,15 @@ impl fmt::Debug for Password {
     }
 }
 
-/// Why a Redis URL was refused. The scheme and credential faults are variants of their own so
-/// each caller can name its own setting in the message; [`fmt::Display`] gives the wording
-/// `warden-config` uses for the revocation channel.
+/// Why a Redis URL was refused, in the words `warden check` prints after the setting's path.
+/// Credentials are a variant of their own so `warden-config` can name the setting where the
+/// password goes instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UrlError {
-    /// Not `redis://` (`rediss://` included: no TLS here).
+    /// Not `redis://` (nor `rediss://`).
     Scheme,
+    /// `rediss://`: TLS to Redis is not supported yet.
+    Tls,
     /// `user:password@` in the URL: passwords are configured apart, where secrets are read.
     Credentials,
     /// Anything else, in words for the user.
@@ -150,6 +152,9 @@ impl fmt::Display for UrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Scheme => f.write_str("must be redis://host[:port][/db]"),
+            Self::Tls => {
+                f.write_str("TLS to Redis (`rediss://`) is not supported yet; use redis://")
+            }
             Self::Credentials => f.write_str("must not hold credentials"),
             Self::Other(e) => f.write_str(e),
         }
@@ -159,9 +164,13 @@ impl fmt::Display for UrlError {
 impl std::error::Error for UrlError {}
 
 impl Endpoint {
-    /// Parses `redis://host[:port][/db]` (IPv6 hosts in brackets). No credentials, no TLS:
-    /// `warden-config` refuses them with the same rules.
+    /// Parses `redis://host[:port][/db]` (IPv6 hosts in brackets). No credentials, no TLS.
+    /// `warden-config` validates every Redis URL setting with this, so what passes
+    /// `warden check` is what the clients connect to.
     pub fn parse(url: &str) -> Result<Self, UrlError> {
+        if url.starts_with("rediss://") {
+            return Err(UrlError::Tls);
+        }
         let rest = url.strip_prefix("redis://").ok_or(UrlError::Scheme)?;
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         if authority.contains('@') {
@@ -338,7 +347,8 @@ mod tests {
             ep("redis://[::1]").unwrap().to_string(),
             "redis://[::1]:6379/0"
         );
-        assert_eq!(ep("rediss://h"), Err(UrlError::Scheme));
+        assert_eq!(ep("rediss://h"), Err(UrlError::Tls));
+        assert_eq!(ep("http://h"), Err(UrlError::Scheme));
         assert_eq!(ep("redis://u:p@h"), Err(UrlError::Credentials));
         for bad in ["redis://h:x", "redis://h/x", "redis://", "redis://[::1"] {
             assert!(matches!(ep(bad), Err(UrlError::Other(_))), "{bad}");
