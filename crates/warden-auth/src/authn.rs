@@ -278,21 +278,52 @@ impl Authenticator {
     }
 
     /// Removes every `x-warden-*` header and the configured spoofable ones. Done on every
-    /// request, public routes included.
+    /// request, public routes included. Names are compared with `_` read as `-` (and case
+    /// ignored), because many upstream stacks (CGI, PHP, WSGI, Rails, nginx with
+    /// `underscores_in_headers`) fold the two together: `x_warden_subject` would reach them
+    /// as `x-warden-subject`.
     pub fn strip_identity_headers(&self, headers: &mut HeaderMap) {
         let spoofed: Vec<HeaderName> = headers
             .keys()
-            .filter(|k| k.as_str().starts_with(X_WARDEN))
+            .filter(|k| self.is_reserved(k.as_str()))
             .cloned()
             .collect();
-        for h in spoofed.iter().chain(&self.strip) {
+        for h in &spoofed {
             headers.remove(h);
         }
     }
 
+    /// Whether a request header named `name` must never reach an upstream from a client:
+    /// it reads as an `x-warden-*` header or one of `strip_headers` once `_` is read as `-`.
+    pub fn is_reserved(&self, name: &str) -> bool {
+        let name = name.as_bytes();
+        name.get(..X_WARDEN.len())
+            .is_some_and(|p| folded_eq(p, X_WARDEN.as_bytes()))
+            || self
+                .strip
+                .iter()
+                .any(|s| folded_eq(name, s.as_str().as_bytes()))
+    }
+
     /// Finds and verifies the first credential the route accepts. A credential that is
-    /// present but invalid is refused, never passed over for the next.
+    /// present but invalid is refused, never passed over for the next; so is one whose
+    /// identity could not be forwarded intact ([`Identity::check_forwardable`]).
     pub async fn authenticate(
+        &self,
+        route: &RoutePolicy,
+        headers: &HeaderMap,
+        peer_cert: Option<&[u8]>,
+        now: i64,
+    ) -> Result<Arc<Identity>, AuthError> {
+        let id = self.credential(route, headers, peer_cert, now).await?;
+        id.check_forwardable().map_err(|reason| AuthError::Invalid {
+            api_key: id.method == AuthMethod::ApiKey,
+            reason,
+        })?;
+        Ok(id)
+    }
+
+    async fn credential(
         &self,
         route: &RoutePolicy,
         headers: &HeaderMap,
@@ -465,7 +496,10 @@ impl Authenticator {
         Ok(())
     }
 
-    /// Adds the identity headers and sets `Authorization` as the route asks.
+    /// Adds the identity headers and sets `Authorization` as the route asks. Never drops one
+    /// silently: an identity whose values cannot be header values (which
+    /// [`Self::authenticate`] already refuses) is an error, so the request is refused rather
+    /// than forwarded without its subject.
     pub fn add_identity_headers(
         &self,
         route: &RoutePolicy,
@@ -473,20 +507,25 @@ impl Authenticator {
         audience: &str,
         headers: &mut HeaderMap,
         now: i64,
-    ) {
-        if let Ok(v) = HeaderValue::from_bytes(id.subject.as_bytes()) {
-            headers.insert(SUBJECT.clone(), v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&id.scopes.join(" ")) {
-            headers.insert(SCOPES.clone(), v);
-        }
+    ) -> Result<(), AuthError> {
+        let invalid = |_| AuthError::Invalid {
+            api_key: id.method == AuthMethod::ApiKey,
+            reason: "invalid_claim",
+        };
+        headers.insert(
+            SUBJECT.clone(),
+            HeaderValue::from_bytes(id.subject.as_bytes()).map_err(invalid)?,
+        );
+        headers.insert(
+            SCOPES.clone(),
+            HeaderValue::from_bytes(id.scopes.join(" ").as_bytes()).map_err(invalid)?,
+        );
         headers.insert(METHOD.clone(), HeaderValue::from_static(id.method.as_str()));
-        if let Some(c) = id
-            .client_id
-            .as_deref()
-            .and_then(|c| HeaderValue::from_str(c).ok())
-        {
-            headers.insert(CLIENT.clone(), c);
+        if let Some(c) = &id.client_id {
+            headers.insert(
+                CLIENT.clone(),
+                HeaderValue::from_bytes(c.as_bytes()).map_err(invalid)?,
+            );
         }
         match route.upstream_token {
             UpstreamToken::Forward => {}
@@ -497,12 +536,18 @@ impl Authenticator {
             UpstreamToken::Internal => {
                 headers.remove(&self.api_key_header);
                 let token = self.internal.mint(id, audience, now);
-                if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
-                    headers.insert(AUTHORIZATION, v);
-                }
+                let v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(invalid)?;
+                headers.insert(AUTHORIZATION, v);
             }
         }
+        Ok(())
     }
+}
+
+/// Header names equal when ASCII case is ignored and `_` is read as `-`.
+fn folded_eq(a: &[u8], b: &[u8]) -> bool {
+    let fold = |c: u8| if c == b'_' { b'-' } else { c.to_ascii_lowercase() };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| fold(*x) == fold(*y))
 }
 
 /// RFC 8705: a token bound to a certificate (`cnf.x5t#S256`) must come with that certificate.

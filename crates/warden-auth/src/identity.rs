@@ -80,6 +80,23 @@ impl Identity {
         self.scopes.iter().any(|s| s == scope)
     }
 
+    /// Checks what is forwarded to upstreams in headers (`x-warden-subject`, `-client-id`,
+    /// `-scopes`): a subject, client id or scope with a control character (CR, LF, NUL, tab,
+    /// DEL, C1) could split or end a header line in some upstream stack, or could not be
+    /// forwarded at all, leaving the upstream an authenticated request without a subject;
+    /// a scope with a space would read as two. Such a credential is refused
+    /// (`invalid_claim`), whoever signed it.
+    pub fn check_forwardable(&self) -> Result<(), &'static str> {
+        let control = |s: &str| s.chars().any(char::is_control);
+        if control(&self.subject)
+            || self.client_id.as_deref().is_some_and(control)
+            || self.scopes.iter().any(|s| control(s) || s.contains(' '))
+        {
+            return Err("invalid_claim");
+        }
+        Ok(())
+    }
+
     /// A claim by dotted path (`org.id` reaches into objects).
     pub fn claim(&self, path: &str) -> Option<&Value> {
         let mut parts = path.split('.');
@@ -92,11 +109,16 @@ impl Identity {
 }
 
 /// Scopes from a claims object: `scope` as a space-separated string (RFC 8693/9068), or `scp`
-/// as an array or string.
+/// as an array or string. Split on spaces only (RFC 6749 §3.3), so a CR, LF or tab stays in
+/// its scope and [`Identity::check_forwardable`] refuses it.
 pub fn scopes_from_claims(claims: &Map<String, Value>) -> Vec<String> {
     let from = |v: &Value| -> Vec<String> {
         match v {
-            Value::String(s) => s.split_ascii_whitespace().map(str::to_owned).collect(),
+            Value::String(s) => s
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
             Value::Array(a) => a
                 .iter()
                 .filter_map(Value::as_str)
@@ -110,4 +132,49 @@ pub fn scopes_from_claims(claims: &Map<String, Value>) -> Vec<String> {
         .or_else(|| claims.get("scp"))
         .map(from)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn id(claims: Value) -> Identity {
+        let claims = claims.as_object().cloned().unwrap_or_default();
+        let mut id = Identity::new(
+            claims.get("sub").and_then(Value::as_str).unwrap_or("svc"),
+            AuthMethod::Jwt,
+        );
+        id.scopes = scopes_from_claims(&claims);
+        id.client_id = claims
+            .get("client_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        id
+    }
+
+    #[test]
+    fn control_characters_in_forwarded_claims_are_refused() {
+        for bad in [
+            json!({"sub": "admin\r\nx-warden-subject: root"}),
+            json!({"sub": "admin\u{0}"}),
+            json!({"sub": "a\tb"}),
+            json!({"sub": "a\u{7f}"}),
+            json!({"sub": "a\u{85}b"}),
+            json!({"sub": "svc", "client_id": "c\nd"}),
+            json!({"sub": "svc", "scope": "read\r\nwrite"}),
+            json!({"sub": "svc", "scope": "read\twrite"}),
+            json!({"sub": "svc", "scp": ["read", "a b"]}),
+            json!({"sub": "svc", "scp": ["read\n"]}),
+        ] {
+            assert_eq!(id(bad.clone()).check_forwardable(), Err("invalid_claim"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ordinary_claims_pass_and_scopes_split_on_spaces() {
+        let ok = id(json!({"sub": "spiffe://x/ns/José", "client_id": "c-1", "scope": "a  b c"}));
+        assert_eq!(ok.check_forwardable(), Ok(()));
+        assert_eq!(ok.scopes, ["a", "b", "c"]);
+    }
 }

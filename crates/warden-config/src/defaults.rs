@@ -76,6 +76,7 @@ impl Default for ForwardingConfig {
         Self {
             trusted_proxies: Vec::new(),
             request_id_header: "x-request-id".into(),
+            headers_with_underscores: Default::default(),
         }
     }
 }

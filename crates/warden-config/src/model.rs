@@ -94,6 +94,25 @@ pub struct ForwardingConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// Header carrying the request id: kept when the client sent a valid one, generated otherwise.
     pub request_id_header: String,
+    /// What happens to request headers whose names contain `_`, which many upstream stacks
+    /// (CGI, PHP, WSGI, Rails, nginx with `underscores_in_headers`) read as `-`: `allow`
+    /// forwards them, `drop` removes them, `reject` answers 400. Whatever this says, a name
+    /// that reads as a Warden identity header (`x-warden-*`) or one of `auth.strip_headers`
+    /// once `_` is read as `-` is always removed.
+    pub headers_with_underscores: UnderscoreHeaders,
+}
+
+/// What to do with a request header whose name contains `_` (`forwarding.headers_with_underscores`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UnderscoreHeaders {
+    /// Forward it (names that collide with stripped headers are still removed).
+    #[default]
+    Allow,
+    /// Remove it before forwarding.
+    Drop,
+    /// Refuse the request with 400.
+    Reject,
 }
 
 /// Security headers for responses. Each is added unless the upstream set it already.
@@ -432,6 +451,10 @@ pub struct RouteConfig {
     /// Methods allowed to match; empty matches any.
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Forward `TRACE` (and `TRACK`) requests. Off by default: they echo the request back,
+    /// headers and cookies included (cross-site tracing), so they get 405.
+    #[serde(default)]
+    pub allow_trace: bool,
     /// Header conditions; all must hold.
     #[serde(default)]
     pub headers: Vec<HeaderMatch>,

@@ -391,6 +391,11 @@ fn route(r: &RouteConfig, p: &str, e: &mut ConfigErrors) {
                 format!("{p}.methods"),
                 format!("`{m}` is not a method (write it in capitals)"),
             );
+        } else if (m == "TRACE" || m == "TRACK") && !r.allow_trace {
+            e.push(
+                format!("{p}.methods"),
+                format!("`{m}` is refused with 405 unless the route sets allow_trace = true"),
+            );
         }
     }
     for (i, h) in r.headers.iter().enumerate() {

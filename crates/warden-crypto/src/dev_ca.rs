@@ -107,7 +107,9 @@ impl DevCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![usage];
         params.use_authority_key_identifier_extension = true;
-        let (not_before, not_after) = validity(825);
+        // 397 days in all, backdating included: the CA/Browser Forum's limit for TLS server
+        // certificates, under the 825 days Apple platforms refuse past.
+        let (not_before, not_after) = validity(LEAF_DAYS);
         params.not_before = not_before;
         params.not_after = not_after;
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
@@ -119,12 +121,13 @@ impl DevCa {
     }
 }
 
+/// Lifetime of the leaf certificates, from `notBefore` to `notAfter`.
+const LEAF_DAYS: i64 = 397;
+
+/// `days` long in all, starting an hour ago (so a clock slightly behind still accepts it).
 fn validity(days: i64) -> (time::OffsetDateTime, time::OffsetDateTime) {
-    let now = time::OffsetDateTime::now_utc();
-    (
-        now - time::Duration::hours(1),
-        now + time::Duration::days(days),
-    )
+    let not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    (not_before, not_before + time::Duration::days(days))
 }
 
 #[cfg(test)]
@@ -139,5 +142,23 @@ mod tests {
         assert!(leaf.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(leaf.key_pem.contains("PRIVATE KEY"));
         assert!(!format!("{leaf:?}").contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn leaf_certificates_live_at_most_397_days_in_all() {
+        let ca = DevCa::new("test ca").unwrap();
+        for leaf in [
+            ca.server_cert(&["localhost"]).unwrap(),
+            ca.client_cert(&["svc"], &["spiffe://dev/svc"]).unwrap(),
+        ] {
+            let pem = x509_parser::pem::parse_x509_pem(leaf.cert_pem.as_bytes())
+                .unwrap()
+                .1;
+            let cert = pem.parse_x509().unwrap();
+            let v = cert.validity();
+            let secs = v.not_after.timestamp() - v.not_before.timestamp();
+            assert!(secs <= 397 * 86_400, "valid for {secs} s");
+            assert!(secs >= 396 * 86_400, "valid for only {secs} s");
+        }
     }
 }

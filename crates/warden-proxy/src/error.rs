@@ -42,6 +42,8 @@ pub enum Reject {
     BadRequest(&'static str),
     /// No route matched.
     NoRoute,
+    /// The route does not forward this method (`TRACE`/`TRACK` unless `allow_trace`).
+    MethodNotAllowed,
     /// The client address is not allowed on this route.
     Forbidden,
     /// A CORS preflight that the route's policy does not allow.
@@ -80,6 +82,11 @@ impl Reject {
                 StatusCode::NOT_FOUND,
                 "no_route",
                 "no route for this request",
+            ),
+            Reject::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
             ),
             Reject::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "access denied"),
             Reject::Auth(e) => (
@@ -185,6 +192,15 @@ impl Reject {
         ) {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if self == Reject::MethodNotAllowed {
+            // RFC 9110 §15.5.6: a 405 lists what the resource does allow. A route that lists
+            // its methods cannot list TRACE without `allow_trace` (validation), so the one
+            // that refused it matches any method but these.
+            res.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
         }
         if let Reject::RateLimited(secs) | Reject::CircuitOpen(secs) = self {
             res.headers_mut()

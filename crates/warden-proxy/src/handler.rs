@@ -12,6 +12,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use rustls::pki_types::CertificateDer;
+use warden_config::UnderscoreHeaders;
 use warden_telemetry::metrics::{RouteLabel, RouteStatus};
 use warden_telemetry::{AccessLog, AccessRecord};
 
@@ -413,6 +414,11 @@ async fn forward(
         return Err(Reject::BadRequest("CONNECT is not supported"));
     }
     let (host, host_value) = request_host(&req)?;
+    if snap.underscore_headers == UnderscoreHeaders::Reject
+        && req.headers().keys().any(|k| k.as_str().contains('_'))
+    {
+        return Err(Reject::BadRequest("header name with underscore"));
+    }
     if conn.http1 {
         let mut te = req.headers().get_all(header::TRANSFER_ENCODING).iter();
         if let Some(v) = te.next() {
@@ -444,6 +450,11 @@ async fn forward(
         .ok_or(Reject::NoRoute)?
         .clone();
     ctx.route = Some(route.clone());
+    // TRACE echoes the request back, credentials included (cross-site tracing); TRACK is
+    // IIS's alias for it.
+    if !route.allow_trace && (req.method() == Method::TRACE || req.method().as_str() == "TRACK") {
+        return Err(Reject::MethodNotAllowed);
+    }
 
     let client_ip = headers::client_ip(conn.peer.ip(), req.headers(), &snap.trusted_proxies);
     if !route.ip_allowed(client_ip) {
@@ -518,9 +529,13 @@ async fn forward(
     let origin = parts.headers.get(header::ORIGIN).cloned();
     headers::strip_hop_by_hop(&mut parts.headers);
     snap.auth.strip_identity_headers(&mut parts.headers);
+    if snap.underscore_headers == UnderscoreHeaders::Drop {
+        headers::drop_underscored(&mut parts.headers);
+    }
     if let (Some(id), Some(policy)) = (&identity, &route.auth) {
         snap.auth
-            .add_identity_headers(policy, id, &cluster.name, &mut parts.headers, now);
+            .add_identity_headers(policy, id, &cluster.name, &mut parts.headers, now)
+            .map_err(Reject::Auth)?;
     }
     headers::set_forwarded(
         &mut parts.headers,

@@ -35,6 +35,19 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove("proxy-connection");
 }
 
+/// Removes every header whose name contains `_` (`forwarding.headers_with_underscores =
+/// "drop"`).
+pub(crate) fn drop_underscored(h: &mut HeaderMap) {
+    let names: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for n in &names {
+        h.remove(n);
+    }
+}
+
 fn trusted(ip: IpAddr, proxies: &[IpNet]) -> bool {
     proxies.iter().any(|n| n.contains(&ip))
 }
@@ -90,7 +103,7 @@ pub(crate) fn set_forwarded(
         if !h.contains_key(&xfp) {
             h.insert(xfp, proto);
         }
-        if !h.contains_key(&xfh) {
+        if !h.contains_key(&xfh) && !host.is_empty() {
             if let Ok(v) = HeaderValue::from_str(host) {
                 h.insert(xfh, v);
             }
@@ -102,11 +115,12 @@ pub(crate) fn set_forwarded(
             h.insert(xff, v);
         }
         h.insert(xfp, proto);
-        match HeaderValue::from_str(host) {
-            Ok(v) => {
+        // An HTTP/1.0 request may come without a host: then there is none to report.
+        match HeaderValue::from_str(host).ok().filter(|_| !host.is_empty()) {
+            Some(v) => {
                 h.insert(xfh, v);
             }
-            Err(_) => {
+            None => {
                 h.remove(xfh);
             }
         }

@@ -40,6 +40,8 @@ pub(crate) struct Route {
     pub(crate) name: Arc<String>,
     pub(crate) path: PathMatch,
     pub(crate) methods: Vec<Method>,
+    /// Forward `TRACE`/`TRACK` (405 otherwise).
+    pub(crate) allow_trace: bool,
     pub(crate) headers: Vec<HeaderCond>,
     pub(crate) cluster: Arc<Cluster>,
     pub(crate) rewrite: Option<(String, String)>,

@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub(crate) limits: Limits,
     pub(crate) trusted_proxies: Vec<IpNet>,
     pub(crate) request_id_header: HeaderName,
+    /// What to do with request headers whose names contain `_`.
+    pub(crate) underscore_headers: warden_config::UnderscoreHeaders,
     /// Security headers for responses that matched no route.
     pub(crate) security_headers: Arc<SecurityHeaders>,
     /// Verifiers, caches and policies of the `[auth]` section.
@@ -161,6 +163,7 @@ impl Snapshot {
                     .iter()
                     .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
                     .collect(),
+                allow_trace: r.allow_trace,
                 headers,
                 cluster,
                 rewrite: r
@@ -232,6 +235,7 @@ impl Snapshot {
                 .map(|c| c.0)
                 .collect(),
             request_id_header,
+            underscore_headers: config.forwarding.headers_with_underscores,
             security_headers: global_headers,
             auth,
             rate_limit_store,

@@ -114,3 +114,41 @@ async fn a_missing_scope_gets_403_insufficient_scope() {
     );
     assert!(up.requests().is_empty());
 }
+
+#[tokio::test]
+async fn a_signed_token_with_control_characters_in_identity_claims_is_refused() {
+    let up = Upstream::start("u").await;
+    let iss = TestIssuer::new("https://issuer.test");
+    let gw = Gateway::start(&config(&up, &iss, "")).await;
+    let mut cases = Vec::new();
+    for sub in ["admin\r\nx-warden-subject: root", "admin\n", "admin\0", "a\u{7f}"] {
+        cases.push(iss.claims(sub, "api", "read"));
+    }
+    let mut c = iss.claims("alice", "api", "read");
+    c["client_id"] = "svc\r\nx: y".into();
+    cases.push(c);
+    cases.push(iss.claims("alice", "api", "read\r\nadmin"));
+    cases.push(iss.claims("alice", "api", "read\nadmin"));
+    for claims in &cases {
+        let token = iss.token(claims);
+        let res = call(&gw, &[("authorization", &format!("Bearer {token}"))]).await;
+        assert_eq!(res.status, 401, "{claims}");
+        assert_eq!(res.json()["error"], "invalid_token", "{claims}");
+        // Refused again from the verified-token cache, not only on first sight.
+        let again = call(&gw, &[("authorization", &format!("Bearer {token}"))]).await;
+        assert_eq!(again.status, 401, "{claims}");
+    }
+    assert!(up.requests().is_empty(), "{:?}", up.requests());
+    let metrics = client::get(gw.admin(), "/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    let want = format!(
+        "warden_auth_denied_requests_total{{route=\"api\",reason=\"invalid_claim\"}} {}",
+        cases.len() * 2
+    );
+    assert!(text.contains(&want), "{want} not in:\n{text}");
+    // The same claims without control characters pass.
+    let token = iss.token(&iss.claims("alice", "api", "read admin"));
+    let res = call(&gw, &[("authorization", &format!("Bearer {token}"))]).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(up.requests()[0].headers["x-warden-scopes"], "read admin");
+}

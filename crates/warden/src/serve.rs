@@ -25,7 +25,7 @@ pub(crate) async fn serve(path: PathBuf) -> anyhow::Result<()> {
         tracing::info!(listener = %name, %addr, "listening");
     }
     if let Some(a) = handle.admin_addr() {
-        tracing::info!(%a, "admin listening");
+        tracing::info!(addr = %a, "admin listening");
     }
     signals.run_until_stopped(handle, authority).await
 }

@@ -79,6 +79,7 @@ request_timeout = "30"
 
 [forwarding]
 trusted_proxies = ["10.0.0.0/33"]
+headers_with_underscores = "fold"
 
 [bogus_section]
 x = 1
@@ -139,6 +140,13 @@ auth = "none"
 cluster = "hashy"
 path_exact = "/e"
 path_prefix = "/e/"
+
+[[routes]]
+name = "tracer"
+auth = "none"
+cluster = "hashy"
+path_prefix = "/f/"
+methods = ["GET", "TRACE"]
 "#,
         missing = missing.display()
     );
@@ -158,6 +166,10 @@ path_prefix = "/e/"
         ),
         ("listeners[1].name", "duplicate listener name `web`"),
         (
+            "forwarding.headers_with_underscores",
+            "unknown variant `fold`",
+        ),
+        (
             "clusters[0].hash_header",
             "required by load_balancer = \"consistent_hash\"",
         ),
@@ -173,6 +185,7 @@ path_prefix = "/e/"
             "routes[4]",
             "use only one of path_exact, path_prefix, path_regex",
         ),
+        ("routes[5].methods", "`TRACE` is refused with 405 unless"),
     ];
     let mut absent = Vec::new();
     for (field, reason) in expected {
@@ -324,6 +337,15 @@ async fn serve_drains_in_flight_requests_and_exits_zero_on_sigterm() {
     std::fs::write(&config, serve_config(port, admin, &up, &[("all", "/")])).unwrap();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut served = Served::start(&config).await;
+    // Every start-up line names its address with the same field, so one log query finds them.
+    let log = served.stderr();
+    for line in ["listening", "admin listening"] {
+        let l = log
+            .lines()
+            .find(|l| l.contains(line))
+            .unwrap_or_else(|| panic!("no `{line}` line:\n{log}"));
+        assert!(l.contains("addr=127.0.0.1:"), "{l}");
+    }
 
     let slow = tokio::spawn(async move { client::get(addr, "/slow").await.status });
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -306,6 +306,13 @@ impl Cluster {
         };
         parts.uri = uri;
         parts.version = self.version;
+        // An HTTP/1.0 client may send no Host; the upstream gets the one it would expect
+        // when called directly: its own authority (HTTP/1.1 requires a Host).
+        if !parts.headers.contains_key(http::header::HOST) {
+            if let Ok(v) = http::HeaderValue::from_str(ep.authority.as_str()) {
+                parts.headers.insert(http::header::HOST, v);
+            }
+        }
         Ok(Request::from_parts(parts, body))
     }
 
