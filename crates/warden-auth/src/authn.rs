@@ -316,10 +316,11 @@ impl Authenticator {
         now: i64,
     ) -> Result<Arc<Identity>, AuthError> {
         let id = self.credential(route, headers, peer_cert, now).await?;
-        id.check_forwardable().map_err(|reason| AuthError::Invalid {
-            api_key: id.method == AuthMethod::ApiKey,
-            reason,
-        })?;
+        id.check_forwardable()
+            .map_err(|reason| AuthError::Invalid {
+                api_key: id.method == AuthMethod::ApiKey,
+                reason,
+            })?;
         Ok(id)
     }
 
@@ -546,7 +547,13 @@ impl Authenticator {
 
 /// Header names equal when ASCII case is ignored and `_` is read as `-`.
 fn folded_eq(a: &[u8], b: &[u8]) -> bool {
-    let fold = |c: u8| if c == b'_' { b'-' } else { c.to_ascii_lowercase() };
+    let fold = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| fold(*x) == fold(*y))
 }
 

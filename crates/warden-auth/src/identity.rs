@@ -167,7 +167,11 @@ mod tests {
             json!({"sub": "svc", "scp": ["read", "a b"]}),
             json!({"sub": "svc", "scp": ["read\n"]}),
         ] {
-            assert_eq!(id(bad.clone()).check_forwardable(), Err("invalid_claim"), "{bad}");
+            assert_eq!(
+                id(bad.clone()).check_forwardable(),
+                Err("invalid_claim"),
+                "{bad}"
+            );
         }
     }
 

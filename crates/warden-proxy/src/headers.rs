@@ -116,7 +116,10 @@ pub(crate) fn set_forwarded(
         }
         h.insert(xfp, proto);
         // An HTTP/1.0 request may come without a host: then there is none to report.
-        match HeaderValue::from_str(host).ok().filter(|_| !host.is_empty()) {
+        match HeaderValue::from_str(host)
+            .ok()
+            .filter(|_| !host.is_empty())
+        {
             Some(v) => {
                 h.insert(xfh, v);
             }

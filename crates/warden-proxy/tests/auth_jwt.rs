@@ -121,7 +121,12 @@ async fn a_signed_token_with_control_characters_in_identity_claims_is_refused() 
     let iss = TestIssuer::new("https://issuer.test");
     let gw = Gateway::start(&config(&up, &iss, "")).await;
     let mut cases = Vec::new();
-    for sub in ["admin\r\nx-warden-subject: root", "admin\n", "admin\0", "a\u{7f}"] {
+    for sub in [
+        "admin\r\nx-warden-subject: root",
+        "admin\n",
+        "admin\0",
+        "a\u{7f}",
+    ] {
         cases.push(iss.claims(sub, "api", "read"));
     }
     let mut c = iss.claims("alice", "api", "read");

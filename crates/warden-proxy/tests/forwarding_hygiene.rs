@@ -146,7 +146,10 @@ async fn headers_with_underscores_can_be_dropped_or_refused() {
     .await;
     let out = raw::exchange(
         gw.addr("main"),
-        &raw_get("/public/x", &["x_custom_thing: gone", "x-custom-thing: kept"]),
+        &raw_get(
+            "/public/x",
+            &["x_custom_thing: gone", "x-custom-thing: kept"],
+        ),
         Duration::from_secs(2),
     )
     .await;
@@ -186,7 +189,10 @@ async fn an_http10_request_without_host_reaches_the_upstream_with_its_authority(
         Duration::from_secs(2),
     )
     .await;
-    assert!(out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(
+        out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"),
+        "{out}"
+    );
     let seen = &up.requests()[0];
     assert_eq!(seen.version, http::Version::HTTP_11);
     assert_eq!(
@@ -236,7 +242,10 @@ async fn trace_and_track_get_405_unless_the_route_allows_them() {
     // Over HTTP/2 too.
     let req = Request::builder()
         .method("TRACE")
-        .uri(format!("http://localhost:{}/public/x", gw.addr("main").port()))
+        .uri(format!(
+            "http://localhost:{}/public/x",
+            gw.addr("main").port()
+        ))
         .body(Full::new(Bytes::new()))
         .unwrap();
     assert_eq!(client::send_h2c(gw.addr("main"), req).await.status, 405);
