@@ -72,6 +72,11 @@ impl EndpointState {
         self.healthy.load(Ordering::Acquire)
     }
 
+    /// The endpoint's metric labels.
+    pub(crate) fn metric(&self) -> &EndpointLabel {
+        &self.metric
+    }
+
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
