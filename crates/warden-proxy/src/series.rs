@@ -2,6 +2,8 @@
 //!
 //! - the series of routes, clusters and endpoints a reload removed are removed (a gauge such as
 //!   `warden_upstream_endpoint_healthy` would otherwise report a gone endpoint for ever);
+//! - every endpoint's health (and, with outlier detection, ejection) gauge is created here
+//!   rather than when a cluster is built, so a reload that fails leaves no series behind;
 //! - the counters whose label sets are known and bounded are created at 0 (refusal reasons;
 //!   per cluster, its refusal reasons and retry results; per endpoint, errors and ejections;
 //!   per rate limit, its refusals), so dashboards show 0 rather than "no data" and the first
@@ -49,8 +51,14 @@ pub(crate) fn sync(metrics: &Metrics, old: Option<&Snapshot>, new: &Snapshot) {
             }
         }
         for ep in &cluster.endpoints {
+            // A kept cluster's endpoints keep their state; a new one's start healthy.
+            metrics
+                .endpoint_healthy
+                .get_or_create(ep.metric())
+                .set(i64::from(ep.is_healthy()));
             let _ = metrics.upstream_errors.get_or_create(ep.metric());
             if cluster.config.outlier_detection.is_some() {
+                let _ = metrics.endpoint_ejected.get_or_create(ep.metric());
                 let _ = metrics.upstream_ejections.get_or_create(ep.metric());
             }
         }
