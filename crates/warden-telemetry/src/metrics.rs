@@ -740,6 +740,61 @@ mod tests {
     }
 
     #[test]
+    fn the_store_gauge_is_exported_only_while_a_store_is_configured() {
+        let m = Metrics::new();
+        assert!(!m.encode_prometheus().contains("rate_limit_store_up"));
+        m.set_rate_limit_store(true);
+        m.rate_limit_store_up.set(1);
+        let text = m.encode_prometheus();
+        assert!(
+            text.contains("# TYPE warden_rate_limit_store_up gauge"),
+            "{text}"
+        );
+        assert!(text.contains("\nwarden_rate_limit_store_up 1\n"), "{text}");
+        m.set_rate_limit_store(false);
+        assert!(!m.encode_prometheus().contains("rate_limit_store_up"));
+    }
+
+    #[test]
+    fn forgetting_a_route_removes_every_series_it_had_and_only_those() {
+        let m = Metrics::new();
+        let (gone, kept) = (Arc::new("gone".to_string()), Arc::new("kept".to_string()));
+        for r in [&gone, &kept] {
+            m.count_request(r, 200);
+            m.count_request(r, 503);
+            m.observe_request_duration(r, 0.01);
+            m.count_auth_denied(r, "expired");
+            m.count_auth_allowed(r, "jwt");
+            m.rate_limited_counter(r, &Arc::from("client_ip"), None)
+                .inc();
+        }
+        m.forget_route("gone");
+        let text = m.encode();
+        assert!(!text.contains("route=\"gone\""), "{text}");
+        for family in [
+            "warden_requests_total",
+            "warden_request_duration_seconds_count",
+            "warden_auth_denied_requests_total",
+            "warden_auth_allowed_requests_total",
+            "warden_rate_limited_requests_total",
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(family) && l.contains("route=\"kept\"")),
+                "{family} of the kept route missing:\n{text}"
+            );
+        }
+        // A kept route's removed limit goes; its other series stay.
+        m.forget_rate_limits("kept", |_, _| false);
+        let text = m.encode();
+        assert!(
+            !text.contains("warden_rate_limited_requests_total{"),
+            "{text}"
+        );
+        assert!(text.contains("warden_requests_total{route=\"kept\",status=\"503\"} 1"));
+    }
+
+    #[test]
     fn encodes_requests_by_route_and_status() {
         let text = with_one_request("public", 0.002).encode();
         assert!(
