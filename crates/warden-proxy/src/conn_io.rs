@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -39,6 +39,9 @@ pub(crate) struct ConnShared {
     waker: AtomicWaker,
     inspector: Option<Mutex<Inspector>>,
     release: Notify,
+    /// The header-read timeout ended the connection while a head was awaited (after the 408
+    /// on HTTP/1): a refusal the server loop logs when the connection ends.
+    head_timed_out: AtomicBool,
 }
 
 impl ConnShared {
@@ -70,6 +73,18 @@ impl ConnShared {
     /// Requests in flight on this connection.
     pub(crate) fn active(&self) -> usize {
         self.active.load(Ordering::Acquire)
+    }
+
+    /// Whether the header-read timeout ended the connection.
+    pub(crate) fn head_timed_out(&self) -> bool {
+        self.head_timed_out.load(Ordering::Acquire)
+    }
+
+    /// Whether the connection is in the middle of an HTTP/1 request head (some of it read).
+    pub(crate) fn mid_head(&self) -> bool {
+        self.inspector
+            .as_ref()
+            .is_some_and(|i| i.lock().unwrap_or_else(|p| p.into_inner()).mid_head())
     }
 
     /// The framing verdict for the next HTTP/1 request head, if the inspector has one.
@@ -215,11 +230,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<T> {
                         return Poll::Pending;
                     }
                 }
-                if this.phase == Phase::ReadingHead && this.http1 {
-                    // Best effort: the client is slow, so a full send buffer just means no 408.
-                    let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
-                    let _ = Pin::new(&mut this.inner).poll_flush(cx);
-                    tracing::debug!("request head not received in time; 408");
+                if this.phase == Phase::ReadingHead {
+                    this.shared.head_timed_out.store(true, Ordering::Release);
+                    if this.http1 {
+                        // Best effort: the client is slow, so a full send buffer just means
+                        // no 408.
+                        let _ = Pin::new(&mut this.inner).poll_write(cx, RESPONSE_408);
+                        let _ = Pin::new(&mut this.inner).poll_flush(cx);
+                        tracing::debug!("request head not received in time; 408");
+                    }
                 }
                 Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,

@@ -175,7 +175,9 @@ impl Gateway {
                 errors: errs.iter().map(ToString::to_string).collect(),
             })?;
         snapshot.start_background();
-        self.snapshot.store(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        self.snapshot.store(snapshot.clone());
+        crate::series::sync(&self.metrics, Some(&old), &snapshot);
         Ok(())
     }
 

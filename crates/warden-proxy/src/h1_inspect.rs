@@ -103,6 +103,15 @@ impl Inspector {
         }
     }
 
+    /// True while part of a request head has arrived and the rest has not: a connection that
+    /// ends now ended inside a head (a probe or a broken client, not a finished exchange).
+    pub fn mid_head(&self) -> bool {
+        match self.state {
+            State::Head { first } => !first || !self.line.is_empty(),
+            _ => false,
+        }
+    }
+
     /// Takes the verdict for the next request head, in order.
     pub fn next_verdict(&mut self) -> Option<Verdict> {
         self.verdicts.pop_front()

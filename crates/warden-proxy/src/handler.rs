@@ -13,7 +13,6 @@ use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use rustls::pki_types::CertificateDer;
 use warden_config::UnderscoreHeaders;
-use warden_telemetry::metrics::{RouteLabel, RouteStatus};
 use warden_telemetry::{AccessLog, AccessRecord};
 
 use crate::body::{BodyState, OnFinish, RequestBody, ResponseBody};
@@ -31,11 +30,26 @@ use crate::upstream::EndpointGuard;
 pub(crate) struct ConnInfo {
     pub(crate) listener: Arc<String>,
     pub(crate) peer: SocketAddr,
+    /// When the connection was accepted.
+    pub(crate) accepted: Instant,
     pub(crate) tls: bool,
     pub(crate) http1: bool,
     pub(crate) shared: Arc<ConnShared>,
     /// The verified client certificate (leaf), when the client sent one.
     pub(crate) peer_cert: Option<CertificateDer<'static>>,
+}
+
+impl ConnInfo {
+    /// Counts and logs a refusal made below the handler on this connection.
+    pub(crate) fn refused(&self, gw: &Gateway, refusal: crate::refusal::Refusal) {
+        let at = crate::refusal::Where {
+            listener: &self.listener,
+            peer: self.peer,
+            protocol: if self.http1 { "HTTP/1.1" } else { "HTTP/2" },
+            accepted: self.accepted,
+        };
+        crate::refusal::record(gw, &at, refusal);
+    }
 }
 
 /// Per-request facts gathered along the way, for the response, metrics and log.
@@ -192,7 +206,7 @@ fn next_quota_secs(reset: Duration, emission: Duration) -> u64 {
     u64::try_from(next.div_ceil(1_000_000_000)).unwrap_or(u64::MAX)
 }
 
-static DASH: std::sync::LazyLock<Arc<String>> =
+pub(crate) static DASH: std::sync::LazyLock<Arc<String>> =
     std::sync::LazyLock::new(|| Arc::new("-".to_owned()));
 
 /// Serves one request.
@@ -305,45 +319,20 @@ pub(crate) async fn handle(
         .map_or_else(|| DASH.clone(), |r| r.name.clone());
     let status = res.status().as_u16();
     let metrics = gw.metrics();
+    // Through the registry's per-route methods, so a reload can remove a gone route's series.
     if let Some(reason) = auth_denied {
-        metrics
-            .auth_denied
-            .get_or_create(&warden_telemetry::metrics::RouteReason {
-                route: route_name.clone(),
-                reason,
-            })
-            .inc();
+        metrics.count_auth_denied(&route_name, reason);
     }
-    if let Some(reason) = ctx.auth_method {
-        metrics
-            .auth_allowed
-            .get_or_create(&warden_telemetry::metrics::RouteReason {
-                route: route_name.clone(),
-                reason,
-            })
-            .inc();
+    if let Some(method) = ctx.auth_method {
+        metrics.count_auth_allowed(&route_name, method);
     }
     if let Some((key, tier)) = ctx.limited_by.take() {
         metrics
-            .rate_limited
-            .get_or_create(&warden_telemetry::metrics::RouteLimitKey {
-                route: route_name.clone(),
-                key,
-                tier,
-            })
+            .rate_limited_counter(&route_name, &key, tier.as_ref())
             .inc();
     }
-    metrics
-        .requests
-        .get_or_create(&RouteStatus {
-            route: route_name.clone(),
-            status,
-        })
-        .inc();
-    metrics
-        .request_duration
-        .get_or_create(&RouteLabel(route_name.clone()))
-        .observe(start.elapsed().as_secs_f64());
+    metrics.count_request(&route_name, status);
+    metrics.observe_request_duration(&route_name, start.elapsed().as_secs_f64());
 
     let log = log_path.map(|path| LogLine {
         log: gw.access_log().clone(),

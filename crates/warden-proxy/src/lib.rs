@@ -22,7 +22,9 @@ pub mod h1_inspect;
 mod handler;
 mod headers;
 pub mod normalize;
+mod refusal;
 mod router;
+mod series;
 mod server;
 mod snapshot;
 mod tls;
@@ -96,6 +98,7 @@ pub async fn start(
     // Before the snapshot: clusters build one upstream client per data-plane thread.
     workers::init(config.server.data_threads).map_err(StartError::Threads)?;
     let snapshot = Snapshot::compile(config, None, &metrics).map_err(StartError::Compile)?;
+    series::sync(&metrics, None, &snapshot);
     let config = snapshot.config.clone();
     let mut bound = Vec::new();
     for l in &config.listeners {

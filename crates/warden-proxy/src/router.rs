@@ -234,6 +234,11 @@ impl Router {
         r
     }
 
+    /// Every route, in file order.
+    pub(crate) fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
     /// A route by name (to carry state such as rate-limit counters across reloads).
     pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<Route>> {
         self.routes.iter().find(|r| r.name.as_str() == name)

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -17,6 +17,7 @@ use crate::body::ResponseBody;
 use crate::conn_io::{ConnShared, ConnTimeouts, Prefixed, TimedIo};
 use crate::gateway::Gateway;
 use crate::handler::{handle, ConnInfo};
+use crate::refusal::{self, Refusal, Where};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const RESPONSE_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nserver: warden\r\nconnection: close\r\ncontent-type: application/json\r\nretry-after: 1\r\ncontent-length: 61\r\n\r\n{\"error\":\"overloaded\",\"message\":\"gateway busy, retry later\"}\n";
@@ -109,6 +110,7 @@ async fn serve_connection(
     gw: Arc<Gateway>,
     ticket: ConnTicket,
 ) {
+    let accepted = Instant::now();
     let snap = gw.snapshot();
     let Some(settings) = snap.listeners.get(listener.as_str()) else {
         return;
@@ -123,6 +125,7 @@ async fn serve_connection(
     let conn = Conn {
         peer,
         listener,
+        accepted,
         timeouts,
         gw,
         ticket,
@@ -145,12 +148,24 @@ async fn serve_connection(
 struct Conn {
     peer: std::net::SocketAddr,
     listener: Arc<String>,
+    accepted: Instant,
     timeouts: ConnTimeouts,
     gw: Arc<Gateway>,
     ticket: ConnTicket,
 }
 
 impl Conn {
+    /// Counts and logs a refusal made while setting the connection up.
+    fn refused(&self, protocol: &'static str, refusal: Refusal) {
+        let at = Where {
+            listener: &self.listener,
+            peer: self.peer,
+            protocol,
+            accepted: self.accepted,
+        };
+        refusal::record(&self.gw, &at, refusal);
+    }
+
     /// Spawns the task that serves the connection: HTTP/2, or HTTP/1 with idle releases.
     fn serve<I>(
         self,
@@ -167,6 +182,7 @@ impl Conn {
         let info = Arc::new(ConnInfo {
             listener: self.listener,
             peer: self.peer,
+            accepted: self.accepted,
             tls,
             http1: !h2,
             shared,
@@ -203,6 +219,12 @@ async fn set_up_h2c(mut stream: TcpStream, conn: Conn) -> std::io::Result<()> {
             if n > 0 {
                 let _ = stream.write_all(b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n").await;
             }
+            let protocol = if n > 0 && buf[..n] == H2_PREFACE[..n] {
+                "HTTP/2"
+            } else {
+                "HTTP/1.1"
+            };
+            conn.refused(protocol, Refusal::HeaderReadTimeout { answered: n > 0 });
             return Ok(());
         }
     }
@@ -221,11 +243,19 @@ async fn set_up_tls(
     conn: Conn,
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let tls_stream = tokio::time::timeout(conn.timeouts.header, acceptor.accept(stream))
+    let handshake = tokio::time::timeout(conn.timeouts.header, acceptor.accept(stream))
         .await
-        .map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
-        })??;
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))
+        .and_then(|r| r);
+    let tls_stream = match handshake {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(refusal) = Refusal::from_tls(&e) {
+                conn.refused("TLS", refusal);
+            }
+            return Err(e);
+        }
+    };
     let (_, session) = tls_stream.get_ref();
     let h2 = session.alpn_protocol() == Some(b"h2");
     let peer_cert = session
@@ -251,14 +281,22 @@ where
     // Boxed: an HTTP/2 connection's state is large; the task holds it only while it lives.
     let mut conn = Box::pin(b.serve_connection(TokioIo::new(io), service(&info, &gw)));
     let mut draining = false;
-    loop {
+    let result = loop {
         tokio::select! {
-            _ = conn.as_mut() => break,
+            r = conn.as_mut() => break r,
             _ = shutdown.wait_for(|s| *s), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
         }
+    };
+    let refusal = if info.shared.head_timed_out() {
+        Some(Refusal::HeaderReadTimeout { answered: false })
+    } else {
+        result.err().as_ref().and_then(Refusal::from_h2)
+    };
+    if let Some(r) = refusal {
+        info.refused(&gw, r);
     }
 }
 
@@ -364,6 +402,17 @@ where
     };
     let parts = conn.into_parts();
     let (rest, mut io) = parts.io.into_inner().into_parts();
+    let refusal = if shared.head_timed_out() {
+        Some(Refusal::HeaderReadTimeout { answered: true })
+    } else {
+        result
+            .as_ref()
+            .err()
+            .and_then(|e| Refusal::from_h1(e, shared.mid_head()))
+    };
+    if let Some(r) = refusal {
+        info.refused(gw, r);
+    }
     if result.is_err() || !released || draining || shared.active() > 0 {
         // Closed by the client, by hyper (error, `Connection: close`), or by a drain.
         let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;

@@ -12,6 +12,12 @@ const QUEUE: usize = 64 * 1024;
 
 /// One request, as logged. Paths are logged without their query string (it often carries
 /// tokens); no header values are logged.
+///
+/// A refusal made below the handler (a head hyper could not parse, the header-read timeout, an
+/// HTTP/2 connection error, a failed TLS handshake) is logged too, with what is known: its
+/// `time` is when it was made, `duration_ms` how long the connection had been open,
+/// `request_id`, `method`, `path` and `upstream` are `-`, `status` is 0 when nothing was
+/// sent, and `reason` says what happened.
 #[derive(Debug, Serialize)]
 pub struct AccessRecord<'a> {
     /// RFC 3339 time the request arrived.

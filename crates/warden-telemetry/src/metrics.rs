@@ -3,9 +3,13 @@
 //! Label values are route, cluster, endpoint and listener names from the config, and status
 //! codes: a bounded set, so a client cannot grow the registry.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, LabelSetEncoder,
+};
 pub use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 pub use prometheus_client::metrics::gauge::Gauge;
@@ -168,6 +172,43 @@ impl EncodeLabelSet for Outcome {
     }
 }
 
+/// What becomes of an upstream retry (`warden_upstream_retries_total{result}`).
+pub const RETRY_RESULTS: &[&str] = &["attempted", "succeeded", "budget_exhausted"];
+
+/// Why a cluster refuses a request at once (`warden_upstream_rejected_total{reason}`).
+pub const CLUSTER_REJECT_REASONS: &[&str] = &["bulkhead", "adaptive", "circuit_open", "no_healthy"];
+
+/// A series of a per-route family, remembered when first created: prometheus-client's
+/// families cannot be listed, and a reload must remove every series of a route that is gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum RouteSeries {
+    Status(u16),
+    Denied(&'static str),
+    Allowed(&'static str),
+    Limited(Arc<str>, Option<Arc<str>>),
+    Duration,
+}
+
+/// A gauge exported only while it is switched on (a registered metric is always exported).
+#[derive(Debug)]
+struct Switched {
+    name: &'static str,
+    help: &'static str,
+    on: Arc<AtomicBool>,
+    gauge: Gauge,
+}
+
+impl Collector for Switched {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        if !self.on.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let metric =
+            encoder.encode_descriptor(self.name, self.help, None, self.gauge.metric_type())?;
+        self.gauge.encode(metric)
+    }
+}
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms to ~16 s.
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -180,7 +221,10 @@ pub struct Metrics {
     pub requests: Family<RouteStatus, Counter>,
     /// Time from request head to response head, by route.
     pub request_duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
-    /// Requests refused before routing, by reason (connection_limit, in_flight_limit, bad_path, …).
+    /// Requests (and connections) refused before routing, by reason: connection_limit,
+    /// in_flight_limit, ambiguous_framing, and the refusals made below the handler
+    /// (header_too_large, header_read_timeout, malformed_request, h2_protocol_error,
+    /// tls_handshake_failed, …).
     pub rejected: Family<Reason, Counter>,
     /// Requests in flight.
     pub in_flight: Gauge,
@@ -220,8 +264,13 @@ pub struct Metrics {
     /// Rate-limit decisions Redis could not make (down, timed out, error), by what the limit
     /// did instead: `open` (allowed) or `closed` (refused).
     pub rate_limit_store_errors: Family<Outcome, Counter>,
-    /// 1 while the Redis rate-limit store answers, 0 while it does not (or none is used).
+    /// 1 while the Redis rate-limit store answers, 0 while it does not. Exported only while a
+    /// store is configured ([`Metrics::set_rate_limit_store`]): a gateway without Redis has no
+    /// such series, so an `== 0` alert does not fire on it.
     pub rate_limit_store_up: Gauge,
+    rate_limit_store_shown: Arc<AtomicBool>,
+    /// Series created per route (see [`RouteSeries`]).
+    route_series: Mutex<Vec<(Arc<String>, RouteSeries)>>,
 }
 
 impl Default for Metrics {
@@ -252,7 +301,7 @@ impl Metrics {
         let rejected = Family::<Reason, Counter>::default();
         registry.register(
             "rejected_requests",
-            "Requests refused before routing, by reason",
+            "Requests and connections refused before routing, by reason",
             rejected.clone(),
         );
         let in_flight = Gauge::default();
@@ -370,11 +419,13 @@ impl Metrics {
             rate_limit_store_errors.clone(),
         );
         let rate_limit_store_up = Gauge::default();
-        registry.register(
-            "rate_limit_store_up",
-            "1 while the Redis rate-limit store answers, 0 while it does not or none is used",
-            rate_limit_store_up.clone(),
-        );
+        let rate_limit_store_shown = Arc::new(AtomicBool::new(false));
+        registry.register_collector(Box::new(Switched {
+            name: "rate_limit_store_up",
+            help: "1 while the Redis rate-limit store answers, 0 while it does not (only where a store is configured)",
+            on: rate_limit_store_shown.clone(),
+            gauge: rate_limit_store_up.clone(),
+        }));
         Self {
             registry,
             requests,
@@ -399,7 +450,197 @@ impl Metrics {
             auth_allowed,
             rate_limit_store_errors,
             rate_limit_store_up,
+            rate_limit_store_shown,
+            route_series: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Exports `warden_rate_limit_store_up` only while a Redis store is configured. Switching
+    /// it off resets it to 0, so a store configured later shows 0 until it answers.
+    pub fn set_rate_limit_store(&self, configured: bool) {
+        if !configured {
+            self.rate_limit_store_up.set(0);
+        }
+        self.rate_limit_store_shown
+            .store(configured, Ordering::Release);
+    }
+
+    fn remember(&self, route: &Arc<String>, series: RouteSeries) {
+        let mut seen = self.route_series.lock().unwrap_or_else(|p| p.into_inner());
+        if !seen.iter().any(|(r, s)| r == route && *s == series) {
+            seen.push((route.clone(), series));
+        }
+    }
+
+    /// Counts a request answered on `route` (`-` when none matched) with `status`.
+    pub fn count_request(&self, route: &Arc<String>, status: u16) {
+        let labels = RouteStatus {
+            route: route.clone(),
+            status,
+        };
+        // The hit path is one read-locked lookup, as `get_or_create`'s; only a new series
+        // takes the lock to be remembered.
+        if let Some(c) = self.requests.get(&labels) {
+            c.inc();
+            return;
+        }
+        self.requests.get_or_create(&labels).inc();
+        self.remember(route, RouteSeries::Status(status));
+    }
+
+    /// Observes the time to the response head of a request on `route`.
+    pub fn observe_request_duration(&self, route: &Arc<String>, seconds: f64) {
+        let labels = RouteLabel(route.clone());
+        if let Some(h) = self.request_duration.get(&labels) {
+            h.observe(seconds);
+            return;
+        }
+        self.request_duration
+            .get_or_create(&labels)
+            .observe(seconds);
+        self.remember(route, RouteSeries::Duration);
+    }
+
+    /// Counts a request refused by authentication or authorization.
+    pub fn count_auth_denied(&self, route: &Arc<String>, reason: &'static str) {
+        self.route_counter(
+            &self.auth_denied,
+            route,
+            reason,
+            RouteSeries::Denied(reason),
+        )
+        .inc();
+    }
+
+    /// Counts a request authenticated by `method`.
+    pub fn count_auth_allowed(&self, route: &Arc<String>, method: &'static str) {
+        self.route_counter(
+            &self.auth_allowed,
+            route,
+            method,
+            RouteSeries::Allowed(method),
+        )
+        .inc();
+    }
+
+    fn route_counter(
+        &self,
+        family: &Family<RouteReason, Counter>,
+        route: &Arc<String>,
+        reason: &'static str,
+        series: RouteSeries,
+    ) -> Counter {
+        let labels = RouteReason {
+            route: route.clone(),
+            reason,
+        };
+        if let Some(c) = family.get(&labels) {
+            return c.clone();
+        }
+        let c = family.get_or_create_owned(&labels);
+        self.remember(route, series);
+        c
+    }
+
+    /// The counter of requests refused by a route's limit that counts by `key` (and `tier`),
+    /// created at 0 if new.
+    pub fn rate_limited_counter(
+        &self,
+        route: &Arc<String>,
+        key: &Arc<str>,
+        tier: Option<&Arc<str>>,
+    ) -> Counter {
+        let labels = RouteLimitKey {
+            route: route.clone(),
+            key: key.clone(),
+            tier: tier.cloned(),
+        };
+        if let Some(c) = self.rate_limited.get(&labels) {
+            return c.clone();
+        }
+        let c = self.rate_limited.get_or_create_owned(&labels);
+        self.remember(route, RouteSeries::Limited(key.clone(), tier.cloned()));
+        c
+    }
+
+    /// Removes every series of a route a reload removed.
+    pub fn forget_route(&self, route: &str) {
+        self.forget_where(route, |_| true);
+    }
+
+    /// Removes the series of a kept route's rate limits that `keep(key, tier)` refuses (a
+    /// limit or a tier a reload removed).
+    pub fn forget_rate_limits(&self, route: &str, keep: impl Fn(&str, Option<&str>) -> bool) {
+        self.forget_where(route, |s| match s {
+            RouteSeries::Limited(key, tier) => !keep(key, tier.as_deref()),
+            _ => false,
+        });
+    }
+
+    fn forget_where(&self, route: &str, gone: impl Fn(&RouteSeries) -> bool) {
+        let mut seen = self.route_series.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|(r, series)| {
+            if r.as_str() != route || !gone(series) {
+                return true;
+            }
+            match series {
+                RouteSeries::Status(status) => {
+                    self.requests.remove(&RouteStatus {
+                        route: r.clone(),
+                        status: *status,
+                    });
+                }
+                RouteSeries::Duration => {
+                    self.request_duration.remove(&RouteLabel(r.clone()));
+                }
+                RouteSeries::Denied(reason) => {
+                    self.auth_denied.remove(&RouteReason {
+                        route: r.clone(),
+                        reason,
+                    });
+                }
+                RouteSeries::Allowed(reason) => {
+                    self.auth_allowed.remove(&RouteReason {
+                        route: r.clone(),
+                        reason,
+                    });
+                }
+                RouteSeries::Limited(key, tier) => {
+                    self.rate_limited.remove(&RouteLimitKey {
+                        route: r.clone(),
+                        key: key.clone(),
+                        tier: tier.clone(),
+                    });
+                }
+            }
+            false
+        });
+    }
+
+    /// Removes every series of a cluster a reload removed (retries, refusals, adaptive limit).
+    pub fn forget_cluster(&self, cluster: &Arc<String>) {
+        for result in RETRY_RESULTS {
+            self.upstream_retries.remove(&ClusterResult {
+                cluster: cluster.clone(),
+                result,
+            });
+        }
+        for reason in CLUSTER_REJECT_REASONS {
+            self.upstream_rejected.remove(&ClusterReason {
+                cluster: cluster.clone(),
+                reason,
+            });
+        }
+        self.upstream_concurrency_limit
+            .remove(&ClusterLabel(cluster.clone()));
+    }
+
+    /// Removes every series of an endpoint a reload removed (health, errors, ejections).
+    pub fn forget_endpoint(&self, endpoint: &EndpointLabel) {
+        self.endpoint_healthy.remove(endpoint);
+        self.upstream_errors.remove(endpoint);
+        self.endpoint_ejected.remove(endpoint);
+        self.upstream_ejections.remove(endpoint);
     }
 
     /// The registry in the classic Prometheus text format (0.0.4), which every scraper and
@@ -496,6 +737,61 @@ mod tests {
             !text.contains("# EOF") && !text.contains("# UNIT"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_store_gauge_is_exported_only_while_a_store_is_configured() {
+        let m = Metrics::new();
+        assert!(!m.encode_prometheus().contains("rate_limit_store_up"));
+        m.set_rate_limit_store(true);
+        m.rate_limit_store_up.set(1);
+        let text = m.encode_prometheus();
+        assert!(
+            text.contains("# TYPE warden_rate_limit_store_up gauge"),
+            "{text}"
+        );
+        assert!(text.contains("\nwarden_rate_limit_store_up 1\n"), "{text}");
+        m.set_rate_limit_store(false);
+        assert!(!m.encode_prometheus().contains("rate_limit_store_up"));
+    }
+
+    #[test]
+    fn forgetting_a_route_removes_every_series_it_had_and_only_those() {
+        let m = Metrics::new();
+        let (gone, kept) = (Arc::new("gone".to_string()), Arc::new("kept".to_string()));
+        for r in [&gone, &kept] {
+            m.count_request(r, 200);
+            m.count_request(r, 503);
+            m.observe_request_duration(r, 0.01);
+            m.count_auth_denied(r, "expired");
+            m.count_auth_allowed(r, "jwt");
+            m.rate_limited_counter(r, &Arc::from("client_ip"), None)
+                .inc();
+        }
+        m.forget_route("gone");
+        let text = m.encode();
+        assert!(!text.contains("route=\"gone\""), "{text}");
+        for family in [
+            "warden_requests_total",
+            "warden_request_duration_seconds_count",
+            "warden_auth_denied_requests_total",
+            "warden_auth_allowed_requests_total",
+            "warden_rate_limited_requests_total",
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(family) && l.contains("route=\"kept\"")),
+                "{family} of the kept route missing:\n{text}"
+            );
+        }
+        // A kept route's removed limit goes; its other series stay.
+        m.forget_rate_limits("kept", |_, _| false);
+        let text = m.encode();
+        assert!(
+            !text.contains("warden_rate_limited_requests_total{"),
+            "{text}"
+        );
+        assert!(text.contains("warden_requests_total{route=\"kept\",status=\"503\"} 1"));
     }
 
     #[test]

@@ -72,6 +72,11 @@ impl EndpointState {
         self.healthy.load(Ordering::Acquire)
     }
 
+    /// The endpoint's metric labels.
+    pub(crate) fn metric(&self) -> &EndpointLabel {
+        &self.metric
+    }
+
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
@@ -180,11 +185,9 @@ impl Cluster {
                 cluster: name.clone(),
                 endpoint: label.clone(),
             };
-            metrics.endpoint_healthy.get_or_create(&metric).set(1);
-            let breaker = c.outlier_detection.as_ref().map(|o| {
-                metrics.endpoint_ejected.get_or_create(&metric).set(0);
-                EndpointBreaker::new(o)
-            });
+            // Its health and ejection series are created when the snapshot is installed
+            // (`series::sync`), so a reload that fails after building it leaves none.
+            let breaker = c.outlier_detection.as_ref().map(EndpointBreaker::new);
             endpoints.push(Arc::new(EndpointState {
                 index: i,
                 label,
