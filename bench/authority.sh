@@ -10,7 +10,8 @@
 # run starts a fresh `warden serve` (authority only) on a fresh store (a new SQLite file, or a
 # new PostgreSQL schema through `?options=-csearch_path%3D<schema>`), creates the client
 # `bench` through the admin API (`POST /admin/clients`, scopes ["read"], audiences ["api"],
-# client_secret_basic) and checks one token and one introspection by hand, then loads it with
+# client_secret_basic, introspect allowed) and checks one token and one introspection by hand,
+# then loads it with
 #
 #   wrk -t2 -c32 -d10s --latency -s bench/authority/wrk.lua <URL> -- <mode> ...
 #
@@ -64,6 +65,9 @@
 #   PROFILE       auto: profile the SQLite scenarios that miss their target (default);
 #                 1: profile all selected scenarios; 0: never
 #   PROFILE_SECONDS  length of each perf record (10)
+#   AUDIT_ISSUANCE  [authority.audit] issuance: every (the default), sampled or aggregated. Each
+#                 run logs the audit rows and store bytes its measured run added ("audit growth"),
+#                 and the results table gets them as columns.
 #   WARDEN_BIN    warden binary (default: cargo build --release -p warden)
 #   RESULTS_DIR   where to write results (bench/results)
 #   KEEP_TMP=1    keep the temp dir (configs, stores, logs, raw wrk output)
@@ -85,6 +89,8 @@ LOAD_MAX="${LOAD_MAX:-0.7}"
 LOAD_WAIT="${LOAD_WAIT:-900}"
 PROFILE="${PROFILE:-auto}"
 PROFILE_SECONDS="${PROFILE_SECONDS:-10}"
+AUDIT_ISSUANCE="${AUDIT_ISSUANCE:-every}"
+case $AUDIT_ISSUANCE in every | sampled | aggregated) ;; *) echo "AUDIT_ISSUANCE must be every, sampled or aggregated" >&2; exit 1 ;; esac
 FRESH_TOKENS="${FRESH_TOKENS:-400000}"
 FRESH_WARMUP_TOKENS="${FRESH_WARMUP_TOKENS:-60000}"
 CAPTURE_MAX="${CAPTURE_MAX:-180}"
@@ -246,6 +252,9 @@ storage = "$storage"
 key_encryption_key = "file:$d/kek"
 admin_token = "file:$d/admin.secret"
 issuer = "$BASE"
+
+[authority.audit]
+issuance = "$AUDIT_ISSUANCE"
 # Everything else at its defaults: ES256, 5-minute tokens, failed_auth 10/client and
 # 30/address per minute (only failures count; the run fails on any 429 anyway).
 EOF
@@ -273,7 +282,7 @@ start_authority() { # start_authority SCENARIO TAG: fresh store and process; set
     wait_http warden "$BASE/.well-known/oauth-authorization-server" 60
 
     resp=$(curl -fsS -X POST -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
-        -d '{"client_id":"bench","scopes":["read"],"audiences":["api"]}' "$BASE/admin/clients") ||
+        -d '{"client_id":"bench","scopes":["read"],"audiences":["api"],"introspect":true}' "$BASE/admin/clients") ||
         die "$s: POST /admin/clients failed"
     secret=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["client_secret"])' <<<"$resp") ||
         die "$s: no client_secret in the admin API's answer"
@@ -394,7 +403,22 @@ check_lua() { # check_lua NAME OUTFILE: fail on any bad response; sets LUA_WRAPP
     fi
 }
 
-run_wrk() { # run_wrk SCENARIO ROUND -> RPS P50 P99 REQS SOCKERR CPU_US BUSY
+audit_size() { # audit_size -> "ROWS BYTES": audit rows and store bytes (SQLite: files; PostgreSQL: the audit table)
+    if [[ -n ${CUR_SCHEMA:-} ]]; then
+        psql_q -F' ' -c "SELECT COUNT(*), pg_total_relation_size('$CUR_SCHEMA.audit_log') FROM $CUR_SCHEMA.audit_log"
+    else
+        python3 - "$RUN_DIR/authority.db" <<'PY'
+import os, sqlite3, sys
+db = sys.argv[1]
+c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+rows = c.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
+size = sum(os.path.getsize(db + s) for s in ("", "-wal") if os.path.exists(db + s))
+print(rows, size)
+PY
+    fi
+}
+
+run_wrk() { # run_wrk SCENARIO ROUND -> RPS P50 P99 REQS SOCKERR CPU_US BUSY AUDIT_ROWS AUDIT_BYTES
     local s=$1 r=$2 out="$TMP/$1.r$2.wrk" tgt t0 t1 c0 c1
     [[ $s == *-fresh ]] && capture_tokens "$s"
     read -r -a tgt <<<"$(wrk_target "$s" warmup)"
@@ -407,12 +431,17 @@ run_wrk() { # run_wrk SCENARIO ROUND -> RPS P50 P99 REQS SOCKERR CPU_US BUSY
     fi
     read -r -a tgt <<<"$(wrk_target "$s" measure)"
     log "$s: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency -s bench/authority/wrk.lua ${tgt[0]} ${tgt[*]:1}"
+    local a0 a1
+    a0=$(audit_size)
     t0=$(proc_ticks "${PIDS[warden]}")
     c0=$(cpu_sample)
     run_fg "$out" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$LUA" "${tgt[@]}" ||
         { cat "$out" >&2; die "wrk failed for $s"; }
     c1=$(cpu_sample)
     t1=$(proc_ticks "${PIDS[warden]}")
+    a1=$(audit_size)
+    AUDIT_ROWS=$((${a1% *} - ${a0% *}))
+    AUDIT_BYTES=$((${a1#* } - ${a0#* }))
     sed 's/^/    /' "$out" >&2
     local non2xx
     read -r RPS P50 P99 REQS non2xx SOCKERR < <(awk "$to_ms_awk"'
@@ -439,6 +468,7 @@ run_wrk() { # run_wrk SCENARIO ROUND -> RPS P50 P99 REQS SOCKERR CPU_US BUSY
     CPU_US=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" -v n="$REQS" 'BEGIN { printf "%.1f", n ? (b - a) / hz * 1e6 / n : 0 }')
     BUSY=$(busy_between "$c0" "$c1")
     log "$s: $RPS/s, p50 $P50 ms, p99 $P99 ms; Warden CPU ${CPU_US} us/request; machine ${BUSY}% busy"
+    log "$s: audit growth during the measured run (issuance = $AUDIT_ISSUANCE): +$AUDIT_ROWS rows, store +$((AUDIT_BYTES / 1024)) KiB"
 }
 
 version_of_warden() {
@@ -507,8 +537,8 @@ for ((round = 0; round < ROUNDS; round++)); do
         start_authority "$s" "$s.r$((round + 1))"
         run_wrk "$s" $((round + 1))
         stop_authority
-        printf '%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$s" $((round + 1)) "$RPS" "$P50" "$P99" "$REQS" "$SOCKERR" \
-            "$CPU_US" "$BUSY" "$(loadavg1)" >>"$RESULTS_TSV"
+        printf '%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$s" $((round + 1)) "$RPS" "$P50" "$P99" "$REQS" "$SOCKERR" \
+            "$CPU_US" "$BUSY" "$(loadavg1)" "$AUDIT_ROWS" "$AUDIT_BYTES" >>"$RESULTS_TSV"
         sleep 1
     done
 done
@@ -582,7 +612,7 @@ done
 CPU_MODEL="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"
 export CPU_MODEL DURATION CONNECTIONS THREADS WARMUP ROUNDS CPU_BUSY_START LOAD_START LOAD_END LOAD_MAX
 export LOAD_WAITED LOAD_GAVE_UP STARTED_AT TOP_START TARGET_TOKENS TARGET_INTROSPECT WARDEN_VERSION
-export PG_VERSION PG_URL TOKEN_BYTES FRESH_TOKENS FRESH_WARMUP_TOKENS
+export PG_VERSION PG_URL TOKEN_BYTES FRESH_TOKENS FRESH_WARMUP_TOKENS AUDIT_ISSUANCE
 export PG_SYNC="${PG_SYNC:-}" PG_FSYNC="${PG_FSYNC:-}"
 export PROFILED="${PROFILED[*]+"${PROFILED[*]}"}"
 export WRK_VERSION="$(wrk -v 2>&1 | sed -n 1p | sed "s/ *Copyright.*//" || true)"
@@ -596,11 +626,12 @@ order = ["sqlite-token", "sqlite-introspect", "sqlite-introspect-fresh",
          "postgres-token", "postgres-introspect", "postgres-introspect-fresh"]
 runs = {}
 for line in open(tsv):
-    s, rnd, rps, p50, p99, reqs, sockerr, cpu_us, busy, load1 = line.rstrip("\n").split("\t")
+    s, rnd, rps, p50, p99, reqs, sockerr, cpu_us, busy, load1, arows, abytes = line.rstrip("\n").split("\t")
     runs.setdefault(s, []).append({"round": int(rnd), "per_sec": float(rps), "p50_ms": float(p50),
                                    "p99_ms": float(p99), "requests": int(reqs), "socket_errors": int(sockerr),
                                    "warden_cpu_us_per_request": float(cpu_us), "machine_busy_pct": int(busy),
-                                   "loadavg1_after": float(load1)})
+                                   "loadavg1_after": float(load1), "audit_rows_added": int(arows),
+                                   "store_bytes_added": int(abytes)})
 
 targets = {"sqlite-token": int(env["TARGET_TOKENS"]), "sqlite-introspect": int(env["TARGET_INTROSPECT"])}
 # Published figures, printed beside ours (other machines, other setups: context, not a race).
@@ -629,6 +660,9 @@ for s in order:
         "machine_busy_pct": statistics.median(x["machine_busy_pct"] for x in rs),
         "bad_responses": 0,
         "socket_errors": sum(x["socket_errors"] for x in rs),
+        "audit_issuance": env["AUDIT_ISSUANCE"],
+        "audit_rows_added": statistics.median(x["audit_rows_added"] for x in rs),
+        "store_bytes_added": statistics.median(x["store_bytes_added"] for x in rs),
         "rounds": rs,
     }
     t = targets.get(s)
@@ -705,7 +739,7 @@ def fmt(x, nd=1):
     return "n/a" if x is None else ("{:,.%df}" % nd).format(x)
 
 head = ["store", "measure", "per second", "p50 ms", "p99 ms", "Warden CPU us/req", "target", "vs target",
-        "fresh / repeated", "reference", "vs reference", "per round"]
+        "fresh / repeated", "reference", "vs reference", "audit rows/s", "store KiB/s", "per round"]
 labels = {"token": "tokens issued", "introspect": "introspections, one token repeated",
           "introspect-fresh": "introspections, fresh tokens"}
 table = []
@@ -716,6 +750,8 @@ for r in rows:
                   ("%.2fx %s" % (r["ratio_to_target"], "met" if r["target_met"] else "MISSED")) if "target_per_sec" in r else "-",
                   ("%.2fx" % r["fresh_over_repeated"]) if "fresh_over_repeated" in r else "-",
                   fmt(r["reference_per_sec"], 0), "%.2fx" % r["ratio_to_reference"],
+                  fmt(r["audit_rows_added"] / int(env["DURATION"]), 0),
+                  fmt(r["store_bytes_added"] / 1024 / int(env["DURATION"]), 0),
                   " / ".join(fmt(x["per_sec"], 0) for x in r["rounds"])])
 
 def text_table(h, rs):
@@ -789,6 +825,9 @@ with open(md_path, "w") as f:
             "(`wrk.lua -- capture`), each wrk thread walking its own slice, the warm-up on %s others; a run that "
             "would send a token twice fails. No target for the fresh figures.\n\n" % (
                 fmt(meta["load"]["fresh_tokens_per_run"], 0), fmt(meta["load"]["fresh_warmup_tokens"], 0)))
+    f.write("Audit: `[authority.audit] issuance = \"%s\"`; \"audit rows/s\" and \"store KiB/s\" are what the "
+            "measured run added to the audit log and the store (SQLite: database + WAL files; PostgreSQL: the "
+            "audit_log table), per second of the run.\n\n" % env["AUDIT_ISSUANCE"])
     f.write(md_table(head, table) + "\n\n")
     for l in fresh_lines:
         f.write("- %s.\n" % l)

@@ -3,8 +3,9 @@
 Runs against a running `warden dev` (authority on 127.0.0.1:8200, gateway on 127.0.0.1:8080)
 whose data dir is given in WARDEN_DEV_DATA. Uses only the libraries' public APIs:
 
-- authlib's OAuth2Session: client credentials with client_secret_basic and with
-  private_key_jwt (RFC 7523), token introspection (RFC 7662), revocation (RFC 7009);
+- authlib's OAuth2Session: client credentials with client_secret_basic, with
+  client_secret_post and with private_key_jwt (RFC 7523), token introspection (RFC 7662) by a
+  client granted it and by one that is not, revocation (RFC 7009), error descriptions;
 - authlib's AuthorizationServerMetadata: the RFC 8414 discovery document validates;
 - PyJWT's PyJWKClient: issued tokens verify with keys from the JWKS URL.
 
@@ -67,6 +68,29 @@ check(tok["token_type"].lower() == "bearer", f"token_type {tok['token_type']}")
 check(int(tok["expires_in"]) > 0, "expires_in")
 ok("client_credentials with client_secret_basic (authlib)")
 
+# 2b. client_credentials with client_secret_post: the demo client is registered for both
+#     secret methods, and discovery offers both.
+check(
+    "client_secret_post" in meta["token_endpoint_auth_methods_supported"],
+    f"discovery offers {meta['token_endpoint_auth_methods_supported']}",
+)
+post = OAuth2Session(
+    creds["client_id"],
+    creds["client_secret"],
+    token_endpoint_auth_method="client_secret_post",
+    scope="api:read",
+)
+post_tok = post.fetch_token(token_endpoint, grant_type="client_credentials")
+check(post_tok["token_type"].lower() == "bearer", f"token_type {post_tok['token_type']}")
+post_claims = jwt.decode(
+    post_tok["access_token"],
+    jwt.PyJWKClient(meta["jwks_uri"]).get_signing_key_from_jwt(post_tok["access_token"]).key,
+    algorithms=["ES256", "EdDSA"],
+    audience=AUDIENCE,
+)
+check(post_claims["client_id"] == creds["client_id"], "client_secret_post client_id claim")
+ok("client_credentials with client_secret_post (authlib)")
+
 # 3. PyJWT verifies the token with keys from the JWKS URL.
 jwks_client = jwt.PyJWKClient(meta["jwks_uri"])
 key = jwks_client.get_signing_key_from_jwt(access)
@@ -89,6 +113,21 @@ intro = basic.introspect_token(meta["introspection_endpoint"], token=access).jso
 check(intro["active"] is True, f"introspection {intro}")
 check(intro.get("client_id") == creds["client_id"], "introspection client_id")
 ok("introspection says active (authlib)")
+
+# 5b. A client not granted introspection learns nothing about another client's token.
+r = requests.post(
+    f"{AUTHORITY}/admin/clients",
+    headers={"Authorization": f"Bearer {admin_token}"},
+    json={"client_id": f"nosy-{uuid.uuid4().hex[:8]}", "audiences": [AUDIENCE]},
+    timeout=5,
+)
+check(r.status_code == 201, f"admin create said {r.status_code}: {r.text}")
+nosy = OAuth2Session(
+    r.json()["client_id"], r.json()["client_secret"], token_endpoint_auth_method="client_secret_basic"
+)
+intro = nosy.introspect_token(meta["introspection_endpoint"], token=access).json()
+check(intro == {"active": False}, f"a client without introspect got {intro}")
+ok("introspection by a client not granted it says inactive (authlib)")
 
 # 6. private_key_jwt (RFC 7523): register a client with our public key via the admin API.
 private = ec.generate_private_key(ec.SECP256R1())
@@ -153,7 +192,9 @@ try:
     raise AssertionError("a wrong secret got a token")
 except Exception as e:  # authlib raises OAuthError with the RFC error code
     check("invalid_client" in str(e), f"wrong secret: {e}")
-ok("a wrong secret gets invalid_client")
+    description = getattr(e, "description", None) or ""
+    check("client authentication failed" in description, f"error_description: {description!r}")
+ok("a wrong secret gets invalid_client with an error_description")
 
 print("interop: PASS")
 sys.exit(0)

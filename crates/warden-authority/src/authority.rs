@@ -7,7 +7,7 @@ use serde_json::Value;
 use warden_config::AuthorityConfig;
 use warden_store::Store;
 
-use crate::audit::Audit;
+use crate::audit::{Audit, Issuance};
 use crate::client_auth::ClientKeys;
 use crate::clients::Registry;
 use crate::clock::Clock;
@@ -51,7 +51,7 @@ impl Authority {
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Authority>> {
         let settings = Settings::from_config(config)?;
-        let audit = Audit::new(store.clone());
+        let audit = Audit::with_issuance(store.clone(), Issuance::from_config(&config.audit));
         let registry = Registry::open(store.clone(), audit.clone()).await?;
         let keys = Keys::open(store.clone(), audit.clone(), &settings, clock.now()).await?;
         Ok(Arc::new(Authority {
@@ -109,12 +109,35 @@ impl Authority {
         self.revoked_tx.subscribe()
     }
 
-    /// Periodic upkeep: key rotation and deletion of expired revocations and assertion ids.
+    /// Periodic upkeep: key rotation, deletion of expired revocations and assertion ids, and
+    /// audit retention (`authority.audit.max_age`, `max_records`: the oldest records are
+    /// pruned behind a MACed checkpoint, see `warden_store::Store::prune_audit`).
     /// `start` runs it every [`crate::TICK`]; tests call it after moving their clock.
     pub async fn tick(&self) -> Result<()> {
         let now = self.now();
         self.keys.rotate(&self.settings, now).await?;
         self.revocations.cleanup(now).await?;
+        let keep = self.settings.audit_retention;
+        if keep != warden_store::AuditRetention::default() {
+            let report = self
+                .store
+                .prune_audit(keep, now.saturating_mul(1000))
+                .await?;
+            if report.pruned > 0 {
+                tracing::info!(
+                    pruned = report.pruned,
+                    checkpoint = report.checkpoint.map_or(0, |c| c.seq),
+                    "audit retention: pruned the oldest records"
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// Writes the issuance counts gathered since the last flush (`authority.audit.issuance =
+    /// "aggregated"`; a no-op otherwise). `start` runs it every `aggregate_interval` and at
+    /// shutdown.
+    pub async fn flush_issuance_audit(&self) {
+        self.audit.flush_issuance(self.now()).await;
     }
 }

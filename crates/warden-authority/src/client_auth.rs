@@ -1,7 +1,8 @@
 //! Client authentication at the token, introspection and revocation endpoints:
 //! `client_secret_basic`, `client_secret_post`, `private_key_jwt` (RFC 7523) and
-//! `tls_client_auth` (RFC 8705). A client must use the method it registered; using two at once
-//! is `invalid_request` (RFC 6749 §2.3). Every failure is the same `invalid_client` to the
+//! `tls_client_auth` (RFC 8705). A client must use one of the methods it registered (a client
+//! may hold several, e.g. basic and post, for libraries that pick one); using two at once in a
+//! request is `invalid_request` (RFC 6749 §2.3). Every failure is the same `invalid_client` to the
 //! caller; the reason goes to the audit log. Failures are throttled (see [`crate::throttle`]).
 
 use std::collections::HashMap;
@@ -21,7 +22,7 @@ use x509_parser::extensions::GeneralName;
 use crate::audit::Event;
 use crate::authority::Authority;
 use crate::clients::{plausible_secret, registered_keys, AuthMethod, Client, TlsIdentity};
-use crate::error::{ErrorCode, OAuthError};
+use crate::error::{ErrorCode, OAuthError, Refusal};
 use crate::form::{decode_component, Params};
 use crate::settings::LEEWAY;
 
@@ -72,24 +73,25 @@ fn basic(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(OAuthError::request());
+        return Err(Refusal::SeveralAuthorizationHeaders.into());
     }
-    let v = v.to_str().map_err(|_| OAuthError::client())?;
-    let (scheme, rest) = v.split_once(' ').ok_or_else(OAuthError::client)?;
+    let malformed = Refusal::MalformedBasic;
+    let v = v.to_str().map_err(|_| malformed)?;
+    let (scheme, rest) = v.split_once(' ').ok_or(malformed)?;
     if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(OAuthError::client());
+        return Err(malformed.into());
     }
     let raw = rest.trim();
     // Standard base64, as HTTP Basic uses.
     use base64::Engine as _;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(raw)
-        .map_err(|_| OAuthError::client())?;
-    let text = String::from_utf8(decoded).map_err(|_| OAuthError::client())?;
-    let (id, secret) = text.split_once(':').ok_or_else(OAuthError::client)?;
+        .map_err(|_| malformed)?;
+    let text = String::from_utf8(decoded).map_err(|_| malformed)?;
+    let (id, secret) = text.split_once(':').ok_or(malformed)?;
     // RFC 6749 §2.3.1: both parts are form-encoded before base64.
-    let id = decode_component(id).ok_or_else(OAuthError::client)?;
-    let secret = decode_component(secret).ok_or_else(OAuthError::client)?;
+    let id = decode_component(id).ok_or(malformed)?;
+    let secret = decode_component(secret).ok_or(malformed)?;
     Ok(Some((id, secret)))
 }
 
@@ -103,11 +105,11 @@ fn presented(headers: &HeaderMap, p: &Params, peer: &Peer) -> Result<Presented, 
         .filter(|x| **x)
         .count();
     if methods > 1 {
-        return Err(OAuthError::request());
+        return Err(Refusal::SeveralAuthMethods.into());
     }
     if let Some((id, secret)) = basic {
         if form_id.is_some_and(|f| f != id) {
-            return Err(OAuthError::request());
+            return Err(Refusal::ClientIdMismatch.into());
         }
         return Ok(Presented::Secret {
             id,
@@ -116,7 +118,7 @@ fn presented(headers: &HeaderMap, p: &Params, peer: &Peer) -> Result<Presented, 
         });
     }
     if let Some(secret) = post_secret {
-        let id = form_id.ok_or_else(OAuthError::request)?;
+        let id = form_id.ok_or(Refusal::SecretWithoutClientId)?;
         return Ok(Presented::Secret {
             id: id.to_owned(),
             secret: secret.to_owned(),
@@ -125,7 +127,7 @@ fn presented(headers: &HeaderMap, p: &Params, peer: &Peer) -> Result<Presented, 
     }
     if let Some(a) = assertion {
         if p.get("client_assertion_type") != Some(ASSERTION_TYPE) {
-            return Err(OAuthError::request());
+            return Err(Refusal::BadAssertionType.into());
         }
         return Ok(Presented::Assertion {
             jwt: a.to_owned(),
@@ -134,7 +136,7 @@ fn presented(headers: &HeaderMap, p: &Params, peer: &Peer) -> Result<Presented, 
     }
     match (form_id, &peer.cert) {
         (Some(id), Some(_)) => Ok(Presented::Tls { id: id.to_owned() }),
-        _ => Err(OAuthError::client()),
+        _ => Err(Refusal::NoClientCredentials.into()),
     }
 }
 
@@ -186,7 +188,7 @@ impl Authority {
             Ok(a) => Ok(a),
             Err(why) => {
                 self.auth_failed(claimed.as_deref(), peer, why).await?;
-                Err(OAuthError::client())
+                Err(Refusal::ClientAuthFailed.into())
             }
         }
     }
@@ -227,7 +229,7 @@ impl Authority {
                 if c.disabled {
                     return Ok(Err("client_disabled"));
                 }
-                if c.auth_method != method {
+                if !c.auth_methods.contains(method) {
                     return Ok(Err("wrong_auth_method"));
                 }
                 if !plausible_secret(&secret) || !self.registry.check_secret(&c, &secret, now) {
@@ -246,7 +248,7 @@ impl Authority {
                 if c.disabled {
                     return Ok(Err("client_disabled"));
                 }
-                if c.auth_method != AuthMethod::TlsClientAuth {
+                if !c.auth_methods.contains(AuthMethod::TlsClientAuth) {
                     return Ok(Err("wrong_auth_method"));
                 }
                 let Some(der) = &peer.cert else {
@@ -296,7 +298,7 @@ impl Authority {
         if client.disabled {
             return Ok(Err("client_disabled"));
         }
-        if client.auth_method != AuthMethod::PrivateKeyJwt {
+        if !client.auth_methods.contains(AuthMethod::PrivateKeyJwt) {
             return Ok(Err("wrong_auth_method"));
         }
         let keys = match &client.jwks_uri {
@@ -379,10 +381,7 @@ impl Authority {
 }
 
 fn too_many(wait: u64) -> OAuthError {
-    OAuthError {
-        retry_after: Some(wait),
-        ..OAuthError::new(ErrorCode::TemporarilyUnavailable)
-    }
+    OAuthError::throttled(wait)
 }
 
 /// Whether a certificate carries the identity a client registered.

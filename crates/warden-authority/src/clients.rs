@@ -78,6 +78,104 @@ impl AuthMethod {
     }
 }
 
+/// The methods a client may authenticate with: at least one, no repeats, in registration
+/// order.
+///
+/// Stored as one RFC 7591 name when there is one method (the shape records had before a
+/// client could hold several, so those records load unchanged and an older build can still
+/// read single-method clients) and as a list otherwise; both shapes are read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthMethods(Vec<AuthMethod>);
+
+impl AuthMethods {
+    /// The set from a list; `None` when it is empty.
+    pub fn new(methods: Vec<AuthMethod>) -> Option<AuthMethods> {
+        let mut out: Vec<AuthMethod> = Vec::with_capacity(methods.len());
+        for m in methods {
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+        (!out.is_empty()).then_some(AuthMethods(out))
+    }
+
+    /// One method.
+    pub fn one(m: AuthMethod) -> AuthMethods {
+        AuthMethods(vec![m])
+    }
+
+    /// Whether `m` is registered.
+    pub fn contains(&self, m: AuthMethod) -> bool {
+        self.0.contains(&m)
+    }
+
+    /// The methods, in registration order.
+    pub fn iter(&self) -> impl Iterator<Item = AuthMethod> + '_ {
+        self.0.iter().copied()
+    }
+
+    /// The first method registered (RFC 7591's single `token_endpoint_auth_method`).
+    pub fn first(&self) -> AuthMethod {
+        self.0[0]
+    }
+
+    /// Whether any method uses client secrets.
+    pub fn uses_secret(&self) -> bool {
+        self.0.iter().any(|m| m.uses_secret())
+    }
+
+    /// The RFC 7591 names.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|m| m.as_str()).collect()
+    }
+}
+
+impl Serialize for AuthMethods {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => one.serialize(s),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AuthMethods {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Shape {
+            One(AuthMethod),
+            Many(Vec<AuthMethod>),
+        }
+        let list = match Shape::deserialize(d)? {
+            Shape::One(m) => vec![m],
+            Shape::Many(v) => v,
+        };
+        AuthMethods::new(list)
+            .ok_or_else(|| serde::de::Error::custom("a client needs at least one auth method"))
+    }
+}
+
+/// One value or a list of them (admin API fields that used to take one value).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single value.
+    One(String),
+    /// Several values.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values as a list.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
 /// One stored secret: its id and keyed hash, never the secret.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StoredSecret {
@@ -120,8 +218,10 @@ pub struct Client {
     pub exchange_audiences: Vec<String>,
     /// Grant types it may use.
     pub grant_types: Vec<String>,
-    /// How it authenticates.
-    pub auth_method: AuthMethod,
+    /// How it may authenticate (one method or several; the field keeps its old name so
+    /// records stored before it could hold several load unchanged).
+    #[serde(rename = "auth_method")]
+    pub auth_methods: AuthMethods,
     /// Token lifetime in seconds; the authority's default when unset.
     #[serde(default)]
     pub token_lifetime: Option<i64>,
@@ -140,6 +240,11 @@ pub struct Client {
     /// A disabled client cannot authenticate.
     #[serde(default)]
     pub disabled: bool,
+    /// Whether it may introspect tokens (RFC 7662): resource servers and gateways that check
+    /// opaque or JWT tokens at `/oauth2/introspect`. Other clients are answered
+    /// `{"active": false}` whatever the token, so a client cannot read another's claims.
+    #[serde(default)]
+    pub introspect: bool,
     /// When it was registered.
     pub created: i64,
     /// When it last changed.
@@ -165,9 +270,11 @@ pub struct ClientSpec {
     /// Grant types; default `client_credentials`.
     #[serde(default)]
     pub grant_types: Vec<String>,
-    /// Authentication method; default `client_secret_basic`.
-    #[serde(default)]
-    pub auth_method: Option<String>,
+    /// Authentication method, or a list of them (e.g. `["client_secret_basic",
+    /// "client_secret_post"]`); default `client_secret_basic`. Also read as `auth_methods` or
+    /// RFC 7591's `token_endpoint_auth_method`.
+    #[serde(default, alias = "auth_methods", alias = "token_endpoint_auth_method")]
+    pub auth_method: Option<OneOrMany>,
     /// Token lifetime in seconds.
     #[serde(default)]
     pub token_lifetime: Option<i64>,
@@ -180,6 +287,21 @@ pub struct ClientSpec {
     /// Certificate identity for `tls_client_auth`.
     #[serde(default)]
     pub tls: Option<TlsIdentity>,
+    /// May introspect tokens (see [`Client::introspect`]); default no.
+    #[serde(default)]
+    pub introspect: bool,
+}
+
+/// A change to an existing client: each field given replaces the client's.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientUpdate {
+    /// New authentication methods (one or a list; same names as [`ClientSpec::auth_method`]).
+    #[serde(default, alias = "auth_methods", alias = "token_endpoint_auth_method")]
+    pub auth_method: Option<OneOrMany>,
+    /// Grant or withdraw introspection.
+    #[serde(default)]
+    pub introspect: Option<bool>,
 }
 
 /// A newly made secret: shown once to whoever asked, never stored.
@@ -205,7 +327,9 @@ pub fn public_view(c: &Client) -> Value {
         "audiences": c.audiences,
         "exchange_audiences": c.exchange_audiences,
         "grant_types": c.grant_types,
-        "token_endpoint_auth_method": c.auth_method.as_str(),
+        "token_endpoint_auth_method": c.auth_methods.first().as_str(),
+        "token_endpoint_auth_methods": c.auth_methods.names(),
+        "introspect": c.introspect,
         "token_lifetime": c.token_lifetime,
         "secrets": c.secrets.iter().map(|s| serde_json::json!({
             "id": s.id, "created": s.created, "expires": s.expires,
@@ -409,17 +533,9 @@ impl Registry {
                 "client_id `{client_id}`: 1-128 characters of letters, digits and -._:@"
             ));
         }
-        let auth_method = match spec.auth_method.as_deref() {
-            None => AuthMethod::ClientSecretBasic,
-            Some(m) => match AuthMethod::parse(m) {
-                Some(m) => m,
-                None => {
-                    return bad(format!(
-                        "auth method `{m}`: expected client_secret_basic, client_secret_post, \
-                         private_key_jwt or tls_client_auth"
-                    ))
-                }
-            },
+        let auth_methods = match spec.auth_method {
+            None => AuthMethods::one(AuthMethod::ClientSecretBasic),
+            Some(m) => parse_methods(m)?,
         };
         let grant_types = if spec.grant_types.is_empty() {
             vec![GRANT_CLIENT_CREDENTIALS.to_owned()]
@@ -451,52 +567,21 @@ impl Registry {
                 return bad("token lifetime must be at least 1 second".into());
             }
         }
-        match auth_method {
-            AuthMethod::PrivateKeyJwt => match (&spec.jwks, &spec.jwks_uri) {
-                (Some(j), None) => {
-                    let (keys, skipped) = Jwk::set_from_json(j)
-                        .map_err(|e| AuthorityError::Invalid(format!("jwks: {e}")))?;
-                    if let Some((i, e)) = skipped.first() {
-                        return bad(format!("jwks: keys[{i}]: {e}"));
-                    }
-                    if keys.is_empty() {
-                        return bad("jwks holds no keys".into());
-                    }
-                }
-                (None, Some(u)) => {
-                    if !(u.starts_with("https://") || u.starts_with("http://")) {
-                        return bad("jwks_uri must be an http:// or https:// URL".into());
-                    }
-                }
-                _ => return bad("private_key_jwt needs exactly one of jwks, jwks_uri".into()),
-            },
-            AuthMethod::TlsClientAuth => {
-                let t = spec.tls.clone().unwrap_or_default();
-                let n = [&t.subject_dn, &t.san_dns, &t.san_uri]
-                    .iter()
-                    .filter(|v| v.is_some())
-                    .count();
-                if n != 1 {
-                    return bad(
-                        "tls_client_auth needs exactly one of subject_dn, san_dns, san_uri".into(),
-                    );
-                }
-            }
-            _ => {}
-        }
+        check_method_needs(&auth_methods, &spec.jwks, &spec.jwks_uri, &spec.tls)?;
         Ok(Client {
             client_id,
             scopes: spec.scopes,
             audiences: spec.audiences,
             exchange_audiences: spec.exchange_audiences,
             grant_types,
-            auth_method,
+            auth_methods,
             token_lifetime: spec.token_lifetime,
             secrets: Vec::new(),
             jwks: spec.jwks,
             jwks_uri: spec.jwks_uri,
             tls: spec.tls,
             disabled: false,
+            introspect: spec.introspect,
             created: now,
             updated: now,
         })
@@ -510,7 +595,7 @@ impl Registry {
         now: i64,
     ) -> Result<(Client, Option<IssuedSecret>)> {
         let mut c = self.build(spec, now)?;
-        let issued = if c.auth_method.uses_secret() {
+        let issued = if c.auth_methods.uses_secret() {
             let (stored, issued) = self.new_secret(&c.client_id, now);
             c.secrets.push(stored);
             Some(issued)
@@ -533,7 +618,8 @@ impl Registry {
                 audit::Event::new("client.create", actor, "success")
                     .subject(&c.client_id)
                     .detail(serde_json::json!({
-                        "auth_method": c.auth_method.as_str(),
+                        "auth_methods": c.auth_methods.names(),
+                        "introspect": c.introspect,
                         "scopes": c.scopes,
                         "audiences": c.audiences,
                         "grant_types": c.grant_types,
@@ -579,11 +665,11 @@ impl Registry {
     ) -> Result<IssuedSecret> {
         let mut issued = None;
         self.modify(client_id, "client.rotate_secret", actor, now, |c| {
-            if !c.auth_method.uses_secret() {
+            if !c.auth_methods.uses_secret() {
                 return Err(AuthorityError::Invalid(format!(
                     "client `{}` authenticates with {}, not a secret",
                     c.client_id,
-                    c.auth_method.as_str()
+                    c.auth_methods.names().join(", ")
                 )));
             }
             if c.secrets.len() >= 8 {
@@ -647,6 +733,101 @@ impl Registry {
         })
         .await
     }
+
+    /// Changes a client's authentication methods or introspection permission. A change that
+    /// gives a client without a secret a secret method makes its first secret (returned once).
+    pub async fn update(
+        &self,
+        client_id: &str,
+        update: ClientUpdate,
+        actor: &str,
+        now: i64,
+    ) -> Result<(Client, Option<IssuedSecret>)> {
+        let methods = update.auth_method.map(parse_methods).transpose()?;
+        let mut issued = None;
+        let c = self
+            .modify(client_id, "client.update", actor, now, |c| {
+                let mut detail = serde_json::Map::new();
+                if let Some(m) = methods {
+                    check_method_needs(&m, &c.jwks, &c.jwks_uri, &c.tls)?;
+                    if m.uses_secret() && c.secrets.is_empty() {
+                        let (stored, i) = self.new_secret(&c.client_id, now);
+                        detail.insert("secret_id".into(), stored.id.clone().into());
+                        c.secrets.push(stored);
+                        issued = Some(i);
+                    }
+                    detail.insert("auth_methods".into(), m.names().into());
+                    c.auth_methods = m;
+                }
+                if let Some(i) = update.introspect {
+                    c.introspect = i;
+                    detail.insert("introspect".into(), i.into());
+                }
+                Ok(Value::Object(detail))
+            })
+            .await?;
+        Ok((c, issued))
+    }
+}
+
+/// Parses authentication method names into a set.
+fn parse_methods(names: OneOrMany) -> Result<AuthMethods> {
+    let mut out = Vec::new();
+    for m in names.into_vec() {
+        match AuthMethod::parse(&m) {
+            Some(m) => out.push(m),
+            None => {
+                return Err(AuthorityError::Invalid(format!(
+                    "auth method `{m}`: expected client_secret_basic, client_secret_post, \
+                     private_key_jwt or tls_client_auth"
+                )))
+            }
+        }
+    }
+    AuthMethods::new(out)
+        .ok_or_else(|| AuthorityError::Invalid("at least one auth method is needed".into()))
+}
+
+/// Checks that each method has what it needs: keys for `private_key_jwt`, a certificate
+/// identity for `tls_client_auth`.
+fn check_method_needs(
+    methods: &AuthMethods,
+    jwks: &Option<Value>,
+    jwks_uri: &Option<String>,
+    tls: &Option<TlsIdentity>,
+) -> Result<()> {
+    let bad = |m: &str| Err(AuthorityError::Invalid(m.to_owned()));
+    if methods.contains(AuthMethod::PrivateKeyJwt) {
+        match (jwks, jwks_uri) {
+            (Some(j), None) => {
+                let (keys, skipped) = Jwk::set_from_json(j)
+                    .map_err(|e| AuthorityError::Invalid(format!("jwks: {e}")))?;
+                if let Some((i, e)) = skipped.first() {
+                    return bad(&format!("jwks: keys[{i}]: {e}"));
+                }
+                if keys.is_empty() {
+                    return bad("jwks holds no keys");
+                }
+            }
+            (None, Some(u)) => {
+                if !(u.starts_with("https://") || u.starts_with("http://")) {
+                    return bad("jwks_uri must be an http:// or https:// URL");
+                }
+            }
+            _ => return bad("private_key_jwt needs exactly one of jwks, jwks_uri"),
+        }
+    }
+    if methods.contains(AuthMethod::TlsClientAuth) {
+        let t = tls.clone().unwrap_or_default();
+        let n = [&t.subject_dn, &t.san_dns, &t.san_uri]
+            .iter()
+            .filter(|v| v.is_some())
+            .count();
+        if n != 1 {
+            return bad("tls_client_auth needs exactly one of subject_dn, san_dns, san_uri");
+        }
+    }
+    Ok(())
 }
 
 /// Decodes the JWK set a client registered.

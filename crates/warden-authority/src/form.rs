@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use axum::http::{header, HeaderMap};
 use percent_encoding::percent_decode_str;
 
-use crate::error::OAuthError;
+use crate::error::{OAuthError, Refusal};
 
 /// The parameters of a form body (empty values are treated as absent, RFC 6749 §3.1).
 #[derive(Debug, Default)]
@@ -26,24 +26,24 @@ impl Params {
             .unwrap_or("");
         let media = ct.split(';').next().unwrap_or("").trim();
         if !media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-            return Err(OAuthError::request());
+            return Err(Refusal::NotAForm.into());
         }
         Self::decode(body)
     }
 
     /// Decodes form-encoded bytes.
     pub fn decode(body: &[u8]) -> Result<Params, OAuthError> {
-        let text = std::str::from_utf8(body).map_err(|_| OAuthError::request())?;
+        let text = std::str::from_utf8(body).map_err(|_| Refusal::BadFormEncoding)?;
         let mut out = HashMap::new();
         for pair in text.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let k = decode_component(k).ok_or_else(OAuthError::request)?;
-            let v = decode_component(v).ok_or_else(OAuthError::request)?;
+            let k = decode_component(k).ok_or(Refusal::BadFormEncoding)?;
+            let v = decode_component(v).ok_or(Refusal::BadFormEncoding)?;
             if v.is_empty() {
                 continue;
             }
             if out.insert(k, v).is_some() {
-                return Err(OAuthError::request());
+                return Err(Refusal::RepeatedParameter.into());
             }
         }
         Ok(Params(out))

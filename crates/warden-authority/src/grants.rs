@@ -8,7 +8,7 @@ use crate::audit::Event;
 use crate::authority::Authority;
 use crate::client_auth::{Authenticated, Peer};
 use crate::clients::{GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE};
-use crate::error::{ErrorCode, OAuthError};
+use crate::error::{OAuthError, Refusal};
 use crate::form::Params;
 use crate::token_cache::{Introspected, TokenCache};
 use crate::tokens::{self, audiences_of, scopes_of, Grant, Minted};
@@ -18,8 +18,11 @@ pub const TOKEN_TYPE_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_tok
 /// RFC 8693 token type of JWTs.
 pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 
-fn err(code: ErrorCode) -> OAuthError {
-    OAuthError::new(code)
+/// The introspection answer for a token that is not active, or that the caller may not see.
+const INACTIVE: &[u8] = br#"{"active":false}"#;
+
+fn err(r: Refusal) -> OAuthError {
+    r.into()
 }
 
 /// Parses `scope` (space-separated scope tokens, RFC 6749 §3.3).
@@ -33,7 +36,7 @@ fn requested_scopes(p: &Params) -> Result<Option<Vec<String>>, OAuthError> {
             .bytes()
             .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
         if !ok {
-            return Err(err(ErrorCode::InvalidScope));
+            return Err(err(Refusal::ScopeSyntax));
         }
         if !out.iter().any(|x| x == w) {
             out.push(w.to_owned());
@@ -100,17 +103,17 @@ impl Authority {
     ) -> Result<Value, OAuthError> {
         let c = &a.client;
         if !c.grant_types.iter().any(|g| g == GRANT_CLIENT_CREDENTIALS) {
-            return Err(err(ErrorCode::UnauthorizedClient));
+            return Err(err(Refusal::GrantNotAllowed));
         }
         let scopes = match requested_scopes(p)? {
-            Some(s) if !subset(&s, &c.scopes) => return Err(err(ErrorCode::InvalidScope)),
+            Some(s) if !subset(&s, &c.scopes) => return Err(err(Refusal::ScopeNotAllowed)),
             Some(s) => s,
             None => c.scopes.clone(),
         };
         let audiences = match requested_audiences(p) {
-            Some(a) if !subset(&a, &c.audiences) => return Err(err(ErrorCode::InvalidTarget)),
+            Some(a) if !subset(&a, &c.audiences) => return Err(err(Refusal::AudienceNotAllowed)),
             Some(a) => a,
-            None if c.audiences.is_empty() => return Err(err(ErrorCode::InvalidTarget)),
+            None if c.audiences.is_empty() => return Err(err(Refusal::NoAudience)),
             None => c.audiences.clone(),
         };
         let now = self.now();
@@ -124,9 +127,12 @@ impl Authority {
             act: None,
         };
         let m = self.mint(&g, now)?;
-        // Fail closed: a token whose issuance is not on record is not handed out.
+        // Fail closed: a token whose issuance is not on record is not handed out (with
+        // `authority.audit.issuance = "every"`; see crate::audit for the other levels).
         self.audit
-            .record(
+            .record_issue(
+                &c.client_id,
+                now,
                 Event::new("token.issue", &c.client_id, "success")
                     .subject(&m.jti)
                     .detail(json!({
@@ -168,50 +174,52 @@ impl Authority {
     ) -> Result<Value, OAuthError> {
         let c = &a.client;
         if !c.grant_types.iter().any(|g| g == GRANT_TOKEN_EXCHANGE) {
-            return Err(err(ErrorCode::UnauthorizedClient));
+            return Err(err(Refusal::GrantNotAllowed));
         }
         if p.get("requested_token_type")
             .is_some_and(|t| t != TOKEN_TYPE_ACCESS && t != TOKEN_TYPE_JWT)
         {
-            return Err(OAuthError::request());
+            return Err(err(Refusal::BadRequestedTokenType));
         }
         let (Some(subject_token), Some(subject_type)) =
             (p.get("subject_token"), p.get("subject_token_type"))
         else {
-            return Err(OAuthError::request());
+            return Err(err(Refusal::MissingSubjectToken));
         };
         if subject_type != TOKEN_TYPE_ACCESS && subject_type != TOKEN_TYPE_JWT {
-            return Err(OAuthError::request());
+            return Err(err(Refusal::BadSubjectTokenType));
         }
         let Some(subject) = self.verify_own(subject_token).await? else {
-            return Err(err(ErrorCode::InvalidGrant));
+            return Err(err(Refusal::InvalidSubjectToken));
         };
         // The actor: the exchanging client, or the subject of an actor token issued to it.
         let actor = match (p.get("actor_token"), p.get("actor_token_type")) {
             (None, None) => c.client_id.clone(),
             (Some(t), Some(ty)) if ty == TOKEN_TYPE_ACCESS || ty == TOKEN_TYPE_JWT => {
                 let Some(act) = self.verify_own(t).await? else {
-                    return Err(err(ErrorCode::InvalidGrant));
+                    return Err(err(Refusal::InvalidActorToken));
                 };
                 if act.get("client_id").and_then(Value::as_str) != Some(&c.client_id) {
-                    return Err(err(ErrorCode::InvalidGrant));
+                    return Err(err(Refusal::InvalidActorToken));
                 }
                 act.get("sub")
                     .and_then(Value::as_str)
                     .unwrap_or(&c.client_id)
                     .to_owned()
             }
-            _ => return Err(OAuthError::request()),
+            _ => return Err(err(Refusal::BadActorTokenParameters)),
         };
         let subject_scopes = scopes_of(&subject);
         let scopes = match requested_scopes(p)? {
-            Some(s) if !subset(&s, &subject_scopes) => return Err(err(ErrorCode::InvalidScope)),
+            Some(s) if !subset(&s, &subject_scopes) => {
+                return Err(err(Refusal::ExchangeScopeNotAllowed))
+            }
             Some(s) => s,
             None => subject_scopes,
         };
         let audiences = match requested_audiences(p) {
             Some(a) if !subset(&a, &c.exchange_audiences) => {
-                return Err(err(ErrorCode::InvalidTarget))
+                return Err(err(Refusal::ExchangeAudienceNotAllowed))
             }
             Some(a) => a,
             None => {
@@ -220,7 +228,7 @@ impl Authority {
                     .filter(|a| c.exchange_audiences.contains(a))
                     .collect();
                 if both.is_empty() {
-                    return Err(err(ErrorCode::InvalidTarget));
+                    return Err(err(Refusal::NoExchangeAudience));
                 }
                 both
             }
@@ -229,7 +237,7 @@ impl Authority {
         let subject_exp = subject.get("exp").and_then(Value::as_i64).unwrap_or(now);
         let lifetime = self.lifetime_for(a).min(subject_exp - now);
         if lifetime < 1 {
-            return Err(err(ErrorCode::InvalidGrant));
+            return Err(err(Refusal::SubjectTokenExpiring));
         }
         let mut act = json!({ "sub": actor });
         if let Some(prior) = subject.get("act") {
@@ -238,7 +246,7 @@ impl Authority {
         let sub = subject
             .get("sub")
             .and_then(Value::as_str)
-            .ok_or_else(|| err(ErrorCode::InvalidGrant))?;
+            .ok_or_else(|| err(Refusal::InvalidSubjectToken))?;
         let g = Grant {
             subject: sub.to_owned(),
             client_id: c.client_id.clone(),
@@ -270,14 +278,39 @@ impl Authority {
         Ok(response(&m, &g, true))
     }
 
-    /// RFC 7662 introspection of `token` for an authenticated caller: the JSON answer.
+    /// `POST /oauth2/introspect` for an authenticated client: the answer of
+    /// [`Authority::introspect`] when the client is granted introspection
+    /// ([`crate::clients::Client::introspect`]), `{"active": false}` otherwise (RFC 7662 §2.2
+    /// lets a server answer so when the caller may not see the token). The refusal is audited
+    /// (`token.introspect`, `failure`, reason `not_permitted`) so that a misconfigured
+    /// resource server is easy to find; the token is not even parsed for it.
+    pub async fn introspect_for(
+        &self,
+        a: &Authenticated,
+        token: &str,
+        peer: &Peer,
+    ) -> Result<Bytes, OAuthError> {
+        if !a.client.introspect {
+            self.audit
+                .record_lossy(
+                    Event::new("token.introspect", &a.client.client_id, "failure")
+                        .detail(json!({ "reason": "not_permitted" }))
+                        .source(Some(peer.ip.to_string())),
+                )
+                .await;
+            return Ok(Bytes::from_static(INACTIVE));
+        }
+        self.introspect(token).await
+    }
+
+    /// RFC 7662 introspection of `token`: the JSON answer (whoever asks; see
+    /// [`Authority::introspect_for`] for the permission check).
     ///
     /// A token seen before is answered from the introspection cache ([`crate::token_cache`]):
     /// its expiry, `nbf` and signing key are checked again at every hit, the signature is not.
     /// Revocation is checked on every request, cached or not (through the revocation list's
     /// short-lived memory, see [`crate::revocation`]).
     pub async fn introspect(&self, token: &str) -> Result<Bytes, OAuthError> {
-        const INACTIVE: &[u8] = br#"{"active":false}"#;
         let now = self.now();
         let ring = self.keys.ring();
         let key = TokenCache::key(token);
@@ -350,7 +383,7 @@ impl Authority {
                         .source(Some(peer.ip.to_string())),
                 )
                 .await;
-            return Err(err(ErrorCode::UnauthorizedClient));
+            return Err(err(Refusal::RevokeNotOwner));
         }
         let jti = c.get("jti").and_then(Value::as_str).unwrap_or_default();
         let exp = c.get("exp").and_then(Value::as_i64).unwrap_or_default();

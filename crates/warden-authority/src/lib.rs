@@ -43,7 +43,7 @@ pub mod tokens;
 
 pub use authority::Authority;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{AuthorityError, ErrorCode, OAuthError, Result};
+pub use error::{AuthorityError, ErrorCode, OAuthError, Refusal, Result};
 pub use settings::Settings;
 
 /// How often the upkeep (key rotation, clean-up of expired revocations) runs.
@@ -136,6 +136,23 @@ pub async fn start_with(
             (addr, false)
         }
     };
+    if let Some(every) = authority.audit.aggregate_interval() {
+        let flusher = authority.clone();
+        let mut rx_flush = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let stop = tokio::select! {
+                    _ = tokio::time::sleep(every) => false,
+                    _ = rx_flush.wait_for(|s| *s) => true,
+                };
+                // At shutdown too: the counts since the last flush are not lost.
+                flusher.flush_issuance_audit().await;
+                if stop {
+                    return;
+                }
+            }
+        }));
+    }
     let upkeep = authority.clone();
     let mut rx_tick = rx;
     tasks.push(tokio::spawn(async move {

@@ -39,6 +39,11 @@ pub struct Settings {
     pub failed_period: std::time::Duration,
     /// Most keys each failure limiter holds.
     pub failed_max_keys: usize,
+    /// Whether the listener asks for TLS client certificates, so `tls_client_auth` can work
+    /// (discovery offers it only then).
+    pub tls_client_auth: bool,
+    /// What the audit log keeps (`authority.audit.max_age`, `max_records`).
+    pub audit_retention: warden_store::AuditRetention,
 }
 
 impl std::fmt::Debug for Settings {
@@ -92,6 +97,15 @@ impl Settings {
             failed_per_address: c.failed_auth.per_address,
             failed_period: c.failed_auth.period.0,
             failed_max_keys: c.failed_auth.max_keys,
+            tls_client_auth: c.tls.as_ref().is_some_and(|t| t.client_auth.is_some()),
+            audit_retention: warden_store::AuditRetention {
+                max_age_ms: c
+                    .audit
+                    .max_age
+                    .as_ref()
+                    .map(|d| i64::try_from(d.0.as_millis()).unwrap_or(i64::MAX)),
+                max_records: c.audit.max_records,
+            },
         })
     }
 

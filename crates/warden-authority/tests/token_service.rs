@@ -125,10 +125,11 @@ async fn errors_follow_rfc6749(b: Backend) {
     let h = Harness::start(b).await;
     let secret = h.basic_client("svc", &["a"], &["aud"]).await;
     // Missing grant_type.
-    assert_error(
+    assert_refusal(
         &h.form("/oauth2/token", &[], Some(("svc", &secret))).await,
         400,
         "invalid_request",
+        "grant_type is missing",
     );
     // Unknown grant type.
     let a = h
@@ -138,7 +139,12 @@ async fn errors_follow_rfc6749(b: Backend) {
             Some(("svc", &secret)),
         )
         .await;
-    assert_error(&a, 400, "unsupported_grant_type");
+    assert_refusal(
+        &a,
+        400,
+        "unsupported_grant_type",
+        "must be client_credentials or",
+    );
     // A grant the client may not use.
     let a = h
         .form(
@@ -151,7 +157,12 @@ async fn errors_follow_rfc6749(b: Backend) {
             Some(("svc", &secret)),
         )
         .await;
-    assert_error(&a, 400, "unauthorized_client");
+    assert_refusal(
+        &a,
+        400,
+        "unauthorized_client",
+        "not registered for this grant type",
+    );
     // A repeated parameter.
     let req = hyper::Request::post("/oauth2/token")
         .header("host", "auth.test")
@@ -161,10 +172,11 @@ async fn errors_follow_rfc6749(b: Backend) {
             "grant_type=client_credentials&scope=a&scope=a",
         )))
         .unwrap();
-    assert_error(
+    assert_refusal(
         &warden_test_util::client::send_h1(h.addr(), req).await,
         400,
         "invalid_request",
+        "appears more than once",
     );
     // Not a form.
     let req = hyper::Request::post("/oauth2/token")
@@ -173,10 +185,11 @@ async fn errors_follow_rfc6749(b: Backend) {
         .header("authorization", basic_header("svc", &secret))
         .body(http_body_util::Full::new(bytes::Bytes::from("{}")))
         .unwrap();
-    assert_error(
+    assert_refusal(
         &warden_test_util::client::send_h1(h.addr(), req).await,
         400,
         "invalid_request",
+        "application/x-www-form-urlencoded",
     );
     // Two authentication methods at once.
     let a = h
@@ -190,7 +203,7 @@ async fn errors_follow_rfc6749(b: Backend) {
             Some(("svc", &secret)),
         )
         .await;
-    assert_error(&a, 400, "invalid_request");
+    assert_refusal(&a, 400, "invalid_request", "more than one way");
     // No credentials, a wrong secret, an unknown client: the same 401.
     let none = h
         .form(
@@ -199,16 +212,181 @@ async fn errors_follow_rfc6749(b: Backend) {
             None,
         )
         .await;
-    assert_error(&none, 401, "invalid_client");
+    assert_refusal(&none, 401, "invalid_client", "no client credentials");
     let wrong = h
         .token("svc", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &[])
         .await;
-    assert_error(&wrong, 401, "invalid_client");
+    assert_refusal(
+        &wrong,
+        401,
+        "invalid_client",
+        "client authentication failed",
+    );
     let unknown = h.token("nobody", &secret, &[]).await;
     assert_error(&unknown, 401, "invalid_client");
+    // The description does not tell an unknown client from a wrong secret (nor from a method
+    // the client is not registered for).
     assert_eq!(wrong.body, unknown.body);
+    let post = token_post(h.addr(), "svc", &secret).await;
+    assert_eq!(wrong.body, post.body);
+    let malformed = hyper::Request::post("/oauth2/token")
+        .header("host", "auth.test")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", "Basic !!!")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            "grant_type=client_credentials",
+        )))
+        .unwrap();
+    assert_refusal(
+        &warden_test_util::client::send_h1(h.addr(), malformed).await,
+        401,
+        "invalid_client",
+        "not valid HTTP Basic",
+    );
+    // Scope and audience refusals say which rule was broken.
+    assert_refusal(
+        &h.token("svc", &secret, &[("scope", "a c")]).await,
+        400,
+        "invalid_scope",
+        "not among the scopes registered for this client",
+    );
+    assert_refusal(
+        &h.token("svc", &secret, &[("scope", "a\"")]).await,
+        400,
+        "invalid_scope",
+        "section 3.3",
+    );
+    assert_refusal(
+        &h.token("svc", &secret, &[("audience", "other")]).await,
+        400,
+        "invalid_target",
+        "not registered for this client",
+    );
+    // Revocation and introspection name the missing parameter.
+    assert_refusal(
+        &h.form("/oauth2/revoke", &[], Some(("svc", &secret))).await,
+        400,
+        "invalid_request",
+        "token parameter is missing",
+    );
 }
 both_backends!(errors_follow_rfc6749);
+
+/// Issue 15, item 10: a client registered for `client_secret_basic` alone is refused with
+/// `client_secret_post`; one registered for both is accepted with either; the admin API
+/// changes the set; records stored with one method (the old shape) still load; discovery
+/// lists only what the server supports.
+async fn a_client_may_register_several_auth_methods(b: Backend) {
+    let h = Harness::start(b).await;
+    let basic = h.basic_client("basic-only", &["a"], &["aud"]).await;
+    assert_eq!(h.token("basic-only", &basic, &[]).await.status, 200);
+    assert_error(
+        &token_post(h.addr(), "basic-only", &basic).await,
+        401,
+        "invalid_client",
+    );
+    let (_, both) = h
+        .client(json!({
+            "client_id": "both", "scopes": ["a"], "audiences": ["aud"],
+            "auth_method": ["client_secret_basic", "client_secret_post"],
+        }))
+        .await;
+    let both = both.unwrap();
+    let a = h.token("both", &both, &[]).await;
+    assert_eq!(a.status, 200, "basic: {:?}", a.body);
+    let a = token_post(h.addr(), "both", &both).await;
+    assert_eq!(a.status, 200, "post: {:?}", a.body);
+    assert_eq!(
+        decode(a.json()["access_token"].as_str().unwrap()).1["client_id"],
+        "both"
+    );
+    let v = h.admin("GET", "/admin/clients/both", None).await.json();
+    assert_eq!(
+        v["token_endpoint_auth_methods"],
+        json!(["client_secret_basic", "client_secret_post"])
+    );
+    assert_eq!(v["token_endpoint_auth_method"], "client_secret_basic");
+    // The admin API changes the set: post only now, so Basic is refused.
+    let a = h
+        .admin(
+            "PATCH",
+            "/admin/clients/basic-only",
+            Some(json!({"auth_method": "client_secret_post"})),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(
+        a.json()["client"]["token_endpoint_auth_methods"],
+        json!(["client_secret_post"])
+    );
+    assert_eq!(token_post(h.addr(), "basic-only", &basic).await.status, 200);
+    assert_error(
+        &h.token("basic-only", &basic, &[]).await,
+        401,
+        "invalid_client",
+    );
+    // Nonsense is refused with the reason.
+    for bad in [json!([]), json!(["client_secret_basic", "password"])] {
+        let a = h
+            .admin(
+                "POST",
+                "/admin/clients",
+                Some(json!({"client_id": "bad", "audiences": ["aud"], "auth_method": bad})),
+            )
+            .await;
+        assert_eq!(a.status, 400, "{bad}: {:?}", a.body);
+    }
+    let a = h
+        .admin(
+            "PATCH",
+            "/admin/clients/both",
+            Some(json!({"auth_method": ["private_key_jwt"]})),
+        )
+        .await;
+    assert_eq!(a.status, 400, "{:?}", a.body);
+    assert!(a.json()["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("private_key_jwt needs"));
+    // One method is stored as one name, the shape records had before a client could hold
+    // several; such a record (without the newer `introspect` field either) loads and works.
+    let legacy = h.basic_client("legacy", &["a"], &["aud"]).await;
+    let raw = h.store.get("tokens/clients/legacy").await.unwrap().unwrap();
+    let mut rec: serde_json::Map<String, Value> = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(rec["auth_method"], "client_secret_basic");
+    rec.remove("introspect");
+    h.store
+        .put("tokens/clients/legacy", &serde_json::to_vec(&rec).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(h.token("legacy", &legacy, &[]).await.status, 200);
+    assert_error(
+        &token_post(h.addr(), "legacy", &legacy).await,
+        401,
+        "invalid_client",
+    );
+    let raw = h.store.get("tokens/clients/both").await.unwrap().unwrap();
+    let rec: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(
+        rec["auth_method"],
+        json!(["client_secret_basic", "client_secret_post"])
+    );
+    // Discovery lists what this server supports: no tls_client_auth without a TLS listener
+    // asking for client certificates (see tls_client_auth_binds_tokens_to_the_certificate).
+    let meta = get_bearer(h.addr(), "/.well-known/oauth-authorization-server", None)
+        .await
+        .json();
+    assert_eq!(
+        meta["token_endpoint_auth_methods_supported"],
+        json!([
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt"
+        ])
+    );
+    assert_eq!(meta["tls_client_certificate_bound_access_tokens"], false);
+}
+both_backends!(a_client_may_register_several_auth_methods);
 
 async fn secrets_rotate_without_downtime_and_disabled_clients_are_refused(b: Backend) {
     let h = Harness::start(b).await;
@@ -457,6 +635,26 @@ async fn tls_client_auth_binds_tokens_to_the_certificate(b: Backend) {
         "invalid_client",
     );
     assert_error(&send(None).await, 401, "invalid_client");
+    // With client certificates asked for, discovery offers tls_client_auth.
+    let cfg = warden_test_util::client::tls_config(&ca, None, &[b"http/1.1"]);
+    let req = hyper::Request::get("/.well-known/oauth-authorization-server")
+        .header("host", "auth.test")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let meta = warden_test_util::client::send_tls(h.addr(), "localhost", cfg, req)
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(
+        meta["token_endpoint_auth_methods_supported"],
+        json!([
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+            "tls_client_auth"
+        ])
+    );
+    assert_eq!(meta["tls_client_certificate_bound_access_tokens"], true);
 }
 both_backends!(tls_client_auth_binds_tokens_to_the_certificate);
 
@@ -629,7 +827,7 @@ both_backends!(token_exchange_narrows_and_chains_actors);
 async fn introspection_revocation_and_the_feed(b: Backend) {
     let h = Harness::start(b).await;
     let secret = h.basic_client("svc", &["a"], &["aud"]).await;
-    let other = h.basic_client("other", &["a"], &["aud"]).await;
+    let other = h.introspecting_client("other", &["a"], &["aud"]).await;
     let t = h.access_token("svc", &secret, &[]).await;
     let jti = decode(&t).1["jti"].as_str().unwrap().to_owned();
     // Introspection needs an authenticated caller.
@@ -766,6 +964,55 @@ async fn introspection_revocation_and_the_feed(b: Backend) {
 }
 both_backends!(introspection_revocation_and_the_feed);
 
+/// Issue 15, item 12: only clients granted `introspect` see token claims; any other client is
+/// answered `{"active": false}` (even for its own token), and the refusal is audited.
+async fn introspection_needs_the_introspect_grant(b: Backend) {
+    let h = Harness::start(b).await;
+    let secret = h.basic_client("svc", &["a"], &["aud"]).await;
+    let nosy = h.basic_client("nosy", &["a"], &["aud"]).await;
+    let rs = h
+        .introspecting_client("resource-server", &[], &["aud"])
+        .await;
+    let t = h.access_token("svc", &secret, &[]).await;
+    let inactive = json!({"active": false});
+    assert_eq!(introspect_at(h.addr(), &t, "nosy", &nosy).await, inactive);
+    assert_eq!(introspect_at(h.addr(), &t, "svc", &secret).await, inactive);
+    let v = introspect_at(h.addr(), &t, "resource-server", &rs).await;
+    assert_eq!(v["active"], true);
+    assert_eq!(v["client_id"], "svc");
+    // Still refused after a granted client's answer was cached.
+    assert_eq!(introspect_at(h.addr(), &t, "nosy", &nosy).await, inactive);
+    let refusals: Vec<Value> = h
+        .audit_json()
+        .await
+        .into_iter()
+        .filter(|r| r["event"]["action"] == "token.introspect")
+        .collect();
+    assert_eq!(refusals.len(), 3, "{refusals:#?}");
+    assert_eq!(refusals[0]["event"]["actor"], "nosy");
+    assert_eq!(refusals[0]["event"]["outcome"], "failure");
+    assert_eq!(refusals[0]["event"]["detail"]["reason"], "not_permitted");
+    // The admin API grants it (and shows it).
+    let a = h
+        .admin(
+            "PATCH",
+            "/admin/clients/nosy",
+            Some(json!({"introspect": true})),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.json()["client"]["introspect"], true);
+    assert_eq!(
+        introspect_at(h.addr(), &t, "nosy", &nosy).await["active"],
+        true
+    );
+    assert_eq!(
+        h.admin("GET", "/admin/clients/svc", None).await.json()["introspect"],
+        false
+    );
+}
+both_backends!(introspection_needs_the_introspect_grant);
+
 /// Introspects `token` at `addr` as `id`.
 async fn introspect_at(addr: std::net::SocketAddr, token: &str, id: &str, secret: &str) -> Value {
     Harness::introspect_at(addr, token, id, secret).await
@@ -777,7 +1024,7 @@ async fn a_token_revoked_here_is_inactive_at_once(b: Backend) {
     let (_, other) = h
         .client(json!({
             "client_id": "other", "audiences": ["aud"], "exchange_audiences": ["aud"],
-            "grant_types": [EXCHANGE],
+            "grant_types": [EXCHANGE], "introspect": true,
         }))
         .await;
     let other = other.unwrap();
@@ -840,7 +1087,7 @@ async fn a_token_revoked_through_another_instance_is_inactive_within_the_bound()
     let h = Harness::start(Backend::Postgres).await;
     let second = h.second_instance().await;
     let secret = h.basic_client("svc", &["a"], &["aud"]).await;
-    let other = h.basic_client("other", &["a"], &["aud"]).await;
+    let other = h.introspecting_client("other", &["a"], &["aud"]).await;
     let t = h.access_token("svc", &secret, &[]).await;
     // Both instances know the token (shared keys); the first has it in memory as active and
     // not revoked, read just now.
@@ -895,7 +1142,7 @@ async fn a_token_revoked_through_another_instance_is_inactive_within_the_bound()
 
 async fn an_expired_token_is_inactive_even_when_cached(b: Backend) {
     let h = Harness::start(b).await;
-    let secret = h.basic_client("svc", &["a"], &["aud"]).await;
+    let secret = h.introspecting_client("svc", &["a"], &["aud"]).await;
     let t = h.access_token("svc", &secret, &[]).await;
     let exp = decode(&t).1["exp"].as_i64().unwrap();
     assert_eq!(
@@ -925,7 +1172,7 @@ both_backends!(an_expired_token_is_inactive_even_when_cached);
 
 async fn a_token_whose_key_left_the_ring_is_inactive_even_when_cached(b: Backend) {
     let h = Harness::start(b).await;
-    let secret = h.basic_client("svc", &["a"], &["aud"]).await;
+    let secret = h.introspecting_client("svc", &["a"], &["aud"]).await;
     let t = h.access_token("svc", &secret, &[]).await;
     assert_eq!(
         introspect_at(h.addr(), &t, "svc", &secret).await["active"],
@@ -1079,16 +1326,16 @@ async fn discovery_metadata(b: Backend) {
             v["grant_types_supported"],
             json!(["client_credentials", EXCHANGE])
         );
+        // No TLS client certificates on this listener: no tls_client_auth.
         let methods = json!([
             "client_secret_basic",
             "client_secret_post",
-            "private_key_jwt",
-            "tls_client_auth"
+            "private_key_jwt"
         ]);
         assert_eq!(v["token_endpoint_auth_methods_supported"], methods);
         assert_eq!(v["introspection_endpoint_auth_methods_supported"], methods);
         assert_eq!(v["revocation_endpoint_auth_methods_supported"], methods);
-        assert_eq!(v["tls_client_certificate_bound_access_tokens"], true);
+        assert_eq!(v["tls_client_certificate_bound_access_tokens"], false);
         if path.contains("openid") {
             assert_eq!(v["subject_types_supported"], json!(["public"]));
         }
@@ -1242,6 +1489,124 @@ async fn audit_records_every_action_and_no_secret(b: Backend) {
     );
 }
 both_backends!(audit_records_every_action_and_no_secret);
+
+/// Issue 15, item 13: issuance audited one token in N (`sampled`) or as per-client counts
+/// (`aggregated`), while failures, revocations and client changes are still recorded one
+/// by one.
+async fn issuance_audit_can_be_sampled_or_aggregated(b: Backend) {
+    use warden_config::IssuanceAudit;
+    let actions = |records: &[Value], action: &str| -> Vec<Value> {
+        records
+            .iter()
+            .filter(|r| r["event"]["action"] == action)
+            .cloned()
+            .collect()
+    };
+    // Sampled: 7 tokens, one in 3 recorded (the 1st, 4th and 7th).
+    let h = Harness::start_with(b, |c, _| {
+        c.audit.issuance = IssuanceAudit::Sampled;
+        c.audit.sample_every = 3;
+    })
+    .await;
+    let secret = h.basic_client("svc", &["a"], &["aud"]).await;
+    let mut tokens = Vec::new();
+    for _ in 0..7 {
+        tokens.push(h.access_token("svc", &secret, &[]).await);
+    }
+    h.token("svc", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &[])
+        .await;
+    h.form(
+        "/oauth2/revoke",
+        &[("token", &tokens[1])],
+        Some(("svc", &secret)),
+    )
+    .await;
+    let records = h.audit_json().await;
+    let issued = actions(&records, "token.issue");
+    assert_eq!(issued.len(), 3, "{issued:#?}");
+    assert_eq!(issued[0]["event"]["subject"], decode(&tokens[0]).1["jti"]);
+    assert_eq!(issued[1]["event"]["subject"], decode(&tokens[3]).1["jti"]);
+    assert_eq!(issued[0]["event"]["detail"]["sample_every"], 3);
+    assert_eq!(actions(&records, "client.authenticate").len(), 1);
+    assert_eq!(actions(&records, "token.revoke").len(), 1);
+    assert_eq!(actions(&records, "client.create").len(), 1);
+    h.handle.shutdown().await;
+
+    // Aggregated: no record per token; one per client with its count when flushed.
+    let h = Harness::start_with(b, |c, _| c.audit.issuance = IssuanceAudit::Aggregated).await;
+    let svc = h.basic_client("svc", &["a"], &["aud"]).await;
+    let other = h.basic_client("other", &["a"], &["aud"]).await;
+    for _ in 0..5 {
+        h.access_token("svc", &svc, &[]).await;
+    }
+    let t = h.access_token("other", &other, &[]).await;
+    h.access_token("other", &other, &[]).await;
+    h.token("other", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &[])
+        .await;
+    h.form("/oauth2/revoke", &[("token", &t)], Some(("other", &other)))
+        .await;
+    let records = h.audit_json().await;
+    assert!(actions(&records, "token.issue").is_empty());
+    assert!(actions(&records, "token.issue.aggregate").is_empty());
+    assert_eq!(actions(&records, "client.authenticate").len(), 1);
+    assert_eq!(actions(&records, "token.revoke").len(), 1);
+    h.handle.authority().flush_issuance_audit().await;
+    let records = h.audit_json().await;
+    let mut counts: Vec<(String, u64)> = actions(&records, "token.issue.aggregate")
+        .iter()
+        .map(|r| {
+            (
+                r["event"]["actor"].as_str().unwrap().to_owned(),
+                r["event"]["detail"]["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(counts, [("other".into(), 2), ("svc".into(), 5)]);
+    // Nothing more to flush.
+    h.handle.authority().flush_issuance_audit().await;
+    assert_eq!(h.audit_json().await.len(), records.len());
+    assert_eq!(
+        h.store.verify_audit().await.unwrap() as usize,
+        records.len()
+    );
+}
+both_backends!(issuance_audit_can_be_sampled_or_aggregated);
+
+/// Issue 15, item 13: the upkeep tick prunes the audit log to `max_records` (and by age),
+/// and what is left still verifies from the checkpoint.
+async fn audit_retention_prunes_and_the_rest_verifies(b: Backend) {
+    let h = Harness::start_with(b, |c, _| c.audit.max_records = Some(10)).await;
+    let secret = h.basic_client("svc", &["a"], &["aud"]).await;
+    for _ in 0..25 {
+        h.access_token("svc", &secret, &[]).await;
+    }
+    let before = h.store.verify_audit().await.unwrap();
+    assert!(before > 25, "{before}");
+    h.handle.authority().tick().await.unwrap();
+    let left = h.audit_json().await;
+    assert!(left.len() <= 11, "{} records left", left.len());
+    let cp = h.store.audit_checkpoint().await.unwrap().unwrap();
+    assert_eq!(left[0]["seq"].as_u64().unwrap(), cp.seq + 1);
+    assert!(h.store.verify_audit().await.unwrap() >= before);
+    // By age: everything older than a minute goes once the clock has moved on.
+    let h = Harness::start_with(b, |c, _| {
+        c.audit.max_age = Some(warden_config::Dur::secs(60))
+    })
+    .await;
+    let secret = h.basic_client("svc", &["a"], &["aud"]).await;
+    h.access_token("svc", &secret, &[]).await;
+    h.handle.authority().tick().await.unwrap();
+    assert!(h.store.audit_checkpoint().await.unwrap().is_none());
+    let n = h.audit_json().await.len();
+    assert!(n >= 3, "{n}");
+    h.clock.advance(120);
+    h.handle.authority().tick().await.unwrap();
+    let left = h.audit_json().await;
+    assert!(left.len() < n, "{} of {n} records left", left.len());
+    assert!(h.store.verify_audit().await.is_ok());
+}
+both_backends!(audit_retention_prunes_and_the_rest_verifies);
 
 #[tokio::test]
 async fn a_restarted_authority_keeps_clients_and_keys() {

@@ -71,6 +71,42 @@ pub struct AuthorityConfig {
     pub redis_password: Option<SecretRef>,
     /// The pub/sub channel revocations are published on.
     pub redis_channel: String,
+    /// What the audit log keeps, and how issued tokens are recorded in it.
+    pub audit: AuthorityAuditConfig,
+}
+
+/// The audit log's retention and the level at which token issuance is audited. Failed
+/// authentications, refused introspections, revocations, token exchanges, key and client
+/// changes are always audited one record each, whatever `issuance` says.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthorityAuditConfig {
+    /// Delete records older than this (checked every 30 s), behind a MACed checkpoint from
+    /// which the rest still verifies. Unset: no age limit.
+    pub max_age: Option<Dur>,
+    /// Keep at most this many of the newest records. Unset: no count limit.
+    pub max_records: Option<u64>,
+    /// How issued tokens (`client_credentials`) are audited: `every` (one record per token),
+    /// `sampled` (one record per `sample_every` tokens, with the rate in it) or `aggregated`
+    /// (one record per client per `aggregate_interval`, with the count).
+    pub issuance: IssuanceAudit,
+    /// With `issuance = "sampled"`: one issued token in this many is recorded.
+    pub sample_every: u64,
+    /// With `issuance = "aggregated"`: how often the per-client counts are written.
+    pub aggregate_interval: Dur,
+}
+
+/// How token issuance is audited (see [`AuthorityAuditConfig::issuance`]).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IssuanceAudit {
+    /// One record per issued token (the token's `jti`, audience, scope, expiry).
+    #[default]
+    Every,
+    /// One record per `sample_every` issued tokens.
+    Sampled,
+    /// One record per client per `aggregate_interval`, counting its tokens.
+    Aggregated,
 }
 
 /// Failed client authentications allowed before the authority answers 429 with `Retry-After`.
@@ -232,6 +268,22 @@ pub(crate) fn validate(c: &crate::Config, e: &mut crate::ConfigErrors) {
     if f.max_keys == 0 {
         e.push(format!("{p}.failed_auth.max_keys"), "must be at least 1");
     }
+    let au = &a.audit;
+    if au.max_age.as_ref().is_some_and(|d| d.0.as_secs() < 60) {
+        e.push(format!("{p}.audit.max_age"), "must be at least 1m");
+    }
+    if au.max_records == Some(0) {
+        e.push(format!("{p}.audit.max_records"), "must be at least 1");
+    }
+    if au.sample_every == 0 {
+        e.push(format!("{p}.audit.sample_every"), "must be at least 1");
+    }
+    if au.aggregate_interval.0.as_secs() < 1 {
+        e.push(
+            format!("{p}.audit.aggregate_interval"),
+            "must be at least 1s",
+        );
+    }
 }
 
 #[cfg(test)]
@@ -256,7 +308,9 @@ mod tests {
              signing_alg = \"RS256\"\nkey_rotation = \"30s\"\ntoken_lifetime = \"2h\"\n\
              storage = \"postgres://u:pw@db/warden\"\nfailed_auth = {{ per_client = 0 }}\n\
              redis_url = \"redis://u:pw@cache\"\nredis_channel = \"\"\n\
-             redis_password = \"env:WARDEN_TEST_NO_SUCH_VARIABLE\"\n",
+             redis_password = \"env:WARDEN_TEST_NO_SUCH_VARIABLE\"\n\
+             audit = {{ max_records = 0, max_age = \"10s\", sample_every = 0, \
+             issuance = \"aggregated\" }}\n",
             short.display()
         ));
         for want in [
@@ -270,6 +324,9 @@ mod tests {
             "authority.redis_url: must not hold credentials",
             "authority.redis_channel: must not be empty",
             "authority.redis_password: environment variable `WARDEN_TEST_NO_SUCH_VARIABLE` is not set",
+            "authority.audit.max_age: must be at least 1m",
+            "authority.audit.max_records: must be at least 1",
+            "authority.audit.sample_every: must be at least 1",
         ] {
             assert!(
                 errs.iter().any(|e| e.starts_with(want)),

@@ -288,6 +288,19 @@ impl Default for crate::authority::AuthorityConfig {
             redis_url: None,
             redis_password: None,
             redis_channel: revocation_channel(),
+            audit: Default::default(),
+        }
+    }
+}
+
+impl Default for crate::authority::AuthorityAuditConfig {
+    fn default() -> Self {
+        Self {
+            max_age: None,
+            max_records: None,
+            issuance: crate::authority::IssuanceAudit::Every,
+            sample_every: 100,
+            aggregate_interval: Dur::secs(60),
         }
     }
 }

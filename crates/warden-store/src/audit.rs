@@ -9,11 +9,22 @@
 //! shipping the head hash somewhere else (a log pipeline, a periodic signed checkpoint) is what
 //! closes that, and is future work.
 //!
+//! **Retention.** [`crate::Store::prune_audit`] deletes the oldest records (by age, by count)
+//! behind a [`AuditCheckpoint`]: the seq, hash and time of the last pruned record, MACed
+//! (HMAC-SHA256) with a key derived from the key-encryption key. Verification then starts
+//! from the checkpoint instead of the genesis hash, after checking its MAC, so the remaining
+//! chain is as verifiable as before: an edited record still breaks its hash, a deleted one
+//! the sequence, and the checkpoint cannot be moved (to hide deleted records behind it) or
+//! replaced by an older one without the KEK (an older one expects records that are gone).
+//! Pruning verifies the records it removes first, so damage is never laundered into a
+//! checkpoint. The database refuses deleting records the checkpoint does not cover.
+//!
 //! The log is **not encrypted**: operators must be able to read it. Callers must never put
 //! secrets in an event (no token, no client secret, no key, no vault value): `detail` is for
 //! ids, names, scopes and reasons.
 
 use ring::digest::{Context, SHA256};
+use ring::hmac;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -59,6 +70,68 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// Where the audit chain starts after its oldest records were pruned.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditCheckpoint {
+    /// The last pruned record's seq: the remaining chain starts at `seq + 1`.
+    pub seq: u64,
+    /// That record's hash, the `prev_hash` of the first remaining record.
+    pub hash: String,
+    /// That record's time (Unix milliseconds).
+    pub time: i64,
+    /// When the checkpoint was written (Unix milliseconds).
+    pub pruned_at: i64,
+    /// Lower-case hex HMAC-SHA256 of the fields above under the store's checkpoint key.
+    pub mac: String,
+}
+
+/// The key checkpoints are MACed with: derived from the KEK (never stored), so only someone
+/// holding the KEK can write a checkpoint that verifies.
+pub(crate) fn checkpoint_key(kek: &[u8]) -> hmac::Key {
+    let root = hmac::Key::new(hmac::HMAC_SHA256, kek);
+    let derived = hmac::sign(&root, b"warden-store/audit-checkpoint/v1");
+    hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref())
+}
+
+fn checkpoint_message(seq: u64, hash: &str, time: i64, pruned_at: i64) -> String {
+    format!("warden-audit-checkpoint/v1\n{seq}\n{hash}\n{time}\n{pruned_at}")
+}
+
+impl AuditCheckpoint {
+    /// A checkpoint after the record `(seq, hash, time)`, MACed with `key`.
+    pub(crate) fn new(key: &hmac::Key, seq: u64, hash: &str, time: i64, pruned_at: i64) -> Self {
+        let tag = hmac::sign(
+            key,
+            checkpoint_message(seq, hash, time, pruned_at).as_bytes(),
+        );
+        AuditCheckpoint {
+            seq,
+            hash: hash.to_owned(),
+            time,
+            pruned_at,
+            mac: hex(tag.as_ref()),
+        }
+    }
+
+    /// Whether the MAC holds (constant time).
+    pub(crate) fn authentic(&self, key: &hmac::Key) -> bool {
+        let Some(tag) = unhex(&self.mac) else {
+            return false;
+        };
+        let msg = checkpoint_message(self.seq, &self.hash, self.time, self.pruned_at);
+        hmac::verify(key, msg.as_bytes(), &tag).is_ok()
+    }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
 /// Checks records in sequence order, one at a time, so a log of any length is verified in
 /// bounded memory.
 pub(crate) struct ChainVerifier {
@@ -74,7 +147,16 @@ impl ChainVerifier {
         }
     }
 
-    /// How many records have been checked.
+    /// Continues a chain whose records up to `seq` (the last with `hash`) were pruned.
+    pub(crate) fn resume(seq: u64, hash: &str) -> Self {
+        ChainVerifier {
+            next_seq: seq + 1,
+            prev_hash: hash.to_owned(),
+        }
+    }
+
+    /// The seq of the last record checked (the start's, before any): records up to it are
+    /// accounted for.
     pub(crate) fn count(&self) -> u64 {
         self.next_seq - 1
     }
@@ -285,6 +367,38 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("record 2 is missing"));
+    }
+
+    #[test]
+    fn checkpoint_mac_covers_every_field_and_needs_the_key() {
+        let key = checkpoint_key(&[1u8; 32]);
+        let cp = AuditCheckpoint::new(&key, 7, GENESIS_HASH, 1000, 2000);
+        assert!(cp.authentic(&key));
+        assert!(!cp.authentic(&checkpoint_key(&[2u8; 32])));
+        for altered in [
+            AuditCheckpoint {
+                seq: 8,
+                ..cp.clone()
+            },
+            AuditCheckpoint {
+                hash: "00".repeat(32).replace("00", "11"),
+                ..cp.clone()
+            },
+            AuditCheckpoint {
+                time: 1001,
+                ..cp.clone()
+            },
+            AuditCheckpoint {
+                pruned_at: 1,
+                ..cp.clone()
+            },
+            AuditCheckpoint {
+                mac: "zz".into(),
+                ..cp.clone()
+            },
+        ] {
+            assert!(!altered.authentic(&key), "{altered:?}");
+        }
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! - **Transactions**: [`Store::transact`] applies puts, deletes and put-if-absents all or
 //!   nothing.
 //! - **Audit log**: one hash-chained log for every component ([`Store::audit`],
-//!   [`Store::verify_audit`]); it is *not* encrypted, so events must never hold secrets.
+//!   [`Store::verify_audit`]); it is *not* encrypted, so events must never hold secrets. Its
+//!   oldest records can be pruned behind a MACed checkpoint ([`Store::prune_audit`]).
 //! - **Durability**: a call that returned `Ok` is committed and survives a crash (SQLite:
 //!   WAL + `synchronous = FULL`; PostgreSQL: its default synchronous commit). A call whose
 //!   future is dropped may or may not have been applied.
@@ -50,7 +51,7 @@ use std::sync::{Arc, RwLock};
 
 use ring::rand::SystemRandom;
 
-pub use audit::{AuditEvent, AuditRecord, GENESIS_HASH, MAX_EVENT_BYTES};
+pub use audit::{AuditCheckpoint, AuditEvent, AuditRecord, GENESIS_HASH, MAX_EVENT_BYTES};
 pub use error::{Result, StoreError};
 
 use backend::{Backend, ListQuery, RawOp};
@@ -66,6 +67,27 @@ pub const MAX_TRANSACTION_OPS: usize = 1024;
 pub const MAX_TRANSACTION_BYTES: usize = 16 * 1024 * 1024;
 /// Most records one [`Store::audit_since`] call returns; page with the last `seq`.
 pub const MAX_AUDIT_PAGE: usize = 10_000;
+/// Most records one prune transaction deletes: [`Store::prune_audit`] works in steps this
+/// size so appends (which share SQLite's one writer) wait at most one step.
+pub const AUDIT_PRUNE_STEP: usize = 5_000;
+
+/// How much of the audit log [`Store::prune_audit`] keeps. Unset limits keep everything.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuditRetention {
+    /// Prune records older than this many milliseconds.
+    pub max_age_ms: Option<i64>,
+    /// Keep at most this many of the newest records (at least one is always kept).
+    pub max_records: Option<u64>,
+}
+
+/// What [`Store::prune_audit`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Records deleted.
+    pub pruned: u64,
+    /// The checkpoint now in force (`None`: nothing was ever pruned).
+    pub checkpoint: Option<AuditCheckpoint>,
+}
 
 /// One write in a [`Store::transact`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +123,8 @@ pub struct Store {
 struct Inner {
     backend: Backend,
     kek: Kek,
+    /// MACs audit checkpoints (derived from the KEK, see `audit.rs`).
+    checkpoint_key: ring::hmac::Key,
     keyring: RwLock<Arc<Keyring>>,
     rng: SystemRandom,
 }
@@ -123,6 +147,7 @@ impl Store {
     /// it, and should zeroize its copy). A KEK that does not open the keyring is refused with
     /// `StoreError::Crypto("the key-encryption key does not open this store's keyring")`.
     pub async fn open(location: &str, kek: &[u8]) -> Result<Store> {
+        let checkpoint_key = audit::checkpoint_key(kek);
         let kek = Kek::new(kek)?;
         let backend =
             if location.starts_with("postgres://") || location.starts_with("postgresql://") {
@@ -140,6 +165,7 @@ impl Store {
             inner: Arc::new(Inner {
                 backend,
                 kek,
+                checkpoint_key,
                 keyring: RwLock::new(Arc::new(keyring)),
                 rng,
             }),
@@ -290,13 +316,25 @@ impl Store {
             .await
     }
 
-    /// Checks the whole audit chain, record by record, and its head. `Ok(count)` if intact;
-    /// `Err(Corrupt)` naming the first record that was altered or is missing otherwise.
-    /// Records appended while it runs are not checked (it verifies up to the head it read first).
+    /// Checks the whole audit chain, record by record, and its head: from the genesis hash,
+    /// or, once records were pruned, from the retention checkpoint after checking its MAC.
+    /// `Ok(seq)` of the last record (the number of records ever appended) if intact;
+    /// `Err(Corrupt)` naming the first record that was altered or is missing, or the
+    /// checkpoint if it does not authenticate, otherwise. Records appended while it runs are
+    /// not checked (it verifies up to the head it read first); run it apart from pruning.
     pub async fn verify_audit(&self) -> Result<u64> {
         const PAGE: usize = 1000;
         let (head_seq, head_hash) = self.inner.backend.audit_head().await?;
-        let mut verifier = audit::ChainVerifier::new();
+        let mut verifier = match self.audit_checkpoint().await? {
+            Some(cp) if cp.seq > head_seq => {
+                return Err(StoreError::Corrupt(format!(
+                    "the audit checkpoint is at record {} but the log's head at {head_seq}",
+                    cp.seq
+                )))
+            }
+            Some(cp) => audit::ChainVerifier::resume(cp.seq, &cp.hash),
+            None => audit::ChainVerifier::new(),
+        };
         'pages: while verifier.count() < head_seq {
             let page = self
                 .inner
@@ -314,6 +352,71 @@ impl Store {
             }
         }
         verifier.finish(head_seq, &head_hash)
+    }
+
+    /// The audit retention checkpoint, after checking its MAC (`Err(Corrupt)` if it does not
+    /// authenticate); `None` if nothing was ever pruned.
+    pub async fn audit_checkpoint(&self) -> Result<Option<AuditCheckpoint>> {
+        match self.inner.backend.audit_checkpoint().await? {
+            None => Ok(None),
+            Some(cp) if cp.authentic(&self.inner.checkpoint_key) => Ok(Some(cp)),
+            Some(cp) => Err(StoreError::Corrupt(format!(
+                "the audit checkpoint (records up to {} pruned) does not authenticate: it was \
+                 altered, or not written with this store's key",
+                cp.seq
+            ))),
+        }
+    }
+
+    /// Deletes the oldest audit records that `keep` no longer keeps (older than its age, or
+    /// beyond its count), behind a new MACed checkpoint, so [`Store::verify_audit`] still
+    /// verifies what remains. Only a prefix is pruned: it stops at the first record to keep.
+    /// The records are verified before they go (a damaged chain is refused, not pruned), in
+    /// steps of [`AUDIT_PRUNE_STEP`], each its own transaction. `now_ms`: Unix milliseconds.
+    pub async fn prune_audit(&self, keep: AuditRetention, now_ms: i64) -> Result<PruneReport> {
+        let (head_seq, _) = self.inner.backend.audit_head().await?;
+        let by_count = keep
+            .max_records
+            .map_or(0, |n| head_seq.saturating_sub(n.max(1)));
+        let cutoff = keep.max_age_ms.map(|a| now_ms.saturating_sub(a));
+        let mut checkpoint = self.audit_checkpoint().await?;
+        let mut verifier = match &checkpoint {
+            Some(cp) => audit::ChainVerifier::resume(cp.seq, &cp.hash),
+            None => audit::ChainVerifier::new(),
+        };
+        let mut pruned = 0;
+        loop {
+            let prev = verifier.count();
+            let page = self
+                .inner
+                .backend
+                .audit_since(prev, AUDIT_PRUNE_STEP)
+                .await?;
+            let mut last = None;
+            for rec in &page {
+                let expired = cutoff.is_some_and(|c| rec.time < c);
+                if rec.seq > head_seq || !(rec.seq <= by_count || expired) {
+                    break;
+                }
+                verifier.check(rec)?;
+                last = Some(rec);
+            }
+            let Some(last) = last else { break };
+            let cp = AuditCheckpoint::new(
+                &self.inner.checkpoint_key,
+                last.seq,
+                &last.hash,
+                last.time,
+                now_ms,
+            );
+            pruned += self.inner.backend.audit_prune(prev, cp.clone()).await?;
+            let whole_page = last.seq == page.last().map_or(0, |r| r.seq);
+            checkpoint = Some(cp);
+            if !(whole_page && page.len() == AUDIT_PRUNE_STEP) {
+                break;
+            }
+        }
+        Ok(PruneReport { pruned, checkpoint })
     }
 
     /// Adds a new data-encryption key, wrapped by the KEK, and seals new writes with it. Old

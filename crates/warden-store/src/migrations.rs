@@ -17,18 +17,32 @@ pub(crate) struct Migration {
 }
 
 /// SQLite migrations.
-pub(crate) const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/sqlite/0001_init.sql"),
-}];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "audit_retention",
+        sql: include_str!("../migrations/sqlite/0002_audit_retention.sql"),
+    },
+];
 
 /// PostgreSQL migrations.
-pub(crate) const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/postgres/0001_init.sql"),
-}];
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "audit_retention",
+        sql: include_str!("../migrations/postgres/0002_audit_retention.sql"),
+    },
+];
 
 /// The newest version in `list`.
 pub(crate) fn latest(list: &[Migration]) -> i64 {

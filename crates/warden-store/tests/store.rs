@@ -8,7 +8,9 @@ use std::collections::HashSet;
 
 use serde_json::json;
 use support::Ctx;
-use warden_store::{AuditEvent, Op, Store, StoreError, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use warden_store::{
+    AuditEvent, AuditRetention, Op, Store, StoreError, MAX_KEY_BYTES, MAX_VALUE_BYTES,
+};
 
 /// Each test once, for both backends: `sqlite::name` and `postgres::name`.
 macro_rules! on_both_backends {
@@ -56,6 +58,8 @@ on_both_backends!(
     audit_edit_is_detected,
     audit_delete_is_detected,
     audit_log_is_append_only_in_the_database,
+    audit_pruning_keeps_the_rest_verifiable,
+    audit_pruning_by_age_can_empty_the_log,
     size_limits_are_enforced,
     migrations_are_idempotent_on_reopen,
     newer_schema_is_refused,
@@ -669,6 +673,132 @@ async fn audit_log_is_append_only_in_the_database(ctx: &Ctx) {
     assert_eq!(ctx.store.verify_audit().await.unwrap(), 1);
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Issue 15, item 13: pruning by count leaves a checkpoint from which the rest verifies;
+/// editing a remaining record, or the checkpoint, is still detected; the database refuses to
+/// delete records the checkpoint does not cover; a damaged chain is not pruned.
+async fn audit_pruning_keeps_the_rest_verifiable(ctx: &Ctx) {
+    let s = &ctx.store;
+    for n in 1..=20 {
+        s.audit(&event(n)).await.unwrap();
+    }
+    assert_eq!(s.audit_checkpoint().await.unwrap(), None);
+    let keep = AuditRetention {
+        max_age_ms: None,
+        max_records: Some(5),
+    };
+    let report = s.prune_audit(keep, now_ms()).await.unwrap();
+    assert_eq!(report.pruned, 15);
+    let cp = report.checkpoint.unwrap();
+    assert_eq!(cp.seq, 15);
+    assert_eq!(s.audit_checkpoint().await.unwrap(), Some(cp.clone()));
+    let left: Vec<u64> = s
+        .audit_since(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(left, (16..=20).collect::<Vec<_>>());
+    assert_eq!(
+        left.len() as i64,
+        ctx.raw_count("SELECT COUNT(*) FROM audit_log").await
+    );
+    assert_eq!(s.verify_audit().await.unwrap(), 20);
+    // Nothing more to prune; appends continue the chain.
+    assert_eq!(s.prune_audit(keep, now_ms()).await.unwrap().pruned, 0);
+    for n in 21..=22 {
+        s.audit(&event(n)).await.unwrap();
+    }
+    assert_eq!(s.verify_audit().await.unwrap(), 22);
+    // Records the checkpoint does not cover cannot be deleted, nor any updated.
+    assert!(ctx
+        .raw_try_exec("DELETE FROM audit_log WHERE seq = 17")
+        .await
+        .is_err());
+    assert!(ctx
+        .raw_try_exec("UPDATE audit_log SET actor = 'x' WHERE seq = 17")
+        .await
+        .is_err());
+
+    // An attacker with the database (triggers off) edits a remaining record: caught.
+    ctx.raw_disable_audit_triggers().await;
+    ctx.raw_exec("UPDATE audit_log SET actor = 'mallory' WHERE seq = 17")
+        .await;
+    let err = s.verify_audit().await.unwrap_err();
+    assert!(
+        err.to_string().contains("audit record 17 was altered"),
+        "{err}"
+    );
+    // And pruning refuses to launder it into a checkpoint.
+    let deeper = AuditRetention {
+        max_age_ms: None,
+        max_records: Some(2),
+    };
+    assert!(s.prune_audit(deeper, now_ms()).await.is_err());
+    assert_eq!(s.audit_checkpoint().await.unwrap().unwrap().seq, 15);
+    ctx.raw_exec("UPDATE audit_log SET actor = 'client-17' WHERE seq = 17")
+        .await;
+    assert_eq!(s.verify_audit().await.unwrap(), 22);
+
+    // Moving the checkpoint forward to hide a deleted record: its MAC no longer holds.
+    ctx.raw_exec("DELETE FROM audit_log WHERE seq = 16").await;
+    let rec16_hash = "0".repeat(64);
+    ctx.raw_exec(&format!(
+        "UPDATE audit_checkpoint SET seq = 16, hash = '{rec16_hash}'"
+    ))
+    .await;
+    let err = s.verify_audit().await.unwrap_err();
+    assert!(err.to_string().contains("does not authenticate"), "{err}");
+    // Putting it back exposes the deleted record.
+    ctx.raw_exec(&format!(
+        "UPDATE audit_checkpoint SET seq = 15, hash = '{}'",
+        cp.hash
+    ))
+    .await;
+    let err = s.verify_audit().await.unwrap_err();
+    assert!(
+        err.to_string().contains("audit record 16 is missing"),
+        "{err}"
+    );
+    // Removing the checkpoint altogether: the chain no longer starts at record 1.
+    ctx.raw_exec("DELETE FROM audit_checkpoint").await;
+    let err = s.verify_audit().await.unwrap_err();
+    assert!(
+        err.to_string().contains("audit record 1 is missing"),
+        "{err}"
+    );
+}
+
+/// Pruning by age removes every record older than the limit (here all of them); the head
+/// still anchors the chain, and appending continues it.
+async fn audit_pruning_by_age_can_empty_the_log(ctx: &Ctx) {
+    let s = &ctx.store;
+    for n in 1..=3 {
+        s.audit(&event(n)).await.unwrap();
+    }
+    let keep = AuditRetention {
+        max_age_ms: Some(60_000),
+        max_records: None,
+    };
+    // Nothing is a minute old yet.
+    assert_eq!(s.prune_audit(keep, now_ms()).await.unwrap().pruned, 0);
+    let report = s.prune_audit(keep, now_ms() + 120_000).await.unwrap();
+    assert_eq!(report.pruned, 3);
+    assert_eq!(ctx.raw_count("SELECT COUNT(*) FROM audit_log").await, 0);
+    assert_eq!(s.verify_audit().await.unwrap(), 3);
+    s.audit(&event(4)).await.unwrap();
+    assert_eq!(s.verify_audit().await.unwrap(), 4);
+    // A reopened store (same KEK) accepts the checkpoint; the MAC key is not stored.
+    assert_eq!(ctx.reopen().await.unwrap().verify_audit().await.unwrap(), 4);
+}
+
 async fn size_limits_are_enforced(ctx: &Ctx) {
     let s = &ctx.store;
     let longest = "k".repeat(MAX_KEY_BYTES);
@@ -753,7 +883,7 @@ async fn migrations_are_idempotent_on_reopen(ctx: &Ctx) {
     }
     assert_eq!(
         ctx.raw_count("SELECT COUNT(*) FROM schema_version").await,
-        1
+        2
     );
     assert_eq!(
         ctx.raw_count("SELECT COUNT(*) FROM keyring").await,

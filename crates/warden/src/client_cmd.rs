@@ -1,4 +1,4 @@
-//! `warden client create|list|rotate-secret|remove-secret|disable|enable`: manages the token
+//! `warden client create|update|list|rotate-secret|remove-secret|disable|enable`: manages the token
 //! service's clients directly in its store (the same state the admin API changes).
 //!
 //! The store is named by `--config` (its `[authority]` section) or by `--storage` and `--kek`.
@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
 use warden_authority::audit::Audit;
-use warden_authority::clients::{ClientSpec, Registry, TlsIdentity};
+use warden_authority::clients::{ClientSpec, ClientUpdate, OneOrMany, Registry, TlsIdentity};
 use warden_config::{parse_duration, AuthorityConfig, SecretRef};
 
 /// Where the token service keeps its state.
@@ -50,9 +50,14 @@ pub(crate) struct CreateArgs {
     #[arg(long = "grant", value_name = "GRANT")]
     grants: Vec<String>,
     /// `client_secret_basic` (default), `client_secret_post`, `private_key_jwt`,
-    /// `tls_client_auth`.
+    /// `tls_client_auth`; repeat (or separate with commas) to allow several, e.g.
+    /// `--auth-method client_secret_basic,client_secret_post`.
+    #[arg(long = "auth-method", value_name = "METHOD", value_delimiter = ',')]
+    auth_methods: Vec<String>,
+    /// Allow the client to introspect tokens (`/oauth2/introspect`): for resource servers and
+    /// gateways. Without it, introspection answers `{"active": false}`.
     #[arg(long)]
-    auth_method: Option<String>,
+    introspect: bool,
     /// Token lifetime (`5m`); default: the authority's `token_lifetime`.
     #[arg(long, value_name = "DURATION")]
     lifetime: Option<String>,
@@ -78,6 +83,21 @@ pub(crate) struct CreateArgs {
 pub(crate) enum ClientCommand {
     /// Register a client; for secret methods, print its first secret once (JSON on stdout).
     Create(Box<CreateArgs>),
+    /// Change a client's authentication methods or introspection permission.
+    Update {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The client.
+        #[arg(long)]
+        client_id: String,
+        /// The new authentication methods (repeat, or separate with commas); unchanged when
+        /// not given.
+        #[arg(long = "auth-method", value_name = "METHOD", value_delimiter = ',')]
+        auth_methods: Vec<String>,
+        /// Allow (`true`) or forbid (`false`) introspection; unchanged when not given.
+        #[arg(long, value_name = "BOOL")]
+        introspect: Option<bool>,
+    },
     /// Show the clients (never secrets or hashes).
     List {
         #[command(flatten)]
@@ -191,7 +211,8 @@ async fn execute(cmd: ClientCommand) -> anyhow::Result<()> {
                 audiences,
                 exchange_audiences,
                 grants,
-                auth_method,
+                auth_methods,
+                introspect,
                 lifetime,
                 jwks_file,
                 jwks_uri,
@@ -230,22 +251,45 @@ async fn execute(cmd: ClientCommand) -> anyhow::Result<()> {
                         _ => g,
                     })
                     .collect(),
-                auth_method,
+                auth_method: (!auth_methods.is_empty()).then_some(OneOrMany::Many(auth_methods)),
                 token_lifetime: lifetime.as_deref().map(secs).transpose()?,
                 jwks,
                 jwks_uri,
                 tls,
+                introspect,
             };
             let reg = registry(&store).await?;
             let (c, secret) = reg.create(spec, ACTOR, now).await?;
             let mut out = serde_json::json!({
                 "client_id": c.client_id,
-                "token_endpoint_auth_method": c.auth_method.as_str(),
+                "token_endpoint_auth_method": c.auth_methods.first().as_str(),
+                "token_endpoint_auth_methods": c.auth_methods.names(),
+                "introspect": c.introspect,
             });
             if let Some(s) = secret {
                 out["client_secret"] = s.secret.as_str().into();
                 out["secret_id"] = s.id.into();
                 eprintln!("The secret is shown only now; store it safely.");
+            }
+            println!("{out}");
+        }
+        ClientCommand::Update {
+            store,
+            client_id,
+            auth_methods,
+            introspect,
+        } => {
+            let update = ClientUpdate {
+                auth_method: (!auth_methods.is_empty()).then_some(OneOrMany::Many(auth_methods)),
+                introspect,
+            };
+            let reg = registry(&store).await?;
+            let (c, secret) = reg.update(&client_id, update, ACTOR, now).await?;
+            let mut out = warden_authority::clients::public_view(&c);
+            if let Some(s) = secret {
+                out["client_secret"] = s.secret.as_str().into();
+                out["secret_id"] = s.id.into();
+                eprintln!("The client's first secret is shown only now; store it safely.");
             }
             println!("{out}");
         }
@@ -261,8 +305,8 @@ async fn execute(cmd: ClientCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             println!(
-                "{:<24} {:<20} {:<8} {:<8} {:<30} AUDIENCES",
-                "CLIENT_ID", "AUTH_METHOD", "STATUS", "SECRETS", "SCOPES"
+                "{:<24} {:<40} {:<8} {:<8} {:<30} AUDIENCES",
+                "CLIENT_ID", "AUTH_METHODS", "STATUS", "SECRETS", "SCOPES"
             );
             for c in clients {
                 let live = c
@@ -271,9 +315,9 @@ async fn execute(cmd: ClientCommand) -> anyhow::Result<()> {
                     .filter(|s| s.expires.is_none_or(|e| now < e))
                     .count();
                 println!(
-                    "{:<24} {:<20} {:<8} {:<8} {:<30} {}",
+                    "{:<24} {:<40} {:<8} {:<8} {:<30} {}",
                     c.client_id,
-                    c.auth_method.as_str(),
+                    c.auth_methods.names().join(","),
                     if c.disabled { "disabled" } else { "active" },
                     live,
                     c.scopes.join(" "),

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::authority::Authority;
 use crate::client_auth::Peer;
-use crate::clients::{public_view, ClientSpec};
+use crate::clients::{public_view, ClientSpec, ClientUpdate};
 use crate::error::{no_store, AuthorityError};
 
 use super::oauth::{bearer_matches, bearer_refused, too_many};
@@ -139,6 +139,35 @@ pub(super) async fn create_client(
                 v["secret_id"] = s.id.into();
             }
             reply(StatusCode::CREATED, v)
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// `PATCH /admin/clients/{id}` with a [`ClientUpdate`] (`auth_method`: one name or a list;
+/// `introspect`: true or false): 200 with the client and, when the change gave it its first
+/// secret method, that secret (shown this once).
+pub(super) async fn update_client(
+    State(a): State<Arc<Authority>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    guard!(a, headers, peer);
+    let update: ClientUpdate = match body_json(&body) {
+        Ok(s) => s,
+        Err(why) => return bad_body(why),
+    };
+    match a.registry.update(&id, update, ACTOR, a.now()).await {
+        Ok((c, secret)) => {
+            let mut v = json!({ "client": public_view(&c) });
+            if let Some(s) = secret {
+                v["client_id"] = c.client_id.clone().into();
+                v["client_secret"] = s.secret.as_str().into();
+                v["secret_id"] = s.id.into();
+            }
+            reply(StatusCode::OK, v)
         }
         Err(e) => failed(e),
     }

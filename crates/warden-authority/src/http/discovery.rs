@@ -24,12 +24,18 @@ pub(super) async fn jwks(State(a): State<Arc<Authority>>) -> Response {
 /// The RFC 8414 metadata.
 pub(super) fn metadata_document(a: &Authority) -> Value {
     let s = &a.settings;
-    let auth_methods = [
+    // Only what this server can do: `tls_client_auth` needs a TLS listener that asks for
+    // client certificates. Which of them a given client may use is its registration's
+    // business (RFC 8414 lists the server's; RFC 7591 `token_endpoint_auth_method` the
+    // client's, see the admin API).
+    let mut auth_methods = vec![
         "client_secret_basic",
         "client_secret_post",
         "private_key_jwt",
-        "tls_client_auth",
     ];
+    if s.tls_client_auth {
+        auth_methods.push("tls_client_auth");
+    }
     let assertion_algs = [
         "ES256", "ES384", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
     ];
@@ -51,7 +57,7 @@ pub(super) fn metadata_document(a: &Authority) -> Value {
         "introspection_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_signing_alg_values_supported": assertion_algs,
-        "tls_client_certificate_bound_access_tokens": true,
+        "tls_client_certificate_bound_access_tokens": s.tls_client_auth,
         "access_token_signing_alg_values_supported": [s.alg.name()],
     })
 }

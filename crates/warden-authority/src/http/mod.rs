@@ -3,12 +3,12 @@
 //! | method | path | who |
 //! | --- | --- | --- |
 //! | POST | `/oauth2/token` | clients (any registered auth method) |
-//! | POST | `/oauth2/introspect` | authenticated clients (RFC 7662) |
+//! | POST | `/oauth2/introspect` | clients granted `introspect` (RFC 7662); others get `{"active": false}` |
 //! | POST | `/oauth2/revoke` | the client the token was issued to (RFC 7009) |
 //! | GET | `/oauth2/revocations?after=N` | `Bearer` revocation-feed token or admin token |
 //! | GET | `/oauth2/jwks` | anyone |
 //! | GET | `/.well-known/oauth-authorization-server`, `/.well-known/openid-configuration` | anyone |
-//! | GET, POST | `/admin/clients`, `/admin/clients/{id}`, `/admin/clients/{id}/secrets`, `/admin/clients/{id}/secrets/{secret_id}` (DELETE), `/admin/clients/{id}/disable`, `/admin/clients/{id}/enable` | `Bearer` admin token |
+//! | GET, POST, PATCH | `/admin/clients`, `/admin/clients/{id}` (PATCH: auth methods, introspect), `/admin/clients/{id}/secrets`, `/admin/clients/{id}/secrets/{secret_id}` (DELETE), `/admin/clients/{id}/disable`, `/admin/clients/{id}/enable` | `Bearer` admin token |
 //! | GET | `/healthz` | anyone |
 
 use std::sync::Arc;
@@ -43,7 +43,10 @@ pub fn router(a: Arc<Authority>) -> Router {
             "/admin/clients",
             get(admin::list_clients).post(admin::create_client),
         )
-        .route("/admin/clients/{id}", get(admin::get_client))
+        .route(
+            "/admin/clients/{id}",
+            get(admin::get_client).patch(admin::update_client),
+        )
         .route("/admin/clients/{id}/secrets", post(admin::add_secret))
         .route(
             "/admin/clients/{id}/secrets/{secret_id}",

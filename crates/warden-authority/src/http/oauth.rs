@@ -14,7 +14,7 @@ use crate::audit::Event;
 use crate::authority::Authority;
 use crate::client_auth::Peer;
 use crate::clients::{GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE};
-use crate::error::{no_store, ErrorCode, OAuthError};
+use crate::error::{no_store, OAuthError, Refusal};
 use crate::form::Params;
 use crate::revocation::FEED_PAGE;
 
@@ -38,13 +38,13 @@ pub(super) async fn token(
     done(
         async {
             let p = Params::parse(&headers, &body)?;
-            let grant = p.get("grant_type").ok_or_else(OAuthError::request)?;
+            let grant = p.get("grant_type").ok_or(Refusal::MissingGrantType)?;
             let endpoint = a.settings.token_endpoint();
             let client = a.authenticate(&headers, &p, &peer, &endpoint).await?;
             let v = match grant {
                 GRANT_CLIENT_CREDENTIALS => a.client_credentials(&client, &p, &peer).await?,
                 GRANT_TOKEN_EXCHANGE => a.token_exchange(&client, &p, &peer).await?,
-                _ => return Err(OAuthError::new(ErrorCode::UnsupportedGrantType)),
+                _ => return Err(Refusal::UnsupportedGrantType.into()),
             };
             Ok(json_no_store(v))
         }
@@ -63,9 +63,12 @@ pub(super) async fn introspect(
         async {
             let p = Params::parse(&headers, &body)?;
             let endpoint = a.settings.endpoint("/oauth2/introspect");
-            a.authenticate(&headers, &p, &peer, &endpoint).await?;
-            let token = p.get("token").ok_or_else(OAuthError::request)?;
-            let mut res = a.introspect(token).await?.into_response();
+            let client = a.authenticate(&headers, &p, &peer, &endpoint).await?;
+            let token = p.get("token").ok_or(Refusal::MissingToken)?;
+            let mut res = a
+                .introspect_for(&client, token, &peer)
+                .await?
+                .into_response();
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -89,11 +92,11 @@ pub(super) async fn revoke(
             let p = Params::parse(&headers, &body)?;
             let endpoint = a.settings.endpoint("/oauth2/revoke");
             let client = a.authenticate(&headers, &p, &peer, &endpoint).await?;
-            let token = p.get("token").ok_or_else(OAuthError::request)?;
+            let token = p.get("token").ok_or(Refusal::MissingToken)?;
             if p.get("token_type_hint")
                 .is_some_and(|h| h != "access_token" && h != "refresh_token")
             {
-                return Err(OAuthError::new(ErrorCode::UnsupportedTokenType));
+                return Err(Refusal::UnsupportedTokenType.into());
             }
             a.revoke(&client, token, &peer).await?;
             let mut res = StatusCode::OK.into_response();
@@ -144,7 +147,10 @@ pub(super) async fn bearer_refused(a: &Authority, peer: &Peer, api: &str) -> Res
     }
     let mut res = (
         StatusCode::UNAUTHORIZED,
-        Json(json!({ "error": "invalid_token" })),
+        Json(json!({
+            "error": "invalid_token",
+            "error_description": "a missing or wrong bearer token",
+        })),
     )
         .into_response();
     res.headers_mut().insert(
@@ -157,11 +163,7 @@ pub(super) async fn bearer_refused(a: &Authority, peer: &Peer, api: &str) -> Res
 
 /// 429 with `Retry-After`.
 pub(super) fn too_many(wait: u64) -> Response {
-    OAuthError {
-        retry_after: Some(wait),
-        ..OAuthError::new(ErrorCode::TemporarilyUnavailable)
-    }
-    .into_response()
+    OAuthError::throttled(wait).into_response()
 }
 
 /// `GET /oauth2/revocations?after=N`: revoked token ids for gateways.

@@ -184,6 +184,16 @@ impl Harness {
         secret.unwrap()
     }
 
+    /// A `client_secret_basic` client that may also introspect tokens (a resource server).
+    pub async fn introspecting_client(&self, id: &str, scopes: &[&str], auds: &[&str]) -> String {
+        let (_, secret) = self
+            .client(json!({
+                "client_id": id, "scopes": scopes, "audiences": auds, "introspect": true,
+            }))
+            .await;
+        secret.unwrap()
+    }
+
     pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
         admin_call(self.addr(), method, path, body, Some(ADMIN_TOKEN)).await
     }
@@ -343,6 +353,37 @@ pub fn assert_error(a: &Answer, status: u16, error: &str) {
     if status == 401 {
         assert_eq!(a.header("www-authenticate"), Some("Basic realm=\"warden\""));
     }
-    // No detail that helps guessing.
-    assert!(a.json().get("error_description").is_none());
+    // RFC 6749 §5.2: a description a developer can act on (which never tells whether a
+    // client exists: every failed client authentication reads the same).
+    let d = a.json()["error_description"].as_str().map(str::to_owned);
+    assert!(
+        d.as_deref().is_some_and(|d| d.len() > 10),
+        "no error_description: {:?}",
+        a.body
+    );
+}
+
+/// [`assert_error`], and the `error_description` contains `words`.
+pub fn assert_refusal(a: &Answer, status: u16, error: &str, words: &str) {
+    assert_error(a, status, error);
+    let d = a.json()["error_description"].as_str().unwrap().to_owned();
+    assert!(
+        d.contains(words),
+        "`{words}` not in error_description `{d}`"
+    );
+}
+
+/// `client_credentials` with `client_secret_post` (id and secret in the body).
+pub async fn token_post(addr: SocketAddr, id: &str, secret: &str) -> Answer {
+    post_form(
+        addr,
+        "/oauth2/token",
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", id),
+            ("client_secret", secret),
+        ],
+        None,
+    )
+    .await
 }

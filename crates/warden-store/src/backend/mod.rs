@@ -9,7 +9,7 @@ pub(crate) mod sqlite;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::audit::AuditRecord;
+use crate::audit::{AuditCheckpoint, AuditRecord};
 use crate::error::Result;
 use crate::AuditEvent;
 
@@ -113,6 +113,24 @@ impl Backend {
         match self {
             Backend::Sqlite(b) => b.audit_since(after_seq, limit).await,
             Backend::Postgres(b) => b.audit_since(after_seq, limit).await,
+        }
+    }
+
+    /// The retention checkpoint, if records were ever pruned (not checked here).
+    pub(crate) async fn audit_checkpoint(&self) -> Result<Option<AuditCheckpoint>> {
+        match self {
+            Backend::Sqlite(b) => b.audit_checkpoint().await,
+            Backend::Postgres(b) => b.audit_checkpoint().await,
+        }
+    }
+
+    /// In one transaction: if the checkpoint's seq is still `expected_prev` (0: none) and the
+    /// record at `cp.seq` has `cp.hash`, writes `cp` and deletes every record up to it.
+    /// Returns how many were deleted; `Conflict` if another pruner moved the checkpoint.
+    pub(crate) async fn audit_prune(&self, expected_prev: u64, cp: AuditCheckpoint) -> Result<u64> {
+        match self {
+            Backend::Sqlite(b) => b.audit_prune(expected_prev, cp).await,
+            Backend::Postgres(b) => b.audit_prune(expected_prev, cp).await,
         }
     }
 

@@ -24,7 +24,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Config, GenericClient, NoTls};
 
 use super::{now_ms, prefix_end, record_from_columns, seq_from_db, ListQuery, RawOp};
-use crate::audit::{canonical_detail, record_hash, AuditRecord};
+use crate::audit::{canonical_detail, record_hash, AuditCheckpoint, AuditRecord};
 use crate::error::{Result, StoreError};
 use crate::migrations::{self, Migration};
 use crate::AuditEvent;
@@ -38,6 +38,8 @@ const MAX_AUDIT_BATCH: usize = 512;
 const AUDIT_QUEUE: usize = 4096;
 /// `pg_advisory_xact_lock` key for migrations ("WARDEN" + 1).
 const MIGRATION_LOCK: i64 = 0x5741_5244_454E_0001;
+/// `pg_advisory_xact_lock` key for audit pruning ("WARDEN" + 2): one pruner at a time.
+const PRUNE_LOCK: i64 = 0x5741_5244_454E_0002;
 
 const SQL_GET: &str = "SELECT value FROM kv WHERE key = $1";
 const SQL_PUT: &str =
@@ -247,6 +249,68 @@ impl PgBackend {
                 )
             })
             .collect()
+    }
+
+    pub(crate) async fn audit_checkpoint(&self) -> Result<Option<AuditCheckpoint>> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT seq, hash, time_ms, pruned_ms, mac FROM audit_checkpoint WHERE id = 1",
+                &[],
+            )
+            .await?;
+        row.map(|r| {
+            Ok(AuditCheckpoint {
+                seq: seq_from_db(r.get(0))?,
+                hash: r.get(1),
+                time: r.get(2),
+                pruned_at: r.get(3),
+                mac: r.get(4),
+            })
+        })
+        .transpose()
+    }
+
+    pub(crate) async fn audit_prune(&self, expected_prev: u64, cp: AuditCheckpoint) -> Result<u64> {
+        let seq = i64::try_from(cp.seq)
+            .map_err(|_| StoreError::Corrupt(format!("audit seq {} out of range", cp.seq)))?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.query("SELECT pg_advisory_xact_lock($1)", &[&PRUNE_LOCK])
+            .await?;
+        let current: i64 = tx
+            .query_one(
+                "SELECT COALESCE((SELECT seq FROM audit_checkpoint WHERE id = 1), 0)::BIGINT",
+                &[],
+            )
+            .await?
+            .get(0);
+        if seq_from_db(current)? != expected_prev {
+            return Err(StoreError::Conflict);
+        }
+        let hash: Option<String> = tx
+            .query_opt("SELECT hash FROM audit_log WHERE seq = $1", &[&seq])
+            .await?
+            .map(|r| r.get(0));
+        if hash.as_deref() != Some(cp.hash.as_str()) {
+            return Err(StoreError::Corrupt(format!(
+                "audit record {} changed while it was being pruned",
+                cp.seq
+            )));
+        }
+        tx.execute(
+            "INSERT INTO audit_checkpoint (id, seq, hash, time_ms, pruned_ms, mac) \
+             VALUES (1, $1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, \
+             hash = EXCLUDED.hash, time_ms = EXCLUDED.time_ms, pruned_ms = EXCLUDED.pruned_ms, \
+             mac = EXCLUDED.mac",
+            &[&seq, &cp.hash, &cp.time, &cp.pruned_at, &cp.mac],
+        )
+        .await?;
+        let deleted = tx
+            .execute("DELETE FROM audit_log WHERE seq <= $1", &[&seq])
+            .await?;
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     pub(crate) async fn audit_head(&self) -> Result<(u64, String)> {

@@ -22,7 +22,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{now_ms, prefix_end, record_from_columns, seq_from_db, ListQuery, RawOp};
-use crate::audit::{canonical_detail, record_hash, AuditRecord};
+use crate::audit::{canonical_detail, record_hash, AuditCheckpoint, AuditRecord};
 use crate::error::{Result, StoreError};
 use crate::migrations::{self, Migration};
 use crate::AuditEvent;
@@ -223,6 +223,42 @@ impl SqliteBackend {
             Ok((seq_from_db(seq)?, hash))
         })
         .await
+    }
+
+    pub(crate) async fn audit_checkpoint(&self) -> Result<Option<AuditCheckpoint>> {
+        self.read(|c| {
+            let row = c
+                .query_row(
+                    "SELECT seq, hash, time_ms, pruned_ms, mac FROM audit_checkpoint WHERE id = 1",
+                    [],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            row.map(|(seq, hash, time, pruned_at, mac)| {
+                Ok(AuditCheckpoint {
+                    seq: seq_from_db(seq)?,
+                    hash,
+                    time,
+                    pruned_at,
+                    mac,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    pub(crate) async fn audit_prune(&self, expected_prev: u64, cp: AuditCheckpoint) -> Result<u64> {
+        self.write_job(move |c| prune_audit(c, expected_prev, &cp))
+            .await
     }
 
     /// Runs `f` on a reader connection, on the blocking pool.
@@ -449,6 +485,43 @@ fn append_audit(c: &Connection, event: &AuditEvent) -> Result<u64> {
     c.prepare_cached("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1")?
         .execute(params![seq, hash])?;
     seq_from_db(seq)
+}
+
+/// See `Backend::audit_prune`. Runs in the writer's transaction, so appends wait for it;
+/// callers keep each prune to a few thousand records.
+fn prune_audit(c: &Connection, expected_prev: u64, cp: &AuditCheckpoint) -> Result<u64> {
+    let current: i64 = c.query_row(
+        "SELECT COALESCE((SELECT seq FROM audit_checkpoint WHERE id = 1), 0)",
+        [],
+        |r| r.get(0),
+    )?;
+    if seq_from_db(current)? != expected_prev {
+        return Err(StoreError::Conflict);
+    }
+    let seq = i64::try_from(cp.seq)
+        .map_err(|_| StoreError::Corrupt(format!("audit seq {} out of range", cp.seq)))?;
+    let hash: Option<String> = c
+        .query_row("SELECT hash FROM audit_log WHERE seq = ?1", [seq], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if hash.as_deref() != Some(cp.hash.as_str()) {
+        return Err(StoreError::Corrupt(format!(
+            "audit record {} changed while it was being pruned",
+            cp.seq
+        )));
+    }
+    c.prepare_cached(
+        "INSERT INTO audit_checkpoint (id, seq, hash, time_ms, pruned_ms, mac) \
+         VALUES (1, ?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, \
+         hash = excluded.hash, time_ms = excluded.time_ms, pruned_ms = excluded.pruned_ms, \
+         mac = excluded.mac",
+    )?
+    .execute(params![seq, cp.hash, cp.time, cp.pruned_at, cp.mac])?;
+    let deleted = c
+        .prepare_cached("DELETE FROM audit_log WHERE seq <= ?1")?
+        .execute([seq])?;
+    Ok(deleted as u64)
 }
 
 /// The writer thread: drains the queue in batches, one transaction (and one fsync) per batch.

@@ -274,24 +274,46 @@ fn random_hex(n: usize) -> String {
     })
 }
 
-/// Makes sure the demo client exists with a secret this run knows (a new secret when the
-/// client is kept from an earlier run: secrets are stored only as hashes), and gets a token for
-/// it through the token endpoint, as any client would.
+/// How the demo client may authenticate: both secret methods, because client libraries pick
+/// either (authlib and requests-oauthlib default to Basic, others post the secret).
+const DEV_CLIENT_METHODS: [&str; 2] = ["client_secret_basic", "client_secret_post"];
+
+/// The demo client as registered: both secret methods, and introspection allowed so the
+/// printed examples and the interop tests can check tokens at `/oauth2/introspect` with it.
+fn demo_client_update() -> warden_authority::clients::ClientUpdate {
+    warden_authority::clients::ClientUpdate {
+        auth_method: Some(warden_authority::clients::OneOrMany::Many(
+            DEV_CLIENT_METHODS.map(str::to_owned).to_vec(),
+        )),
+        introspect: Some(true),
+    }
+}
+
+/// Makes sure the demo client exists, as [`demo_client_update`] describes, with a secret this
+/// run knows (a new secret when the client is kept from an earlier run: secrets are stored
+/// only as hashes), and gets a token for it through the token endpoint, as any client would.
 async fn demo_client(
     authority: &warden_authority::AuthorityHandle,
     now: i64,
 ) -> anyhow::Result<(zeroize::Zeroizing<String>, String)> {
     let registry = authority.authority().registry();
     let secret = if registry.get(DEV_CLIENT).await?.is_some() {
+        // Kept from an earlier run, perhaps by a version that registered it for Basic only.
+        registry
+            .update(DEV_CLIENT, demo_client_update(), "warden-dev", now)
+            .await?;
         registry
             .add_secret(DEV_CLIENT, Some(now), "warden-dev", now)
             .await?
             .secret
     } else {
+        let update = demo_client_update();
         let spec = warden_authority::clients::ClientSpec {
             client_id: Some(DEV_CLIENT.into()),
             scopes: vec!["api:read".into(), "api:write".into()],
             audiences: vec![DEV_AUDIENCE.into()],
+            auth_method: update.auth_method,
+            introspect: true,
             ..Default::default()
         };
         let (_, issued) = registry.create(spec, "warden-dev", now).await?;
