@@ -204,6 +204,7 @@ impl Default for RateLimitStoreConfig {
             password: None,
             timeout: Dur::millis(10),
             key_prefix: "warden:rl:".into(),
+            gateways: 1,
         }
     }
 }
@@ -250,6 +251,8 @@ impl Default for RevocationConfig {
             redis_url: None,
             redis_password: None,
             redis_channel: revocation_channel(),
+            signed_by: None,
+            max_message_age: Dur::secs(60),
         }
     }
 }

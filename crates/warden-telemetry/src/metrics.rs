@@ -218,10 +218,14 @@ pub struct Metrics {
     /// Requests authenticated, by route and method (`jwt`, `api_key`, ...).
     pub auth_allowed: Family<RouteReason, Counter>,
     /// Rate-limit decisions Redis could not make (down, timed out, error), by what the limit
-    /// did instead: `open` (allowed) or `closed` (refused).
+    /// did instead: `local` (decided by this gateway's share), `open` (allowed: `unlimited`)
+    /// or `closed` (refused).
     pub rate_limit_store_errors: Family<Outcome, Counter>,
     /// 1 while the Redis rate-limit store answers, 0 while it does not (or none is used).
     pub rate_limit_store_up: Gauge,
+    /// Messages on the Redis revocation channel that were not applied, by reason (`unsigned`,
+    /// `bad_signature`, `unknown_key`, `malformed`, `stale`).
+    pub revocation_messages_dropped: Family<Reason, Counter>,
 }
 
 impl Default for Metrics {
@@ -362,11 +366,12 @@ impl Metrics {
             auth_allowed.clone(),
         );
         let rate_limit_store_errors = Family::<Outcome, Counter>::default();
+        let _ = rate_limit_store_errors.get_or_create(&Outcome("local"));
         let _ = rate_limit_store_errors.get_or_create(&Outcome("open"));
         let _ = rate_limit_store_errors.get_or_create(&Outcome("closed"));
         registry.register(
             "rate_limit_store_errors",
-            "Rate-limit decisions the Redis store could not make, by what the limit did instead (open: allowed, closed: refused)",
+            "Rate-limit decisions the Redis store could not make, by what the limit did instead (local: this gateway's share decided, open: allowed, closed: refused)",
             rate_limit_store_errors.clone(),
         );
         let rate_limit_store_up = Gauge::default();
@@ -374,6 +379,12 @@ impl Metrics {
             "rate_limit_store_up",
             "1 while the Redis rate-limit store answers, 0 while it does not or none is used",
             rate_limit_store_up.clone(),
+        );
+        let revocation_messages_dropped = Family::<Reason, Counter>::default();
+        registry.register(
+            "revocation_messages_dropped",
+            "Messages on the Redis revocation channel not applied, by reason (unsigned, bad_signature, unknown_key, malformed, stale)",
+            revocation_messages_dropped.clone(),
         );
         Self {
             registry,
@@ -399,6 +410,7 @@ impl Metrics {
             auth_allowed,
             rate_limit_store_errors,
             rate_limit_store_up,
+            revocation_messages_dropped,
         }
     }
 
