@@ -18,6 +18,13 @@
 #   haproxy             plain proxying
 #   haproxy-stick       + a stick-table rate limit: track-sc0 src, http_req_rate(10s), deny
 #                       over 100,000,000 (never refuses)
+#   warden-redis-stall  accuracy, not speed: three gateways share a Redis limit of 200 (burst
+#                       200, 200 per hour, so nothing refills in a run) with the default
+#                       on_store_failure ("local") and store timeout (10 ms), under load for
+#                       DURATION s while the redis-server is frozen (SIGSTOP) for STALL_MS
+#                       every second; reports admitted vs the limit and the overshoot (one run)
+#   warden-redis-stall-unlimited  the same with on_store_failure = "unlimited" (what failing
+#                       open meant before the local fallback)
 # Every scenario gets ROUNDS runs, interleaved (order rotated each round); medians reported.
 # Before measuring, the script waits (up to LOAD_WAIT s) for the 1-minute load average to
 # drop below LOAD_MAX, since other work may share the machine; the load is recorded.
@@ -33,6 +40,7 @@
 #   WARDEN_BIN   warden binary to use (default: build target/release/warden)
 #   RESULTS_DIR  where to write results (bench/results)
 #   KEEP_TMP=1   keep the temp dir (configs, logs) after the run
+#   STALL_MS     milliseconds Redis is frozen each second in the stall scenarios (50)
 set -euo pipefail
 
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -48,7 +56,12 @@ WARMUP="${WARMUP:-3}"
 ROUNDS="${ROUNDS:-3}"
 LOAD_MAX="${LOAD_MAX:-0.7}"
 LOAD_WAIT="${LOAD_WAIT:-900}"
-ALL="warden,warden-local,warden-redis,warden-redis-lease,haproxy,haproxy-stick"
+ALL="warden,warden-local,warden-redis,warden-redis-lease,haproxy,haproxy-stick,warden-redis-stall,warden-redis-stall-unlimited"
+STALL_MS="${STALL_MS:-50}"
+STALL_LIMIT=200
+# The three gateways of the stall scenarios: proxy ports and admin ports.
+STALL_PORTS=(18180 18182 18183)
+STALL_ADMINS=(18181 18184 18185)
 ONLY="${ONLY:-$ALL}"
 RESULTS_DIR="${RESULTS_DIR:-$BENCH_DIR/results}"
 UPSTREAM_PORT=18100
@@ -81,7 +94,14 @@ done
 ((${#SCENARIOS[@]})) || die "ONLY selects nothing"
 selected_prefix() { local x; for x in "${SCENARIOS[@]}"; do [[ $x == "$1"* ]] && return 0; done; return 1; }
 
-for v in DURATION CONNECTIONS THREADS WARMUP ROUNDS LOAD_WAIT; do
+# The stall scenarios measure accuracy, once each, apart from the throughput rounds.
+STALLS=()
+THROUGHPUT=()
+for s in "${SCENARIOS[@]}"; do
+    if [[ $s == warden-redis-stall* ]]; then STALLS+=("$s"); else THROUGHPUT+=("$s"); fi
+done
+
+for v in DURATION CONNECTIONS THREADS WARMUP ROUNDS LOAD_WAIT STALL_MS; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 ((ROUNDS >= 1)) || die "ROUNDS must be at least 1"
@@ -352,7 +372,7 @@ LOAD_BEFORE_WAIT="$(load1)"
 wait_quiet
 LOAD_AT_START="$(cat /proc/loadavg)"
 
-for port in $UPSTREAM_PORT $PROXY_PORT $ADMIN_PORT $REDIS_PORT; do
+for port in $UPSTREAM_PORT $PROXY_PORT $ADMIN_PORT $REDIS_PORT ${STALL_PORTS[*]} ${STALL_ADMINS[*]}; do
     port_busy "$port" && die "something already listens on $HOST:$port (another benchmark?); stop it first"
 done
 mkdir -p "$RESULTS_DIR"
@@ -371,6 +391,121 @@ if selected_prefix warden-redis; then
     for ((i = 0; i < 100; i++)); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
     redis-cli -p "$REDIS_PORT" ping >/dev/null || die "redis-server did not start"
 fi
+
+# ---------------------------------------------------------------- stall scenarios
+write_stall_conf() { # write_stall_conf NAME INDEX EXTRA_LIMIT_LINE
+    local d="$TMP/$1-$2"
+    mkdir -p "$d"
+    cat >"$d/warden.toml" <<EOF
+[server]
+idle_timeout = "300s"
+max_connections = 20000
+
+[admin]
+address = "$HOST:${STALL_ADMINS[$2]}"
+
+[access_log]
+enabled = false
+
+[reload]
+watch = false
+
+[rate_limit_store]
+redis_url = "redis://$HOST:$REDIS_PORT"
+key_prefix = "bench:$1:"
+
+[[listeners]]
+name = "bench"
+address = "$HOST:${STALL_PORTS[$2]}"
+
+[[clusters]]
+name = "upstream"
+endpoints = ["http://$HOST:$UPSTREAM_PORT"]
+
+[[routes]]
+name = "all"
+auth = "none"
+cluster = "upstream"
+path_prefix = "/"
+[[routes.rate_limits]]
+key = "header:x-bench-run"
+store = "redis"
+requests = $STALL_LIMIT
+per = "1h"
+$3
+EOF
+}
+
+stall_loop() { # stall_loop PID SECONDS OUT: SIGSTOP PID for STALL_MS every second, count in OUT
+    local pid=$1 end=$((SECONDS + $2)) out=$3 n=0 pause run
+    pause=$(awk -v m="$STALL_MS" 'BEGIN { printf "%.3f", m / 1000 }')
+    run=$(awk -v m="$STALL_MS" 'BEGIN { printf "%.3f", (1000 - m) / 1000 }')
+    trap 'kill -CONT "$pid" 2>/dev/null; exit 0' TERM
+    while ((SECONDS < end)); do
+        sleep "$run"
+        kill -STOP "$pid" 2>/dev/null || break
+        sleep "$pause"
+        kill -CONT "$pid" 2>/dev/null
+        n=$((n + 1))
+        echo "$n" >"$out"
+    done
+}
+
+run_stall() { # run_stall NAME: one line of results appended to $STALL_TSV
+    local name=$1 extra="" i run errs=0 stalls per_gw
+    [[ $name == *-unlimited ]] && extra='on_store_failure = "unlimited"'
+    per_gw=$(((CONNECTIONS + 2) / 3))
+    for i in 0 1 2; do
+        write_stall_conf "$name" "$i" "$extra"
+        start "$name-$i" "$WARDEN_BIN" serve --config "$TMP/$name-$i/warden.toml"
+    done
+    for i in 0 1 2; do
+        wait_http "$name-$i" "http://$HOST:${STALL_PORTS[$i]}/bench" 30
+        # Connects each gateway's store (on a key of its own), as a running fleet would be.
+        curl -fsS -o /dev/null -H "x-bench-run: warm-$i" "http://$HOST:${STALL_PORTS[$i]}/bench"
+    done
+    run="run-$name-$$-$RANDOM"
+    echo 0 >"$TMP/$name.stalls"
+    stall_loop "${PIDS[redis]}" "$DURATION" "$TMP/$name.stalls" &
+    PIDS[stall]=$!
+    for i in 0 1 2; do
+        : >"$TMP/$name-$i.wrk"
+        wrk -t1 -c"$per_gw" -d"${DURATION}s" -H "x-bench-run: $run" \
+            "http://$HOST:${STALL_PORTS[$i]}/bench" >>"$TMP/$name-$i.wrk" 2>&1 &
+        PIDS[wrk$i]=$!
+    done
+    for i in 0 1 2; do
+        wait "${PIDS[wrk$i]}" || die "wrk failed for $name-$i"
+        unset "PIDS[wrk$i]"
+    done
+    stop stall
+    kill -CONT "${PIDS[redis]}" 2>/dev/null || true
+    stalls=$(cat "$TMP/$name.stalls")
+    for i in 0 1 2; do
+        errs=$((errs + $(curl -fsS "http://$HOST:${STALL_ADMINS[$i]}/metrics" 2>/dev/null |
+            awk '/^warden_rate_limit_store_errors_total/ { n += $2 } END { print n + 0 }')))
+        stop "$name-$i"
+    done
+    # Admitted: every request answered with a 2xx (wrk counts 429s as non-2xx).
+    cat "$TMP/$name-0.wrk" "$TMP/$name-1.wrk" "$TMP/$name-2.wrk" | awk -v name="$name" \
+        -v limit="$STALL_LIMIT" -v stalls="$stalls" -v errs="$errs" '
+        /requests in/ { reqs += $1 }
+        /Non-2xx or 3xx responses:/ { non2xx += $NF }
+        END {
+            ok = reqs - non2xx
+            printf "%s\t%d\t%d\t%d\t%.1f\t%d\t%d\n", name, reqs, ok, limit, (ok - limit) * 100 / limit, stalls, errs
+        }' >>"$STALL_TSV"
+    log "$name: $(tail -n 1 "$STALL_TSV" | awk -F'\t' '{ printf "%d admitted of %d requests against a limit of %d (%+.1f%%), %d stalls, %d decisions without Redis", $3, $2, $4, $5, $6, $7 }')"
+}
+
+STALL_TSV="$TMP/stall.tsv"
+: >"$STALL_TSV"
+for name in "${STALLS[@]}"; do
+    log "=== $name: 3 gateways, limit $STALL_LIMIT, Redis frozen $STALL_MS ms every second for $DURATION s (load $(load1))"
+    run_stall "$name"
+    sleep 1
+done
+SCENARIOS=("${THROUGHPUT[@]}")
 
 declare -A RPS_L=() P50_L=() P99_L=() NON2XX_T=() SOCKERR_T=() CALLS_T=() REQS_T=() ERR_T=() LOAD_L=()
 for name in "${SCENARIOS[@]}"; do
@@ -410,6 +545,20 @@ for name in "${SCENARIOS[@]}"; do
 done
 
 # ---------------------------------------------------------------- report
+if ((${#STALLS[@]})); then
+    {
+        printf '# Rate limits under a Redis stall, %s\n\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+        printf 'Three gateways share one Redis limit of %d (burst %d, 200 per hour: nothing refills in a run), key `header:x-bench-run`, default store timeout (10 ms); `wrk -t1 -c%d -d%ds` on each gateway at once while the private redis-server is frozen (SIGSTOP) for %d ms every second. Warden %s. Load average at the start: %s.\n\n' \
+            "$STALL_LIMIT" "$STALL_LIMIT" "$(((CONNECTIONS + 2) / 3))" "$DURATION" "$STALL_MS" \
+            "git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')" "$LOAD_AT_START"
+        printf '| scenario | requests | admitted | limit | overshoot | stalls | decisions without Redis |\n|---|---:|---:|---:|---:|---:|---:|\n'
+        awk -F'\t' '{ printf "| %s | %d | %d | %d | %+.1f %% | %d | %d |\n", $1, $2, $3, $4, $5, $6, $7 }' "$STALL_TSV"
+    } >"$RESULTS_DIR/ratelimit-stall-latest.md"
+    echo
+    cat "$RESULTS_DIR/ratelimit-stall-latest.md"
+    echo
+    ((${#SCENARIOS[@]})) || exit 0
+fi
 export DURATION CONNECTIONS THREADS WARMUP ROUNDS LOAD_MAX LOAD_WAIT LOAD_NOT_QUIET LOAD_BEFORE_WAIT LOAD_AT_START
 export LOAD_AT_END="$(cat /proc/loadavg)"
 export CPU_MODEL="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)"

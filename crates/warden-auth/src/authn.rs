@@ -108,10 +108,12 @@ fn authorization(headers: &HeaderMap) -> Result<Bearer<'_>, AuthError> {
 impl Authenticator {
     /// Compiles the section. Issuers whose config is unchanged keep their key sets and
     /// fetchers; the token cache is kept while every verifier it holds results of is
-    /// unchanged; a generated internal signing key is kept.
+    /// unchanged; a generated internal signing key is kept. `on_drop` counts messages the
+    /// revocation channel drops (a kept subscription keeps the hook it started with).
     pub fn compile(
         cfg: &AuthConfig,
         previous: Option<&Authenticator>,
+        on_drop: &crate::revocation::DropHook,
     ) -> Result<Authenticator, Vec<CompileProblem>> {
         let mut errors = Vec::new();
         let mut issuers = Vec::new();
@@ -189,11 +191,21 @@ impl Authenticator {
             Some(p) if p.config.jwt == cfg.jwt && p.config.cache == cfg.cache => p.cache.clone(),
             _ => Arc::new(TokenCache::new(cfg.cache.max_entries)),
         };
+        // The issuer whose keys sign the revocation channel's messages.
+        let signer = cfg.revocation.signed_by.as_deref().and_then(|name| {
+            issuers
+                .iter()
+                .find(|s| &*s.issuer.name == name)
+                .map(|s| s.issuer.clone())
+        });
         let poller = match previous {
             Some(p) if Arc::ptr_eq(&p.cache, &cache) && p.config.revocation == cfg.revocation => {
+                if let (Some(poller), Some(signer)) = (&p.poller, &signer) {
+                    poller.set_signer(signer.clone());
+                }
                 p.poller.clone()
             }
-            _ => match crate::revocation::spawn(&cfg.revocation, &cache) {
+            _ => match crate::revocation::spawn(&cfg.revocation, &cache, signer, on_drop.clone()) {
                 Ok(p) => p.map(Arc::new),
                 Err(e) => return Err(vec![("auth.revocation".into(), e)]),
             },

@@ -9,13 +9,17 @@
 //! - Redis pub/sub (`redis_url`), pushed by the token service as each revocation happens: the
 //!   same entries, applied within a round trip instead of a poll interval. Messages sent while
 //!   the subscriber is disconnected are lost, so on every re-subscription the feed is polled at
-//!   once rather than at its next interval.
+//!   once rather than at its next interval. Each message is signed by the token service and
+//!   checked with the keys of the issuer named by `signed_by` ([`message`]): whoever can
+//!   publish to the channel cannot revoke tokens. Dropped messages are counted through a
+//!   [`DropHook`] and logged at most once a minute.
 //!
 //! Both run as tasks that hold the cache weakly and end with the [`Poller`].
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION};
 use http::{HeaderValue, Request};
@@ -26,8 +30,19 @@ use warden_config::RevocationConfig;
 
 use crate::cache::TokenCache;
 use crate::http_client::HttpClient;
+use crate::jwt::Issuer;
 
+pub mod message;
 pub mod pubsub;
+
+pub use message::Dropped;
+
+/// Called for each message dropped from the revocation channel (the proxy counts them by
+/// reason); must not block.
+pub type DropHook = Arc<dyn Fn(Dropped) + Send + Sync>;
+
+/// At most one warning about dropped messages per this long.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Time allowed to connect to Redis and subscribe.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -38,12 +53,33 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Stops the feed poller and the Redis subscriber when dropped.
-#[derive(Debug)]
-pub struct Poller(Vec<tokio::task::AbortHandle>);
+pub struct Poller {
+    tasks: Vec<tokio::task::AbortHandle>,
+    /// The issuer whose keys sign channel messages; replaced when a reload rebuilds it (keys
+    /// from files are read again) while the subscription carries on.
+    signer: Option<Arc<ArcSwap<Issuer>>>,
+}
+
+impl std::fmt::Debug for Poller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poller")
+            .field("tasks", &self.tasks.len())
+            .finish()
+    }
+}
+
+impl Poller {
+    /// Checks channel messages with `issuer` from now on.
+    pub fn set_signer(&self, issuer: Arc<Issuer>) {
+        if let Some(s) = &self.signer {
+            s.store(issuer);
+        }
+    }
+}
 
 impl Drop for Poller {
     fn drop(&mut self) {
-        for t in &self.0 {
+        for t in &self.tasks {
             t.abort();
         }
     }
@@ -70,10 +106,21 @@ fn now() -> i64 {
 }
 
 /// Starts polling the feed and, with `redis_url`, the Redis subscriber, into `cache`; `None`
-/// with neither, or outside a runtime.
-pub fn spawn(cfg: &RevocationConfig, cache: &Arc<TokenCache>) -> Result<Option<Poller>, String> {
+/// with neither, or outside a runtime. `signer` is the issuer `signed_by` names (required
+/// with `redis_url`); `on_drop` counts the channel's dropped messages.
+pub fn spawn(
+    cfg: &RevocationConfig,
+    cache: &Arc<TokenCache>,
+    signer: Option<Arc<Issuer>>,
+    on_drop: DropHook,
+) -> Result<Option<Poller>, String> {
     let redis = match &cfg.redis_url {
         Some(u) => {
+            let Some(signer) = signer else {
+                return Err(
+                    "signed_by: required with redis_url (unsigned messages are refused)".into(),
+                );
+            };
             let password = match &cfg.redis_password {
                 Some(p) => Some(
                     p.read_line()
@@ -82,11 +129,10 @@ pub fn spawn(cfg: &RevocationConfig, cache: &Arc<TokenCache>) -> Result<Option<P
                 ),
                 None => None,
             };
-            Some(
-                pubsub::Endpoint::parse(u)
-                    .map_err(|e| format!("redis_url: {e}"))?
-                    .with_password(password),
-            )
+            let ep = pubsub::Endpoint::parse(u)
+                .map_err(|e| format!("redis_url: {e}"))?
+                .with_password(password);
+            Some((ep, Arc::new(ArcSwap::new(signer))))
         }
         None => None,
     };
@@ -116,17 +162,72 @@ pub fn spawn(cfg: &RevocationConfig, cache: &Arc<TokenCache>) -> Result<Option<P
     };
     let resync = Arc::new(Notify::new());
     let mut tasks = Vec::new();
+    let signer = redis.as_ref().map(|(_, s)| s.clone());
     if let Some((url, client)) = feed {
         let weak = Arc::downgrade(cache);
         let poll = run(url, auth, client, cfg.poll_interval.0, weak, resync.clone());
         tasks.push(rt.spawn(poll).abort_handle());
     }
-    if let Some(ep) = redis {
+    if let Some((ep, signer)) = redis {
+        let check = Check {
+            signer,
+            max_age: i64::try_from(cfg.max_message_age.0.as_secs()).unwrap_or(i64::MAX),
+            on_drop,
+            log: DropLog::default(),
+        };
         let weak = Arc::downgrade(cache);
-        let listen = subscriber(ep, cfg.redis_channel.clone(), weak, resync);
+        let listen = subscriber(ep, cfg.redis_channel.clone(), weak, resync, check);
         tasks.push(rt.spawn(listen).abort_handle());
     }
-    Ok(Some(Poller(tasks)))
+    Ok(Some(Poller { tasks, signer }))
+}
+
+/// How the subscriber checks messages, and what it does with those it drops.
+struct Check {
+    signer: Arc<ArcSwap<Issuer>>,
+    max_age: i64,
+    on_drop: DropHook,
+    log: DropLog,
+}
+
+impl Check {
+    async fn verify(&mut self, payload: &[u8]) -> Option<message::Revocation> {
+        let issuer = self.signer.load_full();
+        match message::verify(payload, &issuer, now(), self.max_age).await {
+            Ok(r) => Some(r),
+            Err(why) => {
+                (self.on_drop)(why);
+                self.log.dropped(why, &issuer.name);
+                None
+            }
+        }
+    }
+}
+
+/// Warns about dropped messages at most once per [`DROP_LOG_INTERVAL`] (a flood of forged
+/// messages must not flood the log), saying how many were dropped since the last warning.
+#[derive(Default)]
+struct DropLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl DropLog {
+    fn dropped(&mut self, why: Dropped, signer: &str) {
+        self.unlogged += 1;
+        if self.last.is_some_and(|t| t.elapsed() < DROP_LOG_INTERVAL) {
+            return;
+        }
+        tracing::warn!(
+            reason = why.reason(),
+            dropped = self.unlogged,
+            signer,
+            "revocation message dropped: not signed by the token service as expected \
+             (see warden_revocation_messages_dropped_total)"
+        );
+        self.last = Some(Instant::now());
+        self.unlogged = 0;
+    }
 }
 
 async fn run(
@@ -199,6 +300,7 @@ async fn subscriber(
     channel: String,
     cache: Weak<TokenCache>,
     resync: Arc<Notify>,
+    mut check: Check,
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut failing = false;
@@ -212,7 +314,7 @@ async fn subscriber(
                 resync.notify_one();
             }
         };
-        let Err(e) = listen(&ep, &channel, &cache, &mut subscribed).await else {
+        let Err(e) = listen(&ep, &channel, &cache, &mut check, &mut subscribed).await else {
             return; // the cache is gone: the gateway dropped this auth config
         };
         if !failing {
@@ -231,6 +333,7 @@ async fn listen(
     ep: &pubsub::Endpoint,
     channel: &str,
     cache: &Weak<TokenCache>,
+    check: &mut Check,
     subscribed: &mut impl FnMut(),
 ) -> Result<(), String> {
     let connect = async {
@@ -259,15 +362,13 @@ async fn listen(
         };
         pinged = false;
         let Some(payload) = payload else { continue };
+        let Some(r) = check.verify(&payload).await else {
+            continue;
+        };
         let Some(cache) = cache.upgrade() else {
             return Ok(());
         };
-        match serde_json::from_slice::<Entry>(&payload) {
-            Ok(e) => {
-                let evicted = cache.revoke(&e.jti, e.exp, now());
-                tracing::debug!(evicted, "revocation applied from the channel");
-            }
-            Err(e) => tracing::debug!(error = %e, "not a revocation message; ignored"),
-        }
+        let evicted = cache.revoke(&r.jti, r.exp, now());
+        tracing::debug!(evicted, "revocation applied from the channel");
     }
 }

@@ -2,12 +2,18 @@
 //! gateways subscribed to the channel refuse the token at once instead of at their next feed
 //! poll.
 //!
+//! Each message is signed with the key that signs tokens now
+//! ([`warden_auth::revocation::message`]), so a gateway applies only what this authority
+//! published, checked against the JWKS it already trusts for tokens; whoever else can
+//! `PUBLISH` to the channel revokes nothing.
+//!
 //! Best effort by design: the feed (`/oauth2/revocations`) is the record. A revocation is
 //! stored, answered and only then handed to this task (through
 //! [`crate::Authority::subscribe_revocations`]), so Redis never delays or fails it. While
 //! Redis is unreachable, entries are dropped (gateways get them from the feed), reconnection
 //! is tried at most once per back-off step, and the outage is logged once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
@@ -28,7 +34,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Starts the publisher when `redis_url` is set. It ends when `stop` turns true.
 pub(crate) fn spawn(
     config: &AuthorityConfig,
-    authority: &Authority,
+    authority: &Arc<Authority>,
     stop: watch::Receiver<bool>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>> {
     let Some(url) = &config.redis_url else {
@@ -48,6 +54,7 @@ pub(crate) fn spawn(
     // Subscribed before the listener starts, so no revocation slips past.
     let rx = authority.subscribe_revocations();
     let publisher = Publisher {
+        authority: authority.clone(),
         ep,
         channel: config.redis_channel.clone(),
         conn: None,
@@ -58,6 +65,8 @@ pub(crate) fn spawn(
 }
 
 struct Publisher {
+    /// For the key that signs now, and the time (`iat`).
+    authority: Arc<Authority>,
     ep: Endpoint,
     channel: String,
     conn: Option<Connection>,
@@ -85,10 +94,14 @@ impl Publisher {
     }
 
     async fn publish(&mut self, r: &Revoked) {
-        let payload = match serde_json::to_vec(r) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode a revocation");
+        let now = self.authority.now();
+        let payload = match self.authority.keys.ring().signer(now) {
+            Some(key) => {
+                warden_auth::revocation::message::sign(key, &r.jti, r.exp, r.seq, now).into_bytes()
+            }
+            None => {
+                // Never after start-up (a key signs from 0); gateways get it from the feed.
+                tracing::error!(seq = r.seq, "no key signs now; revocation not published");
                 return;
             }
         };

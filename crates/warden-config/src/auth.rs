@@ -58,6 +58,14 @@ pub struct RevocationConfig {
     pub redis_password: Option<SecretRef>,
     /// The pub/sub channel (the authority's `redis_channel`).
     pub redis_channel: String,
+    /// The `[[auth.jwt]]` issuer (by `name`) whose keys sign the messages on `redis_channel`:
+    /// the token service, which signs each one with its current token-signing key. Required
+    /// with `redis_url`, since anyone who can publish to the channel could otherwise revoke
+    /// tokens; unsigned, badly signed and stale messages are dropped and counted.
+    pub signed_by: Option<String>,
+    /// How far a signed message's `iat` may be from this gateway's clock, either way; older
+    /// (or later) messages are dropped as stale.
+    pub max_message_age: Dur,
 }
 
 /// A JWT issuer whose tokens are accepted.

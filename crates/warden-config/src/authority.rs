@@ -352,11 +352,17 @@ mod tests {
                  use redis://",
                 "auth.revocation.redis_url: needs feed_url: pub/sub drops what is sent while \
                  disconnected, the feed has it",
+                "auth.revocation.signed_by: required with redis_url: name the [[auth.jwt]] \
+                 issuer of the token service, whose keys sign revocation messages (unsigned \
+                 ones are refused)",
             ]
         );
         assert!(gateway(
             "feed_url = \"http://auth:8200/oauth2/revocations\"\n\
-             redis_url = \"redis://[::1]:6380/2\"\n"
+             redis_url = \"redis://[::1]:6380/2\"\nsigned_by = \"authority\"\n\
+             [[auth.jwt]]\nname = \"authority\"\nissuer = \"http://auth:8200\"\n\
+             audiences = [\"api\"]\nalgorithms = [\"ES256\"]\n\
+             jwks_url = \"http://auth:8200/oauth2/jwks\"\n"
         )
         .is_empty());
         let pw = dir.path().join("redis.pw");
@@ -367,6 +373,37 @@ mod tests {
                 "auth.revocation.redis_password: needs redis_url beside it",
                 "auth.revocation.redis_password: must be one line of text",
             ]
+        );
+        // The channel's signer: an issuer that exists and verifies with public keys.
+        let secret = dir.path().join("hmac.secret");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef").unwrap();
+        let signer = |signed_by: &str| {
+            gateway(&format!(
+                "feed_url = \"http://auth:8200/oauth2/revocations\"\n\
+                 redis_url = \"redis://cache\"\n{signed_by}max_message_age = \"0s\"\n\
+                 [[auth.jwt]]\nname = \"shared\"\nissuer = \"s\"\naudiences = [\"api\"]\n\
+                 algorithms = [\"HS256\"]\nhmac_secret = \"file:{}\"\n",
+                secret.display()
+            ))
+        };
+        assert_eq!(
+            signer("signed_by = \"nobody\"\n"),
+            [
+                "auth.revocation.signed_by: no [[auth.jwt]] issuer is named `nobody`",
+                "auth.revocation.max_message_age: at least 1s",
+            ]
+        );
+        assert_eq!(
+            signer("signed_by = \"shared\"\n"),
+            [
+                "auth.revocation.signed_by: `shared` verifies with a shared secret; name an \
+                 issuer with public keys (jwks_url, jwks_file or public_key_file)",
+                "auth.revocation.max_message_age: at least 1s",
+            ]
+        );
+        assert_eq!(
+            gateway("signed_by = \"x\"\n"),
+            ["auth.revocation.signed_by: needs redis_url beside it"]
         );
         // Disabled, the defaults are valid and nothing is read.
         assert!(errors("enabled = false\n").is_empty());

@@ -205,6 +205,7 @@ impl Default for RateLimitStoreConfig {
             password: None,
             timeout: Dur::millis(10),
             key_prefix: "warden:rl:".into(),
+            gateways: 1,
         }
     }
 }
@@ -251,6 +252,8 @@ impl Default for RevocationConfig {
             redis_url: None,
             redis_password: None,
             redis_channel: revocation_channel(),
+            signed_by: None,
+            max_message_age: Dur::secs(60),
         }
     }
 }

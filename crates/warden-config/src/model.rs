@@ -357,6 +357,10 @@ pub struct RateLimitStoreConfig {
     pub timeout: Dur,
     /// Prefix of every key Warden writes.
     pub key_prefix: String,
+    /// How many gateways share these limits. While Redis cannot answer, each gateway keeps
+    /// limiting alone at `1 / gateways` of each limit (`on_store_failure = "local"`), so the
+    /// fleet stays near the limit; at 1, each gateway may admit a whole limit alone.
+    pub gateways: u32,
 }
 
 /// Load-balancing policy.
@@ -509,7 +513,9 @@ pub struct RateLimitConfig {
     #[serde(default)]
     pub store: LimitStore,
     /// With `store = "redis"`: what happens when Redis cannot answer within its timeout —
-    /// `open` lets the request through, `closed` refuses it with 429.
+    /// `local` keeps limiting in this gateway at its share of the limit
+    /// (`rate_limit_store.gateways`), `closed` refuses with 429, `unlimited` lets every
+    /// request through.
     #[serde(default)]
     pub on_store_failure: StoreFailure,
     /// With `store = "redis"`: tokens taken from Redis at once and spent locally, so most
@@ -557,11 +563,16 @@ pub enum LimitStore {
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreFailure {
-    /// Allow the request.
+    /// Keep limiting in this process, at this gateway's share of the limit, aligned with what
+    /// Redis last said about the key. `open`, the earlier name, reads as this: failing open
+    /// never means unlimited.
     #[default]
-    Open,
+    #[serde(alias = "open")]
+    Local,
     /// Refuse it (429).
     Closed,
+    /// Allow every request while Redis cannot answer (the limit does not apply).
+    Unlimited,
 }
 
 /// A header condition.

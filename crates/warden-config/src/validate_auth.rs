@@ -307,6 +307,7 @@ pub(crate) fn auth(c: &Config, e: &mut ConfigErrors) {
     if r.redis_channel.is_empty() {
         e.push("auth.revocation.redis_channel", "must not be empty");
     }
+    revocation_signer(a, e);
     if a.internal_token.issuer.is_empty() {
         e.push("auth.internal_token.issuer", "must not be empty");
     }
@@ -317,6 +318,37 @@ pub(crate) fn auth(c: &Config, e: &mut ConfigErrors) {
         if let Err(err) = k.read() {
             e.push("auth.internal_token.signing_key", err.to_string());
         }
+    }
+}
+
+/// `signed_by`: required with `redis_url` (an unsigned channel lets anyone who can publish to
+/// it revoke tokens), and it must name an issuer with public keys: with a shared HMAC secret
+/// every holder of the secret could sign revocations.
+fn revocation_signer(a: &AuthConfig, e: &mut ConfigErrors) {
+    let r = &a.revocation;
+    let at = "auth.revocation.signed_by";
+    match (&r.signed_by, &r.redis_url) {
+        (None, Some(_)) => e.push(
+            at,
+            "required with redis_url: name the [[auth.jwt]] issuer of the token service, whose \
+             keys sign revocation messages (unsigned ones are refused)",
+        ),
+        (Some(_), None) => e.push(at, "needs redis_url beside it"),
+        (Some(name), Some(_)) => match a.jwt.iter().find(|j| &j.name == name) {
+            None => e.push(at, format!("no [[auth.jwt]] issuer is named `{name}`")),
+            Some(j) if j.hmac_secret.is_some() => e.push(
+                at,
+                format!(
+                    "`{name}` verifies with a shared secret; name an issuer with public keys \
+                     (jwks_url, jwks_file or public_key_file)"
+                ),
+            ),
+            Some(_) => {}
+        },
+        (None, None) => {}
+    }
+    if r.max_message_age.0 < std::time::Duration::from_secs(1) {
+        e.push("auth.revocation.max_message_age", "at least 1s");
     }
 }
 

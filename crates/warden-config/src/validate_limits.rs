@@ -97,6 +97,9 @@ pub(crate) fn store(c: &Config, e: &mut ConfigErrors) {
             "must be more than zero and at most 1s",
         );
     }
+    if s.gateways == 0 {
+        e.push("rate_limit_store.gateways", "must be at least 1");
+    }
     for (i, r) in c.routes.iter().enumerate() {
         for (j, l) in r.rate_limits.iter().enumerate() {
             let lp = format!("routes[{i}].rate_limits[{j}]");

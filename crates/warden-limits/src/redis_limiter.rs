@@ -25,6 +25,31 @@
 //! be exceeded by at most `lease` requests per gateway per key (`N × lease` for `N` gateways).
 //! Conversely, tokens left in an idle gateway's lease are unavailable to the others until it
 //! expires, so a key can see up to `(N − 1) × lease` fewer requests admitted than the limit.
+//!
+//! # When Redis cannot answer: the local share
+//!
+//! Failing open used to mean *unlimited*: one 50 ms Redis stall a second let three gateways
+//! admit 2,419 requests against a limit of 200 in 10 s, and a single 10 ms timeout during a
+//! scheduling hiccup admitted requests Redis had refused. Now each key also has a *shadow*
+//! bucket in this process, the limit's share for one gateway (`rate / gateways`, the same
+//! tolerance, so `burst / gateways` requests), which [`RedisLimiter::fallback`] decides with
+//! while Redis is down or slow:
+//!
+//! - **Aligned with Redis.** Every answer from Redis sets the shadow bucket's TAT to
+//!   `now + reset` (the time Redis says the shared bucket needs to be full again), so the
+//!   shadow holds `remaining / gateways` tokens: a key Redis has exhausted stays exhausted
+//!   through a stall, refilling at this gateway's share of the rate; a key with `R` left lets
+//!   each of `gateways` gateways admit `R / gateways`.
+//! - **Leases first.** Tokens already leased from Redis are spent before the shadow bucket.
+//! - **Owed, then repaid.** A request admitted by the shadow bucket while Redis was *down*
+//!   (the call was never sent, or Redis answered with an error) is owed to Redis: the key's
+//!   next call asks for the owed tokens too and spends what it gets on the debt before this
+//!   request, so Redis ends up counting what the fleet admitted. A call that *timed out* is
+//!   not owed: Redis still runs it when it wakes (and counts it), so after a stall a limit
+//!   errs towards admitting less.
+//!
+//! The shadow buckets are bounded like the leases (`max_keys`); a forgotten one is a full
+//! share, which can only admit more, never refuse a key it has not seen.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -34,6 +59,19 @@ use std::time::Duration;
 
 use crate::gcra::Decision;
 use crate::redis_store::{Grant, RedisStore, StoreError};
+
+/// A key's shadow bucket: its share of the limit in this process (see the module doc).
+#[derive(Clone, Copy, Default)]
+struct Shadow {
+    /// Theoretical arrival time of the share (the caller's clock, nanoseconds); 0: full.
+    tat: u64,
+    /// Requests admitted here while Redis was down, not yet counted in Redis.
+    owed: u32,
+}
+
+/// The most a key may owe Redis: past it, further fallback admissions are not recorded (the
+/// shadow bucket still limits them).
+const MAX_OWED: u32 = 1 << 16;
 
 const SHARDS: usize = 16;
 const LEASE_MAX_LIFE: Duration = Duration::from_secs(1);
@@ -64,6 +102,12 @@ pub struct RedisLimiter {
     lease: u32,
     lease_life_nanos: u64,
     leases: Box<[Mutex<HashMap<u64, Lease>>]>,
+    /// Each key's share of the limit while Redis cannot answer.
+    shadows: Box<[Mutex<HashMap<u64, Shadow>>]>,
+    /// The shadow bucket's emission interval: `gateways` × the limit's (nanoseconds).
+    share_emission_nanos: u64,
+    /// The shadow bucket's tolerance: the limit's, at least one share interval (nanoseconds).
+    share_tolerance_nanos: u64,
     per_shard: usize,
     hasher: RandomState,
 }
@@ -110,7 +154,13 @@ impl RedisLimiter {
             .ok_or_else(|| format!("burst {burst} × interval is out of range"))?;
         let lease_life = Duration::from_micros(emission_us.saturating_mul(u64::from(lease)))
             .clamp(LEASE_MIN_LIFE, LEASE_MAX_LIFE);
+        let share_emission_nanos = emission_us
+            .saturating_mul(1000)
+            .saturating_mul(u64::from(store.gateways().max(1)));
         Ok(Self {
+            share_emission_nanos,
+            share_tolerance_nanos: tolerance_us.saturating_mul(1000).max(share_emission_nanos),
+            shadows: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             store,
             key_base,
             emission_us,
@@ -178,10 +228,25 @@ impl RedisLimiter {
             }
         };
         let redis_key = self.redis_key(key);
+        let h = self.hasher.hash_one(key);
+        // Requests admitted while Redis was down are counted now, before this one.
+        let owed = self.take_owed(h);
         let grant = self
             .store
-            .gcra(&redis_key, self.emission_us, self.tolerance_us, want)
+            .gcra(
+                &redis_key,
+                self.emission_us,
+                self.tolerance_us,
+                want.saturating_add(owed),
+            )
             .await;
+        let grant = match grant {
+            Ok(g) => Ok(self.repay_and_align(h, owed, g, now_nanos)),
+            Err(e) => {
+                self.owe(h, owed);
+                Err(e)
+            }
+        };
         let held = match (&fetch, &grant) {
             (Some(f), Ok(g)) => self.store_lease(f, g, now_nanos),
             _ => 0,
@@ -202,6 +267,93 @@ impl RedisLimiter {
                 limited => limited,
             }),
         }
+    }
+
+    /// Decides for `key` without Redis, after [`RedisLimiter::check`] failed with `error`:
+    /// tokens leased for the key first, then the key's shadow bucket (this gateway's share of
+    /// the limit, aligned with Redis' last answer). A request admitted while Redis is down is
+    /// owed to it; one whose call timed out is not (Redis will still count it).
+    pub fn fallback(&self, key: &[u8], now_nanos: u64, error: StoreError) -> Decision {
+        if let Some(d) = self.spend(key, now_nanos, false) {
+            return d;
+        }
+        let h = self.hasher.hash_one(key);
+        let mut map = self.shadow_shard(h);
+        if !map.contains_key(&h) && map.len() >= self.per_shard {
+            forget_shadows(&mut map, self.per_shard, now_nanos);
+        }
+        let s = map.entry(h).or_default();
+        let tat = s.tat.max(now_nanos);
+        let new_tat = tat.saturating_add(self.share_emission_nanos);
+        let used = new_tat - now_nanos;
+        if used <= self.share_tolerance_nanos {
+            s.tat = new_tat;
+            if error != StoreError::Timeout && s.owed < MAX_OWED {
+                s.owed += 1;
+            }
+            Decision::Allowed {
+                remaining: (self.share_tolerance_nanos - used) / self.share_emission_nanos,
+                reset: Duration::from_nanos(used),
+            }
+        } else {
+            Decision::Limited {
+                retry_after: Duration::from_nanos(used - self.share_tolerance_nanos),
+                reset: Duration::from_nanos(tat - now_nanos),
+            }
+        }
+    }
+
+    fn take_owed(&self, h: u64) -> u32 {
+        self.shadow_shard(h)
+            .get_mut(&h)
+            .map_or(0, |s| std::mem::take(&mut s.owed))
+    }
+
+    fn owe(&self, h: u64, n: u32) {
+        if n > 0 {
+            if let Some(s) = self.shadow_shard(h).get_mut(&h) {
+                s.owed = s.owed.saturating_add(n).min(MAX_OWED);
+            }
+        }
+    }
+
+    /// Spends what Redis granted on the key's debt first (what is left goes to the request),
+    /// and aligns the key's shadow bucket with the shared one.
+    fn repay_and_align(&self, h: u64, owed: u32, mut g: Grant, now: u64) -> Grant {
+        let repaid = g.granted.min(u64::from(owed));
+        g.granted -= repaid;
+        if g.granted == 0 && repaid > 0 {
+            // Redis had tokens, but they paid for requests already admitted.
+            g.retry_after_us = self.emission_us;
+        }
+        let mut map = self.shadow_shard(h);
+        let unpaid = owed - repaid as u32;
+        let aligned = now.saturating_add(g.reset_us.saturating_mul(1000));
+        match map.get_mut(&h) {
+            Some(s) => {
+                s.tat = aligned;
+                s.owed = s.owed.saturating_add(unpaid).min(MAX_OWED);
+            }
+            None => {
+                if map.len() >= self.per_shard {
+                    forget_shadows(&mut map, self.per_shard, now);
+                }
+                map.insert(
+                    h,
+                    Shadow {
+                        tat: aligned,
+                        owed: unpaid,
+                    },
+                );
+            }
+        }
+        g
+    }
+
+    fn shadow_shard(&self, h: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Shadow>> {
+        self.shadows[(h as usize) % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn redis_key(&self, key: &[u8]) -> String {
@@ -300,6 +452,21 @@ fn make_room(map: &mut HashMap<u64, Lease>, per_shard: usize, now: u64) {
     map.shrink_to(per_shard);
 }
 
+/// Drops shadow buckets that are full again and owe nothing (forgetting them changes no
+/// decision), then, if that freed less than an eighth, arbitrary ones: a forgotten share is
+/// full, which can only admit more.
+fn forget_shadows(map: &mut HashMap<u64, Shadow>, per_shard: usize, now: u64) {
+    map.retain(|_, s| s.owed > 0 || s.tat > now);
+    let target = per_shard - per_shard / 8;
+    if map.len() > target {
+        let victims: Vec<u64> = map.keys().take(map.len() - target).copied().collect();
+        for v in victims {
+            map.remove(&v);
+        }
+    }
+    map.shrink_to(per_shard);
+}
+
 fn to_decision(g: &Grant) -> Decision {
     if g.granted > 0 {
         Decision::Allowed {
@@ -346,6 +513,7 @@ mod tests {
                     password: None,
                     timeout: Duration::from_millis(timeout_ms),
                     key_prefix: unique,
+                    gateways: 1,
                 },
                 Box::new(|_| {}),
             )
@@ -480,6 +648,60 @@ mod tests {
         assert!(round_trips < 10, "{round_trips} round trips");
         // Redis counted every leased token: another gateway sharing the limit gets none.
         assert_eq!(allowed(&plain, b"k", 3).await, 0);
+    }
+
+    /// No Redis needed: the shadow bucket is this process' own state.
+    #[test]
+    fn the_fallback_limits_at_the_gateways_share_aligned_with_redis_and_owes_what_it_admits() {
+        let s = Arc::new(
+            RedisStore::new(
+                &StoreConfig {
+                    url: "redis://127.0.0.1:1".into(),
+                    password: None,
+                    timeout: Duration::from_millis(10),
+                    key_prefix: "t:".into(),
+                    gateways: 3,
+                },
+                Box::new(|_| {}),
+            )
+            .unwrap(),
+        );
+        // 30 per 1000 s: the share is 10 at once, then one per 100 s.
+        let l = limiter(&s, 30, Duration::from_secs(1000), 30, 0);
+        let admitted = |key: &[u8], n, e| {
+            (0..n)
+                .filter(|_| l.fallback(key, 5, e).is_allowed())
+                .count()
+        };
+        assert_eq!(admitted(b"fresh", 12, StoreError::Down), 10);
+        let h = l.hasher.hash_one(b"fresh");
+        assert_eq!(l.take_owed(h), 10, "admitted while Redis was down: owed");
+        // Redis answers the next call (which asked for 1 + 10): 11 granted, 19 left. The debt
+        // takes 10; the shadow now holds a third of what Redis says is left.
+        let g = Grant {
+            granted: 11,
+            remaining: 19,
+            retry_after_us: 0,
+            reset_us: 11 * 33_333_333,
+        };
+        assert_eq!(l.repay_and_align(h, 10, g, 5).granted, 1);
+        assert_eq!(admitted(b"fresh", 10, StoreError::Timeout), 6);
+        assert_eq!(
+            l.take_owed(h),
+            0,
+            "a timed-out call is counted by Redis itself"
+        );
+        // A key Redis refused is exhausted here too; a short grant leaves the rest owed.
+        let h = l.hasher.hash_one(b"spent");
+        let refused = Grant {
+            granted: 0,
+            remaining: 0,
+            retry_after_us: 33_333_333,
+            reset_us: 1_000_000_000,
+        };
+        l.repay_and_align(h, 4, refused, 5);
+        assert_eq!(admitted(b"spent", 5, StoreError::Down), 0);
+        assert_eq!(l.take_owed(h), 4);
     }
 
     fn held(l: &RedisLimiter, key: &[u8]) -> u32 {

@@ -80,6 +80,9 @@ pub struct StoreConfig {
     pub timeout: Duration,
     /// Prefix of every key written.
     pub key_prefix: String,
+    /// Gateways sharing the store's limits: while Redis cannot answer, each limits alone at
+    /// `1 / gateways` of each limit.
+    pub gateways: u32,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -89,6 +92,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("password", &self.password.as_ref().map(|_| "**REDACTED**"))
             .field("timeout", &self.timeout)
             .field("key_prefix", &self.key_prefix)
+            .field("gateways", &self.gateways)
             .finish()
     }
 }
@@ -160,6 +164,7 @@ struct Shared {
     endpoint: Endpoint,
     timeout: Duration,
     key_prefix: String,
+    gateways: u32,
     /// The script's SHA-1, hex, for `EVALSHA`.
     script_sha: String,
     conn: watch::Sender<Conn>,
@@ -211,6 +216,7 @@ impl RedisStore {
                 endpoint,
                 timeout: config.timeout,
                 key_prefix: config.key_prefix.clone(),
+                gateways: config.gateways.max(1),
                 script_sha: hex(ring::digest::digest(
                     &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
                     SCRIPT.as_bytes(),
@@ -241,6 +247,11 @@ impl RedisStore {
     /// The most a decision waits for Redis.
     pub fn timeout(&self) -> Duration {
         self.shared.timeout
+    }
+
+    /// Gateways sharing the store's limits (at least 1).
+    pub fn gateways(&self) -> u32 {
+        self.shared.gateways
     }
 
     /// Starts connecting in the background (idempotent). Needs a tokio runtime; without one
@@ -470,6 +481,7 @@ fn fingerprint(c: &StoreConfig) -> [u8; 32] {
         c.password.as_deref().unwrap_or("\0none").as_bytes(),
         c.key_prefix.as_bytes(),
         &c.timeout.as_nanos().to_le_bytes(),
+        &c.gateways.to_le_bytes(),
     ] {
         d.update(&(part.len() as u64).to_le_bytes());
         d.update(part);

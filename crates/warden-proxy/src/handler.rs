@@ -151,14 +151,18 @@ async fn check_rate_limits(
                 // Boxed so that requests which never reach Redis do not carry its future.
                 None => match Box::pin(r.limiter.check(key, now)).await {
                     Ok(d) => d,
-                    Err(_) => {
+                    Err(e) => {
                         r.store_errors.inc();
-                        if !r.fail_closed {
-                            continue;
+                        match r.on_failure {
+                            // This gateway's share of the limit, as Redis last left it.
+                            warden_config::StoreFailure::Local => r.limiter.fallback(key, now, e),
+                            warden_config::StoreFailure::Unlimited => continue,
+                            warden_config::StoreFailure::Closed => {
+                                ctx.rate_limit = Some((bucket.policy.clone(), 0, 1));
+                                ctx.limited_by = Some((l.label.clone(), bucket.tier.clone()));
+                                return Err(Reject::RateLimited(1));
+                            }
                         }
-                        ctx.rate_limit = Some((bucket.policy.clone(), 0, 1));
-                        ctx.limited_by = Some((l.label.clone(), bucket.tier.clone()));
-                        return Err(Reject::RateLimited(1));
                     }
                 },
             },

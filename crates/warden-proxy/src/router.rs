@@ -144,8 +144,9 @@ pub(crate) enum Limiter {
 /// A Redis-backed limit, with what it does when Redis cannot answer.
 pub(crate) struct RedisLimit {
     pub(crate) limiter: warden_limits::RedisLimiter,
-    /// `on_store_failure = "closed"`: refuse (429) when Redis cannot answer.
-    pub(crate) fail_closed: bool,
+    /// What to do when Redis cannot answer: limit at this gateway's share, refuse (429), or
+    /// let the request through.
+    pub(crate) on_failure: warden_config::StoreFailure,
     /// `warden_rate_limit_store_errors_total{result=...}` for this limit's failure mode.
     pub(crate) store_errors: warden_telemetry::metrics::Counter,
 }

@@ -112,9 +112,20 @@ impl Snapshot {
             };
             clusters.insert(c.name.clone(), cluster);
         }
+        let dropped = metrics.revocation_messages_dropped.clone();
+        for r in warden_auth::revocation::Dropped::ALL {
+            let _ = dropped.get_or_create(&warden_telemetry::metrics::Reason(r.reason()));
+        }
+        let on_drop: warden_auth::revocation::DropHook =
+            Arc::new(move |r: warden_auth::revocation::Dropped| {
+                dropped
+                    .get_or_create(&warden_telemetry::metrics::Reason(r.reason()))
+                    .inc();
+            });
         let auth = match warden_auth::Authenticator::compile(
             &config.auth,
             previous.map(|p| p.auth.as_ref()),
+            &on_drop,
         ) {
             Ok(a) => Some(Arc::new(a)),
             Err(problems) => {
@@ -289,6 +300,7 @@ fn rate_limit_store(
         password,
         timeout: s.timeout.0,
         key_prefix: s.key_prefix.clone(),
+        gateways: s.gateways,
     };
     if let Some(old) = previous
         .and_then(|p| p.rate_limit_store.as_ref())
@@ -477,15 +489,18 @@ fn compile_bucket(
                         l.lease,
                         l.max_keys,
                     )?;
-                    let fail_closed = l.on_store_failure == warden_config::StoreFailure::Closed;
-                    let result = if fail_closed { "closed" } else { "open" };
+                    let result = match l.on_store_failure {
+                        warden_config::StoreFailure::Local => "local",
+                        warden_config::StoreFailure::Closed => "closed",
+                        warden_config::StoreFailure::Unlimited => "open",
+                    };
                     let store_errors = metrics
                         .rate_limit_store_errors
                         .get_or_create(&warden_telemetry::metrics::Outcome(result))
                         .clone();
                     Limiter::Redis(Arc::new(RedisLimit {
                         limiter,
-                        fail_closed,
+                        on_failure: l.on_store_failure,
                         store_errors,
                     }))
                 }

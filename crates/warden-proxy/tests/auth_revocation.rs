@@ -347,7 +347,7 @@ async fn a_revocation_pushed_through_redis_is_refused_within_a_second() {
     let (gw, _up) = gateway(
         &auth,
         dir.path(),
-        &format!("poll_interval = \"30s\"\nredis_url = \"{redis}\"\nredis_channel = \"{channel}\""),
+        &format!("poll_interval = \"30s\"\nredis_url = \"{redis}\"\nredis_channel = \"{channel}\"\nsigned_by = \"authority\""),
     )
     .await;
     let start = Instant::now();
@@ -395,7 +395,7 @@ async fn revocations_travel_through_a_password_protected_redis() {
     std::fs::write(dir.path().join("wrong-redis.pw"), "not it\n").unwrap();
     let revocation = |pw: &str, poll: &str| {
         format!(
-            "poll_interval = \"{poll}\"\nredis_url = \"{redis}\"\nredis_channel = \"{channel}\"\nredis_password = \"file:{}\"",
+            "poll_interval = \"{poll}\"\nredis_url = \"{redis}\"\nredis_channel = \"{channel}\"\nredis_password = \"file:{}\"\nsigned_by = \"authority\"",
             dir.path().join(pw).display()
         )
     };
@@ -421,4 +421,225 @@ async fn revocations_travel_through_a_password_protected_redis() {
     let took = revoke_and_measure(&auth, &wrong, &secret, Duration::from_secs(5)).await;
     println!("revocation latency through the feed beside a refused Redis: {took:?}");
     auth.shutdown().await;
+}
+
+// ---- the channel is signed: publishing to it is not enough to revoke ----------------------
+
+/// `PUBLISH channel payload` on the Redis at `url`, as anyone who can reach it could.
+async fn publish(url: &str, channel: &str, payload: &[u8]) {
+    let host = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap();
+    let mut s = tokio::net::TcpStream::connect(host)
+        .await
+        .expect("connect to Redis");
+    let mut cmd = format!(
+        "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${}\r\n",
+        channel.len(),
+        payload.len()
+    )
+    .into_bytes();
+    cmd.extend_from_slice(payload);
+    cmd.extend_from_slice(b"\r\n");
+    s.write_all(&cmd).await.unwrap();
+    let mut reply = [0u8; 64];
+    let n = s.read(&mut reply).await.unwrap();
+    assert!(reply[..n].starts_with(b":"), "PUBLISH: {:?}", &reply[..n]);
+}
+
+/// The claims of a compact JWS (unverified: the test made it).
+fn claims_of(token: &str) -> serde_json::Value {
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// `warden_revocation_messages_dropped_total{reason}` on the gateway.
+async fn dropped(gw: &Gateway, reason: &str) -> u64 {
+    let text =
+        String::from_utf8_lossy(&client::get(gw.admin(), "/metrics").await.body).into_owned();
+    let series = format!("warden_revocation_messages_dropped_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// Waits (bounded) until `reason` has counted `n` dropped messages.
+async fn wait_dropped(gw: &Gateway, reason: &str, n: u64) {
+    let start = Instant::now();
+    while dropped(gw, reason).await < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{n} message(s) never counted as dropped ({reason})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A forged revocation (the old unsigned JSON, or a JWS under the authority's `kid` signed by
+/// another key) published straight to the channel revokes nothing and is counted; what the
+/// authority publishes still revokes within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_revocation_published_to_the_channel_revokes_nothing() {
+    let test = "a_forged_revocation_published_to_the_channel_revokes_nothing";
+    let Some(redis) = warden_test_util::redis::test_url(test) else {
+        return;
+    };
+    let channel = format!(
+        "{}revocations",
+        warden_test_util::redis::unique_prefix(test)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (auth, secret) = authority(dir.path(), Some((&redis, &channel))).await;
+    let (gw, _up) = gateway(
+        &auth,
+        dir.path(),
+        &format!(
+            "poll_interval = \"30s\"\nredis_url = \"{redis}\"\nredis_channel = \"{channel}\"\n\
+             signed_by = \"authority\""
+        ),
+    )
+    .await;
+    let start = Instant::now();
+    while subscribers(&redis, &channel).await < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the gateway never subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let token = fetch_token(auth.addr(), &secret).await;
+    assert_eq!(call(&gw, &token).await.status, 200, "verified and cached");
+    let c = claims_of(&token);
+    let (jti, exp) = (c["jti"].as_str().unwrap(), c["exp"].as_i64().unwrap());
+    let now = warden_test_util::jwt::now();
+
+    let unsigned = json!({"jti": jti, "exp": exp, "seq": 1}).to_string();
+    publish(&redis, &channel, unsigned.as_bytes()).await;
+    wait_dropped(&gw, "unsigned", 1).await;
+    assert_eq!(
+        call(&gw, &token).await.status,
+        200,
+        "an unsigned message revokes nothing"
+    );
+
+    let kid = kid_of(&token);
+    let intruder = warden_test_util::jwt::TestIssuer::new(ISSUER);
+    let forged = intruder.token_with_header(
+        &json!({"alg": "ES256", "kid": kid, "typ": warden_auth::revocation::message::TYP}),
+        &json!({"jti": jti, "exp": exp, "seq": 1, "iat": now}),
+    );
+    publish(&redis, &channel, forged.as_bytes()).await;
+    wait_dropped(&gw, "bad_signature", 1).await;
+    let own_kid = warden_auth::revocation::message::sign(&intruder.key, jti, exp, 1, now);
+    publish(&redis, &channel, own_kid.as_bytes()).await;
+    wait_dropped(&gw, "unknown_key", 1).await;
+    assert_eq!(
+        call(&gw, &token).await.status,
+        200,
+        "a forged signature revokes nothing"
+    );
+
+    // The authority's own message still gets through, within a second.
+    let took = revoke_and_measure(&auth, &gw, &secret, Duration::from_secs(1)).await;
+    println!("signed revocation latency through Redis pub/sub: {took:?}");
+    assert_eq!(dropped(&gw, "unsigned").await, 1);
+    auth.shutdown().await;
+}
+
+/// The `kid` in a compact JWS's header.
+fn kid_of(token: &str) -> String {
+    let header = token.split('.').next().unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    let h: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    h["kid"].as_str().unwrap().to_owned()
+}
+
+/// A message signed by the right key but with an `iat` beyond `max_message_age` is dropped as
+/// stale (a captured message cannot be replayed much later); the same one signed now revokes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_signed_revocation_is_dropped() {
+    let test = "a_stale_signed_revocation_is_dropped";
+    let Some(redis) = warden_test_util::redis::test_url(test) else {
+        return;
+    };
+    let channel = format!(
+        "{}revocations",
+        warden_test_util::redis::unique_prefix(test)
+    );
+    let up = Upstream::start("u").await;
+    let iss = TestIssuer::new("https://issuer.test");
+    let feed = JwksServer::start(json!({"revocations": [], "next": 0})).await;
+    let gw = Gateway::start(&format!(
+        r#"{}
+[[auth.jwt]]
+name = "t"
+issuer = "{}"
+audiences = ["api"]
+algorithms = ["ES256"]
+jwks_file = "{}"
+[auth.revocation]
+feed_url = "{}"
+poll_interval = "30s"
+redis_url = "{redis}"
+redis_channel = "{channel}"
+signed_by = "t"
+max_message_age = "30s"
+[[clusters]]
+name = "c"
+endpoints = ["{}"]
+[[routes]]
+name = "api"
+cluster = "c"
+path_prefix = "/"
+[routes.auth]
+accept = ["jwt"]
+"#,
+        base_toml(),
+        iss.iss,
+        iss.jwks_file().display(),
+        feed.url(),
+        up.url()
+    ))
+    .await;
+    let start = Instant::now();
+    while subscribers(&redis, &channel).await < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the gateway never subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let claims = iss.claims("alice", "api", "");
+    let (jti, exp) = (
+        claims["jti"].as_str().unwrap().to_owned(),
+        claims["exp"].as_i64().unwrap(),
+    );
+    let token = iss.token(&claims);
+    assert_eq!(call(&gw, &token).await.status, 200);
+    let now = warden_test_util::jwt::now();
+    let sign = |iat| warden_auth::revocation::message::sign(&iss.key, &jti, exp, 1, iat);
+    publish(&redis, &channel, sign(now - 120).as_bytes()).await;
+    publish(&redis, &channel, sign(now + 120).as_bytes()).await;
+    wait_dropped(&gw, "stale", 2).await;
+    assert_eq!(
+        call(&gw, &token).await.status,
+        200,
+        "stale messages revoke nothing"
+    );
+    publish(&redis, &channel, sign(now).as_bytes()).await;
+    let start = Instant::now();
+    while call(&gw, &token).await.status != 401 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "a fresh signed message did not revoke"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

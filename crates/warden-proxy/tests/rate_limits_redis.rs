@@ -1,6 +1,7 @@
 //! Rate limits kept in Redis: several gateways share one limit, leasing stays within its
-//! documented overshoot, and a Redis outage fails open or closed as configured, within the
-//! store's timeout, with limiting resuming when Redis returns.
+//! documented overshoot, and a Redis outage is met as configured (each gateway's local share
+//! of the limit, closed, or unlimited), within the store's timeout, with limiting resuming
+//! when Redis returns.
 //!
 //! Needs `WARDEN_TEST_REDIS_URL` (CI: `redis://127.0.0.1:6379`); each test is skipped, with a
 //! notice, when it is not set. The outage test runs its own `redis-server`.
@@ -203,7 +204,7 @@ async fn redis_outage_fails_open_or_closed_within_the_timeout_and_limiting_resum
     let limit = |mode: &str| {
         format!("key = \"route\"\nrequests = 5\nper = \"10s\"\nburst = 5\non_store_failure = \"{mode}\"")
     };
-    let (open, closed) = (limit("open"), limit("closed"));
+    let (open, closed) = (limit("unlimited"), limit("closed"));
     let gw = Gateway::start(&config(
         &up,
         &redis.url(),
@@ -223,7 +224,7 @@ async fn redis_outage_fails_open_or_closed_within_the_timeout_and_limiting_resum
         );
     }
 
-    // Redis gone: open lets everything through, closed refuses everything, both at once.
+    // Redis gone: unlimited lets everything through, closed refuses everything, both at once.
     redis.kill();
     let mut slowest = Duration::ZERO;
     for i in 0..10 {
@@ -430,4 +431,93 @@ async fn tiers_are_shared_across_gateways_in_keys_of_their_own() {
         !reply.contains("partner") && !reply.contains("hobbyist"),
         "{reply}"
     );
+}
+
+/// Requests to `path`, `n` to each gateway in turn (A, B, C, A, …), one at a time; the 200s
+/// each gateway answered.
+async fn round_robin(gws: &[Gateway], path: &str, n: usize) -> Vec<usize> {
+    let mut ok = vec![0; gws.len()];
+    for _ in 0..n {
+        for (i, gw) in gws.iter().enumerate() {
+            let status = get(gw, path).await.status;
+            assert!(status == 200 || status == 429, "status {status}");
+            ok[i] += usize::from(status == 200);
+        }
+    }
+    ok
+}
+
+/// Fail-open must not mean unlimited. Three gateways (`gateways = 3`, the default
+/// `on_store_failure`) share limits of 30 per 1000 s on a private `redis-server` that is then
+/// frozen (SIGSTOP): a key Redis had exhausted stays exhausted on every gateway, a fresh key
+/// gets each gateway's share (10) and no more, and once Redis is back, what a gateway admitted
+/// during the stall is counted there (it is repaid before anything new is admitted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_leaves_each_gateway_limiting_at_its_share() {
+    let test = "a_stalled_redis_leaves_each_gateway_limiting_at_its_share";
+    if test_url(test).is_none() {
+        return;
+    }
+    let Some(redis) = RedisServer::start(test).await else {
+        return;
+    };
+    let up = Upstream::start("u").await;
+    // One request per 33 s refills: nothing that matters while the test runs.
+    let limit = "key = \"route\"\nrequests = 30\nper = \"1000s\"\nburst = 30";
+    let toml = config(
+        &up,
+        &redis.url(),
+        &unique_prefix("stall"),
+        "20ms",
+        &[("spent", "/spent", limit), ("fresh", "/fresh", limit)],
+    )
+    .replace("[rate_limit_store]\n", "[rate_limit_store]\ngateways = 3\n");
+    let mut gws = Vec::new();
+    for _ in 0..3 {
+        gws.push(Gateway::start(&toml).await);
+    }
+    // Redis up: the fleet admits the limit, then refuses.
+    let before = round_robin(&gws, "/spent", 14).await;
+    assert_eq!(before.iter().sum::<usize>(), 30, "{before:?}");
+
+    redis.pause();
+    let spent = round_robin(&gws, "/spent", 15).await;
+    let fresh = round_robin(&gws, "/fresh", 15).await;
+    println!("during the stall: exhausted key {spent:?} admitted, fresh key {fresh:?}");
+    assert_eq!(
+        spent,
+        [0, 0, 0],
+        "a key Redis had exhausted stays exhausted while Redis is frozen"
+    );
+    assert_eq!(
+        fresh,
+        [10, 10, 10],
+        "each gateway admits its share, no more"
+    );
+    for gw in &gws {
+        let text = metrics(gw).await;
+        assert!(
+            metric(
+                &text,
+                "warden_rate_limit_store_errors_total{result=\"local\"}"
+            ) >= 30.0
+        );
+        assert_eq!(metric(&text, "warden_rate_limit_store_up"), 0.0);
+    }
+
+    redis.resume();
+    let back = Instant::now();
+    while metric(&metrics(&gws[0]).await, "warden_rate_limit_store_up") != 1.0 {
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "the store did not reconnect within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Redis never saw the fresh key's 30: the first gateway repays its 10 first, so of
+    // Redis' 30 it admits 20 (plus at most one refilled), not 30.
+    let after = burst(&gws[0], "/fresh", 40).await;
+    let admitted = after.iter().filter(|c| **c == 200).count();
+    println!("after the stall, gateway A on the fresh key: {admitted} admitted of 40");
+    assert!((20..=21).contains(&admitted), "{after:?}");
 }

@@ -262,7 +262,8 @@ pub struct Metrics {
     /// Requests authenticated, by route and method (`jwt`, `api_key`, ...).
     pub auth_allowed: Family<RouteReason, Counter>,
     /// Rate-limit decisions Redis could not make (down, timed out, error), by what the limit
-    /// did instead: `open` (allowed) or `closed` (refused).
+    /// did instead: `local` (decided by this gateway's share), `open` (allowed: `unlimited`)
+    /// or `closed` (refused).
     pub rate_limit_store_errors: Family<Outcome, Counter>,
     /// 1 while the Redis rate-limit store answers, 0 while it does not. Exported only while a
     /// store is configured ([`Metrics::set_rate_limit_store`]): a gateway without Redis has no
@@ -271,6 +272,9 @@ pub struct Metrics {
     rate_limit_store_shown: Arc<AtomicBool>,
     /// Series created per route (see [`RouteSeries`]).
     route_series: Mutex<Vec<(Arc<String>, RouteSeries)>>,
+    /// Messages on the Redis revocation channel that were not applied, by reason (`unsigned`,
+    /// `bad_signature`, `unknown_key`, `malformed`, `stale`).
+    pub revocation_messages_dropped: Family<Reason, Counter>,
 }
 
 impl Default for Metrics {
@@ -411,11 +415,12 @@ impl Metrics {
             auth_allowed.clone(),
         );
         let rate_limit_store_errors = Family::<Outcome, Counter>::default();
+        let _ = rate_limit_store_errors.get_or_create(&Outcome("local"));
         let _ = rate_limit_store_errors.get_or_create(&Outcome("open"));
         let _ = rate_limit_store_errors.get_or_create(&Outcome("closed"));
         registry.register(
             "rate_limit_store_errors",
-            "Rate-limit decisions the Redis store could not make, by what the limit did instead (open: allowed, closed: refused)",
+            "Rate-limit decisions the Redis store could not make, by what the limit did instead (local: this gateway's share decided, open: allowed, closed: refused)",
             rate_limit_store_errors.clone(),
         );
         let rate_limit_store_up = Gauge::default();
@@ -426,6 +431,12 @@ impl Metrics {
             on: rate_limit_store_shown.clone(),
             gauge: rate_limit_store_up.clone(),
         }));
+        let revocation_messages_dropped = Family::<Reason, Counter>::default();
+        registry.register(
+            "revocation_messages_dropped",
+            "Messages on the Redis revocation channel not applied, by reason (unsigned, bad_signature, unknown_key, malformed, stale)",
+            revocation_messages_dropped.clone(),
+        );
         Self {
             registry,
             requests,
@@ -452,6 +463,7 @@ impl Metrics {
             rate_limit_store_up,
             rate_limit_store_shown,
             route_series: Mutex::new(Vec::new()),
+            revocation_messages_dropped,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The revocation channel on Redis pub/sub: a minimal client for the two commands it needs,
 //! `PUBLISH` (the token service) and `SUBSCRIBE` (gateways), on `warden-resp`'s RESP2 codec.
 //!
-//! Messages are the feed's entries as JSON, `{"jti": "...", "exp": 1700000000, "seq": 7}`.
+//! Messages are the feed's entries signed by the token service (see [`super::message`]).
 //! Pub/sub delivers only to those subscribed at that moment, so it is an accelerator: the feed
 //! stays the record.
 //!
