@@ -307,7 +307,7 @@ impl Authenticator {
 
     /// Whether a request header named `name` must never reach an upstream from a client:
     /// it reads as an `x-warden-*` header or one of `strip_headers` once `_` is read as `-`.
-    pub fn is_reserved(&self, name: &str) -> bool {
+    fn is_reserved(&self, name: &str) -> bool {
         let name = name.as_bytes();
         name.get(..X_WARDEN.len())
             .is_some_and(|p| folded_eq(p, X_WARDEN.as_bytes()))

@@ -292,11 +292,29 @@ async fn revoke_and_measure(
 }
 
 /// Subscribers of `channel` on the Redis at `url` (`PUBSUB NUMSUB`).
-async fn subscribers(url: &str, channel: &str) -> i64 {
-    subscribers_with(url, None, channel).await
+/// The shared test Redis and a revocation channel no other test uses, or `None` (skipped).
+fn redis_channel(test: &str) -> Option<(String, String)> {
+    let redis = warden_test_util::redis::test_url(test)?;
+    let channel = format!(
+        "{}revocations",
+        warden_test_util::redis::unique_prefix(test)
+    );
+    Some((redis, channel))
 }
 
-/// [`subscribers`] on a Redis that wants `password`.
+/// Waits (bounded) until a gateway has subscribed to `channel`.
+async fn wait_subscribed(redis: &str, password: Option<&str>, channel: &str) {
+    let start = Instant::now();
+    while subscribers_with(redis, password, channel).await < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the gateway never subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Subscribers of `channel` (`PUBSUB NUMSUB`), authenticating with `password` when given.
 async fn subscribers_with(url: &str, password: Option<&str>, channel: &str) -> i64 {
     let host = url
         .trim_start_matches("redis://")
@@ -334,13 +352,9 @@ async fn subscribers_with(url: &str, password: Option<&str>, channel: &str) -> i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_pushed_through_redis_is_refused_within_a_second() {
     let test = "a_revocation_pushed_through_redis_is_refused_within_a_second";
-    let Some(redis) = warden_test_util::redis::test_url(test) else {
+    let Some((redis, channel)) = redis_channel(test) else {
         return;
     };
-    let channel = format!(
-        "{}revocations",
-        warden_test_util::redis::unique_prefix(test)
-    );
     let dir = tempfile::tempdir().unwrap();
     let (auth, secret) = authority(dir.path(), Some((&redis, &channel))).await;
     // The feed is polled once at start and then only every 30 s: only Redis can be in time.
@@ -350,14 +364,7 @@ async fn a_revocation_pushed_through_redis_is_refused_within_a_second() {
         &format!("poll_interval = \"30s\"\nredis_url = \"{redis}\"\nredis_channel = \"{channel}\"\nsigned_by = \"authority\""),
     )
     .await;
-    let start = Instant::now();
-    while subscribers(&redis, &channel).await < 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the gateway never subscribed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_subscribed(&redis, None, &channel).await;
     let took = revoke_and_measure(&auth, &gw, &secret, Duration::from_secs(1)).await;
     println!("revocation latency through Redis pub/sub: {took:?}");
     // A second one, now that the authority's connection to Redis is open.
@@ -401,14 +408,7 @@ async fn revocations_travel_through_a_password_protected_redis() {
     };
     let (gw, _up) = gateway(&auth, dir.path(), &revocation("gw-redis.pw", "30s")).await;
     let (wrong, _up2) = gateway(&auth, dir.path(), &revocation("wrong-redis.pw", "1s")).await;
-    let start = Instant::now();
-    while subscribers_with(&redis, Some("s3cret pw"), channel).await < 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the gateway never subscribed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_subscribed(&redis, Some("s3cret pw"), channel).await;
     // The feed is polled every 30 s: only the password-protected channel can be in time.
     let took = revoke_and_measure(&auth, &gw, &secret, Duration::from_secs(1)).await;
     println!("revocation latency through password-protected Redis: {took:?}");
@@ -486,13 +486,9 @@ async fn wait_dropped(gw: &Gateway, reason: &str, n: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_revocation_published_to_the_channel_revokes_nothing() {
     let test = "a_forged_revocation_published_to_the_channel_revokes_nothing";
-    let Some(redis) = warden_test_util::redis::test_url(test) else {
+    let Some((redis, channel)) = redis_channel(test) else {
         return;
     };
-    let channel = format!(
-        "{}revocations",
-        warden_test_util::redis::unique_prefix(test)
-    );
     let dir = tempfile::tempdir().unwrap();
     let (auth, secret) = authority(dir.path(), Some((&redis, &channel))).await;
     let (gw, _up) = gateway(
@@ -504,14 +500,7 @@ async fn a_forged_revocation_published_to_the_channel_revokes_nothing() {
         ),
     )
     .await;
-    let start = Instant::now();
-    while subscribers(&redis, &channel).await < 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the gateway never subscribed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_subscribed(&redis, None, &channel).await;
     let token = fetch_token(auth.addr(), &secret).await;
     assert_eq!(call(&gw, &token).await.status, 200, "verified and cached");
     let c = claims_of(&token);
@@ -566,13 +555,9 @@ fn kid_of(token: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_signed_revocation_is_dropped() {
     let test = "a_stale_signed_revocation_is_dropped";
-    let Some(redis) = warden_test_util::redis::test_url(test) else {
+    let Some((redis, channel)) = redis_channel(test) else {
         return;
     };
-    let channel = format!(
-        "{}revocations",
-        warden_test_util::redis::unique_prefix(test)
-    );
     let up = Upstream::start("u").await;
     let iss = TestIssuer::new("https://issuer.test");
     let feed = JwksServer::start(json!({"revocations": [], "next": 0})).await;
@@ -608,14 +593,7 @@ accept = ["jwt"]
         up.url()
     ))
     .await;
-    let start = Instant::now();
-    while subscribers(&redis, &channel).await < 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the gateway never subscribed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_subscribed(&redis, None, &channel).await;
     let claims = iss.claims("alice", "api", "");
     let (jti, exp) = (
         claims["jti"].as_str().unwrap().to_owned(),
