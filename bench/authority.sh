@@ -187,34 +187,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-start() { # start NAME CMD...: run in the background, output to $TMP/NAME.out
-    local name=$1
-    shift
-    : >"$TMP/$name.out"
-    "$@" >>"$TMP/$name.out" 2>&1 &
-    PIDS[$name]=$!
-}
-
-
-wait_http() { # wait_http NAME URL TIMEOUT_S: until URL answers 2xx
-    local name=$1 url=$2 timeout=$3 deadline=$((SECONDS + $3))
-    while ! curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; do
-        if ! kill -0 "${PIDS[$name]}" 2>/dev/null; then
-            tail -n 30 "$TMP/$name.out" >&2 || true
-            die "$name exited before answering on $url"
-        fi
-        ((SECONDS < deadline)) || { tail -n 30 "$TMP/$name.out" >&2 || true; die "$name did not answer on $url within $timeout s"; }
-        sleep 0.2
-    done
-}
-
-
-cpu_sample() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat; }
-busy_between() { # busy_between "BUSY IDLE" "BUSY IDLE": % of all CPUs busy
-    awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2];
-        printf "%.0f", ((busy + idle) > 0 ? 100 * busy / (busy + idle) : 0) }'
-}
-cpu_busy_pct() { local a; a=$(cpu_sample); sleep 2; busy_between "$a" "$(cpu_sample)"; }
 proc_ticks() { # utime + stime of PID, in clock ticks
     awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
@@ -323,16 +295,6 @@ stop_authority() {
 }
 
 # ---------------------------------------------------------------- measurements
-to_ms_awk='
-function to_ms(v,   n) {
-    n = v + 0
-    if (v ~ /us$/) return n / 1000
-    if (v ~ /ms$/) return n
-    if (v ~ /[0-9]s$/) return n * 1000
-    if (v ~ /[0-9]m$/) return n * 60000
-    if (v ~ /[0-9]h$/) return n * 3600000
-    return n
-}'
 
 wrk_target() { # wrk_target SCENARIO [warmup|measure] -> "URL -- ARGS"
     case $1 in

@@ -182,46 +182,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-start() { # start NAME CMD...: run in the background, output to $TMP/NAME.out
-    local name=$1
-    shift
-    : >"$TMP/$name.out"
-    "$@" >>"$TMP/$name.out" 2>&1 &
-    PIDS[$name]=$!
-}
-
-
-wait_http() { # wait_http NAME URL TIMEOUT_S [CURL ARGS...]: until URL answers 2xx
-    local name=$1 url=$2 timeout=$3 deadline=$((SECONDS + $3))
-    shift 3
-    while ! curl -fsS -o /dev/null --max-time 1 "$@" "$url" 2>/dev/null; do
-        if ! kill -0 "${PIDS[$name]}" 2>/dev/null; then
-            tail -n 30 "$TMP/$name.out" >&2 || true
-            die "$name exited before answering on $url"
-        fi
-        ((SECONDS < deadline)) || { tail -n 30 "$TMP/$name.out" >&2 || true; die "$name did not answer on $url within $timeout s"; }
-        sleep 0.2
-    done
-    # The answer must come from our process, not from something else that took the port
-    # (another benchmark run on the same machine, say).
-    local port
-    port=$(sed -n 's|^http://[^:/]*:\([0-9]*\).*|\1|p' <<<"$url")
-    if command -v ss >/dev/null 2>&1 && [[ -n $port ]]; then
-        ss -ltnpH "sport = :$port" 2>/dev/null | grep -q "pid=${PIDS[$name]}," ||
-            { tail -n 5 "$TMP/$name.out" >&2 || true; die "$HOST:$port is served by another process, not by our $name (pid ${PIDS[$name]}): $(ss -ltnpH "sport = :$port" 2>/dev/null)"; }
-    fi
-}
-
 CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
 
-cpu_busy_pct() { # CPU time not idle over the next 2 s, in % of all CPUs
-    local a b
-    a=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
-    sleep 2
-    b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2];
-        printf "%.0f", ((busy + idle) > 0 ? 100 * busy / (busy + idle) : 0) }'
-}
 
 ticks_of() { # ticks_of PID [cum]: CPU clock ticks of a process (with its reaped children's: cum)
     local f
@@ -449,16 +411,6 @@ check_proxy() { # check_proxy SCENARIO ROUND_DIR: valid token -> 200 ok; for JWT
 }
 
 # ---------------------------------------------------------------- measurements
-to_ms_awk='
-function to_ms(v,   n) {
-    n = v + 0
-    if (v ~ /us$/) return n / 1000
-    if (v ~ /ms$/) return n
-    if (v ~ /[0-9]s$/) return n * 1000
-    if (v ~ /[0-9]m$/) return n * 60000
-    if (v ~ /[0-9]h$/) return n * 3600000
-    return n
-}'
 
 lua_args() { # lua_args SCENARIO ROUND_DIR PHASE(warmup|measure): the wrk.lua arguments
     local s=$1 d=$2 phase=$3

@@ -142,27 +142,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-start() { # start NAME CMD...: run in the background, output to $TMP/NAME.out
-    local name=$1
-    shift
-    : >"$TMP/$name.out"
-    "$@" >>"$TMP/$name.out" 2>&1 &
-    PIDS[$name]=$!
-}
-
-
-wait_http() { # wait_http NAME URL TIMEOUT_S
-    local name=$1 url=$2 deadline=$((SECONDS + $3))
-    while ! curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; do
-        if ! kill -0 "${PIDS[$name]}" 2>/dev/null; then
-            tail -n 30 "$TMP/$name.out" >&2 || true
-            die "$name exited before answering on $url"
-        fi
-        ((SECONDS < deadline)) || { tail -n 30 "$TMP/$name.out" >&2 || true; die "$name did not answer on $url within $3 s"; }
-        sleep 0.2
-    done
-}
-
 load1() { awk '{ print $1 }' /proc/loadavg; }
 
 wait_quiet() { # waits until the 1-minute load average < LOAD_MAX (at most LOAD_WAIT s)
@@ -324,15 +303,6 @@ store_errors() { # store_errors: warden_rate_limit_store_errors_total, both resu
 }
 
 # ---------------------------------------------------------------- measurements
-to_ms_awk='
-function to_ms(v,   n) {
-    n = v + 0
-    if (v ~ /us$/) return n / 1000
-    if (v ~ /ms$/) return n
-    if (v ~ /[0-9]s$/) return n * 1000
-    if (v ~ /[0-9]m$/) return n * 60000
-    return n
-}'
 
 run_wrk() { # run_wrk NAME -> sets RPS P50 P99 NON2XX SOCKERR REQS
     local name=$1 out="$TMP/$1.wrk"
