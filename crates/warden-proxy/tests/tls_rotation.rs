@@ -106,7 +106,10 @@ async fn a_broken_replacement_keeps_the_old_certificate_without_a_reload() {
     // Logged and counted once, not at every look.
     let m = metrics(gw.admin()).await;
     assert_eq!(
-        series(&m, "warden_tls_certificate_reloads_total{result=\"failure\"}"),
+        series(
+            &m,
+            "warden_tls_certificate_reloads_total{result=\"failure\"}"
+        ),
         Some(1.0),
         "{m}"
     );
@@ -126,7 +129,10 @@ async fn a_broken_replacement_keeps_the_old_certificate_without_a_reload() {
     }
     let m = metrics(gw.admin()).await;
     assert_eq!(
-        series(&m, "warden_tls_certificate_reloads_total{result=\"success\"}"),
+        series(
+            &m,
+            "warden_tls_certificate_reloads_total{result=\"success\"}"
+        ),
         Some(1.0),
         "{m}"
     );

@@ -18,7 +18,10 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use rustls::client::ResolvesClientCert;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{
+    ClientHello, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions,
+    WebPkiClientVerifier,
+};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ServerConfig, SignatureScheme};
 
@@ -134,6 +137,9 @@ pub struct CertStore {
     reloads: AtomicU64,
     failures: AtomicU64,
     watching: AtomicBool,
+    /// When the set was last swapped (ms after `born`, plus one; 0: never).
+    swapped: AtomicU64,
+    born: std::time::Instant,
     /// Told of each swap from files (`true`) and each reported failure (`false`): metrics.
     observer: OnceLock<Observer>,
     /// Names the store in logs (`listeners[0].tls`, `authority.tls`).
@@ -179,6 +185,8 @@ impl CertStore {
             reloads: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             watching: AtomicBool::new(false),
+            swapped: AtomicU64::new(0),
+            born: std::time::Instant::now(),
             observer: OnceLock::new(),
             label: label.to_owned(),
         }))
@@ -193,6 +201,8 @@ impl CertStore {
             reloads: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             watching: AtomicBool::new(false),
+            swapped: AtomicU64::new(0),
+            born: std::time::Instant::now(),
             observer: OnceLock::new(),
             label: label.to_owned(),
         })
@@ -230,7 +240,25 @@ impl CertStore {
     /// Replaces the set (an issued identity). New handshakes use it at once.
     pub fn publish(&self, set: CertSet) {
         self.current.store(Arc::new(set));
-        self.reloads.fetch_add(1, Ordering::Relaxed);
+        self.swapped();
+    }
+
+    /// Counts a swap and when it happened (after the new set is in place).
+    fn swapped(&self) {
+        let at = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+        self.swapped.store(at, Ordering::Release);
+        self.reloads.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether the set was swapped less than `grace` ago.
+    fn swapped_within(&self, grace: Duration) -> bool {
+        match self.swapped.load(Ordering::Acquire) {
+            0 => false,
+            at => {
+                let since = Duration::from_millis(at - 1);
+                self.born.elapsed().saturating_sub(since) < grace
+            }
+        }
     }
 
     /// Sets `observer` to hear of every swap from files and every reported failure (once per
@@ -260,7 +288,7 @@ impl CertStore {
         self.current.store(Arc::new(set));
         files.loaded = stamps;
         files.failed = None;
-        self.reloads.fetch_add(1, Ordering::Relaxed);
+        self.swapped();
         self.tell(true);
         tracing::info!(store = %self.label, certs, "certificates reloaded");
     }
@@ -353,6 +381,56 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
+/// The server's session cache (for TLS resumption), keeping only sessions made since the
+/// store's last swap: a client that resumes skips the certificate, so without this it would
+/// keep seeing the old one after a rotation (and, since a resumed session gets new tickets,
+/// for ever). Each value is tagged with the swap count; for [`SWAP_GRACE`] after a swap no
+/// session is stored at all, because a handshake that chose the old certificate just before
+/// the swap may finish (and store its session) just after it.
+#[derive(Debug)]
+struct SessionsOfCurrentSet {
+    inner: Arc<ServerSessionMemoryCache>,
+    store: Arc<CertStore>,
+}
+
+/// After a swap, how long no session is stored for resumption.
+const SWAP_GRACE: Duration = Duration::from_secs(2);
+
+/// Sessions kept per listener (rustls' default size).
+const SESSION_CACHE_SIZE: usize = 256;
+
+impl SessionsOfCurrentSet {
+    fn current(&self, value: Vec<u8>) -> Option<Vec<u8>> {
+        let (tag, rest) = value.split_first_chunk::<8>()?;
+        (u64::from_be_bytes(*tag) == self.store.reloads.load(Ordering::Acquire))
+            .then(|| rest.to_vec())
+    }
+}
+
+impl StoresServerSessions for SessionsOfCurrentSet {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        if self.store.swapped_within(SWAP_GRACE) {
+            return false;
+        }
+        let mut tagged = Vec::with_capacity(8 + value.len());
+        tagged.extend_from_slice(&self.store.reloads.load(Ordering::Acquire).to_be_bytes());
+        tagged.extend_from_slice(&value);
+        self.inner.put(key, tagged)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.inner.get(key).and_then(|v| self.current(v))
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.inner.take(key).and_then(|v| self.current(v))
+    }
+
+    fn can_cache(&self) -> bool {
+        self.inner.can_cache()
+    }
+}
+
 /// Presents a store's first certificate as a client certificate.
 #[derive(Debug)]
 struct ClientCert(Arc<CertStore>);
@@ -403,6 +481,10 @@ pub fn server_config(
         }
     };
     let mut config = builder.with_cert_resolver(store.clone());
+    config.session_storage = Arc::new(SessionsOfCurrentSet {
+        inner: ServerSessionMemoryCache::new(SESSION_CACHE_SIZE),
+        store: store.clone(),
+    });
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
