@@ -57,6 +57,7 @@ async fn certificate_replaced_under_load_loses_no_request_and_is_served_within_a
         pki.rotate_server(&cert, &key, &["localhost"])
     })
     .await;
+    eprintln!("rotation under load: {run:?}");
     assert!(
         run.failures.is_empty(),
         "requests failed during the rotation ({} ok): {:?}",

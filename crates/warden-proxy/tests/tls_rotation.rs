@@ -37,6 +37,7 @@ async fn replaced_under_load(watch: bool) {
         pki.rotate_server(&cert, &key, &["localhost"])
     })
     .await;
+    eprintln!("rotation under load: {run:?}");
     assert!(
         run.failures.is_empty(),
         "requests failed during the rotation ({} ok): {:?}",
