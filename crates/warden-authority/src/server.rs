@@ -311,9 +311,9 @@ async fn serve_connection<I>(
 {
     let activity = Arc::new(Activity {
         base: accepted,
-        // The first head's clock runs from accept: a client that connects and says nothing
-        // is dropped after the header timeout.
-        head_since: AtomicU64::new(1),
+        // The first head's clock runs from now (accept, or the end of the TLS handshake,
+        // which had its own header timeout): a client that says nothing is dropped.
+        head_since: AtomicU64::new(since(accepted) + 1),
         in_flight: AtomicUsize::new(0),
         idle_since: AtomicU64::new(0),
     });
