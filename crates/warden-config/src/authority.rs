@@ -18,6 +18,8 @@ pub struct AuthorityConfig {
     /// Address of the authority's listener.
     pub listen: SocketAddr,
     /// TLS for the listener; plain HTTP when absent (for `warden dev` and loopback only).
+    /// Certificates are chosen by SNI and reloaded when their files change, as a gateway
+    /// listener's.
     /// With `client_auth`, clients may authenticate with `tls_client_auth` (RFC 8705) and get
     /// certificate-bound tokens.
     pub tls: Option<TlsListenerConfig>,
