@@ -105,37 +105,31 @@ pub async fn start_with(
         .await
         .map_err(listen_err)?;
     let (shutdown, rx) = watch::channel(false);
-    let app =
-        http::router(authority.clone()).into_make_service_with_connect_info::<client_auth::Peer>();
-    let stop = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let app = http::router(authority.clone());
     let mut tasks = Vec::new();
     // Before the listener, so that no revocation is made before the publisher listens.
     tasks.extend(publisher::spawn(config, &authority, rx.clone())?);
-    let (addr, tls) = match &config.tls {
+    let addr = tcp.local_addr().map_err(listen_err)?;
+    let (listener, tls) = match &config.tls {
         Some(t) => {
-            let listener = server::TlsListener::new(tcp, server::tls_config(t)?)?;
-            let addr = listener.addr();
-            let serve = axum::serve(listener, app).with_graceful_shutdown(stop(rx.clone()));
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "authority listener failed");
-                }
-            }));
-            (addr, true)
+            let (cfg, certs) = server::tls_config(t)?;
+            // Rotated certificate files are swapped in while the listener runs; the watcher
+            // ends with the store, which the listener's config holds.
+            certs.watch(warden_crypto::tls::WATCH_INTERVAL);
+            (server::Listener::Tls(tcp, cfg), true)
         }
-        None => {
-            let addr = tcp.local_addr().map_err(listen_err)?;
-            let serve = axum::serve(tcp, app).with_graceful_shutdown(stop(rx.clone()));
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "authority listener failed");
-                }
-            }));
-            (addr, false)
-        }
+        None => (server::Listener::Plain(tcp), false),
     };
+    let timeouts = server::Timeouts {
+        header: config.header_read_timeout.0,
+        idle: config.idle_timeout.0,
+    };
+    tasks.push(tokio::spawn(server::serve(
+        listener,
+        app,
+        timeouts,
+        rx.clone(),
+    )));
     if let Some(every) = authority.audit.aggregate_interval() {
         let flusher = authority.clone();
         let mut rx_flush = rx.clone();

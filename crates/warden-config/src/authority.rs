@@ -18,9 +18,16 @@ pub struct AuthorityConfig {
     /// Address of the authority's listener.
     pub listen: SocketAddr,
     /// TLS for the listener; plain HTTP when absent (for `warden dev` and loopback only).
+    /// Certificates are chosen by SNI and reloaded when their files change, as a gateway
+    /// listener's.
     /// With `client_auth`, clients may authenticate with `tls_client_auth` (RFC 8705) and get
     /// certificate-bound tokens.
     pub tls: Option<TlsListenerConfig>,
+    /// Time a client has to finish the TLS handshake, and to send a complete request head
+    /// (as the gateway's `server.header_read_timeout`).
+    pub header_read_timeout: Dur,
+    /// How long an idle keep-alive connection is kept open (as `server.idle_timeout`).
+    pub idle_timeout: Dur,
     /// Directory for the authority's embedded database (the default `storage`).
     pub data_dir: PathBuf,
     /// Where the authority keeps its state: a SQLite file path, or a `postgres://…` URL
@@ -255,6 +262,14 @@ pub(crate) fn validate(c: &crate::Config, e: &mut crate::ConfigErrors) {
     }
     if a.assertion_max_lifetime.0.as_secs() < 1 {
         e.push(format!("{p}.assertion_max_lifetime"), "must be at least 1s");
+    }
+    for (field, d) in [
+        ("header_read_timeout", a.header_read_timeout),
+        ("idle_timeout", a.idle_timeout),
+    ] {
+        if d.0 < std::time::Duration::from_millis(100) {
+            e.push(format!("{p}.{field}"), "must be at least 100ms");
+        }
     }
     let f = &a.failed_auth;
     for (name, v) in [("per_client", f.per_client), ("per_address", f.per_address)] {

@@ -274,6 +274,8 @@ impl Default for crate::authority::AuthorityConfig {
             enabled: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 8200)),
             tls: None,
+            header_read_timeout: Dur::secs(10),
+            idle_timeout: Dur::secs(60),
             data_dir: "/var/lib/warden".into(),
             storage: None,
             key_encryption_key: None,

@@ -10,6 +10,7 @@ use rustls::crypto::{ring, CryptoProvider};
 
 pub mod dev_ca;
 pub mod jws;
+pub mod tls;
 
 pub use dev_ca::{DevCa, IssuedCert};
 

@@ -21,6 +21,8 @@ use crate::upstream::Cluster;
 /// A listener's reloadable settings.
 pub(crate) struct ListenerSettings {
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// The certificates `tls` serves; kept by the next snapshot when its section is unchanged.
+    pub(crate) certs: Option<Arc<warden_crypto::tls::CertStore>>,
     pub(crate) http2: bool,
 }
 
@@ -74,22 +76,36 @@ impl Snapshot {
         let mut errors = Vec::new();
         let mut listeners = HashMap::new();
         for (i, l) in config.listeners.iter().enumerate() {
-            let tls = match &l.tls {
+            let (tls, certs) = match &l.tls {
                 Some(t) => {
-                    match crate::tls::server_config(t, l.http2, &format!("listeners[{i}].tls")) {
-                        Ok(c) => Some(c),
+                    let kept = previous
+                        .and_then(|p| p.listeners.get(&l.name))
+                        .and_then(|s| s.certs.as_ref());
+                    let path = format!("listeners[{i}].tls");
+                    match crate::tls::server_config(t, l.http2, kept, &path) {
+                        Ok((c, store)) => {
+                            let counts = metrics.tls_certificate_reloads.clone();
+                            store.observe(Box::new(move |ok| {
+                                let result = if ok { "success" } else { "failure" };
+                                counts
+                                    .get_or_create(&warden_telemetry::metrics::Outcome(result))
+                                    .inc();
+                            }));
+                            (Some(c), Some(store))
+                        }
                         Err(e) => {
                             errors.push(e);
-                            None
+                            (None, None)
                         }
                     }
                 }
-                None => None,
+                None => (None, None),
             };
             listeners.insert(
                 l.name.clone(),
                 ListenerSettings {
                     tls,
+                    certs,
                     http2: l.http2,
                 },
             );
@@ -260,6 +276,9 @@ impl Snapshot {
 
     /// Starts background work (health checks) for clusters that are new in this snapshot.
     pub(crate) fn start_background(&self) {
+        for store in self.listeners.values().filter_map(|l| l.certs.as_ref()) {
+            store.watch(warden_crypto::tls::WATCH_INTERVAL);
+        }
         for c in self.clusters.values() {
             c.start_health_checks();
         }

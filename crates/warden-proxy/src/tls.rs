@@ -1,179 +1,84 @@
-//! TLS: server configs for listeners (SNI over several certificates, optional client
-//! certificates) and client configs for upstream clusters. Certificates and keys are read when
-//! a config snapshot is compiled, so a reload (file change, SIGHUP, admin) picks up new ones.
+//! TLS for listeners and upstream clusters, on the one TLS stack in [`warden_crypto::tls`]:
+//! this file only turns config sections into its sources and names errors by config field.
+//!
+//! A listener's certificates live in a [`CertStore`] that outlives snapshots: a reload whose
+//! certificate section is unchanged keeps the store (re-reading the files if they changed, and
+//! failing the reload if they do not load), and the store's own watcher swaps rotated files in
+//! between reloads, so certificates rotate without a reload and without dropping connections.
 
-use std::fmt;
-use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
-use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig};
-use warden_config::{
-    CertificateConfig, ClientAuthMode, SecretRef, TlsListenerConfig, UpstreamTlsConfig,
-};
+use rustls::ServerConfig;
+use warden_config::{ClientAuthMode, SecretRef, TlsListenerConfig, UpstreamTlsConfig};
+use warden_crypto::tls::{self as stack, CertSource, CertStore, ClientAuth, KeySource, TlsField};
 
 use crate::error::CompileError;
 
-/// Reads a PEM certificate chain.
-pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?
-        .collect();
-    let certs = certs.map_err(|e| format!("`{}` is not valid PEM: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("`{}` holds no certificate", path.display()));
-    }
-    Ok(certs)
-}
-
-/// Reads a PEM private key from a secret reference. The error never includes key material.
-pub(crate) fn load_key(secret: &SecretRef) -> Result<PrivateKeyDer<'static>, String> {
-    let bytes = secret.read().map_err(|e| e.to_string())?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|_| format!("{secret} holds no PEM private key"))
-}
-
-fn load_roots(path: &Path) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore::empty();
-    for cert in load_certs(path)? {
-        roots
-            .add(cert)
-            .map_err(|e| format!("`{}`: not a usable CA certificate: {e}", path.display()))?;
-    }
-    Ok(roots)
-}
-
-struct SniCert {
-    exact: Vec<String>,
-    wildcard: Vec<String>,
-    key: Arc<CertifiedKey>,
-    /// The leaf, for checking names when none are configured.
-    leaf: CertificateDer<'static>,
-}
-
-/// Chooses a certificate by SNI: configured exact names, then wildcard names, then names in
-/// certificates without configured names, then the first certificate.
-pub(crate) struct SniResolver {
-    certs: Vec<SniCert>,
-}
-
-impl fmt::Debug for SniResolver {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SniResolver")
-            .field("certs", &self.certs.len())
-            .finish()
+/// A key reference as the TLS stack reads it: files are re-read when they change; an
+/// environment variable is read once, here.
+pub(crate) fn key_source(secret: &SecretRef, path: &str) -> Result<KeySource, CompileError> {
+    match secret.path() {
+        Some(p) => Ok(KeySource::File(p.to_path_buf())),
+        None => secret
+            .read()
+            .map(KeySource::Pem)
+            .map_err(|e| CompileError::new(path, e.to_string())),
     }
 }
 
-impl SniResolver {
-    fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let Some(name) = sni.map(|s| s.to_ascii_lowercase()) else {
-            return self.certs.first().map(|c| c.key.clone());
-        };
-        if let Some(c) = self.certs.iter().find(|c| c.exact.contains(&name)) {
-            return Some(c.key.clone());
-        }
-        if let Some(c) = self.certs.iter().find(|c| {
-            c.wildcard.iter().any(|suffix| {
-                name.ends_with(suffix.as_str()) && !name[..name.len() - suffix.len()].contains('.')
-            })
-        }) {
-            return Some(c.key.clone());
-        }
-        if let Ok(server_name) = rustls::pki_types::ServerName::try_from(name.as_str()) {
-            for c in self
-                .certs
-                .iter()
-                .filter(|c| c.exact.is_empty() && c.wildcard.is_empty())
-            {
-                if let Ok(ee) = webpki::EndEntityCert::try_from(&c.leaf) {
-                    if ee.verify_is_valid_for_subject_name(&server_name).is_ok() {
-                        return Some(c.key.clone());
-                    }
-                }
-            }
-        }
-        self.certs.first().map(|c| c.key.clone())
-    }
+fn listener_error(path: &str, e: stack::TlsError) -> CompileError {
+    let field = match e.field {
+        TlsField::Cert(i) => format!("{path}.certificates[{i}].cert"),
+        TlsField::Key(i) => format!("{path}.certificates[{i}].key"),
+        TlsField::ClientCa => format!("{path}.client_auth.ca"),
+        TlsField::ClientAuth => format!("{path}.client_auth"),
+        TlsField::Roots | TlsField::Config => path.to_owned(),
+    };
+    CompileError::new(field, e.message)
 }
 
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.pick(hello.server_name())
+/// The certificate store for a listener: `previous` when it was loaded from the same sources
+/// (refreshed from disk), a new one otherwise.
+fn listener_store(
+    t: &TlsListenerConfig,
+    previous: Option<&Arc<CertStore>>,
+    path: &str,
+) -> Result<Arc<CertStore>, CompileError> {
+    let mut sources = Vec::with_capacity(t.certificates.len());
+    for (i, c) in t.certificates.iter().enumerate() {
+        sources.push(CertSource {
+            cert: c.cert.clone(),
+            key: key_source(&c.key, &format!("{path}.certificates[{i}].key"))?,
+            server_names: c.server_names.clone(),
+        });
     }
+    if let Some(store) = previous.filter(|s| s.sources() == sources.as_slice()) {
+        store.refresh().map_err(|e| listener_error(path, e))?;
+        return Ok(store.clone());
+    }
+    CertStore::load(sources, path).map_err(|e| listener_error(path, e))
 }
 
-fn certified_key(c: &CertificateConfig, path: &str) -> Result<SniCert, CompileError> {
-    let chain = load_certs(&c.cert).map_err(|e| CompileError::new(format!("{path}.cert"), e))?;
-    let key = load_key(&c.key).map_err(|e| CompileError::new(format!("{path}.key"), e))?;
-    let provider = warden_crypto::provider();
-    let signing = provider.key_provider.load_private_key(key).map_err(|e| {
-        CompileError::new(format!("{path}.key"), format!("unusable private key: {e}"))
-    })?;
-    let leaf = chain[0].clone();
-    let ck = CertifiedKey::new(chain, signing);
-    ck.keys_match().map_err(|e| {
-        CompileError::new(
-            format!("{path}.key"),
-            format!("does not match the certificate: {e}"),
-        )
-    })?;
-    let mut exact = Vec::new();
-    let mut wildcard = Vec::new();
-    for n in &c.server_names {
-        let n = n.to_ascii_lowercase();
-        match n.strip_prefix('*') {
-            Some(suffix) => wildcard.push(suffix.to_owned()),
-            None => exact.push(n),
-        }
-    }
-    Ok(SniCert {
-        exact,
-        wildcard,
-        key: Arc::new(ck),
-        leaf,
-    })
-}
-
-/// Builds a listener's TLS server config.
+/// Builds a listener's TLS server config and returns the certificate store it serves from.
 pub(crate) fn server_config(
     t: &TlsListenerConfig,
     http2: bool,
+    previous: Option<&Arc<CertStore>>,
     path: &str,
-) -> Result<Arc<ServerConfig>, CompileError> {
-    let mut certs = Vec::new();
-    for (i, c) in t.certificates.iter().enumerate() {
-        certs.push(certified_key(c, &format!("{path}.certificates[{i}]"))?);
-    }
-    let provider = warden_crypto::provider();
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(warden_crypto::TLS_VERSIONS)
-        .map_err(|e| CompileError::new(path, e.to_string()))?;
-    let builder = match &t.client_auth {
-        None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let roots = load_roots(&ca.ca)
-                .map_err(|e| CompileError::new(format!("{path}.client_auth.ca"), e))?;
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-            let verifier = match ca.mode {
-                ClientAuthMode::Required => verifier,
-                ClientAuthMode::Optional => verifier.allow_unauthenticated(),
-            };
-            let verifier = verifier
-                .build()
-                .map_err(|e| CompileError::new(format!("{path}.client_auth"), e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-    };
-    let mut config = builder.with_cert_resolver(Arc::new(SniResolver { certs }));
-    config.alpn_protocols = if http2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+) -> Result<(Arc<ServerConfig>, Arc<CertStore>), CompileError> {
+    let store = listener_store(t, previous, path)?;
+    let client_auth = t.client_auth.as_ref().map(|ca| ClientAuth {
+        ca: ca.ca.clone(),
+        required: ca.mode == ClientAuthMode::Required,
+    });
+    let alpn: &[&[u8]] = if http2 {
+        &[b"h2", b"http/1.1"]
     } else {
-        vec![b"http/1.1".to_vec()]
+        &[b"http/1.1"]
     };
-    Ok(Arc::new(config))
+    let config = stack::server_config(&store, client_auth.as_ref(), alpn)
+        .map_err(|e| listener_error(path, e))?;
+    Ok((config, store))
 }
 
 /// Builds the TLS client config for an upstream cluster.
@@ -181,21 +86,25 @@ pub(crate) fn client_config(
     t: &UpstreamTlsConfig,
     path: &str,
 ) -> Result<rustls::ClientConfig, CompileError> {
-    let roots = load_roots(&t.ca).map_err(|e| CompileError::new(format!("{path}.ca"), e))?;
-    let builder = rustls::ClientConfig::builder_with_provider(warden_crypto::provider())
-        .with_protocol_versions(warden_crypto::TLS_VERSIONS)
-        .map_err(|e| CompileError::new(path, e.to_string()))?
-        .with_root_certificates(roots);
-    match (&t.client_cert, &t.client_key) {
+    let named = |e: stack::TlsError| {
+        let field = match e.field {
+            TlsField::Roots => format!("{path}.ca"),
+            TlsField::Cert(_) => format!("{path}.client_cert"),
+            TlsField::Key(_) => format!("{path}.client_key"),
+            _ => path.to_owned(),
+        };
+        CompileError::new(field, e.message)
+    };
+    let client = match (&t.client_cert, &t.client_key) {
         (Some(cert), Some(key)) => {
-            let chain = load_certs(cert)
-                .map_err(|e| CompileError::new(format!("{path}.client_cert"), e))?;
-            let key =
-                load_key(key).map_err(|e| CompileError::new(format!("{path}.client_key"), e))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| CompileError::new(format!("{path}.client_key"), e.to_string()))
+            let source = CertSource {
+                cert: cert.clone(),
+                key: key_source(key, &format!("{path}.client_key"))?,
+                server_names: Vec::new(),
+            };
+            Some(CertStore::load(vec![source], path).map_err(named)?)
         }
-        _ => Ok(builder.with_no_client_auth()),
-    }
+        _ => None,
+    };
+    stack::client_config(&t.ca, client.as_ref()).map_err(named)
 }

@@ -249,6 +249,9 @@ pub struct Metrics {
     pub upstream_concurrency_limit: Family<ClusterLabel, Gauge>,
     /// Config reloads, by result.
     pub reloads: Family<Outcome, Counter>,
+    /// Listener certificates swapped in from changed files (`success`), or changed files
+    /// that did not load, the old certificates kept (`failure`).
+    pub tls_certificate_reloads: Family<Outcome, Counter>,
     /// 1 when the last reload attempt succeeded, 0 when it failed.
     pub config_last_reload_ok: Gauge,
     /// Access-log lines dropped because the writer fell behind.
@@ -377,6 +380,14 @@ impl Metrics {
             "Config reloads, by result",
             reloads.clone(),
         );
+        let tls_certificate_reloads = Family::<Outcome, Counter>::default();
+        let _ = tls_certificate_reloads.get_or_create(&Outcome("success"));
+        let _ = tls_certificate_reloads.get_or_create(&Outcome("failure"));
+        registry.register(
+            "tls_certificate_reloads",
+            "Listener certificate files swapped in (success) or refused, the old kept (failure)",
+            tls_certificate_reloads.clone(),
+        );
         let config_last_reload_ok = Gauge::default();
         config_last_reload_ok.set(1);
         registry.register(
@@ -453,6 +464,7 @@ impl Metrics {
             upstream_rejected,
             upstream_concurrency_limit,
             reloads,
+            tls_certificate_reloads,
             config_last_reload_ok,
             access_log_dropped,
             idle_releases,

@@ -33,6 +33,7 @@ pub mod flaky;
 pub mod jwt;
 pub mod raw;
 pub mod redis;
+pub mod rotation;
 pub mod servers;
 
 /// One request as an upstream received it.
