@@ -64,7 +64,7 @@ pub(crate) fn sync(metrics: &Metrics, old: Option<&Snapshot>, new: &Snapshot) {
         }
     }
     for route in new.router.routes() {
-        for limit in &route.rate_limits {
+        for limit in route.chain.rate_limits() {
             let buckets = std::iter::once(&limit.base).chain(limit.tiers.iter().map(|(_, b)| b));
             for bucket in buckets {
                 let _ =
@@ -82,7 +82,8 @@ fn forget_removed(metrics: &Metrics, old: &Snapshot, new: &Snapshot) {
             Some(kept) => {
                 // Limits (or tiers) the route no longer has.
                 let live: HashSet<(&str, Option<&str>)> = kept
-                    .rate_limits
+                    .chain
+                    .rate_limits()
                     .iter()
                     .flat_map(|l| {
                         std::iter::once(&l.base)

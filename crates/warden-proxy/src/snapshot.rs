@@ -14,6 +14,8 @@ use warden_telemetry::Metrics;
 
 use crate::cors::Cors;
 use crate::error::CompileError;
+use crate::filters::ip_rules::IpRules;
+use crate::filters::{Chain, ChainParts, Filter};
 use crate::headers::SecurityHeaders;
 use crate::router::{HeaderCond, PathMatch, Route, Router};
 use crate::upstream::Cluster;
@@ -50,8 +52,10 @@ pub struct Snapshot {
     pub(crate) request_id_header: HeaderName,
     /// What to do with request headers whose names contain `_`.
     pub(crate) underscore_headers: warden_config::UnderscoreHeaders,
-    /// Security headers for responses that matched no route.
-    pub(crate) security_headers: Arc<SecurityHeaders>,
+    /// The response phase of requests that matched no route (the global security headers).
+    pub(crate) fallback_chain: Chain,
+    /// Filters added to every route's chain by the embedding code (kept across reloads).
+    pub(crate) extensions: Arc<[Arc<dyn Filter>]>,
     /// Verifiers, caches and policies of the `[auth]` section.
     pub(crate) auth: Arc<warden_auth::Authenticator>,
     /// The shared Redis rate-limit store, when a limit uses it.
@@ -70,6 +74,18 @@ impl Snapshot {
         config: Config,
         previous: Option<&Snapshot>,
         metrics: &Arc<Metrics>,
+    ) -> Result<Snapshot, Vec<CompileError>> {
+        let extensions = previous.map(|p| p.extensions.clone()).unwrap_or_default();
+        Self::compile_with(config, previous, metrics, extensions)
+    }
+
+    /// [`Snapshot::compile`], with filters added at the end of every route's chain (after the
+    /// built-in ones: they see the request as it will be forwarded). A reload keeps them.
+    pub(crate) fn compile_with(
+        config: Config,
+        previous: Option<&Snapshot>,
+        metrics: &Arc<Metrics>,
+        extensions: Arc<[Arc<dyn Filter>]>,
     ) -> Result<Snapshot, Vec<CompileError>> {
         let mut errors = Vec::new();
         let mut listeners = HashMap::new();
@@ -177,45 +193,52 @@ impl Snapshot {
                 allow_trace: r.allow_trace,
                 headers,
                 cluster,
-                rewrite: r
-                    .rewrite_prefix
-                    .clone()
-                    .and_then(|w| r.path_prefix.clone().map(|p| (p, w))),
                 timeout: r.timeout.unwrap_or(config.server.request_timeout).0,
-                allow: r.allow_cidrs.iter().map(|c| c.0).collect(),
-                deny: r.deny_cidrs.iter().map(|c| c.0).collect(),
-                cors: r.cors.as_ref().map(Cors::compile),
-                rate_limits: r
-                    .rate_limits
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, l)| {
-                        let old = previous
-                            .and_then(|p| p.router.by_name(&r.name))
-                            .map(|old| old.rate_limits.as_slice());
-                        // A limit that cannot be built is an error, never a limit silently
-                        // left out (that would fail open).
-                        compile_limit(l, old, i, &r.name, rate_limit_store.as_ref(), metrics)
-                            .map_err(|why| {
-                                errors.push(CompileError::new(
-                                    format!("routes[{ri}].rate_limits[{i}]"),
-                                    why,
-                                ))
-                            })
-                            .ok()
-                    })
-                    .collect(),
-                auth: match &r.auth {
-                    Some(warden_config::RouteAuth::Rules(rules)) => {
-                        Some(warden_auth::RoutePolicy::compile(rules))
-                    }
-                    _ => None,
-                },
-                security_headers: r
-                    .security_headers
-                    .as_ref()
-                    .map(|s| Arc::new(SecurityHeaders::compile(s)))
-                    .unwrap_or_else(|| global_headers.clone()),
+                chain: Chain::compile(ChainParts {
+                    security_headers: r
+                        .security_headers
+                        .as_ref()
+                        .map(|s| Arc::new(SecurityHeaders::compile(s)))
+                        .unwrap_or_else(|| global_headers.clone()),
+                    ip_rules: IpRules {
+                        allow: r.allow_cidrs.iter().map(|c| c.0).collect(),
+                        deny: r.deny_cidrs.iter().map(|c| c.0).collect(),
+                    },
+                    cors: r.cors.as_ref().map(Cors::compile),
+                    auth: match &r.auth {
+                        Some(warden_config::RouteAuth::Rules(rules)) => {
+                            Some(Arc::new(warden_auth::RoutePolicy::compile(rules)))
+                        }
+                        _ => None,
+                    },
+                    rate_limits: r
+                        .rate_limits
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, l)| {
+                            let old = previous
+                                .and_then(|p| p.router.by_name(&r.name))
+                                .map(|old| old.chain.rate_limits());
+                            // A limit that cannot be built is an error, never a limit
+                            // silently left out (that would fail open).
+                            compile_limit(l, old, i, &r.name, rate_limit_store.as_ref(), metrics)
+                                .map_err(|why| {
+                                    errors.push(CompileError::new(
+                                        format!("routes[{ri}].rate_limits[{i}]"),
+                                        why,
+                                    ))
+                                })
+                                .ok()
+                        })
+                        .collect(),
+                    max_body_bytes: config.server.max_body_bytes.0,
+                    underscore_headers: config.forwarding.headers_with_underscores,
+                    rewrite: r
+                        .rewrite_prefix
+                        .clone()
+                        .and_then(|w| r.path_prefix.clone().map(|p| (p, w))),
+                    extra: extensions.to_vec(),
+                }),
             };
             routes.push((route, r.hosts.clone()));
         }
@@ -247,7 +270,8 @@ impl Snapshot {
                 .collect(),
             request_id_header,
             underscore_headers: config.forwarding.headers_with_underscores,
-            security_headers: global_headers,
+            fallback_chain: Chain::fallback(global_headers),
+            extensions,
             auth,
             rate_limit_store,
             router: Router::new(routes),
