@@ -176,6 +176,32 @@ pub struct ListenerConfig {
     /// TLS for this listener; plain HTTP when absent.
     #[serde(default)]
     pub tls: Option<TlsListenerConfig>,
+    /// What the listener is for. Only `gateway` (the edge) today; the mesh adds `inbound`
+    /// and `outbound`.
+    #[serde(default)]
+    pub role: ListenerRole,
+    /// The routes this listener serves, by name, matched in file order as usual. Empty (the
+    /// default): every route. A request on this listener for a route not named here is a 404.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+}
+
+/// What a listener is for.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerRole {
+    /// The API gateway at the edge.
+    #[default]
+    Gateway,
+}
+
+impl ListenerRole {
+    /// The name used in config, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerRole::Gateway => "gateway",
+        }
+    }
 }
 
 /// TLS on a listener.

@@ -117,6 +117,20 @@ pub(crate) fn validate(c: &Config, e: &mut ConfigErrors) {
         if let Some(tls) = &l.tls {
             listener_tls(tls, &format!("{p}.tls"), e);
         }
+        let mut served = HashSet::new();
+        for (j, name) in l.routes.iter().enumerate() {
+            if !served.insert(name) {
+                e.push(
+                    format!("{p}.routes[{j}]"),
+                    format!("route `{name}` is named twice"),
+                );
+            } else if !c.routes.iter().any(|r| &r.name == name) {
+                e.push(
+                    format!("{p}.routes[{j}]"),
+                    format!("no route is named `{name}`"),
+                );
+            }
+        }
     }
     let mut clusters = HashSet::new();
     for (i, cl) in c.clusters.iter().enumerate() {
@@ -674,6 +688,43 @@ tier_claim = "plan"
             .unwrap_err()
             .to_string();
         assert!(errors.contains("expected a key"), "{errors}");
+    }
+
+    #[test]
+    fn listeners_name_routes_that_exist_once_and_a_role_warden_knows() {
+        let text = r#"
+[[listeners]]
+name = "edge"
+address = "127.0.0.1:0"
+routes = ["public", "gone", "public"]
+[[listeners]]
+name = "local"
+address = "127.0.0.1:0"
+role = "gateway"
+[[clusters]]
+name = "c"
+endpoints = ["http://127.0.0.1:1"]
+[[routes]]
+name = "public"
+auth = "none"
+cluster = "c"
+"#;
+        let errors = crate::parse(text).unwrap_err().to_string();
+        for needle in [
+            "listeners[0].routes[1]: no route is named `gone`",
+            "listeners[0].routes[2]: route `public` is named twice",
+        ] {
+            assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");
+        }
+        let fixed = text.replace(", \"gone\", \"public\"", "");
+        let c = crate::parse(&fixed).expect("valid");
+        assert_eq!(c.listeners[0].routes, ["public"]);
+        assert!(c.listeners[1].routes.is_empty());
+        assert_eq!(c.listeners[1].role.as_str(), "gateway");
+        let err = crate::parse(&fixed.replace("role = \"gateway\"", "role = \"sidecar\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `sidecar`"), "{err}");
     }
 
     #[test]

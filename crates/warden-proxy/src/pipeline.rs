@@ -238,7 +238,7 @@ where
         head.method.clone()
     };
     let route = snap
-        .router
+        .router_for(&conn.listener)
         .find(&ex.host, &ex.path, &match_method, &head.headers)
         .ok_or(Reject::NoRoute)?;
     ex.route = Some(route);

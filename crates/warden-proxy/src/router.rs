@@ -179,11 +179,11 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub(crate) fn new(routes: Vec<(Route, Vec<String>)>) -> Self {
+    pub(crate) fn new(routes: Vec<(Arc<Route>, Vec<String>)>) -> Self {
         let mut r = Router::default();
         let mut wild: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, (route, hosts)) in routes.into_iter().enumerate() {
-            r.routes.push(Arc::new(route));
+            r.routes.push(route);
             if hosts.is_empty() {
                 r.any.push(i);
             }

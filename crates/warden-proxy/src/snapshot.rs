@@ -44,7 +44,10 @@ pub(crate) struct Limits {
 /// The running config.
 pub struct Snapshot {
     pub(crate) config: Arc<Config>,
+    /// Every route.
     pub(crate) router: Router,
+    /// The routes of listeners that name theirs (`listeners[].routes`), by listener name.
+    pub(crate) listener_routers: HashMap<String, Router>,
     pub(crate) clusters: HashMap<String, Arc<Cluster>>,
     pub(crate) listeners: HashMap<String, ListenerSettings>,
     pub(crate) limits: Limits,
@@ -240,7 +243,7 @@ impl Snapshot {
                     extra: extensions.to_vec(),
                 }),
             };
-            routes.push((route, r.hosts.clone()));
+            routes.push((Arc::new(route), r.hosts.clone()));
         }
         let (Some(auth), true) = (auth, errors.is_empty()) else {
             return Err(errors);
@@ -274,12 +277,22 @@ impl Snapshot {
             extensions,
             auth,
             rate_limit_store,
+            listener_routers: listener_routers(&config, &routes),
             router: Router::new(routes),
             clusters,
             listeners,
             limits,
             config: Arc::new(config),
         })
+    }
+
+    /// The routes a request on `listener` is matched against. A map lookup only when some
+    /// listener names its routes; otherwise every listener serves every route.
+    pub(crate) fn router_for(&self, listener: &str) -> &Router {
+        if self.listener_routers.is_empty() {
+            return &self.router;
+        }
+        self.listener_routers.get(listener).unwrap_or(&self.router)
     }
 
     /// Starts background work (health checks) for clusters that are new in this snapshot.
@@ -291,6 +304,27 @@ impl Snapshot {
             store.start();
         }
     }
+}
+
+/// A router for each listener that names its routes, sharing the compiled routes (and so
+/// their limiters and caches) with every other listener that serves them.
+fn listener_routers(
+    config: &Config,
+    routes: &[(Arc<Route>, Vec<String>)],
+) -> HashMap<String, Router> {
+    config
+        .listeners
+        .iter()
+        .filter(|l| !l.routes.is_empty())
+        .map(|l| {
+            let served = routes
+                .iter()
+                .filter(|(r, _)| l.routes.iter().any(|n| n == r.name.as_str()))
+                .cloned()
+                .collect();
+            (l.name.clone(), Router::new(served))
+        })
+        .collect()
 }
 
 /// The shared Redis store, when a limit uses it: the previous snapshot's when
