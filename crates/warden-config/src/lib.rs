@@ -25,7 +25,8 @@ pub use auth::*;
 pub use authority::{AuthorityAuditConfig, AuthorityConfig, FailedAuthConfig, IssuanceAudit};
 pub use model::*;
 pub use types::{
-    parse_duration, ByteSize, Cidr, Dur, LimitKeys, RegexStr, SecretError, SecretRef, Timestamp,
+    parse_duration, ByteSize, Cidr, Dur, HeaderNameText, LimitKeys, MethodName, Parsed, RegexStr,
+    SecretError, SecretRef, Timestamp,
 };
 pub use validate::{parse_endpoint, Endpoint, Scheme};
 

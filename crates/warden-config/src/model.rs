@@ -93,7 +93,7 @@ pub struct ForwardingConfig {
     /// incoming `X-Forwarded-*` and `Forwarded` headers are replaced.
     pub trusted_proxies: Vec<Cidr>,
     /// Header carrying the request id: kept when the client sent a valid one, generated otherwise.
-    pub request_id_header: String,
+    pub request_id_header: crate::types::HeaderNameText,
     /// What happens to request headers whose names contain `_`, which many upstream stacks
     /// (CGI, PHP, WSGI, Rails, nginx with `underscores_in_headers`) read as `-`: `allow`
     /// forwards them, `drop` removes them, `reject` answers 400. Whatever this says, a name
@@ -334,7 +334,7 @@ pub struct RetryConfig {
     /// Retries after the first try (0: none).
     pub attempts: u32,
     /// Methods that may be retried; non-idempotent methods are left out by default.
-    pub methods: Vec<String>,
+    pub methods: Vec<crate::types::MethodName>,
     /// Upstream statuses that are retried (connection failures, resets and per-try timeouts
     /// always are).
     pub statuses: Vec<u16>,
@@ -480,7 +480,7 @@ pub struct RouteConfig {
     pub path_regex: Option<RegexStr>,
     /// Methods allowed to match; empty matches any.
     #[serde(default)]
-    pub methods: Vec<String>,
+    pub methods: Vec<crate::types::MethodName>,
     /// Forward `TRACE` (and `TRACK`) requests. Off by default: they echo the request back,
     /// headers and cookies included (cross-site tracing), so they get 405.
     #[serde(default)]
@@ -606,7 +606,7 @@ pub enum StoreFailure {
 #[serde(deny_unknown_fields)]
 pub struct HeaderMatch {
     /// Header name (case-insensitive).
-    pub name: String,
+    pub name: crate::types::HeaderNameText,
     /// The value must equal this.
     #[serde(default)]
     pub exact: Option<String>,
@@ -626,7 +626,7 @@ pub struct CorsConfig {
     pub allowed_origins: Vec<String>,
     /// Methods allowed in actual requests.
     #[serde(default = "d::cors_methods")]
-    pub allowed_methods: Vec<String>,
+    pub allowed_methods: Vec<crate::types::MethodName>,
     /// Request headers allowed.
     #[serde(default)]
     pub allowed_headers: Vec<String>,

@@ -518,3 +518,64 @@ mod tests {
             .contains("env:NAME"));
     }
 }
+
+/// A config string parsed once, when the config is read: the text as written (for the config
+/// dump and messages) and its typed value, which is `None` when the text does not parse.
+/// Validation reports every `None` with its path, so the values of a validated config are all
+/// there and nothing downstream parses the text again (or drops what does not parse).
+#[derive(Clone, Debug)]
+pub struct Parsed<T> {
+    text: String,
+    value: Option<T>,
+}
+
+/// A method name (`GET`, `PURGE`), parsed once.
+pub type MethodName = Parsed<http::Method>;
+
+/// A header name, parsed once (and so lower-cased).
+pub type HeaderNameText = Parsed<http::HeaderName>;
+
+impl<T: std::str::FromStr> Parsed<T> {
+    /// Parses `text`.
+    pub fn new(text: impl Into<String>) -> Self {
+        let text = text.into();
+        let value = text.parse().ok();
+        Self { text, value }
+    }
+}
+
+impl<T> Parsed<T> {
+    /// The text as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The typed value; `None` only in a config that did not validate.
+    pub fn value(&self) -> Option<&T> {
+        self.value.as_ref()
+    }
+}
+
+impl<T> PartialEq for Parsed<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl<T> fmt::Display for Parsed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl<T> Serialize for Parsed<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de, T: std::str::FromStr> Deserialize<'de> for Parsed<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self::new)
+    }
+}

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, Method};
+use http::HeaderName;
 use ipnet::IpNet;
 use warden_config::Config;
 use warden_telemetry::Metrics;
@@ -172,11 +172,20 @@ impl Snapshot {
                 (_, _, Some(re)) => PathMatch::Regex(re.0.clone()),
                 _ => PathMatch::Any,
             };
+            // Typed when the config was read; a value missing here is a config that did not
+            // validate, refused rather than matched more widely.
+            let mut untyped = |what: String| {
+                errors.push(CompileError::new(what, "not parsed"));
+            };
             let headers = r
                 .headers
                 .iter()
-                .filter_map(|h| {
-                    let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+                .enumerate()
+                .filter_map(|(hi, h)| {
+                    let Some(name) = h.name.value().cloned() else {
+                        untyped(format!("routes[{ri}].headers[{hi}].name"));
+                        return None;
+                    };
                     Some(match (&h.exact, &h.regex, h.present) {
                         (Some(v), _, _) => HeaderCond::Exact(name, v.clone()),
                         (_, Some(re), _) => HeaderCond::Regex(name, re.0.clone()),
@@ -185,14 +194,21 @@ impl Snapshot {
                     })
                 })
                 .collect();
+            let methods = r
+                .methods
+                .iter()
+                .filter_map(|m| {
+                    let v = m.value().cloned();
+                    if v.is_none() {
+                        untyped(format!("routes[{ri}].methods"));
+                    }
+                    v
+                })
+                .collect();
             let route = Route {
                 name: Arc::new(r.name.clone()),
                 path,
-                methods: r
-                    .methods
-                    .iter()
-                    .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
-                    .collect(),
+                methods,
                 allow_trace: r.allow_trace,
                 headers,
                 cluster,
@@ -245,7 +261,16 @@ impl Snapshot {
             };
             routes.push((Arc::new(route), r.hosts.clone()));
         }
-        let (Some(auth), true) = (auth, errors.is_empty()) else {
+        let request_id_header = config.forwarding.request_id_header.value().cloned();
+        if request_id_header.is_none() {
+            errors.push(CompileError::new(
+                "forwarding.request_id_header",
+                "not parsed",
+            ));
+        }
+        let (Some(auth), Some(request_id_header), true) =
+            (auth, request_id_header, errors.is_empty())
+        else {
             return Err(errors);
         };
         let s = &config.server;
@@ -261,9 +286,6 @@ impl Snapshot {
             drain_timeout: s.drain_timeout.0,
             allow_encoded_slash: s.allow_encoded_slash,
         };
-        let request_id_header =
-            HeaderName::from_bytes(config.forwarding.request_id_header.as_bytes())
-                .unwrap_or_else(|_| HeaderName::from_static("x-request-id"));
         Ok(Snapshot {
             trusted_proxies: config
                 .forwarding
