@@ -9,12 +9,14 @@
 //!   per rate limit, its refusals), so dashboards show 0 rather than "no data" and the first
 //!   event is an increase. Statuses are not invented: `warden_requests_total` grows by what
 //!   is answered;
-//! - `warden_rate_limit_store_up` is exported only while a Redis store is configured.
+//! - `warden_rate_limit_store_up` is exported only while a Redis store is configured;
+//! - `warden_listener_info{listener, role}` names each listener's role.
 //!
 //! A request still in flight on the old snapshot may recreate a removed route's series once;
 //! it goes at the next reload that does not have the route either.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use warden_telemetry::metrics::{
     ClusterReason, ClusterResult, EndpointLabel, Reason, CLUSTER_REJECT_REASONS, RETRY_RESULTS,
@@ -32,6 +34,17 @@ pub(crate) fn sync(metrics: &Metrics, old: Option<&Snapshot>, new: &Snapshot) {
         forget_removed(metrics, old, new);
     }
     metrics.set_rate_limit_store(new.rate_limit_store.is_some());
+    // A reload can change a listener's role (never its name): rebuilt, not patched.
+    metrics.listener_info.clear();
+    for l in &new.config.listeners {
+        metrics
+            .listener_info
+            .get_or_create(&warden_telemetry::metrics::ListenerRoleLabel {
+                listener: Arc::new(l.name.clone()),
+                role: l.role.as_str(),
+            })
+            .set(1);
+    }
     for reason in HANDLER_REASONS.iter().chain(crate::refusal::REASONS) {
         let _ = metrics.rejected.get_or_create(&Reason(reason));
     }

@@ -39,6 +39,13 @@ async fn an_edge_listener_serves_only_its_routes_while_the_loopback_one_serves_a
     let seen = outer.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].uri, "/internal/stats");
+
+    // Each listener's role, to join the per-listener series on.
+    let text = warden_test_util::authcfg::metrics(gw.admin()).await;
+    for l in ["main", "edge"] {
+        let line = format!("warden_listener_info{{listener=\"{l}\",role=\"gateway\"}} 1");
+        assert!(text.lines().any(|x| x == line), "{line} in:\n{text}");
+    }
 }
 
 #[tokio::test]
