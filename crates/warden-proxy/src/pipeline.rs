@@ -175,11 +175,11 @@ where
     let logging = log_path.is_some();
     let authorized = ex.identity.as_deref().filter(|_| ex.authorized);
     let end = End {
-        log: gw.access_log().clone(),
+        // Only what the access log needs is kept for it, and only when it is on.
+        log: logging.then(|| (gw.access_log().clone(), conn.listener.clone())),
         time: started_at,
         start,
         request_id,
-        listener: conn.listener.clone(),
         route: ex.route.map_or_else(|| DASH.clone(), |r| r.name.clone()),
         method: std::mem::replace(&mut ex.method, Method::GET),
         path: log_path,
@@ -309,11 +309,11 @@ where
 /// The end-of-exchange hook: what one request did, counted in the metrics when its response
 /// head is ready and written to the access log when its body is done (or dropped).
 struct End {
-    log: AccessLog,
+    /// The access log and the listener's name, when the log is on.
+    log: Option<(AccessLog, Arc<String>)>,
     time: SystemTime,
     start: Instant,
     request_id: HeaderValue,
-    listener: Arc<String>,
     route: Arc<String>,
     method: Method,
     /// The path as the client sent it; `None` when the access log is off.
@@ -354,7 +354,9 @@ impl End {
 
     /// The access-log line, when the response body is done.
     fn at_finish(&self, bytes_out: u64) {
-        let Some(path) = &self.path else { return };
+        let (Some(path), Some((log, listener))) = (&self.path, &self.log) else {
+            return;
+        };
         let time = warden_telemetry::format_time(self.time);
         let client = self.client.to_string();
         let upstream = self.upstream.as_ref().map(|g| g.endpoint().label.clone());
@@ -363,10 +365,10 @@ impl End {
             Version::HTTP_10 => "HTTP/1.0",
             _ => "HTTP/1.1",
         };
-        self.log.write(&AccessRecord {
+        log.write(&AccessRecord {
             time: &time,
             request_id: self.request_id.to_str().unwrap_or("-"),
-            listener: &self.listener,
+            listener,
             route: &self.route,
             method: self.method.as_str(),
             path,
