@@ -54,7 +54,13 @@ impl InMemory {
         filters: Vec<Arc<dyn Filter>>,
     ) -> Result<Self, Vec<CompileError>> {
         let metrics = Arc::new(Metrics::new());
-        let snapshot = Snapshot::compile_with(config, None, &metrics, filters.into())?;
+        let snapshot = Snapshot::compile_with(
+            config,
+            None,
+            &metrics,
+            filters.into(),
+            Arc::new(warden_config::LocalSecrets),
+        )?;
         crate::series::sync(&metrics, None, &snapshot);
         let gw = Gateway::new(snapshot, metrics, AccessLog::disabled(), None);
         Ok(Self {

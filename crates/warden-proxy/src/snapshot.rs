@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 use ipnet::IpNet;
-use warden_config::Config;
+use warden_config::{Config, SecretResolver};
 use warden_telemetry::Metrics;
 
 use crate::cors::Cors;
@@ -59,6 +59,8 @@ pub struct Snapshot {
     pub(crate) fallback_chain: Chain,
     /// Filters added to every route's chain by the embedding code (kept across reloads).
     pub(crate) extensions: Arc<[Arc<dyn Filter>]>,
+    /// Reads secret references (`env:`, `file:`); kept across reloads.
+    pub(crate) secrets: Arc<dyn SecretResolver>,
     /// Verifiers, caches and policies of the `[auth]` section.
     pub(crate) auth: Arc<warden_auth::Authenticator>,
     /// The shared Redis rate-limit store, when a limit uses it.
@@ -79,16 +81,22 @@ impl Snapshot {
         metrics: &Arc<Metrics>,
     ) -> Result<Snapshot, Vec<CompileError>> {
         let extensions = previous.map(|p| p.extensions.clone()).unwrap_or_default();
-        Self::compile_with(config, previous, metrics, extensions)
+        let secrets = previous.map_or_else(
+            || Arc::new(warden_config::LocalSecrets) as Arc<dyn SecretResolver>,
+            |p| p.secrets.clone(),
+        );
+        Self::compile_with(config, previous, metrics, extensions, secrets)
     }
 
     /// [`Snapshot::compile`], with filters added at the end of every route's chain (after the
-    /// built-in ones: they see the request as it will be forwarded). A reload keeps them.
+    /// built-in ones: they see the request as it will be forwarded) and the resolver that
+    /// reads secret references. A reload keeps both.
     pub(crate) fn compile_with(
         config: Config,
         previous: Option<&Snapshot>,
         metrics: &Arc<Metrics>,
         extensions: Arc<[Arc<dyn Filter>]>,
+        secrets: Arc<dyn SecretResolver>,
     ) -> Result<Snapshot, Vec<CompileError>> {
         let mut errors = Vec::new();
         let mut listeners = HashMap::new();
@@ -157,7 +165,7 @@ impl Snapshot {
             }
         };
         let global_headers = Arc::new(SecurityHeaders::compile(&config.security_headers));
-        let rate_limit_store = rate_limit_store(&config, previous, metrics)
+        let rate_limit_store = rate_limit_store(&config, previous, metrics, secrets.as_ref())
             .map_err(|e| errors.push(e))
             .ok()
             .flatten();
@@ -297,6 +305,7 @@ impl Snapshot {
             underscore_headers: config.forwarding.headers_with_underscores,
             fallback_chain: Chain::fallback(global_headers),
             extensions,
+            secrets,
             auth,
             rate_limit_store,
             listener_routers: listener_routers(&config, &routes),
@@ -356,6 +365,7 @@ fn rate_limit_store(
     config: &Config,
     previous: Option<&Snapshot>,
     metrics: &Arc<Metrics>,
+    secrets: &dyn SecretResolver,
 ) -> Result<Option<Arc<warden_limits::RedisStore>>, CompileError> {
     use warden_limits::{RedisStore, StoreConfig, StoreHealth};
     let s = &config.rate_limit_store;
@@ -370,7 +380,8 @@ fn rate_limit_store(
     let password = match &s.password {
         None => None,
         Some(p) => Some(
-            p.read_line()
+            secrets
+                .resolve_line(p)
                 .map_err(|e| CompileError::new("rate_limit_store.password", e))?
                 .to_string(),
         ),
@@ -603,4 +614,64 @@ fn compile_bucket(
         ),
         tier: tier_label,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use warden_config::{SecretError, SecretRef, SecretResolver, Zeroizing};
+    use warden_telemetry::Metrics;
+
+    use super::Snapshot;
+
+    /// A store of secrets that is not the environment or a file, recording what it was asked.
+    #[derive(Default)]
+    struct Store(Mutex<Vec<String>>);
+
+    impl SecretResolver for Store {
+        fn resolve(&self, secret: &SecretRef) -> Result<Zeroizing<Vec<u8>>, SecretError> {
+            self.0.lock().unwrap().push(secret.to_string());
+            Ok(Zeroizing::new(b"from-the-store\n".to_vec()))
+        }
+    }
+
+    #[test]
+    fn secret_references_are_resolved_through_the_resolver_given_at_compile_time() {
+        // Validation checks that the reference resolves here; then the file goes away, so only
+        // a resolver that does not read it can compile the config.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("redis-password");
+        std::fs::write(&file, "pw\n").expect("write");
+        let config = warden_config::parse(&format!(
+            "[admin]\nenabled = false\n[[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:0\"\n\
+             [rate_limit_store]\nredis_url = \"redis://127.0.0.1:1\"\n\
+             password = \"file:{}\"\n\
+             [[clusters]]\nname = \"c\"\nendpoints = [\"http://127.0.0.1:9\"]\n\
+             [[routes]]\nname = \"r\"\ncluster = \"c\"\nauth = \"none\"\n\
+             [[routes.rate_limits]]\nkey = \"client_ip\"\nrequests = 5\nstore = \"redis\"\n",
+            file.display()
+        ))
+        .expect("config");
+        std::fs::remove_file(&file).expect("remove");
+        let metrics = Arc::new(Metrics::new());
+        // The file is gone...
+        let errors = Snapshot::compile(config.clone(), None, &metrics)
+            .err()
+            .expect("missing file");
+        assert!(errors.iter().any(|e| e.path == "rate_limit_store.password"));
+        // ...the resolver does, and a reload keeps asking it.
+        let store = Arc::new(Store::default());
+        let snap = Snapshot::compile_with(
+            config.clone(),
+            None,
+            &metrics,
+            Arc::from(Vec::new()),
+            store.clone(),
+        )
+        .expect("compiles with the store's secret");
+        assert!(Snapshot::compile(config, Some(&snap), &metrics).is_ok());
+        let asked = format!("file:{}", file.display());
+        assert_eq!(*store.0.lock().unwrap(), [asked.clone(), asked]);
+    }
 }

@@ -358,7 +358,14 @@ mod tests {
     fn chains_hold_only_the_filters_a_route_uses_in_order_and_a_reload_keeps_added_ones() {
         let metrics = Arc::new(Metrics::new());
         let extra: Arc<[Arc<dyn Filter>]> = Arc::from(vec![Arc::new(Marker) as Arc<dyn Filter>]);
-        let snap = Snapshot::compile_with(config(), None, &metrics, extra).expect("compiles");
+        let snap = Snapshot::compile_with(
+            config(),
+            None,
+            &metrics,
+            extra,
+            Arc::new(warden_config::LocalSecrets),
+        )
+        .expect("compiles");
         let names = |s: &Snapshot, route: &str| s.router.by_name(route).unwrap().chain.names();
         assert_eq!(
             names(&snap, "open"),
