@@ -39,8 +39,10 @@ pub(crate) fn health_healthy() -> u32 {
 pub(crate) fn health_unhealthy() -> u32 {
     3
 }
-pub(crate) fn cors_methods() -> Vec<String> {
-    ["GET", "HEAD", "POST"].map(String::from).to_vec()
+pub(crate) fn cors_methods() -> Vec<crate::types::MethodName> {
+    ["GET", "HEAD", "POST"]
+        .map(crate::types::Parsed::new)
+        .to_vec()
 }
 pub(crate) fn rate_limit_period() -> Dur {
     Dur::secs(1)
@@ -75,7 +77,7 @@ impl Default for ForwardingConfig {
     fn default() -> Self {
         Self {
             trusted_proxies: Vec::new(),
-            request_id_header: "x-request-id".into(),
+            request_id_header: crate::types::Parsed::new("x-request-id"),
             headers_with_underscores: Default::default(),
         }
     }
@@ -174,7 +176,7 @@ impl Default for RetryConfig {
         Self {
             attempts: 2,
             methods: ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]
-                .map(String::from)
+                .map(crate::types::Parsed::new)
                 .to_vec(),
             statuses: vec![502, 503, 504],
             per_try_timeout: Dur::secs(5),

@@ -25,9 +25,12 @@ pub use auth::*;
 pub use authority::{AuthorityAuditConfig, AuthorityConfig, FailedAuthConfig, IssuanceAudit};
 pub use model::*;
 pub use types::{
-    parse_duration, ByteSize, Cidr, Dur, LimitKeys, RegexStr, SecretError, SecretRef, Timestamp,
+    parse_duration, ByteSize, Cidr, Dur, HeaderNameText, LimitKeys, LocalSecrets, MethodName,
+    Parsed, RegexStr, SecretError, SecretRef, SecretResolver, Timestamp,
 };
 pub use validate::{parse_endpoint, Endpoint, Scheme};
+/// What [`SecretResolver`]s return: bytes wiped from memory when dropped.
+pub use zeroize::Zeroizing;
 
 /// One problem in a config: where (`routes[2].cluster`) and why.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -93,7 +93,7 @@ pub struct ForwardingConfig {
     /// incoming `X-Forwarded-*` and `Forwarded` headers are replaced.
     pub trusted_proxies: Vec<Cidr>,
     /// Header carrying the request id: kept when the client sent a valid one, generated otherwise.
-    pub request_id_header: String,
+    pub request_id_header: crate::types::HeaderNameText,
     /// What happens to request headers whose names contain `_`, which many upstream stacks
     /// (CGI, PHP, WSGI, Rails, nginx with `underscores_in_headers`) read as `-`: `allow`
     /// forwards them, `drop` removes them, `reject` answers 400. Whatever this says, a name
@@ -176,6 +176,32 @@ pub struct ListenerConfig {
     /// TLS for this listener; plain HTTP when absent.
     #[serde(default)]
     pub tls: Option<TlsListenerConfig>,
+    /// What the listener is for. Only `gateway` (the edge) today; the mesh adds `inbound`
+    /// and `outbound`.
+    #[serde(default)]
+    pub role: ListenerRole,
+    /// The routes this listener serves, by name, matched in file order as usual. Empty (the
+    /// default): every route. A request on this listener for a route not named here is a 404.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+}
+
+/// What a listener is for.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerRole {
+    /// The API gateway at the edge.
+    #[default]
+    Gateway,
+}
+
+impl ListenerRole {
+    /// The name used in config, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerRole::Gateway => "gateway",
+        }
+    }
 }
 
 /// TLS on a listener.
@@ -308,7 +334,7 @@ pub struct RetryConfig {
     /// Retries after the first try (0: none).
     pub attempts: u32,
     /// Methods that may be retried; non-idempotent methods are left out by default.
-    pub methods: Vec<String>,
+    pub methods: Vec<crate::types::MethodName>,
     /// Upstream statuses that are retried (connection failures, resets and per-try timeouts
     /// always are).
     pub statuses: Vec<u16>,
@@ -454,7 +480,7 @@ pub struct RouteConfig {
     pub path_regex: Option<RegexStr>,
     /// Methods allowed to match; empty matches any.
     #[serde(default)]
-    pub methods: Vec<String>,
+    pub methods: Vec<crate::types::MethodName>,
     /// Forward `TRACE` (and `TRACK`) requests. Off by default: they echo the request back,
     /// headers and cookies included (cross-site tracing), so they get 405.
     #[serde(default)]
@@ -580,7 +606,7 @@ pub enum StoreFailure {
 #[serde(deny_unknown_fields)]
 pub struct HeaderMatch {
     /// Header name (case-insensitive).
-    pub name: String,
+    pub name: crate::types::HeaderNameText,
     /// The value must equal this.
     #[serde(default)]
     pub exact: Option<String>,
@@ -600,7 +626,7 @@ pub struct CorsConfig {
     pub allowed_origins: Vec<String>,
     /// Methods allowed in actual requests.
     #[serde(default = "d::cors_methods")]
-    pub allowed_methods: Vec<String>,
+    pub allowed_methods: Vec<crate::types::MethodName>,
     /// Request headers allowed.
     #[serde(default)]
     pub allowed_headers: Vec<String>,

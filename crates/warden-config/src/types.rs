@@ -299,7 +299,11 @@ impl SecretRef {
 
     /// Reads a one-line text secret (a password), without its line ending.
     pub fn read_line(&self) -> Result<Zeroizing<String>, String> {
-        let bytes = self.read().map_err(|e| e.to_string())?;
+        Self::one_line(self.read().map_err(|e| e.to_string())?)
+    }
+
+    /// A secret's bytes as one line of text, without its line ending.
+    pub fn one_line(bytes: Zeroizing<Vec<u8>>) -> Result<Zeroizing<String>, String> {
         let text = std::str::from_utf8(&bytes).map_err(|_| "must be UTF-8 text".to_string())?;
         let line = text.trim_end_matches(['\r', '\n']);
         if line.is_empty() || line.contains(['\r', '\n']) {
@@ -516,5 +520,89 @@ mod tests {
         assert!(SecretRef::parse("-----BEGIN PRIVATE KEY-----")
             .unwrap_err()
             .contains("env:NAME"));
+    }
+}
+
+/// Turns secret references into their bytes, for whoever compiles a config (the proxy's
+/// snapshot compiler takes one). [`LocalSecrets`] reads `env:` and `file:` references; a
+/// resolver for another store (a vault) plugs in here without changing its callers.
+pub trait SecretResolver: Send + Sync {
+    /// The secret's bytes, wiped from memory when dropped.
+    fn resolve(&self, secret: &SecretRef) -> Result<Zeroizing<Vec<u8>>, SecretError>;
+
+    /// A one-line text secret (a password), without its line ending.
+    fn resolve_line(&self, secret: &SecretRef) -> Result<Zeroizing<String>, String> {
+        SecretRef::one_line(self.resolve(secret).map_err(|e| e.to_string())?)
+    }
+}
+
+/// `env:` and `file:` references, read from this process's environment and files.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LocalSecrets;
+
+impl SecretResolver for LocalSecrets {
+    fn resolve(&self, secret: &SecretRef) -> Result<Zeroizing<Vec<u8>>, SecretError> {
+        secret.read()
+    }
+}
+
+/// A config string parsed once, when the config is read: the text as written (for the config
+/// dump and messages) and its typed value, which is `None` when the text does not parse.
+/// Validation reports every `None` with its path, so the values of a validated config are all
+/// there and nothing downstream parses the text again (or drops what does not parse).
+#[derive(Clone, Debug)]
+pub struct Parsed<T> {
+    text: String,
+    value: Option<T>,
+}
+
+/// A method name (`GET`, `PURGE`), parsed once.
+pub type MethodName = Parsed<http::Method>;
+
+/// A header name, parsed once (and so lower-cased).
+pub type HeaderNameText = Parsed<http::HeaderName>;
+
+impl<T: std::str::FromStr> Parsed<T> {
+    /// Parses `text`.
+    pub fn new(text: impl Into<String>) -> Self {
+        let text = text.into();
+        let value = text.parse().ok();
+        Self { text, value }
+    }
+}
+
+impl<T> Parsed<T> {
+    /// The text as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The typed value; `None` only in a config that did not validate.
+    pub fn value(&self) -> Option<&T> {
+        self.value.as_ref()
+    }
+}
+
+impl<T> PartialEq for Parsed<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl<T> fmt::Display for Parsed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl<T> Serialize for Parsed<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de, T: std::str::FromStr> Deserialize<'de> for Parsed<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self::new)
     }
 }

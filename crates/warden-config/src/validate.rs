@@ -81,7 +81,7 @@ pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
 
 pub(crate) fn validate(c: &Config, e: &mut ConfigErrors) {
     server(&c.server, e);
-    if http::HeaderName::from_bytes(c.forwarding.request_id_header.as_bytes()).is_err() {
+    if c.forwarding.request_id_header.value().is_none() {
         e.push("forwarding.request_id_header", "not a valid header name");
     }
     security_headers(&c.security_headers, "security_headers", e);
@@ -116,6 +116,20 @@ pub(crate) fn validate(c: &Config, e: &mut ConfigErrors) {
         }
         if let Some(tls) = &l.tls {
             listener_tls(tls, &format!("{p}.tls"), e);
+        }
+        let mut served = HashSet::new();
+        for (j, name) in l.routes.iter().enumerate() {
+            if !served.insert(name) {
+                e.push(
+                    format!("{p}.routes[{j}]"),
+                    format!("route `{name}` is named twice"),
+                );
+            } else if !c.routes.iter().any(|r| &r.name == name) {
+                e.push(
+                    format!("{p}.routes[{j}]"),
+                    format!("no route is named `{name}`"),
+                );
+            }
         }
     }
     let mut clusters = HashSet::new();
@@ -384,14 +398,12 @@ fn route(r: &RouteConfig, p: &str, e: &mut ConfigErrors) {
         }
     }
     for m in &r.methods {
-        if http::Method::from_bytes(m.as_bytes()).is_err()
-            || m.chars().any(|c| c.is_ascii_lowercase())
-        {
+        if m.value().is_none() || m.as_str().chars().any(|c| c.is_ascii_lowercase()) {
             e.push(
                 format!("{p}.methods"),
                 format!("`{m}` is not a method (write it in capitals)"),
             );
-        } else if (m == "TRACE" || m == "TRACK") && !r.allow_trace {
+        } else if (m.as_str() == "TRACE" || m.as_str() == "TRACK") && !r.allow_trace {
             e.push(
                 format!("{p}.methods"),
                 format!("`{m}` is refused with 405 unless the route sets allow_trace = true"),
@@ -400,7 +412,7 @@ fn route(r: &RouteConfig, p: &str, e: &mut ConfigErrors) {
     }
     for (i, h) in r.headers.iter().enumerate() {
         let hp = format!("{p}.headers[{i}]");
-        if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
+        if h.name.value().is_none() {
             e.push(format!("{hp}.name"), "not a valid header name");
         }
         if h.exact.is_some() && h.regex.is_some() {
@@ -438,7 +450,7 @@ fn route(r: &RouteConfig, p: &str, e: &mut ConfigErrors) {
             );
         }
         for m in &c.allowed_methods {
-            if http::Method::from_bytes(m.as_bytes()).is_err() {
+            if m.value().is_none() {
                 e.push(
                     format!("{cp}.allowed_methods"),
                     format!("`{m}` is not a method"),
@@ -674,6 +686,43 @@ tier_claim = "plan"
             .unwrap_err()
             .to_string();
         assert!(errors.contains("expected a key"), "{errors}");
+    }
+
+    #[test]
+    fn listeners_name_routes_that_exist_once_and_a_role_warden_knows() {
+        let text = r#"
+[[listeners]]
+name = "edge"
+address = "127.0.0.1:0"
+routes = ["public", "gone", "public"]
+[[listeners]]
+name = "local"
+address = "127.0.0.1:0"
+role = "gateway"
+[[clusters]]
+name = "c"
+endpoints = ["http://127.0.0.1:1"]
+[[routes]]
+name = "public"
+auth = "none"
+cluster = "c"
+"#;
+        let errors = crate::parse(text).unwrap_err().to_string();
+        for needle in [
+            "listeners[0].routes[1]: no route is named `gone`",
+            "listeners[0].routes[2]: route `public` is named twice",
+        ] {
+            assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");
+        }
+        let fixed = text.replace(", \"gone\", \"public\"", "");
+        let c = crate::parse(&fixed).expect("valid");
+        assert_eq!(c.listeners[0].routes, ["public"]);
+        assert!(c.listeners[1].routes.is_empty());
+        assert_eq!(c.listeners[1].role.as_str(), "gateway");
+        let err = crate::parse(&fixed.replace("role = \"gateway\"", "role = \"sidecar\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `sidecar`"), "{err}");
     }
 
     #[test]

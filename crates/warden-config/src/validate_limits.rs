@@ -35,9 +35,7 @@ pub(crate) fn cluster_protection(c: &ClusterConfig, p: &str, e: &mut ConfigError
             e.push(format!("{rp}.attempts"), "at most 10");
         }
         for m in &r.methods {
-            if http::Method::from_bytes(m.as_bytes()).is_err()
-                || m.chars().any(|c| c.is_ascii_lowercase())
-            {
+            if m.value().is_none() || m.as_str().chars().any(|c| c.is_ascii_lowercase()) {
                 e.push(
                     format!("{rp}.methods"),
                     format!("`{m}` is not a method (write it in capitals)"),

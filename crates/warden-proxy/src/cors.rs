@@ -33,10 +33,16 @@ fn join(items: &[String]) -> Option<HeaderValue> {
 
 impl Cors {
     pub(crate) fn compile(c: &CorsConfig) -> Self {
+        // Typed when the config was read (validation refuses a method that is not one).
         let methods: Vec<Method> = c
             .allowed_methods
             .iter()
-            .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+            .filter_map(|m| m.value().cloned())
+            .collect();
+        let method_names: Vec<String> = c
+            .allowed_methods
+            .iter()
+            .map(|m| m.as_str().to_owned())
             .collect();
         let headers: Vec<String> = c
             .allowed_headers
@@ -46,8 +52,7 @@ impl Cors {
         Self {
             any_origin: c.allowed_origins.iter().any(|o| o == "*"),
             origins: c.allowed_origins.clone(),
-            allow_methods: join(&c.allowed_methods)
-                .unwrap_or_else(|| HeaderValue::from_static("GET")),
+            allow_methods: join(&method_names).unwrap_or_else(|| HeaderValue::from_static("GET")),
             allow_headers: join(&headers),
             headers,
             methods,

@@ -17,11 +17,14 @@ mod body;
 mod conn_io;
 mod cors;
 mod error;
+pub mod filters;
 mod gateway;
 pub mod h1_inspect;
 mod handler;
 mod headers;
+mod in_memory;
 pub mod normalize;
+mod pipeline;
 mod refusal;
 mod router;
 mod series;
@@ -34,6 +37,7 @@ mod workers;
 pub use body::BodyError;
 pub use error::{CompileError, Reject};
 pub use gateway::{Gateway, ReloadError};
+pub use in_memory::InMemory;
 pub use snapshot::Snapshot;
 
 /// Why the gateway could not start.

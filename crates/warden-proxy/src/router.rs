@@ -14,10 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method};
-use ipnet::IpNet;
 
-use crate::cors::Cors;
-use crate::headers::SecurityHeaders;
 use crate::upstream::Cluster;
 
 /// How a route matches the path.
@@ -44,15 +41,10 @@ pub(crate) struct Route {
     pub(crate) allow_trace: bool,
     pub(crate) headers: Vec<HeaderCond>,
     pub(crate) cluster: Arc<Cluster>,
-    pub(crate) rewrite: Option<(String, String)>,
     pub(crate) timeout: std::time::Duration,
-    pub(crate) allow: Vec<IpNet>,
-    pub(crate) deny: Vec<IpNet>,
-    pub(crate) cors: Option<Cors>,
-    pub(crate) security_headers: Arc<SecurityHeaders>,
-    pub(crate) rate_limits: Vec<RouteLimit>,
-    /// Who may call; `None` for a public route (`auth = "none"`).
-    pub(crate) auth: Option<warden_auth::RoutePolicy>,
+    /// The route's filters (IP rules, CORS, auth, rate limits, …), compiled once per
+    /// snapshot.
+    pub(crate) chain: crate::filters::Chain,
 }
 
 /// What a rate limit counts by.
@@ -174,32 +166,6 @@ impl Route {
                     .any(|x| x.to_str().is_ok_and(|s| r.is_match(s))),
             })
     }
-
-    /// Decides by client address: deny list first, then allow list (empty allows all).
-    pub(crate) fn ip_allowed(&self, ip: std::net::IpAddr) -> bool {
-        if self.deny.iter().any(|n| n.contains(&ip)) {
-            return false;
-        }
-        self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip))
-    }
-
-    /// The path to send upstream.
-    pub(crate) fn upstream_path<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
-        match &self.rewrite {
-            Some((prefix, with)) if path.starts_with(prefix.as_str()) => {
-                let rest = &path[prefix.len()..];
-                let mut out = with.clone();
-                if out.ends_with('/') && rest.starts_with('/') {
-                    out.pop();
-                } else if !out.ends_with('/') && !rest.is_empty() && !rest.starts_with('/') {
-                    out.push('/');
-                }
-                out.push_str(rest);
-                std::borrow::Cow::Owned(out)
-            }
-            _ => std::borrow::Cow::Borrowed(path),
-        }
-    }
 }
 
 /// All routes, grouped by host for matching.
@@ -213,11 +179,11 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub(crate) fn new(routes: Vec<(Route, Vec<String>)>) -> Self {
+    pub(crate) fn new(routes: Vec<(Arc<Route>, Vec<String>)>) -> Self {
         let mut r = Router::default();
         let mut wild: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, (route, hosts)) in routes.into_iter().enumerate() {
-            r.routes.push(Arc::new(route));
+            r.routes.push(route);
             if hosts.is_empty() {
                 r.any.push(i);
             }

@@ -9,12 +9,14 @@
 //!   per rate limit, its refusals), so dashboards show 0 rather than "no data" and the first
 //!   event is an increase. Statuses are not invented: `warden_requests_total` grows by what
 //!   is answered;
-//! - `warden_rate_limit_store_up` is exported only while a Redis store is configured.
+//! - `warden_rate_limit_store_up` is exported only while a Redis store is configured;
+//! - `warden_listener_info{listener, role}` names each listener's role.
 //!
 //! A request still in flight on the old snapshot may recreate a removed route's series once;
 //! it goes at the next reload that does not have the route either.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use warden_telemetry::metrics::{
     ClusterReason, ClusterResult, EndpointLabel, Reason, CLUSTER_REJECT_REASONS, RETRY_RESULTS,
@@ -32,6 +34,17 @@ pub(crate) fn sync(metrics: &Metrics, old: Option<&Snapshot>, new: &Snapshot) {
         forget_removed(metrics, old, new);
     }
     metrics.set_rate_limit_store(new.rate_limit_store.is_some());
+    // A reload can change a listener's role (never its name): rebuilt, not patched.
+    metrics.listener_info.clear();
+    for l in &new.config.listeners {
+        metrics
+            .listener_info
+            .get_or_create(&warden_telemetry::metrics::ListenerRoleLabel {
+                listener: Arc::new(l.name.clone()),
+                role: l.role.as_str(),
+            })
+            .set(1);
+    }
     for reason in HANDLER_REASONS.iter().chain(crate::refusal::REASONS) {
         let _ = metrics.rejected.get_or_create(&Reason(reason));
     }
@@ -64,7 +77,7 @@ pub(crate) fn sync(metrics: &Metrics, old: Option<&Snapshot>, new: &Snapshot) {
         }
     }
     for route in new.router.routes() {
-        for limit in &route.rate_limits {
+        for limit in route.chain.rate_limits() {
             let buckets = std::iter::once(&limit.base).chain(limit.tiers.iter().map(|(_, b)| b));
             for bucket in buckets {
                 let _ =
@@ -82,7 +95,8 @@ fn forget_removed(metrics: &Metrics, old: &Snapshot, new: &Snapshot) {
             Some(kept) => {
                 // Limits (or tiers) the route no longer has.
                 let live: HashSet<(&str, Option<&str>)> = kept
-                    .rate_limits
+                    .chain
+                    .rate_limits()
                     .iter()
                     .flat_map(|l| {
                         std::iter::once(&l.base)

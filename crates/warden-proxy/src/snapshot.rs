@@ -7,13 +7,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, Method};
+use http::HeaderName;
 use ipnet::IpNet;
-use warden_config::Config;
+use warden_config::{Config, SecretResolver};
 use warden_telemetry::Metrics;
 
 use crate::cors::Cors;
 use crate::error::CompileError;
+use crate::filters::ip_rules::IpRules;
+use crate::filters::{Chain, ChainParts, Filter};
 use crate::headers::SecurityHeaders;
 use crate::router::{HeaderCond, PathMatch, Route, Router};
 use crate::upstream::Cluster;
@@ -44,7 +46,10 @@ pub(crate) struct Limits {
 /// The running config.
 pub struct Snapshot {
     pub(crate) config: Arc<Config>,
+    /// Every route.
     pub(crate) router: Router,
+    /// The routes of listeners that name theirs (`listeners[].routes`), by listener name.
+    pub(crate) listener_routers: HashMap<String, Router>,
     pub(crate) clusters: HashMap<String, Arc<Cluster>>,
     pub(crate) listeners: HashMap<String, ListenerSettings>,
     pub(crate) limits: Limits,
@@ -52,8 +57,12 @@ pub struct Snapshot {
     pub(crate) request_id_header: HeaderName,
     /// What to do with request headers whose names contain `_`.
     pub(crate) underscore_headers: warden_config::UnderscoreHeaders,
-    /// Security headers for responses that matched no route.
-    pub(crate) security_headers: Arc<SecurityHeaders>,
+    /// The response phase of requests that matched no route (the global security headers).
+    pub(crate) fallback_chain: Chain,
+    /// Filters added to every route's chain by the embedding code (kept across reloads).
+    pub(crate) extensions: Arc<[Arc<dyn Filter>]>,
+    /// Reads secret references (`env:`, `file:`); kept across reloads.
+    pub(crate) secrets: Arc<dyn SecretResolver>,
     /// Verifiers, caches and policies of the `[auth]` section.
     pub(crate) auth: Arc<warden_auth::Authenticator>,
     /// The shared Redis rate-limit store, when a limit uses it.
@@ -72,6 +81,24 @@ impl Snapshot {
         config: Config,
         previous: Option<&Snapshot>,
         metrics: &Arc<Metrics>,
+    ) -> Result<Snapshot, Vec<CompileError>> {
+        let extensions = previous.map(|p| p.extensions.clone()).unwrap_or_default();
+        let secrets = previous.map_or_else(
+            || Arc::new(warden_config::LocalSecrets) as Arc<dyn SecretResolver>,
+            |p| p.secrets.clone(),
+        );
+        Self::compile_with(config, previous, metrics, extensions, secrets)
+    }
+
+    /// [`Snapshot::compile`], with filters added at the end of every route's chain (after the
+    /// built-in ones: they see the request as it will be forwarded) and the resolver that
+    /// reads secret references. A reload keeps both.
+    pub(crate) fn compile_with(
+        config: Config,
+        previous: Option<&Snapshot>,
+        metrics: &Arc<Metrics>,
+        extensions: Arc<[Arc<dyn Filter>]>,
+        secrets: Arc<dyn SecretResolver>,
     ) -> Result<Snapshot, Vec<CompileError>> {
         let mut errors = Vec::new();
         let mut listeners = HashMap::new();
@@ -154,7 +181,7 @@ impl Snapshot {
             }
         };
         let global_headers = Arc::new(SecurityHeaders::compile(&config.security_headers));
-        let rate_limit_store = rate_limit_store(&config, previous, metrics)
+        let rate_limit_store = rate_limit_store(&config, previous, metrics, secrets.as_ref())
             .map_err(|e| errors.push(e))
             .ok()
             .flatten();
@@ -169,11 +196,20 @@ impl Snapshot {
                 (_, _, Some(re)) => PathMatch::Regex(re.0.clone()),
                 _ => PathMatch::Any,
             };
+            // Typed when the config was read; a value missing here is a config that did not
+            // validate, refused rather than matched more widely.
+            let mut untyped = |what: String| {
+                errors.push(CompileError::new(what, "not parsed"));
+            };
             let headers = r
                 .headers
                 .iter()
-                .filter_map(|h| {
-                    let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+                .enumerate()
+                .filter_map(|(hi, h)| {
+                    let Some(name) = h.name.value().cloned() else {
+                        untyped(format!("routes[{ri}].headers[{hi}].name"));
+                        return None;
+                    };
                     Some(match (&h.exact, &h.regex, h.present) {
                         (Some(v), _, _) => HeaderCond::Exact(name, v.clone()),
                         (_, Some(re), _) => HeaderCond::Regex(name, re.0.clone()),
@@ -182,60 +218,83 @@ impl Snapshot {
                     })
                 })
                 .collect();
+            let methods = r
+                .methods
+                .iter()
+                .filter_map(|m| {
+                    let v = m.value().cloned();
+                    if v.is_none() {
+                        untyped(format!("routes[{ri}].methods"));
+                    }
+                    v
+                })
+                .collect();
             let route = Route {
                 name: Arc::new(r.name.clone()),
                 path,
-                methods: r
-                    .methods
-                    .iter()
-                    .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
-                    .collect(),
+                methods,
                 allow_trace: r.allow_trace,
                 headers,
                 cluster,
-                rewrite: r
-                    .rewrite_prefix
-                    .clone()
-                    .and_then(|w| r.path_prefix.clone().map(|p| (p, w))),
                 timeout: r.timeout.unwrap_or(config.server.request_timeout).0,
-                allow: r.allow_cidrs.iter().map(|c| c.0).collect(),
-                deny: r.deny_cidrs.iter().map(|c| c.0).collect(),
-                cors: r.cors.as_ref().map(Cors::compile),
-                rate_limits: r
-                    .rate_limits
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, l)| {
-                        let old = previous
-                            .and_then(|p| p.router.by_name(&r.name))
-                            .map(|old| old.rate_limits.as_slice());
-                        // A limit that cannot be built is an error, never a limit silently
-                        // left out (that would fail open).
-                        compile_limit(l, old, i, &r.name, rate_limit_store.as_ref(), metrics)
-                            .map_err(|why| {
-                                errors.push(CompileError::new(
-                                    format!("routes[{ri}].rate_limits[{i}]"),
-                                    why,
-                                ))
-                            })
-                            .ok()
-                    })
-                    .collect(),
-                auth: match &r.auth {
-                    Some(warden_config::RouteAuth::Rules(rules)) => {
-                        Some(warden_auth::RoutePolicy::compile(rules))
-                    }
-                    _ => None,
-                },
-                security_headers: r
-                    .security_headers
-                    .as_ref()
-                    .map(|s| Arc::new(SecurityHeaders::compile(s)))
-                    .unwrap_or_else(|| global_headers.clone()),
+                chain: Chain::compile(ChainParts {
+                    security_headers: r
+                        .security_headers
+                        .as_ref()
+                        .map(|s| Arc::new(SecurityHeaders::compile(s)))
+                        .unwrap_or_else(|| global_headers.clone()),
+                    ip_rules: IpRules {
+                        allow: r.allow_cidrs.iter().map(|c| c.0).collect(),
+                        deny: r.deny_cidrs.iter().map(|c| c.0).collect(),
+                    },
+                    cors: r.cors.as_ref().map(Cors::compile),
+                    auth: match &r.auth {
+                        Some(warden_config::RouteAuth::Rules(rules)) => {
+                            Some(Arc::new(warden_auth::RoutePolicy::compile(rules)))
+                        }
+                        _ => None,
+                    },
+                    rate_limits: r
+                        .rate_limits
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, l)| {
+                            let old = previous
+                                .and_then(|p| p.router.by_name(&r.name))
+                                .map(|old| old.chain.rate_limits());
+                            // A limit that cannot be built is an error, never a limit
+                            // silently left out (that would fail open).
+                            compile_limit(l, old, i, &r.name, rate_limit_store.as_ref(), metrics)
+                                .map_err(|why| {
+                                    errors.push(CompileError::new(
+                                        format!("routes[{ri}].rate_limits[{i}]"),
+                                        why,
+                                    ))
+                                })
+                                .ok()
+                        })
+                        .collect(),
+                    max_body_bytes: config.server.max_body_bytes.0,
+                    underscore_headers: config.forwarding.headers_with_underscores,
+                    rewrite: r
+                        .rewrite_prefix
+                        .clone()
+                        .and_then(|w| r.path_prefix.clone().map(|p| (p, w))),
+                    extra: extensions.to_vec(),
+                }),
             };
-            routes.push((route, r.hosts.clone()));
+            routes.push((Arc::new(route), r.hosts.clone()));
         }
-        let (Some(auth), true) = (auth, errors.is_empty()) else {
+        let request_id_header = config.forwarding.request_id_header.value().cloned();
+        if request_id_header.is_none() {
+            errors.push(CompileError::new(
+                "forwarding.request_id_header",
+                "not parsed",
+            ));
+        }
+        let (Some(auth), Some(request_id_header), true) =
+            (auth, request_id_header, errors.is_empty())
+        else {
             return Err(errors);
         };
         let s = &config.server;
@@ -251,9 +310,6 @@ impl Snapshot {
             drain_timeout: s.drain_timeout.0,
             allow_encoded_slash: s.allow_encoded_slash,
         };
-        let request_id_header =
-            HeaderName::from_bytes(config.forwarding.request_id_header.as_bytes())
-                .unwrap_or_else(|_| HeaderName::from_static("x-request-id"));
         Ok(Snapshot {
             trusted_proxies: config
                 .forwarding
@@ -263,15 +319,27 @@ impl Snapshot {
                 .collect(),
             request_id_header,
             underscore_headers: config.forwarding.headers_with_underscores,
-            security_headers: global_headers,
+            fallback_chain: Chain::fallback(global_headers),
+            extensions,
+            secrets,
             auth,
             rate_limit_store,
+            listener_routers: listener_routers(&config, &routes),
             router: Router::new(routes),
             clusters,
             listeners,
             limits,
             config: Arc::new(config),
         })
+    }
+
+    /// The routes a request on `listener` is matched against. A map lookup only when some
+    /// listener names its routes; otherwise every listener serves every route.
+    pub(crate) fn router_for(&self, listener: &str) -> &Router {
+        if self.listener_routers.is_empty() {
+            return &self.router;
+        }
+        self.listener_routers.get(listener).unwrap_or(&self.router)
     }
 
     /// Starts background work (health checks) for clusters that are new in this snapshot.
@@ -288,6 +356,27 @@ impl Snapshot {
     }
 }
 
+/// A router for each listener that names its routes, sharing the compiled routes (and so
+/// their limiters and caches) with every other listener that serves them.
+fn listener_routers(
+    config: &Config,
+    routes: &[(Arc<Route>, Vec<String>)],
+) -> HashMap<String, Router> {
+    config
+        .listeners
+        .iter()
+        .filter(|l| !l.routes.is_empty())
+        .map(|l| {
+            let served = routes
+                .iter()
+                .filter(|(r, _)| l.routes.iter().any(|n| n == r.name.as_str()))
+                .cloned()
+                .collect();
+            (l.name.clone(), Router::new(served))
+        })
+        .collect()
+}
+
 /// The shared Redis store, when a limit uses it: the previous snapshot's when
 /// `[rate_limit_store]` (and the password it names) is unchanged, so a reload keeps the
 /// connection. Nothing connects here: `warden check` and start-up never wait on Redis.
@@ -295,6 +384,7 @@ fn rate_limit_store(
     config: &Config,
     previous: Option<&Snapshot>,
     metrics: &Arc<Metrics>,
+    secrets: &dyn SecretResolver,
 ) -> Result<Option<Arc<warden_limits::RedisStore>>, CompileError> {
     use warden_limits::{RedisStore, StoreConfig, StoreHealth};
     let s = &config.rate_limit_store;
@@ -309,7 +399,8 @@ fn rate_limit_store(
     let password = match &s.password {
         None => None,
         Some(p) => Some(
-            p.read_line()
+            secrets
+                .resolve_line(p)
                 .map_err(|e| CompileError::new("rate_limit_store.password", e))?
                 .to_string(),
         ),
@@ -542,4 +633,64 @@ fn compile_bucket(
         ),
         tier: tier_label,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use warden_config::{SecretError, SecretRef, SecretResolver, Zeroizing};
+    use warden_telemetry::Metrics;
+
+    use super::Snapshot;
+
+    /// A store of secrets that is not the environment or a file, recording what it was asked.
+    #[derive(Default)]
+    struct Store(Mutex<Vec<String>>);
+
+    impl SecretResolver for Store {
+        fn resolve(&self, secret: &SecretRef) -> Result<Zeroizing<Vec<u8>>, SecretError> {
+            self.0.lock().unwrap().push(secret.to_string());
+            Ok(Zeroizing::new(b"from-the-store\n".to_vec()))
+        }
+    }
+
+    #[test]
+    fn secret_references_are_resolved_through_the_resolver_given_at_compile_time() {
+        // Validation checks that the reference resolves here; then the file goes away, so only
+        // a resolver that does not read it can compile the config.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("redis-password");
+        std::fs::write(&file, "pw\n").expect("write");
+        let config = warden_config::parse(&format!(
+            "[admin]\nenabled = false\n[[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:0\"\n\
+             [rate_limit_store]\nredis_url = \"redis://127.0.0.1:1\"\n\
+             password = \"file:{}\"\n\
+             [[clusters]]\nname = \"c\"\nendpoints = [\"http://127.0.0.1:9\"]\n\
+             [[routes]]\nname = \"r\"\ncluster = \"c\"\nauth = \"none\"\n\
+             [[routes.rate_limits]]\nkey = \"client_ip\"\nrequests = 5\nstore = \"redis\"\n",
+            file.display()
+        ))
+        .expect("config");
+        std::fs::remove_file(&file).expect("remove");
+        let metrics = Arc::new(Metrics::new());
+        // The file is gone...
+        let errors = Snapshot::compile(config.clone(), None, &metrics)
+            .err()
+            .expect("missing file");
+        assert!(errors.iter().any(|e| e.path == "rate_limit_store.password"));
+        // ...the resolver does, and a reload keeps asking it.
+        let store = Arc::new(Store::default());
+        let snap = Snapshot::compile_with(
+            config.clone(),
+            None,
+            &metrics,
+            Arc::from(Vec::new()),
+            store.clone(),
+        )
+        .expect("compiles with the store's secret");
+        assert!(Snapshot::compile(config, Some(&snap), &metrics).is_ok());
+        let asked = format!("file:{}", file.display());
+        assert_eq!(*store.0.lock().unwrap(), [asked.clone(), asked]);
+    }
 }

@@ -46,6 +46,22 @@ impl EncodeLabelSet for RouteLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ListenerLabel(pub Arc<String>);
 
+/// Labels of a listener's info series: its name and its role.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ListenerRoleLabel {
+    /// Listener name.
+    pub listener: Arc<String>,
+    /// Its role (`gateway`).
+    pub role: &'static str,
+}
+
+impl EncodeLabelSet for ListenerRoleLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        [("listener", self.listener.as_str())].encode(encoder)?;
+        [("role", self.role)].encode(encoder)
+    }
+}
+
 impl EncodeLabelSet for ListenerLabel {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
         [("listener", self.0.as_str())].encode(encoder)
@@ -232,6 +248,9 @@ pub struct Metrics {
     pub open_connections: Family<ListenerLabel, Gauge>,
     /// Client connections accepted, by listener.
     pub connections: Family<ListenerLabel, Counter>,
+    /// One series per listener, always 1, carrying its role: join on `listener` to break the
+    /// per-listener series down by role without changing their labels.
+    pub listener_info: Family<ListenerRoleLabel, Gauge>,
     /// Upstream endpoint health (1 healthy, 0 not).
     pub endpoint_healthy: Family<EndpointLabel, Gauge>,
     /// Upstream requests that failed (connect error, timeout), by endpoint.
@@ -322,6 +341,12 @@ impl Metrics {
             "open_connections",
             "Open client connections, by listener",
             open_connections.clone(),
+        );
+        let listener_info = Family::<ListenerRoleLabel, Gauge>::default();
+        registry.register(
+            "listener_info",
+            "Each listener by name and role (always 1)",
+            listener_info.clone(),
         );
         let connections = Family::<ListenerLabel, Counter>::default();
         registry.register(
@@ -456,6 +481,7 @@ impl Metrics {
             in_flight,
             open_connections,
             connections,
+            listener_info,
             endpoint_healthy,
             upstream_errors,
             endpoint_ejected,

@@ -24,11 +24,11 @@ impl RetryPolicy {
     pub(crate) fn new(c: &RetryConfig) -> Self {
         Self {
             attempts: c.attempts,
-            // Validation has checked every name; one that does not parse retries nothing.
+            // Typed when the config was read; validation refuses a name that is not a method.
             methods: c
                 .methods
                 .iter()
-                .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                .filter_map(|m| m.value().cloned())
                 .collect(),
             statuses: c.statuses.clone(),
             per_try_timeout: c.per_try_timeout.0,

@@ -1,0 +1,403 @@
+//! The request pipeline, generic over the request body: the gateway's own checks (in-flight
+//! limit, HTTP/1 framing verdict), normalisation, routing, the route's filter chain (see
+//! [`crate::filters`]), forwarding through an [`Upstream`], then — for every response, in one
+//! place — the response phases in reverse order, and the end-of-exchange hook that counts the
+//! request and writes its access-log line.
+//!
+//! Production forwards to the route's cluster (`handler.rs`); [`crate::InMemory`] forwards to
+//! a function, so the whole pipeline runs in memory, without sockets.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, Version};
+use warden_telemetry::{AccessLog, AccessRecord};
+
+use crate::body::{BodyState, OnFinish, ResponseBody};
+use crate::conn_io::ActiveGuard;
+use crate::cors::Cors;
+use crate::error::Reject;
+use crate::filters::{normalize, Exchange, Flow};
+use crate::gateway::{Gateway, InFlightGuard};
+use crate::handler::{ConnInfo, DASH};
+use crate::headers;
+use crate::router::Route;
+use crate::snapshot::Snapshot;
+use crate::upstream::{Admission, EndpointGuard};
+
+/// A request ready for the upstream: filtered head, the target to send, the client's body.
+pub(crate) struct Outgoing<'a, B> {
+    /// The head, headers ready for the upstream (the URI is set by the upstream).
+    pub(crate) head: http::request::Parts,
+    /// Path (rewritten when the route says so) and query, as forwarded.
+    pub(crate) path_and_query: PathAndQuery,
+    pub(crate) body: B,
+    pub(crate) route: &'a Route,
+    /// The value that picks the endpoint for consistent hashing.
+    pub(crate) hash_value: Option<&'a [u8]>,
+    /// The request's cluster slot (bulkhead, adaptive limit).
+    pub(crate) admission: Admission,
+    pub(crate) max_body_bytes: u64,
+}
+
+/// How forwarding ended.
+pub(crate) struct Forwarded {
+    pub(crate) response: Result<Response<ResponseBody>, Reject>,
+    /// The endpoint it ended on (for the access log; holds the cluster slot until the
+    /// response is done).
+    pub(crate) upstream: Option<EndpointGuard>,
+    /// What happened to the request body.
+    pub(crate) body: Option<Arc<BodyState>>,
+}
+
+/// Where filtered requests go.
+pub(crate) trait Upstream<B> {
+    fn forward(self, out: Outgoing<'_, B>) -> impl Future<Output = Forwarded> + Send;
+}
+
+/// What the end-of-exchange hook needs besides the [`Exchange`].
+#[derive(Default)]
+struct Tail {
+    upstream: Option<EndpointGuard>,
+    body: Option<Arc<BodyState>>,
+}
+
+/// Serves one request through the pipeline.
+pub(crate) async fn run<B, U>(
+    req: Request<B>,
+    conn: &ConnInfo,
+    gw: &Arc<Gateway>,
+    upstream: U,
+) -> Response<ResponseBody>
+where
+    U: Upstream<B>,
+{
+    let start = Instant::now();
+    let started_at = SystemTime::now();
+    let active = conn.shared.begin();
+    // Verdicts come one per HTTP/1 request head, in order: take ours before anything else.
+    let verdict = if conn.http1 {
+        conn.shared.next_verdict()
+    } else {
+        None
+    };
+    let in_flight = gw.enter();
+    let snap = gw.snapshot();
+    let (head, body) = req.into_parts();
+    let request_id = headers::request_id(&head.headers, &snap.request_id_header);
+    let version = head.version;
+    let log_path = gw
+        .access_log()
+        .enabled()
+        .then(|| head.uri.path().to_owned());
+    let mut ex = Exchange {
+        snap: &snap,
+        route: None,
+        method: head.method.clone(),
+        host: String::new(),
+        host_value: HeaderValue::from_static(""),
+        path: String::new(),
+        client_ip: conn.peer.ip(),
+        tls: conn.tls,
+        peer_cert: conn.peer_cert.as_ref().map(|c| c.as_ref()),
+        preflight: false,
+        now: started_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+        identity: None,
+        origin: None,
+        upstream_path: None,
+        hash_value: None,
+        rejected: None,
+        authorized: false,
+        from_upstream: false,
+        rate_limit: None,
+        limited_by: None,
+    };
+    let mut tail = Tail::default();
+    let result = if in_flight.over_limit(snap.limits.max_in_flight) {
+        gw.metrics()
+            .rejected
+            .get_or_create(&warden_telemetry::metrics::Reason("in_flight_limit"))
+            .inc();
+        Err(Reject::Overloaded)
+    } else if conn.http1 && verdict.is_none_or(|v| v.is_ambiguous()) {
+        // No verdict: the inspector lost track of this connection's framing, so this head
+        // cannot be vouched for.
+        gw.metrics()
+            .rejected
+            .get_or_create(&warden_telemetry::metrics::Reason("ambiguous_framing"))
+            .inc();
+        Err(Reject::BadRequest("ambiguous message framing"))
+    } else {
+        serve(
+            head,
+            body,
+            conn,
+            &snap,
+            &mut ex,
+            &mut tail,
+            upstream,
+            &request_id,
+        )
+        .await
+    };
+    let res = match result {
+        Ok(res) => res,
+        Err(reject) => {
+            ex.rejected = Some(reject);
+            reject.response().map(ResponseBody::full)
+        }
+    };
+
+    // The response phase, in one place, for every response.
+    let (mut parts, body) = res.into_parts();
+    parts
+        .headers
+        .insert(header::SERVER, HeaderValue::from_static("warden"));
+    parts
+        .headers
+        .insert(snap.request_id_header.clone(), request_id.clone());
+    match ex.route {
+        Some(r) => r.chain.response(&ex, &mut parts),
+        None => snap.fallback_chain.response(&ex, &mut parts),
+    }
+    if version == Version::HTTP_2 {
+        parts.headers.remove(header::CONNECTION);
+    }
+    let mut res = Response::from_parts(parts, body);
+
+    let logging = log_path.is_some();
+    let authorized = ex.identity.as_deref().filter(|_| ex.authorized);
+    let end = End {
+        // Only what the access log needs is kept for it, and only when it is on.
+        log: logging.then(|| (gw.access_log().clone(), conn.listener.clone())),
+        time: started_at,
+        start,
+        request_id,
+        route: ex.route.map_or_else(|| DASH.clone(), |r| r.name.clone()),
+        method: std::mem::replace(&mut ex.method, Method::GET),
+        path: log_path,
+        version,
+        status: res.status().as_u16(),
+        client: conn.peer,
+        reason: ex.rejected.map(Reject::reason),
+        auth_denied: match ex.rejected {
+            Some(Reject::Auth(e)) => Some(e.reason()),
+            _ => None,
+        },
+        // How the caller authenticated and who, once authorized.
+        auth: authorized.map(|id| id.method.as_str()),
+        subject: authorized.filter(|_| logging).map(|id| id.subject.clone()),
+        limited_by: ex.limited_by.take(),
+        upstream: tail.upstream,
+        body: tail.body,
+    };
+    drop(ex);
+    end.at_head(gw);
+    res.body_mut().set_on_finish(Box::new(Finish {
+        _active: active,
+        _in_flight: in_flight,
+        end,
+    }));
+    res
+}
+
+/// Normalisation, routing, the route's request phases, forwarding.
+#[allow(clippy::too_many_arguments)]
+async fn serve<'a, B, U>(
+    mut head: http::request::Parts,
+    body: B,
+    conn: &ConnInfo,
+    snap: &'a Snapshot,
+    ex: &mut Exchange<'a>,
+    tail: &mut Tail,
+    upstream: U,
+    request_id: &HeaderValue,
+) -> Result<Response<ResponseBody>, Reject>
+where
+    U: Upstream<B>,
+{
+    let n = normalize::request(&head, conn.http1, snap)?;
+    ex.host = n.host;
+    ex.host_value = n.host_value;
+    ex.path = n.path;
+
+    ex.preflight = Cors::is_preflight(&head.method, &head.headers);
+    let match_method = if ex.preflight {
+        head.headers
+            .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+            .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+            .unwrap_or(Method::OPTIONS)
+    } else {
+        head.method.clone()
+    };
+    let route = snap
+        .router_for(&conn.listener)
+        .find(&ex.host, &ex.path, &match_method, &head.headers)
+        .ok_or(Reject::NoRoute)?;
+    ex.route = Some(route);
+    // TRACE echoes the request back, credentials included (cross-site tracing); TRACK is
+    // IIS's alias for it.
+    if !route.allow_trace && (head.method == Method::TRACE || head.method.as_str() == "TRACK") {
+        return Err(Reject::MethodNotAllowed);
+    }
+    ex.client_ip = headers::client_ip(conn.peer.ip(), &head.headers, &snap.trusted_proxies);
+    let cluster = &route.cluster;
+    // Read before any filter edits the headers.
+    ex.hash_value = cluster
+        .hash_header
+        .as_ref()
+        .and_then(|h| head.headers.get(h))
+        .map(|v| v.as_bytes().to_vec());
+
+    match route.chain.request(ex, &mut head).await {
+        Flow::Continue => {}
+        Flow::Reject(r) => return Err(r),
+        Flow::Respond(res) => return Ok(res.map(ResponseBody::full)),
+    }
+
+    // Bulkhead and adaptive limit: a full cluster answers at once.
+    let admission = cluster.admit()?;
+    let host_value = std::mem::replace(&mut ex.host_value, HeaderValue::from_static(""));
+    headers::set_forwarded(
+        &mut head.headers,
+        conn.peer.ip(),
+        conn.tls,
+        host_value.to_str().unwrap_or(""),
+        &snap.trusted_proxies,
+    );
+    head.headers
+        .insert(snap.request_id_header.clone(), request_id.clone());
+    headers::propagate_trace(&mut head.headers);
+    if !host_value.is_empty() {
+        head.headers.insert(header::HOST, host_value);
+    }
+    let upstream_path = ex.upstream_path.as_deref().unwrap_or(&ex.path);
+    let pq = match head.uri.query() {
+        Some(q) => format!("{upstream_path}?{q}"),
+        None => upstream_path.to_owned(),
+    };
+    let path_and_query =
+        PathAndQuery::try_from(pq).map_err(|_| Reject::BadRequest("invalid request target"))?;
+    head.version = cluster.version;
+
+    let sent = upstream
+        .forward(Outgoing {
+            head,
+            path_and_query,
+            body,
+            route,
+            hash_value: ex.hash_value.as_deref(),
+            admission,
+            max_body_bytes: snap.limits.max_body_bytes,
+        })
+        .await;
+    tail.upstream = sent.upstream;
+    tail.body = sent.body;
+    let mut res = sent.response?;
+    headers::strip_hop_by_hop(res.headers_mut());
+    ex.from_upstream = true;
+    Ok(res)
+}
+
+/// The end-of-exchange hook: what one request did, counted in the metrics when its response
+/// head is ready and written to the access log when its body is done (or dropped).
+struct End {
+    /// The access log and the listener's name, when the log is on.
+    log: Option<(AccessLog, Arc<String>)>,
+    time: SystemTime,
+    start: Instant,
+    request_id: HeaderValue,
+    route: Arc<String>,
+    method: Method,
+    /// The path as the client sent it; `None` when the access log is off.
+    path: Option<String>,
+    version: Version,
+    status: u16,
+    client: SocketAddr,
+    reason: Option<&'static str>,
+    auth_denied: Option<&'static str>,
+    auth: Option<&'static str>,
+    subject: Option<String>,
+    limited_by: Option<(Arc<str>, Option<Arc<str>>)>,
+    upstream: Option<EndpointGuard>,
+    body: Option<Arc<BodyState>>,
+}
+
+impl End {
+    /// The request's metrics. Counted at the response head, so a scrape right after a
+    /// response sees it, and the duration is the time to the response head, as before.
+    fn at_head(&self, gw: &Gateway) {
+        let metrics = gw.metrics();
+        // Through the registry's per-route methods, so a reload can remove a gone route's
+        // series.
+        if let Some(reason) = self.auth_denied {
+            metrics.count_auth_denied(&self.route, reason);
+        }
+        if let Some(method) = self.auth {
+            metrics.count_auth_allowed(&self.route, method);
+        }
+        if let Some((key, tier)) = &self.limited_by {
+            metrics
+                .rate_limited_counter(&self.route, key, tier.as_ref())
+                .inc();
+        }
+        metrics.count_request(&self.route, self.status);
+        metrics.observe_request_duration(&self.route, self.start.elapsed().as_secs_f64());
+    }
+
+    /// The access-log line, when the response body is done.
+    fn at_finish(&self, bytes_out: u64) {
+        let (Some(path), Some((log, listener))) = (&self.path, &self.log) else {
+            return;
+        };
+        let time = warden_telemetry::format_time(self.time);
+        let client = self.client.to_string();
+        let upstream = self.upstream.as_ref().map(|g| g.endpoint().label.clone());
+        let protocol = match self.version {
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
+        log.write(&AccessRecord {
+            time: &time,
+            request_id: self.request_id.to_str().unwrap_or("-"),
+            listener,
+            route: &self.route,
+            method: self.method.as_str(),
+            path,
+            protocol,
+            status: self.status,
+            duration_ms: self.start.elapsed().as_secs_f64() * 1000.0,
+            upstream: upstream.as_deref().map_or("-", |s| s.as_str()),
+            bytes_in: self
+                .body
+                .as_ref()
+                .map_or(0, |b| b.bytes.load(Ordering::Relaxed)),
+            bytes_out,
+            client: &client,
+            reason: self.reason,
+            auth: self.auth,
+            subject: self.subject.as_deref(),
+        });
+    }
+}
+
+/// Released when the response body is done: slots, and the access-log line.
+struct Finish {
+    _active: ActiveGuard,
+    _in_flight: InFlightGuard,
+    end: End,
+}
+
+impl OnFinish for Finish {
+    fn finish(self: Box<Self>, bytes_out: u64) {
+        self.end.at_finish(bytes_out);
+    }
+}
