@@ -195,7 +195,7 @@ impl Cluster {
             }
             Err(()) => {
                 self.count_rejected("connection_cap");
-                tracing::warn!(cluster = %self.name, endpoint = %guard.endpoint.label, cap = self.config.max_connections_per_endpoint, "no upstream connection freed up before the route's deadline");
+                tracing::debug!(cluster = %self.name, endpoint = %guard.endpoint.label, cap = self.config.max_connections_per_endpoint, "no upstream connection freed up before the route's deadline");
                 Err(Reject::UpstreamBusy)
             }
         }

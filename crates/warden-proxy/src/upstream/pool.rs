@@ -221,3 +221,53 @@ impl RequestSlots {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[tokio::test]
+    async fn waiting_requests_get_slots_in_arrival_order_and_none_past_their_deadline() {
+        let slots = Arc::new(RequestSlots::new(1, 1, true));
+        let far = Instant::now() + Duration::from_secs(10);
+        let first = slots.acquire(0, far).await.expect("free").expect("capped");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut waiters = Vec::new();
+        for n in 0..3 {
+            let (slots, tx) = (slots.clone(), tx.clone());
+            waiters.push(tokio::spawn(async move {
+                let slot = slots.acquire(0, far).await;
+                tx.send(n).expect("send");
+                drop(slot);
+            }));
+            // Each is queued before the next arrives.
+            tokio::task::yield_now().await;
+        }
+        let late = slots
+            .acquire(0, Instant::now() + Duration::from_millis(20))
+            .await;
+        assert!(late.is_err(), "past its deadline with the slot still taken");
+        drop(first);
+        for w in waiters {
+            w.await.expect("waiter");
+        }
+        let order: Vec<i32> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(order, [0, 1, 2], "first come, first served");
+    }
+
+    #[test]
+    fn http2_clusters_take_no_request_slots() {
+        let slots = RequestSlots::new(2, 1, false);
+        let now = Instant::now();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            for _ in 0..10 {
+                assert!(matches!(slots.acquire(0, now).await, Ok(None)));
+            }
+        });
+    }
+}
