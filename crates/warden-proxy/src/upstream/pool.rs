@@ -33,7 +33,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use warden_telemetry::metrics::EndpointLabel;
+use warden_telemetry::metrics::{Counter, EndpointLabel};
 use warden_telemetry::Metrics;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -114,11 +114,16 @@ impl tower_service::Service<Uri> for CappedConnector {
                 .upstream_connections_opened
                 .get_or_create(&metric)
                 .inc();
+            // The counter itself, not its labels: a connection that outlives its cluster (a
+            // reload removed it and its series) must not bring the series back when it closes.
+            let closed = metrics
+                .upstream_connections_closed
+                .get_or_create(&metric)
+                .clone();
             Ok(Counted {
                 io,
                 _slot: slot,
-                metric,
-                metrics,
+                closed,
             })
         })
     }
@@ -128,16 +133,12 @@ impl tower_service::Service<Uri> for CappedConnector {
 pub(crate) struct Counted {
     io: TokioIo<TcpStream>,
     _slot: OwnedSemaphorePermit,
-    metric: EndpointLabel,
-    metrics: Arc<Metrics>,
+    closed: Counter,
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.metrics
-            .upstream_connections_closed
-            .get_or_create(&self.metric)
-            .inc();
+        self.closed.inc();
     }
 }
 
