@@ -18,8 +18,16 @@ pub(crate) fn connect_timeout() -> Dur {
 pub(crate) fn response_timeout() -> Dur {
     Dur::secs(30)
 }
+/// Per endpoint and data-plane thread. 256 requests in flight already saturate a typical
+/// upstream (more connections add queueing there, not throughput), and it keeps a burst's
+/// connections well inside the default file-descriptor limits.
+pub(crate) fn max_connections_per_endpoint() -> usize {
+    256
+}
+/// As many as the cap: a burst's connections all stay for the next one (fewer would close
+/// some after each burst and open them again at the next: churn).
 pub(crate) fn pool_max_idle() -> usize {
-    64
+    max_connections_per_endpoint()
 }
 pub(crate) fn pool_idle_timeout() -> Dur {
     Dur::secs(90)

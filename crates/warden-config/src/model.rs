@@ -274,7 +274,15 @@ pub struct ClusterConfig {
     /// Time allowed for the endpoint's response head once the request is sent; past it, 504.
     #[serde(default = "d::response_timeout")]
     pub response_timeout: Dur,
-    /// Idle pooled connections kept per endpoint.
+    /// Most connections open to one endpoint from one data-plane thread (HTTP/1.1 only: an
+    /// `http2` cluster multiplexes its requests on one connection). A request that would need
+    /// another waits, first come first served, for one to free up; a wait that outlasts the
+    /// route's timeout gets 503 `upstream_busy`.
+    #[serde(default = "d::max_connections_per_endpoint")]
+    pub max_connections_per_endpoint: usize,
+    /// Idle pooled connections kept per endpoint (per data-plane thread); no more than
+    /// `max_connections_per_endpoint` can be open anyway. The default equals the default cap,
+    /// so the connections a burst opened are kept for the next.
     #[serde(default = "d::pool_max_idle")]
     pub pool_max_idle: usize,
     /// How long a pooled connection may stay idle.

@@ -254,6 +254,10 @@ fn listener_tls(t: &TlsListenerConfig, p: &str, e: &mut ConfigErrors) {
     }
 }
 
+/// Bound of `max_connections_per_endpoint`: far past any useful pool, well inside what a
+/// semaphore holds.
+const MAX_CONNECTIONS_PER_ENDPOINT: usize = 65_536;
+
 fn cluster(c: &ClusterConfig, p: &str, e: &mut ConfigErrors) {
     if c.endpoints.is_empty() {
         e.push(format!("{p}.endpoints"), "at least one endpoint is needed");
@@ -298,6 +302,12 @@ fn cluster(c: &ClusterConfig, p: &str, e: &mut ConfigErrors) {
         if d.0.is_zero() {
             e.push(format!("{p}.{field}"), "must be more than zero");
         }
+    }
+    if !(1..=MAX_CONNECTIONS_PER_ENDPOINT).contains(&c.max_connections_per_endpoint) {
+        e.push(
+            format!("{p}.max_connections_per_endpoint"),
+            format!("must be between 1 and {MAX_CONNECTIONS_PER_ENDPOINT}"),
+        );
     }
     if let Some(t) = &c.tls {
         readable(&t.ca, format!("{p}.tls.ca"), e);

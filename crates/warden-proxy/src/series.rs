@@ -70,6 +70,12 @@ pub(crate) fn sync(metrics: &Metrics, old: Option<&Snapshot>, new: &Snapshot) {
                 .get_or_create(ep.metric())
                 .set(i64::from(ep.is_healthy()));
             let _ = metrics.upstream_errors.get_or_create(ep.metric());
+            let _ = metrics
+                .upstream_connections_opened
+                .get_or_create(ep.metric());
+            let _ = metrics
+                .upstream_connections_closed
+                .get_or_create(ep.metric());
             if cluster.config.outlier_detection.is_some() {
                 let _ = metrics.endpoint_ejected.get_or_create(ep.metric());
                 let _ = metrics.upstream_ejections.get_or_create(ep.metric());

@@ -192,7 +192,15 @@ impl EncodeLabelSet for Outcome {
 pub const RETRY_RESULTS: &[&str] = &["attempted", "succeeded", "budget_exhausted"];
 
 /// Why a cluster refuses a request at once (`warden_upstream_rejected_total{reason}`).
-pub const CLUSTER_REJECT_REASONS: &[&str] = &["bulkhead", "adaptive", "circuit_open", "no_healthy"];
+/// `connection_cap`: the request waited for a connection under `max_connections_per_endpoint`
+/// until the route's timeout.
+pub const CLUSTER_REJECT_REASONS: &[&str] = &[
+    "bulkhead",
+    "adaptive",
+    "circuit_open",
+    "no_healthy",
+    "connection_cap",
+];
 
 /// A series of a per-route family, remembered when first created: prometheus-client's
 /// families cannot be listed, and a reload must remove every series of a route that is gone.
@@ -260,6 +268,11 @@ pub struct Metrics {
     pub endpoint_ejected: Family<EndpointLabel, Gauge>,
     /// Ejections by outlier detection (including re-ejections after a failed trial).
     pub upstream_ejections: Family<EndpointLabel, Counter>,
+    /// Upstream connections opened (TCP connected), by endpoint.
+    pub upstream_connections_opened: Family<EndpointLabel, Counter>,
+    /// Upstream connections closed (by either side), by endpoint. Opened minus closed is what
+    /// is open; both growing under steady load is connection churn.
+    pub upstream_connections_closed: Family<EndpointLabel, Counter>,
     /// Upstream retries, by cluster and result.
     pub upstream_retries: Family<ClusterResult, Counter>,
     /// Requests a cluster refused at once (bulkhead, adaptive limit, every endpoint ejected).
@@ -378,6 +391,18 @@ impl Metrics {
             "Upstream endpoint ejections by outlier detection, by endpoint",
             upstream_ejections.clone(),
         );
+        let upstream_connections_opened = Family::<EndpointLabel, Counter>::default();
+        registry.register(
+            "upstream_connections_opened",
+            "Upstream connections opened, by endpoint",
+            upstream_connections_opened.clone(),
+        );
+        let upstream_connections_closed = Family::<EndpointLabel, Counter>::default();
+        registry.register(
+            "upstream_connections_closed",
+            "Upstream connections closed, by endpoint",
+            upstream_connections_closed.clone(),
+        );
         let upstream_retries = Family::<ClusterResult, Counter>::default();
         registry.register(
             "upstream_retries",
@@ -387,7 +412,7 @@ impl Metrics {
         let upstream_rejected = Family::<ClusterReason, Counter>::default();
         registry.register(
             "upstream_rejected",
-            "Requests a cluster refused at once, by reason (bulkhead, adaptive, circuit_open, no_healthy)",
+            "Requests a cluster refused, by reason (bulkhead, adaptive, circuit_open, no_healthy, connection_cap)",
             upstream_rejected.clone(),
         );
         let upstream_concurrency_limit = Family::<ClusterLabel, Gauge>::default();
@@ -484,6 +509,8 @@ impl Metrics {
             listener_info,
             endpoint_healthy,
             upstream_errors,
+            upstream_connections_opened,
+            upstream_connections_closed,
             endpoint_ejected,
             upstream_ejections,
             upstream_retries,
@@ -691,6 +718,8 @@ impl Metrics {
         self.upstream_errors.remove(endpoint);
         self.endpoint_ejected.remove(endpoint);
         self.upstream_ejections.remove(endpoint);
+        self.upstream_connections_opened.remove(endpoint);
+        self.upstream_connections_closed.remove(endpoint);
     }
 
     /// The registry in the classic Prometheus text format (0.0.4), which every scraper and

@@ -157,6 +157,9 @@ impl Cluster {
                 Ok(r) => r,
                 Err(r) => return finish(Err(r), guard, admission),
             };
+            if let Err(r) = self.take_connection_slot(&mut guard, deadline).await {
+                return finish(Err(r), guard, admission);
+            }
             let retries_left = policy.filter(|p| replay.is_some() && retry < p.attempts);
             let retry_status = |s: u16| retries_left.is_some_and(|p| p.retries_status(s));
             let wait = per_try.min(deadline.saturating_duration_since(Instant::now()));

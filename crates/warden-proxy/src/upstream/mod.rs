@@ -5,6 +5,7 @@
 //! ```text
 //! admission.rs  bulkhead (max_concurrent_requests) ─► adaptive concurrency limit
 //! lb.rs         endpoint pick among the usable: healthy (health.rs) ∧ breaker allows (outlier.rs)
+//! pool.rs       request slot on the endpoint (max_connections_per_endpoint, waits in turn)
 //! exchange.rs   try (per-try timeout) ─► classify ─► maybe retry (retry.rs: budget, back-off,
 //!               another endpoint; replay.rs: the buffered body)
 //! ```
@@ -31,6 +32,7 @@ pub(crate) mod exchange;
 mod health;
 mod lb;
 mod outlier;
+mod pool;
 mod replay;
 mod retry;
 mod status;
@@ -41,10 +43,18 @@ pub(crate) use replay::UpstreamBody;
 
 use admission::Load;
 use outlier::{EjectionCap, EndpointBreaker};
+use pool::{CappedConnector, RequestSlots};
 use retry::RetryPolicy;
 
 /// The HTTP client used for upstream requests.
-pub(crate) type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+pub(crate) type UpstreamClient = Client<HttpsConnector<CappedConnector>, UpstreamBody>;
+
+/// One data-plane thread's way to a cluster: its connection pool, and its request slots per
+/// endpoint (see [`pool`]).
+struct ThreadPool {
+    client: UpstreamClient,
+    slots: RequestSlots,
+}
 
 /// Nanoseconds on a monotonic clock, for breakers and the adaptive limit.
 pub(crate) fn now_nanos() -> u64 {
@@ -97,12 +107,14 @@ impl EndpointState {
 }
 
 /// A request's hold on an endpoint: counts it in the endpoint's in-flight requests (for
-/// least-request), carries the cluster admission slot to the end of the response, and gives
-/// back a half-open trial slot if the exchange ends without an outcome.
+/// least-request), carries the cluster admission slot and the endpoint request slot (the
+/// connection cap, see [`pool`]) to the end of the response, and gives back a half-open trial
+/// slot if the exchange ends without an outcome.
 pub(crate) struct EndpointGuard {
     endpoint: Arc<EndpointState>,
     recorded: bool,
     admission: Option<Admission>,
+    connection: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl EndpointGuard {
@@ -137,7 +149,7 @@ pub(crate) struct Cluster {
     /// One client (and so one connection pool) per data-plane worker, plus one for the main
     /// runtime (health checks): a pooled connection's task runs on the thread that opened it,
     /// so sharing pools across workers would bring back cross-thread wake-ups.
-    clients: Box<[UpstreamClient]>,
+    pools: Box<[ThreadPool]>,
     pub(crate) response_timeout: Duration,
     pub(crate) hash_header: Option<HeaderName>,
     balancer: Balancer,
@@ -155,7 +167,38 @@ pub(crate) struct Cluster {
 impl Cluster {
     /// The client (connection pool) of the thread this runs on.
     pub(crate) fn client(&self) -> &UpstreamClient {
-        &self.clients[crate::workers::slot().min(self.clients.len() - 1)]
+        &self.thread_pool().client
+    }
+
+    fn thread_pool(&self) -> &ThreadPool {
+        &self.pools[crate::workers::slot().min(self.pools.len() - 1)]
+    }
+
+    /// Takes a request slot on the guard's endpoint for this thread (HTTP/1.1 clusters),
+    /// waiting in turn until `deadline`; it is held until the guard is dropped. Past the
+    /// deadline: 503 `upstream_busy`, counted as `connection_cap`.
+    async fn take_connection_slot(
+        &self,
+        guard: &mut EndpointGuard,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Reject> {
+        guard.connection = None;
+        match self
+            .thread_pool()
+            .slots
+            .acquire(guard.endpoint.index, deadline)
+            .await
+        {
+            Ok(slot) => {
+                guard.connection = slot;
+                Ok(())
+            }
+            Err(()) => {
+                self.count_rejected("connection_cap");
+                tracing::debug!(cluster = %self.name, endpoint = %guard.endpoint.label, cap = self.config.max_connections_per_endpoint, "no upstream connection freed up before the route's deadline");
+                Err(Reject::UpstreamBusy)
+            }
+        }
     }
 
     /// Builds a cluster from config (no IO yet).
@@ -200,9 +243,22 @@ impl Cluster {
         }
         // Before the client reads the files: a change in between makes the next reload rebuild.
         let tls_files = tls_fingerprint(c);
-        let clients = (0..=crate::workers::count())
-            .map(|_| build_client(c, path))
-            .collect::<Result<_, _>>()?;
+        let conn_endpoints: Vec<(Authority, EndpointLabel)> = endpoints
+            .iter()
+            .map(|e| (e.authority.clone(), e.metric.clone()))
+            .collect();
+        let pools = (0..=crate::workers::count())
+            .map(|_| {
+                Ok(ThreadPool {
+                    client: build_client(c, path, &conn_endpoints, metrics.clone())?,
+                    slots: RequestSlots::new(
+                        endpoints.len(),
+                        c.max_connections_per_endpoint,
+                        c.protocol == UpstreamProtocol::Http1,
+                    ),
+                })
+            })
+            .collect::<Result<_, CompileError>>()?;
         let balancer = Balancer::new(c.load_balancer, &endpoints);
         let load = Arc::new(Load::new(c));
         if let Some(limit) = load.adaptive_limit() {
@@ -223,7 +279,7 @@ impl Cluster {
                 UpstreamProtocol::Http1 => http::Version::HTTP_11,
                 UpstreamProtocol::Http2 => http::Version::HTTP_2,
             },
-            clients,
+            pools,
             response_timeout: c.response_timeout.0,
             hash_header: c
                 .hash_header
@@ -288,6 +344,7 @@ impl Cluster {
                     endpoint: ep.clone(),
                     recorded: false,
                     admission: None,
+                    connection: None,
                 });
             }
             lost.push(idx);
@@ -400,7 +457,12 @@ fn tls_fingerprint(c: &ClusterConfig) -> Option<u64> {
     Some(h.finish())
 }
 
-fn build_client(c: &ClusterConfig, path: &str) -> Result<UpstreamClient, CompileError> {
+fn build_client(
+    c: &ClusterConfig,
+    path: &str,
+    endpoints: &[(Authority, EndpointLabel)],
+    metrics: Arc<Metrics>,
+) -> Result<UpstreamClient, CompileError> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -427,6 +489,13 @@ fn build_client(c: &ClusterConfig, path: &str) -> Result<UpstreamClient, Compile
         }
         None => builder,
     };
+    let http = CappedConnector::new(
+        http,
+        endpoints,
+        c.max_connections_per_endpoint,
+        metrics,
+        c.connect_timeout.0,
+    );
     let connector = match c.protocol {
         UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(http),
         UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(http),
@@ -434,7 +503,7 @@ fn build_client(c: &ClusterConfig, path: &str) -> Result<UpstreamClient, Compile
     let mut b = Client::builder(TokioExecutor::new());
     b.timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
-        .pool_max_idle_per_host(c.pool_max_idle)
+        .pool_max_idle_per_host(c.pool_max_idle.min(c.max_connections_per_endpoint))
         .pool_idle_timeout(c.pool_idle_timeout.0)
         .set_host(false);
     if c.protocol == UpstreamProtocol::Http2 {
