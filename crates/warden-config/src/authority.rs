@@ -73,6 +73,31 @@ pub struct AuthorityConfig {
     pub redis_channel: String,
     /// What the audit log keeps, and how issued tokens are recorded in it.
     pub audit: AuthorityAuditConfig,
+    /// How the authority is unsealed: `auto` (from `key_encryption_key`, the default) or by
+    /// key shares given to the vault's `sys/unseal`.
+    pub seal: SealConfig,
+}
+
+/// `[authority.seal]`: where the key-encryption key (the vault's root key) comes from.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SealConfig {
+    /// `auto`: the key is `key_encryption_key` (`env:`/`file:`), read at start, and the
+    /// authority starts unsealed. `shares`: the authority starts sealed; `sys/init` makes a
+    /// random key, splits it into key shares (Shamir) and returns them once, and `sys/unseal`
+    /// takes enough of them after every start. `key_encryption_key` must be unset then.
+    pub mode: SealMode,
+}
+
+/// How the authority is unsealed (see [`SealConfig::mode`]).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SealMode {
+    /// From `authority.key_encryption_key` at start.
+    #[default]
+    Auto,
+    /// By key shares, through `sys/init` and `sys/unseal`.
+    Shares,
 }
 
 /// The audit log's retention and the level at which token issuance is audited. Failed
@@ -131,6 +156,11 @@ pub(crate) fn validate(c: &crate::Config, e: &mut crate::ConfigErrors) {
     let p = "authority";
     if a.enabled {
         match &a.key_encryption_key {
+            Some(_) if a.seal.mode == SealMode::Shares => e.push(
+                format!("{p}.key_encryption_key"),
+                "must be unset with seal.mode = \"shares\" (the key comes from the key shares)",
+            ),
+            None if a.seal.mode == SealMode::Shares => {}
             None => e.push(
                 format!("{p}.key_encryption_key"),
                 "required when the authority is enabled (`env:NAME` or `file:PATH`)",

@@ -9,6 +9,7 @@ mod apikey_cmd;
 mod client_cmd;
 mod dev;
 mod serve;
+mod vault_cmd;
 
 /// Warden: a security plane for microservices (gateway, sidecar, authority) in one binary.
 #[derive(Parser)]
@@ -48,6 +49,11 @@ enum Command {
         #[command(subcommand)]
         command: client_cmd::ClientCommand,
     },
+    /// Operate the authority's vault over HTTP: init, unseal, seal, status, rotate.
+    Vault {
+        #[command(subcommand)]
+        command: vault_cmd::VaultCommand,
+    },
     /// Print the version.
     Version,
 }
@@ -64,6 +70,7 @@ fn main() -> ExitCode {
         Command::Dev { data_dir } => run(dev::dev(data_dir)),
         Command::Apikey { command } => apikey_cmd::run(command),
         Command::Client { command } => client_cmd::run(command),
+        Command::Vault { command } => vault_cmd::run(command),
     }
 }
 

@@ -296,7 +296,8 @@ async fn demo_client(
     authority: &warden_authority::AuthorityHandle,
     now: i64,
 ) -> anyhow::Result<(zeroize::Zeroizing<String>, String)> {
-    let registry = authority.authority().registry();
+    let token_service = authority.authority();
+    let registry = token_service.registry();
     let secret = if registry.get(DEV_CLIENT).await?.is_some() {
         // Kept from an earlier run, perhaps by a version that registered it for Basic only.
         registry
