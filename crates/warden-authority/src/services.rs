@@ -22,6 +22,7 @@ use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::{publisher, Authority, TICK};
 use warden_vault::seal::Unsealer;
+use warden_vault::{Vault, VaultError, VaultOptions};
 
 /// The services of an unsealed authority.
 pub struct Live {
@@ -29,7 +30,9 @@ pub struct Live {
     pub authority: Arc<Authority>,
     /// Its routes (OAuth, discovery, admin).
     pub(crate) token_router: Router,
-    /// The vault's routes (below `/v1`).
+    /// The vault.
+    pub vault: Vault,
+    /// Its routes (below `/v1`).
     pub(crate) vault_router: Router,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -129,6 +132,9 @@ impl Services {
     async fn build(&self) -> Result<Live> {
         let authority =
             Authority::open(&self.config, self.store.clone(), self.clock.clone()).await?;
+        let vault = Vault::open(self.store.clone(), VaultOptions::default())
+            .await
+            .map_err(|e| crate::AuthorityError::Config(format!("the vault did not open: {e}")))?;
         let (stop, rx) = watch::channel(false);
         let mut tasks = Vec::new();
         // Before the services answer, so that no revocation is made before the publisher
@@ -166,7 +172,8 @@ impl Services {
         }));
         Ok(Live {
             token_router: crate::http::router(authority.clone()),
-            vault_router: vault_router(),
+            vault_router: vault.router(),
+            vault,
             authority,
             stop,
             tasks: Mutex::new(tasks),
@@ -222,30 +229,29 @@ impl Live {
     }
 }
 
-/// The vault's routes until `vault-core` is merged: every path is unknown.
-fn vault_router() -> Router {
-    Router::new().fallback(|| async {
-        crate::vault::error(axum::http::StatusCode::NOT_FOUND, "no handler for route")
-    })
-}
-
 impl Services {
     /// A new root token (after `sys/init`).
-    pub(crate) async fn create_root_token(&self) -> Result<zeroize::Zeroizing<String>> {
-        Err(crate::AuthorityError::Config(
-            "the vault's token store is not merged yet".into(),
-        ))
+    pub(crate) async fn create_root_token(&self) -> Result<zeroize::Zeroizing<String>, VaultError> {
+        let live = self.live().ok_or(VaultError::Sealed)?;
+        live.vault
+            .create_root_token(None)
+            .await
+            .map(zeroize::Zeroizing::new)
     }
 
-    /// Checks that the request's Vault token may use `path` with `sudo` (a root token does).
-    pub(crate) async fn require_sudo(
+    /// Checks that the request's Vault token (`X-Vault-Token` or `Authorization: Bearer`)
+    /// holds `cap` on `path` (and `sudo` where Vault wants it: `sys/seal`, `sys/rotate`).
+    pub(crate) async fn require(
         &self,
-        _headers: &axum::http::HeaderMap,
-        _path: &str,
-    ) -> std::result::Result<(), axum::response::Response> {
-        Err(crate::vault::error(
-            axum::http::StatusCode::FORBIDDEN,
-            "permission denied",
-        ))
+        headers: &axum::http::HeaderMap,
+        path: &str,
+        cap: warden_vault::Caps,
+    ) -> Result<(), VaultError> {
+        let live = self.live().ok_or(VaultError::Sealed)?;
+        let token = warden_vault::api::token_from(headers);
+        live.vault
+            .authorize(token.as_deref(), path, cap)
+            .await
+            .map(|_| ())
     }
 }

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
 use warden_vault::seal::{self, SealError, SealStatus, DEFAULT_SHARES, DEFAULT_THRESHOLD};
+use warden_vault::{Caps, VaultError};
 
 use crate::services::Services;
 
@@ -46,12 +47,13 @@ pub(crate) fn service(s: Arc<Services>) -> Router {
 }
 
 /// Vault's error body.
-pub(crate) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(json!({ "errors": [msg.into()] }))).into_response()
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    debug_assert_eq!(status, StatusCode::BAD_REQUEST);
+    VaultError::BadRequest(msg.into()).into_response()
 }
 
 fn sealed() -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, "Vault is sealed")
+    VaultError::Sealed.into_response()
 }
 
 fn seal_failed(e: SealError) -> Response {
@@ -65,8 +67,7 @@ fn seal_failed(e: SealError) -> Response {
 }
 
 fn internal(e: &dyn std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "vault: seal operation failed");
-    error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    VaultError::Internal(format!("seal: {e}")).into_response()
 }
 
 /// Parses a JSON body into `T` (an empty body is `T::default()`), or Vault's 400.
@@ -261,8 +262,8 @@ async fn seal_now(State(s): State<Arc<Services>>, headers: HeaderMap) -> Respons
     if s.is_sealed() {
         return sealed();
     }
-    if let Err(res) = s.require_sudo(&headers, "sys/seal").await {
-        return res;
+    if let Err(e) = s.require(&headers, "sys/seal", Caps::UPDATE).await {
+        return e.into_response();
     }
     s.seal().await;
     StatusCode::NO_CONTENT.into_response()
@@ -341,8 +342,8 @@ async fn rotate(State(s): State<Arc<Services>>, headers: HeaderMap) -> Response 
     if s.is_sealed() {
         return sealed();
     }
-    if let Err(res) = s.require_sudo(&headers, "sys/rotate").await {
-        return res;
+    if let Err(e) = s.require(&headers, "sys/rotate", Caps::UPDATE).await {
+        return e.into_response();
     }
     match s.store().rotate_data_key().await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -355,8 +356,8 @@ async fn key_status(State(s): State<Arc<Services>>, headers: HeaderMap) -> Respo
     if s.is_sealed() {
         return sealed();
     }
-    if let Err(res) = s.require_sudo(&headers, "sys/key-status").await {
-        return res;
+    if let Err(e) = s.require(&headers, "sys/key-status", Caps::READ).await {
+        return e.into_response();
     }
     match s.store().key_status().await {
         Ok(k) => {

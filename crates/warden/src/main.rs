@@ -38,6 +38,10 @@ enum Command {
         /// Where to keep generated keys, certificates and config (default: a new temp dir).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// The vault's root token (default: the one from an earlier run with this data dir,
+        /// else a new one).
+        #[arg(long)]
+        root_token: Option<String>,
     },
     /// Manage API keys in a key file (`auth.api_keys.file`).
     Apikey {
@@ -67,7 +71,10 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => check(&config),
         Command::Serve { config } => run(serve::serve(config)),
-        Command::Dev { data_dir } => run(dev::dev(data_dir)),
+        Command::Dev {
+            data_dir,
+            root_token,
+        } => run(dev::dev(data_dir, root_token)),
         Command::Apikey { command } => apikey_cmd::run(command),
         Command::Client { command } => client_cmd::run(command),
         Command::Vault { command } => vault_cmd::run(command),
