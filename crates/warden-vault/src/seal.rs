@@ -308,7 +308,7 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn decode_share(text: &str) -> Option<Zeroizing<Vec<u8>>> {
     use base64::Engine as _;
     let t = text.trim();
-    if t.len() % 2 == 0 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if t.len().is_multiple_of(2) && t.bytes().all(|b| b.is_ascii_hexdigit()) {
         let out: Option<Vec<u8>> = (0..t.len() / 2)
             .map(|i| u8::from_str_radix(&t[2 * i..2 * i + 2], 16).ok())
             .collect();
