@@ -311,6 +311,12 @@ pub(crate) fn uuid_v4() -> String {
     )
 }
 
+/// A body field, with JSON `null` read as absent (as Vault's field parser does, and as
+/// clients that send every optional parameter expect).
+pub fn field<'a>(body: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    body.get(name).filter(|v| !v.is_null())
+}
+
 /// Reads a parameter as a string.
 pub fn as_str<'a>(v: &'a Value, name: &str) -> Result<&'a str> {
     v.as_str()
