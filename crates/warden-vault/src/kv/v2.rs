@@ -270,7 +270,10 @@ async fn read(ctx: &Ctx<'_>, keys: &Keys, path: &str) -> Result<VaultResponse> {
     };
     let v = meta.versions.get(&n).ok_or(VaultError::NotFound)?;
     if is_deleted(v, ctx.vault.now()) {
-        return Err(VaultError::NotFound);
+        return Err(VaultError::NotFoundWithData(json!({
+            "data": null,
+            "metadata": meta.version_json(n, v),
+        })));
     }
     let bytes = ctx
         .vault

@@ -83,7 +83,12 @@ async fn kv2_versions_cas_and_patch(b: Backend) {
 
     // Soft delete of the latest, then undelete; delete/destroy of given versions.
     assert_eq!(v.delete("secret/data/app/db", r).await.status, 204);
-    assert_eq!(v.get("secret/data/app/db", r).await.status, 404);
+    let a = v.get("secret/data/app/db", r).await;
+    assert_eq!(a.status, 404);
+    // Vault's 404 for a deleted version still says which version and when it was deleted.
+    assert_eq!(a.json()["data"]["data"], serde_json::Value::Null);
+    assert_eq!(a.json()["data"]["metadata"]["version"], 3);
+    assert_ne!(a.json()["data"]["metadata"]["deletion_time"], "");
     let a = v
         .post("secret/undelete/app/db", r, json!({ "versions": [3] }))
         .await;
@@ -103,11 +108,9 @@ async fn kv2_versions_cas_and_patch(b: Backend) {
         .post("secret/undelete/app/db", r, json!({ "versions": [1] }))
         .await;
     assert_eq!(a.status, 204);
-    assert_eq!(
-        v.get("secret/data/app/db?version=1", r).await.status,
-        404,
-        "destroyed stays"
-    );
+    let a = v.get("secret/data/app/db?version=1", r).await;
+    assert_eq!(a.status, 404, "destroyed stays");
+    assert_eq!(a.json()["data"]["metadata"]["destroyed"], true);
 
     // Metadata shows the history.
     let a = v.get("secret/metadata/app/db", r).await;
