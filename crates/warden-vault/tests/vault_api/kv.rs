@@ -245,3 +245,39 @@ async fn acknowledged_writes_survive_a_reopen(b: Backend) {
     assert_eq!(a.json()["data"]["metadata"]["version"], 5);
 }
 both_backends!(acknowledged_writes_survive_a_reopen);
+
+async fn concurrent_cas_writes_have_one_winner(b: Backend) {
+    let v = std::sync::Arc::new(TestVault::start(b).await);
+    v.enable_kv("secret", 2).await;
+    v.post(
+        "secret/data/race",
+        &v.root,
+        json!({ "data": { "w": "init" } }),
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let v = v.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = json!({ "data": { "w": i.to_string() }, "options": { "cas": 1 } });
+            v.post("secret/data/race", &v.root, body).await.status
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 400).count(),
+        7,
+        "{statuses:?}"
+    );
+    let a = v.get("secret/metadata/race", &v.root).await;
+    assert_eq!(a.json()["data"]["current_version"], 2);
+}
+both_backends!(concurrent_cas_writes_have_one_winner);
