@@ -61,6 +61,9 @@ pub struct VaultRequest {
     pub body: Map<String, Value>,
     /// The body's `Content-Type`, if any (PATCH needs `application/merge-patch+json`).
     pub content_type: Option<String>,
+    /// The client's address, when the server was started with connection info (AppRole's
+    /// CIDR bindings need it; without it, CIDR-bound logins are refused).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl VaultRequest {
@@ -108,6 +111,7 @@ impl VaultRequest {
             token,
             body,
             content_type,
+            peer: None,
         })
     }
 

@@ -16,6 +16,7 @@
 //! tokens). [`Vault::router`] serves the paths below `/v1/`; the authority nests it at `/v1`.
 
 pub mod api;
+mod approle;
 mod audit;
 mod error;
 mod kv;

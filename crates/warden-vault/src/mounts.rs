@@ -160,9 +160,17 @@ impl Mounts {
     /// The secrets engine serving `path`, and the rest of the path below it (longest mount
     /// prefix wins).
     pub(crate) fn find(&self, path: &str) -> Option<(MountEntry, String)> {
+        Self::find_in(&self.secrets.load(), path)
+    }
+
+    /// The auth method serving `path` (below `auth/`), and the rest of the path.
+    pub(crate) fn find_auth(&self, path: &str) -> Option<(MountEntry, String)> {
+        Self::find_in(&self.auth.load(), path)
+    }
+
+    fn find_in(entries: &[MountEntry], path: &str) -> Option<(MountEntry, String)> {
         let with_slash = format!("{path}/");
-        self.secrets
-            .load()
+        entries
             .iter()
             .filter(|m| with_slash.starts_with(&m.path))
             .max_by_key(|m| m.path.len())
@@ -368,6 +376,7 @@ fn check_kind(
         (Table::Secrets, other) => Err(VaultError::BadRequest(format!(
             "secrets engine type {other:?} is not available in Warden's vault yet (kv is)"
         ))),
+        (Table::Auth, "approle") => Ok(("approle".into(), options)),
         (Table::Auth, "token") => Err(VaultError::BadRequest(
             "the token auth method is always enabled at auth/token/".into(),
         )),

@@ -99,7 +99,7 @@ async fn auth_methods(b: Backend) {
     assert_eq!(a.status, 200);
     assert_eq!(a.json()["data"]["token/"]["type"], "token");
     let a = v
-        .post("sys/auth/approle", &v.root, json!({ "type": "approle" }))
+        .post("sys/auth/ldap", &v.root, json!({ "type": "ldap" }))
         .await;
     assert_eq!(a.status, 400);
     assert!(errors(&a)[0].contains("not available"));
