@@ -4,7 +4,8 @@ Runs against a vault at VAULT_ADDR (e.g. http://127.0.0.1:8200) with a root toke
 VAULT_TOKEN. Uses only hvac's public API: tokens (create, orphans, roles, lookups, renewals,
 revocations, accessors), ACL policies (and the legacy endpoint), secrets engines (enable,
 list, tune, disable), KV version 2 (every operation, check-and-set conflicts, version
-history, metadata, config) and KV version 1, and isolation between two applications.
+history, metadata, config), KV version 1, AppRole (role, role-id, secret-id, login) and
+isolation between two applications.
 
 Each check prints `ok: ...`; any failure raises and the script exits non-zero.
 """
@@ -216,6 +217,33 @@ r = root.auth.token.create(role_name=f"ci-{RUN}", policies=[pol_a])
 assert r["auth"]["orphan"] is True
 root.auth.token.delete_role(f"ci-{RUN}")
 ok("tokens: num_uses exhausted is refused; roles")
+
+# ---- AppRole ------------------------------------------------------------------------------
+approle = f"approle-{RUN}"
+root.sys.enable_auth_method(method_type="approle", path=approle)
+root.auth.approle.create_or_update_approle(
+    role_name="web", token_policies=[pol_a], token_ttl="20m", secret_id_num_uses=2,
+    mount_point=approle,
+)
+role_id = root.auth.approle.read_role_id(role_name="web", mount_point=approle)["data"]["role_id"]
+gen = root.auth.approle.generate_secret_id(
+    role_name="web", metadata={"host": "web-1"}, mount_point=approle
+)["data"]
+looked = root.auth.approle.read_secret_id(
+    role_name="web", secret_id=gen["secret_id"], mount_point=approle
+)["data"]
+assert looked["metadata"] == {"host": "web-1"}, looked
+app = hvac.Client(url=ADDR)
+login = app.auth.approle.login(role_id=role_id, secret_id=gen["secret_id"], mount_point=approle)
+assert sorted(login["auth"]["policies"]) == sorted([pol_a, "default"]), login
+assert app.secrets.kv.v2.read_secret_version(
+    path="app-a/cfg", mount_point=kv2, raise_on_deleted_version=True
+)["data"]["data"] == {"k": "a"}
+root.auth.approle.destroy_secret_id(role_name="web", secret_id=gen["secret_id"], mount_point=approle)
+expect(exceptions.InvalidRequest, hvac.Client(url=ADDR).auth.approle.login,
+       role_id=role_id, secret_id=gen["secret_id"], mount_point=approle)
+root.sys.disable_auth_method(path=approle)
+ok("approle: role, role-id, secret-id with metadata, lookup, login, destroy")
 
 # ---- clean-up ----------------------------------------------------------------------------
 root.sys.delete_acl_policy(name=pol_a)

@@ -10,6 +10,7 @@
 //! - `mounts`: the secrets-engine and auth-method tables (`sys/mounts`, `sys/auth`,
 //!   `sys/internal/ui/mounts`).
 //! - `kv`: the KV secrets engine, versions 1 and 2.
+//! - `approle`: the AppRole auth method (roles, role and secret ids, login, CIDR bindings).
 //!
 //! Everything lives in `warden-store` under `vault/` (sealed by the store's keys); every
 //! request appends an event to the store's audit chain (paths and outcomes, never values or
