@@ -71,16 +71,12 @@ fn internal(e: &dyn std::fmt::Display) -> Response {
 }
 
 /// Parses a JSON body into `T` (an empty body is `T::default()`), or Vault's 400.
-fn body<T: for<'de> Deserialize<'de> + Default>(b: &Bytes) -> Result<T, Response> {
+fn body<T: for<'de> Deserialize<'de> + Default>(b: &Bytes) -> Result<T, VaultError> {
     if b.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(b).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("failed to parse JSON input: {e}"),
-        )
-    })
+    serde_json::from_slice(b)
+        .map_err(|e| VaultError::BadRequest(format!("failed to parse JSON input: {e}")))
 }
 
 /// Counts each response by mount and status.
@@ -151,7 +147,7 @@ struct InitRequest {
 async fn init(State(s): State<Arc<Services>>, b: Bytes) -> Response {
     let req: InitRequest = match body(&b) {
         Ok(r) => r,
-        Err(res) => return res,
+        Err(e) => return e.into_response(),
     };
     if req.pgp_keys.as_ref().is_some_and(|k| !k.is_empty())
         || req
@@ -220,7 +216,7 @@ struct UnsealRequest {
 async fn unseal(State(s): State<Arc<Services>>, b: Bytes) -> Response {
     let req: UnsealRequest = match body(&b) {
         Ok(r) => r,
-        Err(res) => return res,
+        Err(e) => return e.into_response(),
     };
     if req.migrate {
         return error(

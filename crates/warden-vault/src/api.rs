@@ -61,6 +61,9 @@ pub struct VaultRequest {
     pub body: Map<String, Value>,
     /// The body's `Content-Type`, if any (PATCH needs `application/merge-patch+json`).
     pub content_type: Option<String>,
+    /// The client's address, when the server was started with connection info (AppRole's
+    /// CIDR bindings need it; without it, CIDR-bound logins are refused).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl VaultRequest {
@@ -108,6 +111,7 @@ impl VaultRequest {
             token,
             body,
             content_type,
+            peer: None,
         })
     }
 
@@ -309,6 +313,12 @@ pub(crate) fn uuid_v4() -> String {
         &h[16..20],
         &h[20..32]
     )
+}
+
+/// A body field, with JSON `null` read as absent (as Vault's field parser does, and as
+/// clients that send every optional parameter expect).
+pub fn field<'a>(body: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    body.get(name).filter(|v| !v.is_null())
 }
 
 /// Reads a parameter as a string.

@@ -21,6 +21,11 @@ pub enum VaultError {
     /// 404 with an empty `errors` list: Vault's answer for a secret that does not exist.
     #[error("not found")]
     NotFound,
+    /// 404 with an envelope whose `data` is this value: Vault's answer for a KV v2 version
+    /// that was deleted or destroyed (`{"data": null, "metadata": {…deletion_time…}}`), so
+    /// clients can tell it from one that never existed.
+    #[error("not found")]
+    NotFoundWithData(serde_json::Value),
     /// 404 with a message (a named thing that does not exist, e.g. a policy or a role).
     #[error("{0}")]
     NotFoundMsg(String),
@@ -56,9 +61,10 @@ impl VaultError {
         match self {
             VaultError::BadRequest(_) => StatusCode::BAD_REQUEST,
             VaultError::PermissionDenied => StatusCode::FORBIDDEN,
-            VaultError::NotFound | VaultError::NotFoundMsg(_) | VaultError::NoHandler(_) => {
-                StatusCode::NOT_FOUND
-            }
+            VaultError::NotFound
+            | VaultError::NotFoundWithData(_)
+            | VaultError::NotFoundMsg(_)
+            | VaultError::NoHandler(_) => StatusCode::NOT_FOUND,
             VaultError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             VaultError::Precondition(_) => StatusCode::PRECONDITION_FAILED,
             VaultError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -71,7 +77,7 @@ impl VaultError {
     /// The messages of the `errors` list (empty for a plain 404, as Vault does).
     pub fn messages(&self) -> Vec<String> {
         match self {
-            VaultError::NotFound => Vec::new(),
+            VaultError::NotFound | VaultError::NotFoundWithData(_) => Vec::new(),
             VaultError::Internal(_) => vec!["internal error".to_owned()],
             other => vec![other.to_string()],
         }
@@ -101,6 +107,13 @@ impl IntoResponse for VaultError {
     fn into_response(self) -> Response {
         if let VaultError::Internal(reason) = &self {
             tracing::error!(%reason, "vault: internal error");
+        }
+        if let VaultError::NotFoundWithData(data) = self {
+            let mut resp = crate::api::VaultResponse::data(data)
+                .with_mount_type("kv")
+                .into_response();
+            *resp.status_mut() = StatusCode::NOT_FOUND;
+            return resp;
         }
         let body = serde_json::json!({ "errors": self.messages() });
         let mut resp = (self.status(), axum::Json(body)).into_response();

@@ -12,12 +12,14 @@
 //! - `kv`: the KV secrets engine, versions 1 and 2.
 //! - [`seal`], [`shamir`]: the seal (the store's key-encryption key is the vault's root key;
 //!   unsealed automatically or by key shares); the authority serves its `sys/` endpoints.
+//! - `approle`: the AppRole auth method (roles, role and secret ids, login, CIDR bindings).
 //!
 //! Everything lives in `warden-store` under `vault/` (sealed by the store's keys); every
 //! request appends an event to the store's audit chain (paths and outcomes, never values or
 //! tokens). [`Vault::router`] serves the paths below `/v1/`; the authority nests it at `/v1`.
 
 pub mod api;
+mod approle;
 mod audit;
 mod error;
 mod kv;

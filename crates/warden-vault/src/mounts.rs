@@ -102,6 +102,18 @@ impl MountEntry {
     }
 }
 
+/// What to enable.
+pub(crate) struct MountSpec {
+    /// The type (`kv`, `kv-v2`, …).
+    pub(crate) kind: String,
+    /// Free text.
+    pub(crate) description: String,
+    /// Engine options.
+    pub(crate) options: BTreeMap<String, String>,
+    /// Default and maximum lease TTL, seconds (0 = the system's).
+    pub(crate) ttls: (u64, u64),
+}
+
 /// Which table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Table {
@@ -148,9 +160,17 @@ impl Mounts {
     /// The secrets engine serving `path`, and the rest of the path below it (longest mount
     /// prefix wins).
     pub(crate) fn find(&self, path: &str) -> Option<(MountEntry, String)> {
+        Self::find_in(&self.secrets.load(), path)
+    }
+
+    /// The auth method serving `path` (below `auth/`), and the rest of the path.
+    pub(crate) fn find_auth(&self, path: &str) -> Option<(MountEntry, String)> {
+        Self::find_in(&self.auth.load(), path)
+    }
+
+    fn find_in(entries: &[MountEntry], path: &str) -> Option<(MountEntry, String)> {
         let with_slash = format!("{path}/");
-        self.secrets
-            .load()
+        entries
             .iter()
             .filter(|m| with_slash.starts_with(&m.path))
             .max_by_key(|m| m.path.len())
@@ -168,19 +188,18 @@ impl Mounts {
         }
     }
 
-    /// Enables `kind` at `path` in `table`.
+    /// Enables `spec.kind` at `path` in `table`.
     pub(crate) async fn enable(
         &self,
         table: Table,
         path: &str,
-        kind: &str,
-        description: String,
-        options: BTreeMap<String, String>,
-        ttls: (u64, u64),
+        spec: MountSpec,
         now: i64,
     ) -> Result<()> {
         let path = normalize_mount_path(path)?;
-        let (kind, options) = check_kind(table, kind, options)?;
+        let (kind, options) = check_kind(table, &spec.kind, spec.options)?;
+        let description = spec.description;
+        let ttls = spec.ttls;
         let _g = self.write.lock().await;
         let mut entries = (*self.list(table)).clone();
         if let Some(m) = entries
@@ -227,16 +246,13 @@ impl Mounts {
                 return Ok(());
             }
         }
-        self.enable(
-            Table::Secrets,
-            path,
-            kind,
-            String::new(),
+        let spec = MountSpec {
+            kind: kind.to_owned(),
+            description: String::new(),
             options,
-            (0, 0),
-            now,
-        )
-        .await
+            ttls: (0, 0),
+        };
+        self.enable(Table::Secrets, path, spec, now).await
     }
 
     /// Disables the mount at `path` and deletes its data. Disabling what is not mounted
@@ -360,6 +376,7 @@ fn check_kind(
         (Table::Secrets, other) => Err(VaultError::BadRequest(format!(
             "secrets engine type {other:?} is not available in Warden's vault yet (kv is)"
         ))),
+        (Table::Auth, "approle") => Ok(("approle".into(), options)),
         (Table::Auth, "token") => Err(VaultError::BadRequest(
             "the token auth method is always enabled at auth/token/".into(),
         )),

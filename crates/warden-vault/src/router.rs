@@ -27,7 +27,11 @@ async fn handle(State(vault): State<Vault>, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let vreq = match VaultRequest::parse(
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let mut vreq = match VaultRequest::parse(
         &parts.method,
         parts.uri.path(),
         parts.uri.query(),
@@ -37,6 +41,7 @@ async fn handle(State(vault): State<Vault>, req: Request) -> Response {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    vreq.peer = peer;
     let (result, accessor, mount_type) = vault.dispatch(&vreq).await;
     let status = match &result {
         Ok(r) => r.status(),
@@ -158,6 +163,18 @@ impl Vault {
         &self,
         req: &VaultRequest,
     ) -> (Result<VaultResponse>, Option<String>, &'static str) {
+        // AppRole's login is the one path that takes no token.
+        if let Some(rest) = req.path.strip_prefix("auth/") {
+            if let Some((mount, sub)) = self.inner.mounts.find_auth(rest) {
+                if mount.kind == "approle" && sub == "login" {
+                    return (
+                        crate::approle::login(self, &mount, req).await,
+                        None,
+                        "approle",
+                    );
+                }
+            }
+        }
         let entry = match self.inner.tokens.authenticate(req.token.as_deref()).await {
             Ok(e) => e,
             Err(e) => return (Err(e), None, ""),
@@ -201,6 +218,11 @@ impl Vault {
                 .unwrap_or("")
                 .trim_start_matches('/');
             return crate::token::http::handle(ctx, sub).await;
+        }
+        if let Some((mount, sub)) = self.inner.mounts.find_auth(rest) {
+            if mount.kind == "approle" {
+                return crate::approle::handle(ctx, &mount, &sub).await;
+            }
         }
         ctx.require_op()?;
         Err(VaultError::NoHandler(ctx.req.path.clone()))

@@ -228,13 +228,13 @@ async fn config(ctx: &Ctx<'_>, keys: &Keys) -> Result<VaultResponse> {
         Operation::Write => {
             let mut c = load_config(ctx, keys).await?;
             let b = &ctx.req.body;
-            if let Some(v) = b.get("max_versions") {
+            if let Some(v) = crate::api::field(b, "max_versions") {
                 c.max_versions = as_u64(v, "max_versions")?;
             }
-            if let Some(v) = b.get("cas_required") {
+            if let Some(v) = crate::api::field(b, "cas_required") {
                 c.cas_required = as_bool(v, "cas_required")?;
             }
-            if let Some(v) = b.get("delete_version_after") {
+            if let Some(v) = crate::api::field(b, "delete_version_after") {
                 c.delete_version_after = as_duration(v, "delete_version_after")?;
             }
             ctx.vault
@@ -270,7 +270,10 @@ async fn read(ctx: &Ctx<'_>, keys: &Keys, path: &str) -> Result<VaultResponse> {
     };
     let v = meta.versions.get(&n).ok_or(VaultError::NotFound)?;
     if is_deleted(v, ctx.vault.now()) {
-        return Err(VaultError::NotFound);
+        return Err(VaultError::NotFoundWithData(json!({
+            "data": null,
+            "metadata": meta.version_json(n, v),
+        })));
     }
     let bytes = ctx
         .vault
@@ -295,16 +298,18 @@ async fn write(ctx: &Ctx<'_>, keys: &Keys, path: &str, patch: bool) -> Result<Va
             .await?;
     }
     let body = &ctx.req.body;
-    let data = match body.get("data") {
+    let data = match crate::api::field(body, "data") {
         Some(Value::Object(m)) => m.clone(),
         Some(Value::Null) | None => {
             return Err(VaultError::BadRequest("no data provided".into()));
         }
         Some(_) => return Err(VaultError::bad_param("data", "a JSON object")),
     };
-    let cas = match body.get("options") {
+    let cas = match crate::api::field(body, "options") {
         None | Some(Value::Null) => None,
-        Some(Value::Object(o)) => o.get("cas").map(|v| as_u64(v, "options.cas")).transpose()?,
+        Some(Value::Object(o)) => crate::api::field(o, "cas")
+            .map(|v| as_u64(v, "options.cas"))
+            .transpose()?,
         Some(_) => return Err(VaultError::bad_param("options", "a JSON object")),
     };
     let _guard = ctx.vault.inner.kv_locks.lock(&keys.base, path).await;
@@ -428,19 +433,16 @@ async fn write_metadata(ctx: &Ctx<'_>, keys: &Keys, path: &str) -> Result<VaultR
             .await?;
     }
     let b = &ctx.req.body;
-    let max_versions = b
-        .get("max_versions")
+    let max_versions = crate::api::field(b, "max_versions")
         .map(|v| as_u64(v, "max_versions"))
         .transpose()?;
-    let cas_required = b
-        .get("cas_required")
+    let cas_required = crate::api::field(b, "cas_required")
         .map(|v| as_bool(v, "cas_required"))
         .transpose()?;
-    let dva = b
-        .get("delete_version_after")
+    let dva = crate::api::field(b, "delete_version_after")
         .map(|v| as_duration(v, "delete_version_after"))
         .transpose()?;
-    let custom = match b.get("custom_metadata") {
+    let custom = match crate::api::field(b, "custom_metadata") {
         None => None,
         Some(Value::Null) => Some(BTreeMap::new()),
         Some(Value::Object(m)) => Some(custom_metadata(m)?),
@@ -537,10 +539,7 @@ enum VersionChange {
 }
 
 fn versions_param(ctx: &Ctx<'_>) -> Result<Vec<u64>> {
-    let v = ctx
-        .req
-        .body
-        .get("versions")
+    let v = crate::api::field(&ctx.req.body, "versions")
         .ok_or_else(|| VaultError::BadRequest("no version number provided".into()))?;
     let list: Vec<u64> = match v {
         Value::Array(items) => items

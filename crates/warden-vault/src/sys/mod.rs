@@ -81,11 +81,8 @@ async fn policies(ctx: &Ctx<'_>, name: &str, legacy: bool) -> Result<VaultRespon
             }))
         }
         Operation::Write => {
-            let field = ctx
-                .req
-                .body
-                .get("policy")
-                .or_else(|| ctx.req.body.get("rules"))
+            let field = crate::api::field(&ctx.req.body, "policy")
+                .or_else(|| crate::api::field(&ctx.req.body, "rules"))
                 .ok_or_else(|| {
                     VaultError::BadRequest("'policy' parameter not supplied or empty".into())
                 })?;
@@ -141,10 +138,7 @@ async fn capabilities(ctx: &Ctx<'_>, which: &str) -> Result<VaultResponse> {
     let acl = match which {
         "capabilities-self" => ctx.acl.clone(),
         "capabilities" => {
-            let t = ctx
-                .req
-                .body
-                .get("token")
+            let t = crate::api::field(&ctx.req.body, "token")
                 .map(|v| as_str(v, "token"))
                 .transpose()?
                 .ok_or_else(|| VaultError::BadRequest("missing token".into()))?;
@@ -159,10 +153,7 @@ async fn capabilities(ctx: &Ctx<'_>, which: &str) -> Result<VaultResponse> {
             ctx.vault.inner.policies.acl(&e.policies).await?
         }
         _ => {
-            let a = ctx
-                .req
-                .body
-                .get("accessor")
+            let a = crate::api::field(&ctx.req.body, "accessor")
                 .map(|v| as_str(v, "accessor"))
                 .transpose()?
                 .ok_or_else(|| VaultError::BadRequest("missing accessor".into()))?;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use crate::api::{as_duration, as_str, Operation, Result, VaultError, VaultResponse};
-use crate::mounts::{normalize_mount_path, MountEntry, Table};
+use crate::mounts::{normalize_mount_path, MountEntry, MountSpec, Table};
 use crate::router::{op_cap, Ctx};
 
 pub(super) async fn secrets(ctx: &Ctx<'_>, sub: &str) -> Result<VaultResponse> {
@@ -51,30 +51,24 @@ async fn table_op(ctx: &Ctx<'_>, table: Table, sub: &str) -> Result<VaultRespons
         }
         Operation::Write => {
             let body = &ctx.req.body;
-            let kind = body
-                .get("type")
+            let kind = crate::api::field(body, "type")
                 .map(|v| as_str(v, "type"))
                 .transpose()?
                 .ok_or_else(|| VaultError::BadRequest("missing \"type\"".into()))?;
-            let description = body
-                .get("description")
+            let description = crate::api::field(body, "description")
                 .map(|v| as_str(v, "description"))
                 .transpose()?
                 .unwrap_or("")
                 .to_owned();
-            let options = string_map(body.get("options"), "options")?;
-            let ttls = config_ttls(body.get("config"))?;
-            mounts
-                .enable(
-                    table,
-                    sub,
-                    kind,
-                    description,
-                    options,
-                    ttls,
-                    ctx.vault.now(),
-                )
-                .await?;
+            let options = string_map(crate::api::field(body, "options"), "options")?;
+            let ttls = config_ttls(crate::api::field(body, "config"))?;
+            let spec = MountSpec {
+                kind: kind.to_owned(),
+                description,
+                options,
+                ttls,
+            };
+            mounts.enable(table, sub, spec, ctx.vault.now()).await?;
             Ok(VaultResponse::no_content())
         }
         Operation::Delete => {
@@ -105,17 +99,14 @@ async fn tune(ctx: &Ctx<'_>, table: Table, path: &str) -> Result<VaultResponse> 
         }
         Operation::Write => {
             let body = &ctx.req.body;
-            let description = body
-                .get("description")
+            let description = crate::api::field(body, "description")
                 .map(|v| as_str(v, "description").map(str::to_owned))
                 .transpose()?;
-            let options = string_map(body.get("options"), "options")?;
-            let default_ttl = body
-                .get("default_lease_ttl")
+            let options = string_map(crate::api::field(body, "options"), "options")?;
+            let default_ttl = crate::api::field(body, "default_lease_ttl")
                 .map(|v| as_duration(v, "default_lease_ttl"))
                 .transpose()?;
-            let max_ttl = body
-                .get("max_lease_ttl")
+            let max_ttl = crate::api::field(body, "max_lease_ttl")
                 .map(|v| as_duration(v, "max_lease_ttl"))
                 .transpose()?;
             mounts
@@ -212,13 +203,11 @@ fn config_ttls(v: Option<&Value>) -> Result<(u64, u64)> {
         }
         return Err(VaultError::bad_param("config", "an object"));
     };
-    let d = m
-        .get("default_lease_ttl")
+    let d = crate::api::field(m, "default_lease_ttl")
         .map(|v| as_duration(v, "config.default_lease_ttl"))
         .transpose()?
         .unwrap_or(0);
-    let x = m
-        .get("max_lease_ttl")
+    let x = crate::api::field(m, "max_lease_ttl")
         .map(|v| as_duration(v, "config.max_lease_ttl"))
         .transpose()?
         .unwrap_or(0);

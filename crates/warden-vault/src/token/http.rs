@@ -147,10 +147,7 @@ async fn by_accessor(ctx: &Ctx<'_>) -> Result<TokenEntry> {
 }
 
 async fn renew(ctx: &Ctx<'_>, e: TokenEntry) -> Result<TokenEntry> {
-    let inc = ctx
-        .req
-        .body
-        .get("increment")
+    let inc = crate::api::field(&ctx.req.body, "increment")
         .map(|v| as_duration(v, "increment"))
         .transpose()?;
     ctx.vault.inner.tokens.renew(e, inc).await
@@ -192,7 +189,7 @@ async fn create(
             )));
         }
     }
-    if let Some(t) = body.get("type") {
+    if let Some(t) = crate::api::field(body, "type") {
         let t = as_str(t, "type")?;
         if t != "service" && t != "default" && !t.is_empty() {
             return Err(VaultError::BadRequest(format!(
@@ -200,8 +197,7 @@ async fn create(
             )));
         }
     }
-    let id = body
-        .get("id")
+    let id = crate::api::field(body, "id")
         .map(|v| as_str(v, "id").map(str::to_owned))
         .transpose()?
         .filter(|s| !s.is_empty());
@@ -210,8 +206,7 @@ async fn create(
             "root or sudo privileges required to specify token id".into(),
         ));
     }
-    let no_parent = body
-        .get("no_parent")
+    let no_parent = crate::api::field(body, "no_parent")
         .map(|v| as_bool(v, "no_parent"))
         .transpose()?
         .unwrap_or(false);
@@ -226,13 +221,11 @@ async fn create(
             "a token on its last use cannot create child tokens".into(),
         ));
     }
-    let no_default = body
-        .get("no_default_policy")
+    let no_default = crate::api::field(body, "no_default_policy")
         .map(|v| as_bool(v, "no_default_policy"))
         .transpose()?
         .unwrap_or(false);
-    let asked = body
-        .get("policies")
+    let asked = crate::api::field(body, "policies")
         .map(|v| as_str_list(v, "policies"))
         .transpose()?
         .map(normalize_policies);
@@ -289,14 +282,14 @@ async fn create(
         policies.retain(|p| p != "default");
     }
     policies = normalize_policies(policies);
-    let ttl = body.get("ttl").map(|v| as_duration(v, "ttl")).transpose()?;
-    let mut explicit_max_ttl = body
-        .get("explicit_max_ttl")
+    let ttl = crate::api::field(body, "ttl")
+        .map(|v| as_duration(v, "ttl"))
+        .transpose()?;
+    let mut explicit_max_ttl = crate::api::field(body, "explicit_max_ttl")
         .map(|v| as_duration(v, "explicit_max_ttl"))
         .transpose()?
         .unwrap_or(0);
-    let mut period = body
-        .get("period")
+    let mut period = crate::api::field(body, "period")
         .map(|v| as_duration(v, "period"))
         .transpose()?
         .unwrap_or(0);
@@ -305,8 +298,7 @@ async fn create(
             "root or sudo privileges required to create periodic token".into(),
         ));
     }
-    let mut renewable = body
-        .get("renewable")
+    let mut renewable = crate::api::field(body, "renewable")
         .map(|v| as_bool(v, "renewable"))
         .transpose()?
         .unwrap_or(true);
@@ -323,8 +315,7 @@ async fn create(
         }
         renewable = renewable && r.renewable;
     }
-    let num_uses = body
-        .get("num_uses")
+    let num_uses = crate::api::field(body, "num_uses")
         .map(|v| {
             if v.as_i64().is_some_and(|n| n < 0) {
                 Err(VaultError::BadRequest(
@@ -336,12 +327,11 @@ async fn create(
         })
         .transpose()?
         .unwrap_or(0);
-    let display_name = body
-        .get("display_name")
+    let display_name = crate::api::field(body, "display_name")
         .map(|v| as_str(v, "display_name").map(sanitize_display_name))
         .transpose()?
         .unwrap_or_default();
-    let meta = match body.get("meta") {
+    let meta = match crate::api::field(body, "meta") {
         None | Some(Value::Null) => BTreeMap::new(),
         Some(Value::Object(m)) => m
             .iter()

@@ -90,16 +90,16 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, name: &str) -> Result<VaultResponse> {
                 renewable: true,
                 ..Default::default()
             });
-            if let Some(v) = b.get("allowed_policies") {
+            if let Some(v) = crate::api::field(b, "allowed_policies") {
                 r.allowed_policies = lower(as_str_list(v, "allowed_policies")?);
             }
-            if let Some(v) = b.get("disallowed_policies") {
+            if let Some(v) = crate::api::field(b, "disallowed_policies") {
                 r.disallowed_policies = lower(as_str_list(v, "disallowed_policies")?);
             }
-            if let Some(v) = b.get("orphan") {
+            if let Some(v) = crate::api::field(b, "orphan") {
                 r.orphan = as_bool(v, "orphan")?;
             }
-            if let Some(v) = b.get("renewable") {
+            if let Some(v) = crate::api::field(b, "renewable") {
                 r.renewable = as_bool(v, "renewable")?;
             }
             for k in ["token_period", "period"] {
