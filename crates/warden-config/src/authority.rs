@@ -329,6 +329,32 @@ mod tests {
     }
 
     #[test]
+    fn seal_mode_decides_whether_a_key_encryption_key_is_wanted() {
+        // Key shares: no key in config (it comes from the shares), and none required.
+        assert_eq!(
+            errors("enabled = true\nseal = { mode = \"shares\" }\n"),
+            Vec::<String>::new()
+        );
+        let both = errors(
+            "enabled = true\nkey_encryption_key = \"env:X\"\nseal = { mode = \"shares\" }\n",
+        );
+        assert!(
+            both.iter()
+                .any(|e| e.starts_with("authority.key_encryption_key: must be unset")),
+            "{both:#?}"
+        );
+        let unknown = errors("enabled = true\nseal = { mode = \"kms\" }\n");
+        assert!(
+            !unknown.is_empty() && unknown[0].contains("authority.seal"),
+            "{unknown:#?}"
+        );
+        // Auto (the default, and configs without the section): the key stays required.
+        assert!(errors("enabled = true\nseal = { mode = \"auto\" }\n")
+            .iter()
+            .any(|e| e.starts_with("authority.key_encryption_key: required")));
+    }
+
+    #[test]
     fn authority_mistakes_are_reported_with_their_paths() {
         let dir = tempfile::tempdir().unwrap();
         let short = dir.path().join("short.kek");
