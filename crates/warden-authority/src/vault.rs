@@ -88,10 +88,20 @@ async fn count(State(s): State<Arc<Services>>, req: Request, next: Next) -> Resp
 }
 
 /// Everything but the seal endpoints: the vault's router, or 503 while sealed.
-async fn dispatch(State(s): State<Arc<Services>>, req: Request) -> Response {
+async fn dispatch(State(s): State<Arc<Services>>, mut req: Request) -> Response {
     let Some(live) = s.live() else {
         return sealed();
     };
+    // The vault reads the client's address (AppRole CIDR bindings) as axum's plain
+    // `ConnectInfo<SocketAddr>`; this listener records a `Peer`.
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<crate::client_auth::Peer>>()
+        .map(|c| c.0.ip);
+    if let Some(ip) = peer {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(ip, 0)));
+    }
     match live.vault_router.clone().oneshot(req).await {
         Ok(res) => res,
         Err(never) => match never {},
