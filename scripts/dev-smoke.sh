@@ -187,6 +187,31 @@ fi
 [[ -n "$PROMTOOL_OUT" ]] && echo "$PROMTOOL_OUT"
 step "ok: promtool check metrics"
 
+AUTH_METRICS="$DATA/authority-metrics.txt"
+curl -sS --max-time 10 -o "$AUTH_METRICS" http://127.0.0.1:8200/metrics || fail "GET :8200/metrics failed"
+grep -q '^warden_authority_sealed 0$' "$AUTH_METRICS" \
+    || fail "the authority's /metrics does not report warden_authority_sealed 0"
+if PROMTOOL_OUT="$(promtool check metrics <"$AUTH_METRICS" 2>&1)"; then prc=0; else prc=$?; fi
+if [[ "$prc" != 0 ]]; then
+    echo "--- promtool check metrics said:" >&2
+    echo "$PROMTOOL_OUT" >&2
+    fail "promtool check metrics rejected the authority's /metrics output (exit status $prc)"
+fi
+step "ok: promtool check metrics (authority)"
+
+# --- 4b. the vault ----------------------------------------------------------------------------
+ROOT_TOKEN="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["root_token"])' "$CREDS")"
+[[ -n "$ROOT_TOKEN" ]] || fail "credentials.json has no root_token"
+code="$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -H "X-Vault-Token: $ROOT_TOKEN" \
+    -d '{"data":{"password":"smoke-s3cret"}}' http://127.0.0.1:8200/v1/secret/data/smoke)"
+[[ "$code" == 200 ]] || fail "writing a secret to the vault answered $code, expected 200"
+got="$(curl -sS --max-time 10 -H "X-Vault-Token: $ROOT_TOKEN" http://127.0.0.1:8200/v1/secret/data/smoke)"
+[[ "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["data"]["data"]["password"])' "$got")" == smoke-s3cret ]] \
+    || fail "reading the secret back gave: $got"
+code="$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' http://127.0.0.1:8200/v1/secret/data/smoke)"
+[[ "$code" == 403 ]] || fail "reading a secret without a token answered $code, expected 403"
+step "ok: vault write and read (KV v2 at secret/)"
+
 # --- 5. SIGTERM -------------------------------------------------------------------------------
 step "sending SIGTERM"
 kill -TERM "$PID"

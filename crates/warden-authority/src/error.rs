@@ -384,6 +384,8 @@ impl IntoResponse for OAuthError {
         });
         let mut res = (self.status(), axum::Json(body)).into_response();
         no_store(&mut res);
+        // For the metrics (failures by reason), read where the listener counts responses.
+        res.extensions_mut().insert(self.code);
         if self.code == ErrorCode::InvalidClient {
             // Always: a 401 must carry a challenge (RFC 9110 §15.5.2), and RFC 6749 §5.2
             // requires this one when the client used Basic. Basic is the scheme every client

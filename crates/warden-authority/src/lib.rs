@@ -1,4 +1,10 @@
-//! Warden's authority: the OAuth 2.0 token service for services.
+//! Warden's authority: one listener and one sealed store for its services — the OAuth 2.0
+//! token service and the vault (Vault's HTTP API at `/v1`) — plus its Prometheus metrics.
+//!
+//! - Services ([`services`], [`app`]): the store opens sealed or (auto seal) unsealed; while
+//!   sealed no service exists and both answer 503; unsealing builds them, sealing drops them.
+//!
+//! The token service:
 //!
 //! - Clients ([`clients`]): ids, scopes, audiences, grant types, authentication method,
 //!   several secrets (stored as keyed hashes) for rotation without downtime.
@@ -23,6 +29,7 @@ use tokio::sync::watch;
 use warden_config::AuthorityConfig;
 use warden_store::Store;
 
+pub mod app;
 pub mod audit;
 mod authority;
 pub mod client_auth;
@@ -33,17 +40,21 @@ pub mod form;
 pub mod grants;
 pub mod http;
 pub mod keys;
+pub mod metrics;
 mod publisher;
 pub mod revocation;
 pub mod server;
+pub mod services;
 pub mod settings;
 pub mod throttle;
 pub mod token_cache;
 pub mod tokens;
+mod vault;
 
 pub use authority::Authority;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{AuthorityError, ErrorCode, OAuthError, Refusal, Result};
+pub use services::{Live, Services};
 pub use settings::Settings;
 
 /// How often the upkeep (key rotation, clean-up of expired revocations) runs.
@@ -51,7 +62,7 @@ pub const TICK: Duration = Duration::from_secs(30);
 
 /// A running authority.
 pub struct AuthorityHandle {
-    authority: Arc<Authority>,
+    services: Arc<Services>,
     addr: SocketAddr,
     tls: bool,
     shutdown: watch::Sender<bool>,
@@ -66,10 +77,9 @@ impl std::fmt::Debug for AuthorityHandle {
     }
 }
 
-/// Opens the configured store (`storage`, or `<data_dir>/authority.db`) with the configured
-/// key-encryption key.
+/// Opens the configured store (`storage`, or `<data_dir>/authority.db`): with the configured
+/// key-encryption key (`seal.mode = "auto"`), unsealed; with key shares, sealed.
 pub async fn open_store(config: &AuthorityConfig) -> Result<Store> {
-    let kek = settings::read_kek(config)?;
     let location = settings::storage_location(config);
     if !location.contains("://") {
         if let Some(dir) = std::path::Path::new(&location).parent() {
@@ -80,23 +90,31 @@ pub async fn open_store(config: &AuthorityConfig) -> Result<Store> {
             }
         }
     }
+    if config.seal.mode == warden_config::SealMode::Shares {
+        return Ok(Store::open_sealed(&location).await?);
+    }
+    let kek = settings::read_kek(config)?;
     Ok(Store::open(&location, &kek).await?)
 }
 
-/// Starts the authority from its config: opens the store, loads keys and clients, binds
-/// `listen` (TLS when `tls` is set) and starts the upkeep timer.
+/// Starts the authority from its config: opens the store; when it is unsealed (auto seal),
+/// starts the services (loads keys and clients, starts the upkeep timer); binds `listen` (TLS
+/// when `tls` is set).
 pub async fn start(config: &AuthorityConfig) -> Result<AuthorityHandle> {
     let store = open_store(config).await?;
     start_with(config, store, Arc::new(SystemClock)).await
 }
 
-/// [`start`] on a given store and clock (tests, and embedding in `warden dev`).
+/// [`start`] on a given store (sealed or not) and clock (tests, and embedding in `warden dev`).
 pub async fn start_with(
     config: &AuthorityConfig,
     store: Store,
     clock: Arc<dyn Clock>,
 ) -> Result<AuthorityHandle> {
-    let authority = Authority::open(config, store, clock).await?;
+    let services = Services::new(config, store, clock);
+    if !services.store().is_sealed() {
+        services.start().await?;
+    }
     let listen_err = |e: std::io::Error| AuthorityError::Listen {
         addr: config.listen,
         reason: e.to_string(),
@@ -105,10 +123,8 @@ pub async fn start_with(
         .await
         .map_err(listen_err)?;
     let (shutdown, rx) = watch::channel(false);
-    let app = http::router(authority.clone());
+    let app = app::router(services.clone());
     let mut tasks = Vec::new();
-    // Before the listener, so that no revocation is made before the publisher listens.
-    tasks.extend(publisher::spawn(config, &authority, rx.clone())?);
     let addr = tcp.local_addr().map_err(listen_err)?;
     let (listener, tls) = match &config.tls {
         Some(t) => {
@@ -124,45 +140,10 @@ pub async fn start_with(
         header: config.header_read_timeout.0,
         idle: config.idle_timeout.0,
     };
-    tasks.push(tokio::spawn(server::serve(
-        listener,
-        app,
-        timeouts,
-        rx.clone(),
-    )));
-    if let Some(every) = authority.audit.aggregate_interval() {
-        let flusher = authority.clone();
-        let mut rx_flush = rx.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let stop = tokio::select! {
-                    _ = tokio::time::sleep(every) => false,
-                    _ = rx_flush.wait_for(|s| *s) => true,
-                };
-                // At shutdown too: the counts since the last flush are not lost.
-                flusher.flush_issuance_audit().await;
-                if stop {
-                    return;
-                }
-            }
-        }));
-    }
-    let upkeep = authority.clone();
-    let mut rx_tick = rx;
-    tasks.push(tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(TICK) => {}
-                _ = rx_tick.wait_for(|s| *s) => return,
-            }
-            if let Err(e) = upkeep.tick().await {
-                tracing::error!(error = %e, "authority upkeep failed; retrying at the next tick");
-            }
-        }
-    }));
-    tracing::info!(%addr, tls, issuer = %authority.settings().issuer, "authority listening");
+    tasks.push(tokio::spawn(server::serve(listener, app, timeouts, rx)));
+    tracing::info!(%addr, tls, issuer = %config.issuer, sealed = services.is_sealed(), "authority listening");
     Ok(AuthorityHandle {
-        authority,
+        services,
         addr,
         tls,
         shutdown,
@@ -182,16 +163,28 @@ impl AuthorityHandle {
         format!("{scheme}://{}", self.addr)
     }
 
-    /// The token service (clients, keys, upkeep).
-    pub fn authority(&self) -> &Arc<Authority> {
-        &self.authority
+    /// The token service (clients, keys, upkeep), for embedding and tests.
+    ///
+    /// # Panics
+    /// While the authority is sealed (use [`AuthorityHandle::services`] to check).
+    pub fn authority(&self) -> Arc<Authority> {
+        match self.services.live() {
+            Some(live) => live.authority.clone(),
+            None => panic!("the authority is sealed: it has no token service"),
+        }
     }
 
-    /// Stops accepting, lets requests in flight finish (up to 10 s), and stops the timer.
+    /// The services and the seal.
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to 10 s), and stops the timers.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
+        self.services.shutdown().await;
     }
 }

@@ -80,6 +80,31 @@ pub struct AuthorityConfig {
     pub redis_channel: String,
     /// What the audit log keeps, and how issued tokens are recorded in it.
     pub audit: AuthorityAuditConfig,
+    /// How the authority is unsealed: `auto` (from `key_encryption_key`, the default) or by
+    /// key shares given to the vault's `sys/unseal`.
+    pub seal: SealConfig,
+}
+
+/// `[authority.seal]`: where the key-encryption key (the vault's root key) comes from.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SealConfig {
+    /// `auto`: the key is `key_encryption_key` (`env:`/`file:`), read at start, and the
+    /// authority starts unsealed. `shares`: the authority starts sealed; `sys/init` makes a
+    /// random key, splits it into key shares (Shamir) and returns them once, and `sys/unseal`
+    /// takes enough of them after every start. `key_encryption_key` must be unset then.
+    pub mode: SealMode,
+}
+
+/// How the authority is unsealed (see [`SealConfig::mode`]).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SealMode {
+    /// From `authority.key_encryption_key` at start.
+    #[default]
+    Auto,
+    /// By key shares, through `sys/init` and `sys/unseal`.
+    Shares,
 }
 
 /// The audit log's retention and the level at which token issuance is audited. Failed
@@ -138,6 +163,11 @@ pub(crate) fn validate(c: &crate::Config, e: &mut crate::ConfigErrors) {
     let p = "authority";
     if a.enabled {
         match &a.key_encryption_key {
+            Some(_) if a.seal.mode == SealMode::Shares => e.push(
+                format!("{p}.key_encryption_key"),
+                "must be unset with seal.mode = \"shares\" (the key comes from the key shares)",
+            ),
+            None if a.seal.mode == SealMode::Shares => {}
             None => e.push(
                 format!("{p}.key_encryption_key"),
                 "required when the authority is enabled (`env:NAME` or `file:PATH`)",
@@ -311,6 +341,32 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn seal_mode_decides_whether_a_key_encryption_key_is_wanted() {
+        // Key shares: no key in config (it comes from the shares), and none required.
+        assert_eq!(
+            errors("enabled = true\nseal = { mode = \"shares\" }\n"),
+            Vec::<String>::new()
+        );
+        let both = errors(
+            "enabled = true\nkey_encryption_key = \"env:X\"\nseal = { mode = \"shares\" }\n",
+        );
+        assert!(
+            both.iter()
+                .any(|e| e.starts_with("authority.key_encryption_key: must be unset")),
+            "{both:#?}"
+        );
+        let unknown = errors("enabled = true\nseal = { mode = \"kms\" }\n");
+        assert!(
+            !unknown.is_empty() && unknown[0].contains("authority.seal"),
+            "{unknown:#?}"
+        );
+        // Auto (the default, and configs without the section): the key stays required.
+        assert!(errors("enabled = true\nseal = { mode = \"auto\" }\n")
+            .iter()
+            .any(|e| e.starts_with("authority.key_encryption_key: required")));
     }
 
     #[test]

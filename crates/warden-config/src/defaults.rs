@@ -304,6 +304,7 @@ impl Default for crate::authority::AuthorityConfig {
             redis_password: None,
             redis_channel: revocation_channel(),
             audit: Default::default(),
+            seal: Default::default(),
         }
     }
 }
@@ -327,6 +328,14 @@ impl Default for crate::authority::FailedAuthConfig {
             per_address: 30,
             period: Dur::secs(60),
             max_keys: 100_000,
+        }
+    }
+}
+
+impl Default for crate::authority::SealConfig {
+    fn default() -> Self {
+        Self {
+            mode: crate::authority::SealMode::Auto,
         }
     }
 }

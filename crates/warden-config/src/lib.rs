@@ -22,7 +22,9 @@ pub mod validate_auth;
 mod validate_limits;
 
 pub use auth::*;
-pub use authority::{AuthorityAuditConfig, AuthorityConfig, FailedAuthConfig, IssuanceAudit};
+pub use authority::{
+    AuthorityAuditConfig, AuthorityConfig, FailedAuthConfig, IssuanceAudit, SealConfig, SealMode,
+};
 pub use model::*;
 pub use types::{
     parse_duration, ByteSize, Cidr, Dur, HeaderNameText, LimitKeys, LocalSecrets, MethodName,

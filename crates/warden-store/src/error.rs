@@ -37,6 +37,16 @@ pub enum StoreError {
         /// The newest version this build knows.
         supported: i64,
     },
+    /// The store is sealed: it holds no key-encryption key, so it can neither read nor
+    /// write data (see `Store::unseal`).
+    #[error("the store is sealed")]
+    Sealed,
+    /// `Store::unseal` on a store that was never initialized.
+    #[error("the store is not initialized")]
+    NotInitialized,
+    /// `Store::initialize` on a store that already was.
+    #[error("the store is already initialized")]
+    AlreadyInitialized,
     /// `open` was given a location it cannot use.
     #[error("invalid store location: {0}")]
     InvalidLocation(String),

@@ -20,6 +20,18 @@
 //!   WAL + `synchronous = FULL`; PostgreSQL: its default synchronous commit). A call whose
 //!   future is dropped may or may not have been applied.
 //!
+//! # Sealed and unsealed
+//!
+//! A store is *sealed* while it holds no KEK: [`Store::open_sealed`] opens the database (and
+//! migrates it) without one, and every data operation then fails with
+//! [`StoreError::Sealed`]. [`Store::unseal`] takes the KEK, checks it against the keyring (a
+//! wrong key leaves the store sealed) and loads the data keys; [`Store::seal`] drops them
+//! again (the raw key bytes are zeroized; see `seal.rs` for ring's expanded keys). A store is
+//! *initialized* once its keyring has DEK 1: [`Store::initialize`] does that once, with the
+//! seal's configuration (plain JSON the caller chooses, readable while sealed, so a sealed
+//! authority can say how many key shares unseal it). [`Store::open`] is open, initialize if
+//! new, unseal: the auto-unseal path, unchanged for configs with a KEK in `env:`/`file:`.
+//!
 //! # Backends
 //!
 //! `Store::open("…/warden.db")` uses SQLite (one file, created 0600); `Store::open("postgres://…")`
@@ -122,11 +134,29 @@ pub struct Store {
 
 struct Inner {
     backend: Backend,
+    /// `None` while sealed.
+    keys: RwLock<Option<Arc<Keys>>>,
+    rng: SystemRandom,
+}
+
+/// What an unsealed store holds: the KEK and what it opens.
+struct Keys {
     kek: Kek,
     /// MACs audit checkpoints (derived from the KEK, see `audit.rs`).
     checkpoint_key: ring::hmac::Key,
     keyring: RwLock<Arc<Keyring>>,
-    rng: SystemRandom,
+}
+
+/// The seal configuration [`Store::open`] records on a new store (auto-unseal).
+pub const AUTO_SEAL_CONFIG: &str = r#"{"type":"auto"}"#;
+
+/// The data-key term [`Store::key_status`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyStatus {
+    /// The id of the data-encryption key new writes use (1, 2, …; each rotation adds one).
+    pub term: u32,
+    /// When that key was added, Unix milliseconds.
+    pub install_time_ms: i64,
 }
 
 impl std::fmt::Debug for Store {
@@ -147,8 +177,22 @@ impl Store {
     /// it, and should zeroize its copy). A KEK that does not open the keyring is refused with
     /// `StoreError::Crypto("the key-encryption key does not open this store's keyring")`.
     pub async fn open(location: &str, kek: &[u8]) -> Result<Store> {
-        let checkpoint_key = audit::checkpoint_key(kek);
-        let kek = Kek::new(kek)?;
+        // Checked before connecting, as before sealed stores existed.
+        Kek::new(kek)?;
+        let store = Store::open_sealed(location).await?;
+        match store.initialize(kek, AUTO_SEAL_CONFIG).await {
+            // Another process initialized it first: unseal with what it made.
+            Ok(()) | Err(StoreError::AlreadyInitialized) => {}
+            Err(e) => return Err(e),
+        }
+        store.unseal(kek).await?;
+        Ok(store)
+    }
+
+    /// Opens the store *sealed*: connects and migrates, loads no key. Every data operation
+    /// fails with [`StoreError::Sealed`] until [`Store::unseal`] (or, on a new store,
+    /// [`Store::initialize`]).
+    pub async fn open_sealed(location: &str) -> Result<Store> {
         let backend =
             if location.starts_with("postgres://") || location.starts_with("postgresql://") {
                 Backend::Postgres(backend::postgres::PgBackend::open(location).await?)
@@ -159,22 +203,103 @@ impl Store {
             } else {
                 Backend::Sqlite(backend::sqlite::SqliteBackend::open(location).await?)
             };
-        let rng = SystemRandom::new();
-        let keyring = load_keyring(&backend, &kek, &rng).await?;
         Ok(Store {
             inner: Arc::new(Inner {
                 backend,
-                kek,
-                checkpoint_key,
-                keyring: RwLock::new(Arc::new(keyring)),
-                rng,
+                keys: RwLock::new(None),
+                rng: SystemRandom::new(),
             }),
+        })
+    }
+
+    /// Whether the store holds no KEK (see the module docs).
+    pub fn is_sealed(&self) -> bool {
+        self.inner
+            .keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    }
+
+    /// Whether the store was initialized (its keyring has a data key). Works sealed.
+    pub async fn is_initialized(&self) -> Result<bool> {
+        Ok(self.inner.backend.keyring_newest().await?.is_some())
+    }
+
+    /// The seal configuration recorded by [`Store::initialize`]; works sealed. `None` before
+    /// initialization, and on stores initialized before the configuration was recorded
+    /// (which were auto-unsealed).
+    pub async fn seal_config(&self) -> Result<Option<String>> {
+        self.inner.backend.seal_config().await
+    }
+
+    /// Initializes a new store under `kek`: makes DEK 1 and records `seal_config` (plain JSON,
+    /// not secret), both at once, and leaves the store unsealed. Of concurrent callers exactly
+    /// one succeeds; the others, and any later call, get [`StoreError::AlreadyInitialized`]
+    /// and change nothing.
+    pub async fn initialize(&self, kek: &[u8], seal_config: &str) -> Result<()> {
+        let k = Kek::new(kek)?;
+        let wrapped = k.new_wrapped_dek(&self.inner.rng, 1)?;
+        if !self
+            .inner
+            .backend
+            .initialize(wrapped, seal_config.to_owned())
+            .await?
+        {
+            return Err(StoreError::AlreadyInitialized);
+        }
+        self.unseal(kek).await
+    }
+
+    /// Unseals with `kek`: opens every data key with it. A KEK that does not open the keyring
+    /// is refused with `StoreError::Crypto` and the store stays sealed; an uninitialized store
+    /// gives [`StoreError::NotInitialized`]. Unsealing an unsealed store checks the key again
+    /// and keeps it.
+    pub async fn unseal(&self, kek: &[u8]) -> Result<()> {
+        let checkpoint_key = audit::checkpoint_key(kek);
+        let kek = Kek::new(kek)?;
+        let rows = self.inner.backend.keyring_rows().await?;
+        if rows.is_empty() {
+            return Err(StoreError::NotInitialized);
+        }
+        let keyring = Keyring::open(&kek, &rows)?;
+        *self.inner.keys.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Keys {
+            kek,
+            checkpoint_key,
+            keyring: RwLock::new(Arc::new(keyring)),
+        }));
+        Ok(())
+    }
+
+    /// Seals: drops the KEK and the data keys. Operations already running finish with the
+    /// keys they took; every later one fails with [`StoreError::Sealed`].
+    pub fn seal(&self) {
+        self.inner
+            .keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+
+    /// The data-key term new writes use and when it was added.
+    pub async fn key_status(&self) -> Result<KeyStatus> {
+        self.keys()?;
+        let (term, install_time_ms) = self
+            .inner
+            .backend
+            .keyring_newest()
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("the keyring is empty".into()))?;
+        Ok(KeyStatus {
+            term,
+            install_time_ms,
         })
     }
 
     /// The value at `key`, or `None`.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
+        self.keys()?;
         match self.inner.backend.get(key).await? {
             None => Ok(None),
             Some(sealed) => self.open_value(key, &sealed).await.map(Some),
@@ -183,7 +308,7 @@ impl Store {
 
     /// Sets `key` to `value`.
     pub async fn put(&self, key: &str, value: &[u8]) -> Result<()> {
-        let sealed = self.seal(key, value)?;
+        let sealed = self.seal_value(key, value)?;
         self.inner
             .backend
             .write(vec![RawOp::Put {
@@ -197,7 +322,7 @@ impl Store {
     /// Sets `key` to `value` if `key` is absent. Returns `false` (and changes nothing) if it
     /// existed. Of concurrent callers on one key, exactly one gets `true`.
     pub async fn put_if_absent(&self, key: &str, value: &[u8]) -> Result<bool> {
-        let sealed = self.seal(key, value)?;
+        let sealed = self.seal_value(key, value)?;
         match self
             .inner
             .backend
@@ -216,6 +341,7 @@ impl Store {
     /// Removes `key`. Returns whether it existed.
     pub async fn delete(&self, key: &str) -> Result<bool> {
         check_key(key)?;
+        self.keys()?;
         let changed = self
             .inner
             .backend
@@ -231,6 +357,7 @@ impl Store {
     /// path. Returns every match: for large prefixes use [`Store::list_page`].
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         check_prefix(prefix)?;
+        self.keys()?;
         let q = ListQuery {
             prefix: prefix.to_owned(),
             start_after: None,
@@ -248,6 +375,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<String>> {
         check_prefix(prefix)?;
+        self.keys()?;
         let q = ListQuery {
             prefix: prefix.to_owned(),
             start_after: start_after.map(str::to_owned),
@@ -259,6 +387,7 @@ impl Store {
     /// Applies `ops` in order, all or nothing. A `PutIfAbsent` on a present key fails the
     /// whole transaction with [`StoreError::Conflict`]; nothing of it is applied.
     pub async fn transact(&self, ops: Vec<Op>) -> Result<()> {
+        self.keys()?;
         if ops.is_empty() {
             return Ok(());
         }
@@ -284,11 +413,11 @@ impl Store {
         for op in ops {
             raw.push(match op {
                 Op::Put { key, value } => RawOp::Put {
-                    sealed: self.seal(&key, &value)?,
+                    sealed: self.seal_value(&key, &value)?,
                     key,
                 },
                 Op::PutIfAbsent { key, value } => RawOp::PutIfAbsent {
-                    sealed: self.seal(&key, &value)?,
+                    sealed: self.seal_value(&key, &value)?,
                     key,
                 },
                 Op::Delete { key } => {
@@ -304,12 +433,14 @@ impl Store {
     /// Appends `event` to the audit log; returns its sequence number. Appends are serialised,
     /// so the chain has no gaps or forks. The event must hold no secret (the log is plain text).
     pub async fn audit(&self, event: &AuditEvent) -> Result<u64> {
+        self.keys()?;
         audit::canonical_event(event, &mut String::new())?;
         self.inner.backend.audit_append(event.clone()).await
     }
 
     /// Up to `limit` records (at most [`MAX_AUDIT_PAGE`]) with `seq > after_seq`, in order.
     pub async fn audit_since(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        self.keys()?;
         self.inner
             .backend
             .audit_since(after_seq, limit.min(MAX_AUDIT_PAGE))
@@ -324,6 +455,7 @@ impl Store {
     /// not checked (it verifies up to the head it read first); run it apart from pruning.
     pub async fn verify_audit(&self) -> Result<u64> {
         const PAGE: usize = 1000;
+        self.keys()?;
         let (head_seq, head_hash) = self.inner.backend.audit_head().await?;
         let mut verifier = match self.audit_checkpoint().await? {
             Some(cp) if cp.seq > head_seq => {
@@ -357,9 +489,10 @@ impl Store {
     /// The audit retention checkpoint, after checking its MAC (`Err(Corrupt)` if it does not
     /// authenticate); `None` if nothing was ever pruned.
     pub async fn audit_checkpoint(&self) -> Result<Option<AuditCheckpoint>> {
+        let keys = self.keys()?;
         match self.inner.backend.audit_checkpoint().await? {
             None => Ok(None),
-            Some(cp) if cp.authentic(&self.inner.checkpoint_key) => Ok(Some(cp)),
+            Some(cp) if cp.authentic(&keys.checkpoint_key) => Ok(Some(cp)),
             Some(cp) => Err(StoreError::Corrupt(format!(
                 "the audit checkpoint (records up to {} pruned) does not authenticate: it was \
                  altered, or not written with this store's key",
@@ -374,6 +507,7 @@ impl Store {
     /// The records are verified before they go (a damaged chain is refused, not pruned), in
     /// steps of [`AUDIT_PRUNE_STEP`], each its own transaction. `now_ms`: Unix milliseconds.
     pub async fn prune_audit(&self, keep: AuditRetention, now_ms: i64) -> Result<PruneReport> {
+        let keys = self.keys()?;
         let (head_seq, _) = self.inner.backend.audit_head().await?;
         let by_count = keep
             .max_records
@@ -403,7 +537,7 @@ impl Store {
             }
             let Some(last) = last else { break };
             let cp = AuditCheckpoint::new(
-                &self.inner.checkpoint_key,
+                &keys.checkpoint_key,
                 last.seq,
                 &last.hash,
                 last.time,
@@ -424,6 +558,7 @@ impl Store {
     /// Other processes sharing the database start using it at their next open, or when they
     /// first read a value sealed with it.
     pub async fn rotate_data_key(&self) -> Result<()> {
+        let keys = self.keys()?;
         for _ in 0..8 {
             let rows = self.inner.backend.keyring_rows().await?;
             let next = rows
@@ -433,7 +568,7 @@ impl Store {
                 .unwrap_or(0)
                 .checked_add(1)
                 .ok_or_else(|| StoreError::Crypto("the keyring has no ids left".into()))?;
-            let wrapped = self.inner.kek.new_wrapped_dek(&self.inner.rng, next)?;
+            let wrapped = keys.kek.new_wrapped_dek(&self.inner.rng, next)?;
             if self.inner.backend.keyring_insert(next, wrapped).await? {
                 self.reload_keyring().await?;
                 tracing::info!(dek = next, "store: new data-encryption key");
@@ -451,6 +586,7 @@ impl Store {
     /// were sealed with the active DEK anyway). Returns how many values were re-sealed.
     pub async fn reseal(&self, prefix: &str) -> Result<u64> {
         check_prefix(prefix)?;
+        self.keys()?;
         let mut count = 0;
         let mut after: Option<String> = None;
         loop {
@@ -462,12 +598,12 @@ impl Store {
                 let Some(sealed) = self.inner.backend.get(&key).await? else {
                     continue;
                 };
-                let active = self.keyring().active_id();
+                let active = self.keyring()?.active_id();
                 if seal::dek_id(&sealed) == Some(active) {
                     continue;
                 }
                 let plain = zeroize::Zeroizing::new(self.open_value(&key, &sealed).await?);
-                let resealed = self.seal(&key, &plain)?;
+                let resealed = self.seal_value(&key, &plain)?;
                 if self
                     .inner
                     .backend
@@ -486,11 +622,23 @@ impl Store {
         self.inner.backend.name()
     }
 
-    fn keyring(&self) -> Arc<Keyring> {
-        Arc::clone(&self.inner.keyring.read().unwrap_or_else(|p| p.into_inner()))
+    /// The keys, or `Sealed`.
+    fn keys(&self) -> Result<Arc<Keys>> {
+        self.inner
+            .keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(StoreError::Sealed)
     }
 
-    fn seal(&self, key: &str, value: &[u8]) -> Result<Vec<u8>> {
+    fn keyring(&self) -> Result<Arc<Keyring>> {
+        let keys = self.keys()?;
+        let ring = Arc::clone(&keys.keyring.read().unwrap_or_else(|p| p.into_inner()));
+        Ok(ring)
+    }
+
+    fn seal_value(&self, key: &str, value: &[u8]) -> Result<Vec<u8>> {
         check_key(key)?;
         if value.len() > MAX_VALUE_BYTES {
             return Err(StoreError::TooLarge(format!(
@@ -498,18 +646,18 @@ impl Store {
                 value.len()
             )));
         }
-        self.keyring().seal(&self.inner.rng, key, value)
+        self.keyring()?.seal(&self.inner.rng, key, value)
     }
 
     async fn open_value(&self, key: &str, sealed: &[u8]) -> Result<Vec<u8>> {
-        match self.keyring().open_value(key, sealed) {
+        match self.keyring()?.open_value(key, sealed) {
             Ok(v) => return Ok(v),
             Err(OpenError::Corrupt(e)) => return Err(e),
             Err(OpenError::UnknownDek(_)) => {}
         }
         // Sealed with a DEK added (by another process) after we loaded the keyring.
         self.reload_keyring().await?;
-        match self.keyring().open_value(key, sealed) {
+        match self.keyring()?.open_value(key, sealed) {
             Ok(v) => Ok(v),
             Err(OpenError::Corrupt(e)) => Err(e),
             Err(OpenError::UnknownDek(id)) => Err(StoreError::Corrupt(format!(
@@ -519,28 +667,12 @@ impl Store {
     }
 
     async fn reload_keyring(&self) -> Result<()> {
+        let keys = self.keys()?;
         let rows = self.inner.backend.keyring_rows().await?;
-        let ring = Keyring::open(&self.inner.kek, &rows)?;
-        *self
-            .inner
-            .keyring
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+        let ring = Keyring::open(&keys.kek, &rows)?;
+        *keys.keyring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
         Ok(())
     }
-}
-
-/// Loads the keyring, creating DEK 1 on a new store.
-async fn load_keyring(backend: &Backend, kek: &Kek, rng: &SystemRandom) -> Result<Keyring> {
-    let mut rows = backend.keyring_rows().await?;
-    if rows.is_empty() {
-        // Two processes opening a new store at once: one insert wins, both read it back.
-        backend
-            .keyring_insert(1, kek.new_wrapped_dek(rng, 1)?)
-            .await?;
-        rows = backend.keyring_rows().await?;
-    }
-    Keyring::open(kek, &rows)
 }
 
 fn check_key(key: &str) -> Result<()> {

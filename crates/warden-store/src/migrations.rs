@@ -28,6 +28,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "audit_retention",
         sql: include_str!("../migrations/sqlite/0002_audit_retention.sql"),
     },
+    Migration {
+        version: 3,
+        name: "seal",
+        sql: include_str!("../migrations/sqlite/0003_seal.sql"),
+    },
 ];
 
 /// PostgreSQL migrations.
@@ -41,6 +46,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 2,
         name: "audit_retention",
         sql: include_str!("../migrations/postgres/0002_audit_retention.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "seal",
+        sql: include_str!("../migrations/postgres/0003_seal.sql"),
     },
 ];
 

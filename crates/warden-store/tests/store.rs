@@ -63,6 +63,9 @@ on_both_backends!(
     size_limits_are_enforced,
     migrations_are_idempotent_on_reopen,
     newer_schema_is_refused,
+    sealed_store_refuses_data_until_unsealed,
+    initialize_happens_once,
+    key_status_follows_rotation,
 );
 
 fn event(n: u64) -> AuditEvent {
@@ -883,7 +886,7 @@ async fn migrations_are_idempotent_on_reopen(ctx: &Ctx) {
     }
     assert_eq!(
         ctx.raw_count("SELECT COUNT(*) FROM schema_version").await,
-        2
+        3
     );
     assert_eq!(
         ctx.raw_count("SELECT COUNT(*) FROM keyring").await,
@@ -930,4 +933,140 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn dek_of(sealed: &[u8]) -> u32 {
     assert_eq!(sealed[0], 1, "format version");
     u32::from_be_bytes([sealed[1], sealed[2], sealed[3], sealed[4]])
+}
+
+async fn sealed_store_refuses_data_until_unsealed(ctx: &Ctx) {
+    let loc = ctx.fresh_location().await;
+    let s = Store::open_sealed(&loc).await.unwrap();
+    assert!(s.is_sealed());
+    assert!(!s.is_initialized().await.unwrap());
+    assert_eq!(s.seal_config().await.unwrap(), None);
+    assert!(matches!(
+        s.unseal(&[3u8; 32]).await,
+        Err(StoreError::NotInitialized)
+    ));
+    assert!(matches!(s.get("a").await, Err(StoreError::Sealed)));
+
+    let kek = [3u8; 32];
+    let config = r#"{"type":"shamir","shares":5,"threshold":3}"#;
+    s.initialize(&kek, config).await.unwrap();
+    assert!(!s.is_sealed());
+    s.put("v/a", b"one").await.unwrap();
+    s.audit(&event(1)).await.unwrap();
+
+    s.seal();
+    assert!(s.is_sealed());
+    assert!(s.is_initialized().await.unwrap(), "known while sealed");
+    assert_eq!(s.seal_config().await.unwrap().as_deref(), Some(config));
+    assert!(matches!(s.get("v/a").await, Err(StoreError::Sealed)));
+    assert!(matches!(s.put("v/b", b"x").await, Err(StoreError::Sealed)));
+    assert!(matches!(
+        s.put_if_absent("v/b", b"x").await,
+        Err(StoreError::Sealed)
+    ));
+    assert!(matches!(s.delete("v/a").await, Err(StoreError::Sealed)));
+    assert!(matches!(s.list("v/").await, Err(StoreError::Sealed)));
+    assert!(matches!(
+        s.list_page("v/", None, 5).await,
+        Err(StoreError::Sealed)
+    ));
+    assert!(matches!(
+        s.transact(vec![Op::Delete { key: "v/a".into() }]).await,
+        Err(StoreError::Sealed)
+    ));
+    assert!(matches!(s.audit(&event(2)).await, Err(StoreError::Sealed)));
+    assert!(matches!(
+        s.audit_since(0, 10).await,
+        Err(StoreError::Sealed)
+    ));
+    assert!(matches!(s.verify_audit().await, Err(StoreError::Sealed)));
+    assert!(matches!(s.rotate_data_key().await, Err(StoreError::Sealed)));
+    assert!(matches!(s.reseal("v/").await, Err(StoreError::Sealed)));
+    assert!(matches!(s.key_status().await, Err(StoreError::Sealed)));
+
+    // A wrong key leaves it sealed.
+    let err = s.unseal(&[4u8; 32]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Crypto(_)), "{err}");
+    assert!(s.is_sealed());
+    assert!(matches!(s.get("v/a").await, Err(StoreError::Sealed)));
+    // So does `open` with a wrong key on an initialized store.
+    assert!(matches!(
+        Store::open(&loc, &[4u8; 32]).await,
+        Err(StoreError::Crypto(_))
+    ));
+
+    s.unseal(&kek).await.unwrap();
+    assert_eq!(s.get("v/a").await.unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(s.verify_audit().await.unwrap(), 1);
+    // Another handle opened with the same key (auto-unseal) sees the same data.
+    let other = Store::open(&loc, &kek).await.unwrap();
+    assert_eq!(
+        other.get("v/a").await.unwrap().as_deref(),
+        Some(&b"one"[..])
+    );
+    assert_eq!(
+        other.seal_config().await.unwrap().as_deref(),
+        Some(config),
+        "open does not overwrite the seal configuration"
+    );
+}
+
+async fn initialize_happens_once(ctx: &Ctx) {
+    // `open` (auto-unseal) records the auto configuration; later initializations are refused.
+    assert_eq!(
+        ctx.store.seal_config().await.unwrap().as_deref(),
+        Some(warden_store::AUTO_SEAL_CONFIG)
+    );
+    assert!(matches!(
+        ctx.store.initialize(&[9u8; 32], "{}").await,
+        Err(StoreError::AlreadyInitialized)
+    ));
+    assert_eq!(ctx.raw_count("SELECT COUNT(*) FROM keyring").await, 1);
+
+    // Concurrent initializations of a new store: exactly one wins.
+    let loc = ctx.fresh_location().await;
+    let tries = (0..4u8).map(|i| {
+        let loc = loc.clone();
+        tokio::spawn(async move {
+            let s = Store::open_sealed(&loc).await.unwrap();
+            s.initialize(&[i + 1; 32], &format!("{{\"n\":{i}}}"))
+                .await
+                .map(|_| i)
+        })
+    });
+    let mut winners = Vec::new();
+    for t in tries {
+        match t.await.unwrap() {
+            Ok(i) => winners.push(i),
+            Err(StoreError::AlreadyInitialized) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let s = Store::open_sealed(&loc).await.unwrap();
+    let w = winners[0];
+    assert_eq!(
+        s.seal_config().await.unwrap(),
+        Some(format!("{{\"n\":{w}}}"))
+    );
+    s.unseal(&[w + 1; 32]).await.unwrap();
+}
+
+async fn key_status_follows_rotation(ctx: &Ctx) {
+    let before = ctx.store.key_status().await.unwrap();
+    assert_eq!(before.term, 1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!((now - before.install_time_ms).abs() < 60_000);
+    ctx.store.put("r/a", b"old").await.unwrap();
+    ctx.store.rotate_data_key().await.unwrap();
+    let after = ctx.store.key_status().await.unwrap();
+    assert_eq!(after.term, 2);
+    assert!(after.install_time_ms >= before.install_time_ms);
+    assert_eq!(
+        ctx.store.get("r/a").await.unwrap().as_deref(),
+        Some(&b"old"[..])
+    );
 }

@@ -9,6 +9,7 @@ mod apikey_cmd;
 mod client_cmd;
 mod dev;
 mod serve;
+mod vault_cmd;
 
 /// Warden: a security plane for microservices (gateway, sidecar, authority) in one binary.
 #[derive(Parser)]
@@ -37,6 +38,10 @@ enum Command {
         /// Where to keep generated keys, certificates and config (default: a new temp dir).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// The vault's root token (default: the one from an earlier run with this data dir,
+        /// else a new one).
+        #[arg(long)]
+        root_token: Option<String>,
     },
     /// Manage API keys in a key file (`auth.api_keys.file`).
     Apikey {
@@ -47,6 +52,11 @@ enum Command {
     Client {
         #[command(subcommand)]
         command: client_cmd::ClientCommand,
+    },
+    /// Operate the authority's vault over HTTP: init, unseal, seal, status, rotate.
+    Vault {
+        #[command(subcommand)]
+        command: vault_cmd::VaultCommand,
     },
     /// Print the version.
     Version,
@@ -61,9 +71,13 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => check(&config),
         Command::Serve { config } => run(serve::serve(config)),
-        Command::Dev { data_dir } => run(dev::dev(data_dir)),
+        Command::Dev {
+            data_dir,
+            root_token,
+        } => run(dev::dev(data_dir, root_token)),
         Command::Apikey { command } => apikey_cmd::run(command),
         Command::Client { command } => client_cmd::run(command),
+        Command::Vault { command } => vault_cmd::run(command),
     }
 }
 

@@ -1,10 +1,12 @@
 //! The admin API: manage clients with `Authorization: Bearer <admin token>`. Without a
-//! configured admin token every admin path answers 404.
+//! configured admin token every admin path answers 404. The credential is checked once, by
+//! [`require_admin`], a layer on every admin route; the handlers only do their work.
 
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -64,6 +66,19 @@ async fn admin(a: &Authority, headers: &HeaderMap, peer: &Peer) -> Result<(), Re
     }
 }
 
+/// The admin routes' layer: the request reaches its handler only with the admin token.
+pub(super) async fn require_admin(
+    State(a): State<Arc<Authority>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match admin(&a, req.headers(), &peer).await {
+        Ok(()) => next.run(req).await,
+        Err(res) => res,
+    }
+}
+
 fn body_json<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
@@ -78,21 +93,8 @@ fn bad_body(why: String) -> Response {
     )
 }
 
-macro_rules! guard {
-    ($a:expr, $h:expr, $p:expr) => {
-        if let Err(r) = admin(&$a, &$h, &$p).await {
-            return r;
-        }
-    };
-}
-
 /// `GET /admin/clients`.
-pub(super) async fn list_clients(
-    State(a): State<Arc<Authority>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
-) -> Response {
-    guard!(a, headers, peer);
+pub(super) async fn list_clients(State(a): State<Arc<Authority>>) -> Response {
     match a.registry.list().await {
         Ok(cs) => reply(
             StatusCode::OK,
@@ -105,11 +107,8 @@ pub(super) async fn list_clients(
 /// `GET /admin/clients/{id}`.
 pub(super) async fn get_client(
     State(a): State<Arc<Authority>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    guard!(a, headers, peer);
     match a.registry.get(&id).await {
         Ok(Some(c)) => reply(StatusCode::OK, public_view(&c)),
         Ok(None) => failed(AuthorityError::NoClient(id)),
@@ -119,13 +118,7 @@ pub(super) async fn get_client(
 
 /// `POST /admin/clients` with a [`ClientSpec`]: 201 with the client and, for the secret
 /// methods, its first secret (shown this once).
-pub(super) async fn create_client(
-    State(a): State<Arc<Authority>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    guard!(a, headers, peer);
+pub(super) async fn create_client(State(a): State<Arc<Authority>>, body: Bytes) -> Response {
     let spec: ClientSpec = match body_json(&body) {
         Ok(s) => s,
         Err(why) => return bad_body(why),
@@ -149,12 +142,9 @@ pub(super) async fn create_client(
 /// secret method, that secret (shown this once).
 pub(super) async fn update_client(
     State(a): State<Arc<Authority>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    guard!(a, headers, peer);
     let update: ClientUpdate = match body_json(&body) {
         Ok(s) => s,
         Err(why) => return bad_body(why),
@@ -185,12 +175,9 @@ pub(super) struct AddSecret {
 /// (or until `old_expires_in` seconds from now).
 pub(super) async fn add_secret(
     State(a): State<Arc<Authority>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    guard!(a, headers, peer);
     let req: AddSecret = match body_json(&body) {
         Ok(s) => s,
         Err(why) => return bad_body(why),
@@ -209,11 +196,8 @@ pub(super) async fn add_secret(
 /// `DELETE /admin/clients/{id}/secrets/{secret_id}`.
 pub(super) async fn remove_secret(
     State(a): State<Arc<Authority>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
     Path((id, secret_id)): Path<(String, String)>,
 ) -> Response {
-    guard!(a, headers, peer);
     match a
         .registry
         .remove_secret(&id, &secret_id, ACTOR, a.now())
@@ -232,23 +216,11 @@ async fn set_disabled(a: &Authority, id: &str, disabled: bool) -> Response {
 }
 
 /// `POST /admin/clients/{id}/disable`.
-pub(super) async fn disable(
-    State(a): State<Arc<Authority>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    guard!(a, headers, peer);
+pub(super) async fn disable(State(a): State<Arc<Authority>>, Path(id): Path<String>) -> Response {
     set_disabled(&a, &id, true).await
 }
 
 /// `POST /admin/clients/{id}/enable`.
-pub(super) async fn enable(
-    State(a): State<Arc<Authority>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    guard!(a, headers, peer);
+pub(super) async fn enable(State(a): State<Arc<Authority>>, Path(id): Path<String>) -> Response {
     set_disabled(&a, &id, false).await
 }

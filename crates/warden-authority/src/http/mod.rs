@@ -9,7 +9,6 @@
 //! | GET | `/oauth2/jwks` | anyone |
 //! | GET | `/.well-known/oauth-authorization-server`, `/.well-known/openid-configuration` | anyone |
 //! | GET, POST, PATCH | `/admin/clients`, `/admin/clients/{id}` (PATCH: auth methods, introspect), `/admin/clients/{id}/secrets`, `/admin/clients/{id}/secrets/{secret_id}` (DELETE), `/admin/clients/{id}/disable`, `/admin/clients/{id}/enable` | `Bearer` admin token |
-//! | GET | `/healthz` | anyone |
 
 use std::sync::Arc;
 
@@ -26,19 +25,9 @@ mod oauth;
 /// Largest request body accepted (forms and admin JSON).
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// The authority's routes.
-pub fn router(a: Arc<Authority>) -> Router {
+/// The admin API, behind [`admin::require_admin`].
+fn admin_routes(a: Arc<Authority>) -> Router<Arc<Authority>> {
     Router::new()
-        .route("/oauth2/token", post(oauth::token))
-        .route("/oauth2/introspect", post(oauth::introspect))
-        .route("/oauth2/revoke", post(oauth::revoke))
-        .route("/oauth2/revocations", get(oauth::revocations))
-        .route("/oauth2/jwks", get(discovery::jwks))
-        .route(
-            "/.well-known/oauth-authorization-server",
-            get(discovery::metadata),
-        )
-        .route("/.well-known/openid-configuration", get(discovery::openid))
         .route(
             "/admin/clients",
             get(admin::list_clients).post(admin::create_client),
@@ -54,7 +43,26 @@ pub fn router(a: Arc<Authority>) -> Router {
         )
         .route("/admin/clients/{id}/disable", post(admin::disable))
         .route("/admin/clients/{id}/enable", post(admin::enable))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route_layer(axum::middleware::from_fn_with_state(
+            a,
+            admin::require_admin,
+        ))
+}
+
+/// The token service's routes (the authority's listener mounts them, see `crate::app`).
+pub fn router(a: Arc<Authority>) -> Router {
+    Router::new()
+        .route("/oauth2/token", post(oauth::token))
+        .route("/oauth2/introspect", post(oauth::introspect))
+        .route("/oauth2/revoke", post(oauth::revoke))
+        .route("/oauth2/revocations", get(oauth::revocations))
+        .route("/oauth2/jwks", get(discovery::jwks))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(discovery::metadata),
+        )
+        .route("/.well-known/openid-configuration", get(discovery::openid))
+        .merge(admin_routes(a.clone()))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(a)
 }

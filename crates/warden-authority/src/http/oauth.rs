@@ -16,6 +16,7 @@ use crate::client_auth::Peer;
 use crate::clients::{GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE};
 use crate::error::{no_store, OAuthError, Refusal};
 use crate::form::Params;
+use crate::metrics::GrantTag;
 use crate::revocation::FEED_PAGE;
 
 fn json_no_store(v: Value) -> Response {
@@ -41,12 +42,20 @@ pub(super) async fn token(
             let grant = p.get("grant_type").ok_or(Refusal::MissingGrantType)?;
             let endpoint = a.settings.token_endpoint();
             let client = a.authenticate(&headers, &p, &peer, &endpoint).await?;
-            let v = match grant {
-                GRANT_CLIENT_CREDENTIALS => a.client_credentials(&client, &p, &peer).await?,
-                GRANT_TOKEN_EXCHANGE => a.token_exchange(&client, &p, &peer).await?,
+            let (v, tag) = match grant {
+                GRANT_CLIENT_CREDENTIALS => (
+                    a.client_credentials(&client, &p, &peer).await?,
+                    GrantTag("client_credentials"),
+                ),
+                GRANT_TOKEN_EXCHANGE => (
+                    a.token_exchange(&client, &p, &peer).await?,
+                    GrantTag("token_exchange"),
+                ),
                 _ => return Err(Refusal::UnsupportedGrantType.into()),
             };
-            Ok(json_no_store(v))
+            let mut res = json_no_store(v);
+            res.extensions_mut().insert(tag);
+            Ok(res)
         }
         .await,
     )

@@ -97,6 +97,31 @@ impl Backend {
         }
     }
 
+    /// The newest keyring row's id and creation time (Unix ms); `None` before initialization.
+    pub(crate) async fn keyring_newest(&self) -> Result<Option<(u32, i64)>> {
+        match self {
+            Backend::Sqlite(b) => b.keyring_newest().await,
+            Backend::Postgres(b) => b.keyring_newest().await,
+        }
+    }
+
+    /// In one transaction: adds DEK 1 and the seal configuration, unless DEK 1 exists (the
+    /// store was initialized). Returns whether it did.
+    pub(crate) async fn initialize(&self, wrapped: Vec<u8>, config: String) -> Result<bool> {
+        match self {
+            Backend::Sqlite(b) => b.initialize(wrapped, config).await,
+            Backend::Postgres(b) => b.initialize(wrapped, config).await,
+        }
+    }
+
+    /// The seal configuration written at initialization.
+    pub(crate) async fn seal_config(&self) -> Result<Option<String>> {
+        match self {
+            Backend::Sqlite(b) => b.seal_config().await,
+            Backend::Postgres(b) => b.seal_config().await,
+        }
+    }
+
     /// Appends to the audit chain (serialised with every other append); returns the seq.
     pub(crate) async fn audit_append(&self, event: AuditEvent) -> Result<u64> {
         match self {

@@ -205,6 +205,53 @@ impl PgBackend {
             == 1)
     }
 
+    pub(crate) async fn keyring_newest(&self) -> Result<Option<(u32, i64)>> {
+        let client = self.pool.get().await?;
+        let st = client
+            .prepare_cached("SELECT id, created_ms FROM keyring ORDER BY id DESC LIMIT 1")
+            .await?;
+        client
+            .query_opt(&st, &[])
+            .await?
+            .map(|r| {
+                let id: i64 = r.get(0);
+                let id = u32::try_from(id)
+                    .map_err(|_| StoreError::Corrupt(format!("keyring id {id} out of range")))?;
+                Ok((id, r.get(1)))
+            })
+            .transpose()
+    }
+
+    pub(crate) async fn initialize(&self, wrapped: Vec<u8>, config: String) -> Result<bool> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let now = now_ms();
+        let added = tx
+            .execute(
+                "INSERT INTO keyring (id, wrapped, created_ms) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
+                &[&wrapped, &now],
+            )
+            .await?;
+        if added != 1 {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO seal_config (id, config, created_ms) VALUES (1, $1, $2)",
+            &[&config, &now],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(crate) async fn seal_config(&self) -> Result<Option<String>> {
+        let client = self.pool.get().await?;
+        let st = client
+            .prepare_cached("SELECT config FROM seal_config WHERE id = 1")
+            .await?;
+        Ok(client.query_opt(&st, &[]).await?.map(|r| r.get(0)))
+    }
+
     pub(crate) async fn audit_append(&self, event: AuditEvent) -> Result<u64> {
         let (reply, rx) = oneshot::channel();
         self.audit

@@ -175,6 +175,49 @@ impl SqliteBackend {
         .await
     }
 
+    pub(crate) async fn keyring_newest(&self) -> Result<Option<(u32, i64)>> {
+        self.read(|c| {
+            let mut st =
+                c.prepare_cached("SELECT id, created_ms FROM keyring ORDER BY id DESC LIMIT 1")?;
+            let row = st
+                .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                .optional()?;
+            row.map(|(id, ms)| {
+                let id = u32::try_from(id)
+                    .map_err(|_| StoreError::Corrupt(format!("keyring id {id} out of range")))?;
+                Ok((id, ms))
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    pub(crate) async fn initialize(&self, wrapped: Vec<u8>, config: String) -> Result<bool> {
+        self.write_job(move |c| {
+            let now = now_ms();
+            let mut st = c.prepare_cached(
+                "INSERT INTO keyring (id, wrapped, created_ms) VALUES (1, ?1, ?2) ON CONFLICT (id) DO NOTHING",
+            )?;
+            if st.execute(params![wrapped, now])? != 1 {
+                return Ok(false);
+            }
+            let mut st = c.prepare_cached(
+                "INSERT INTO seal_config (id, config, created_ms) VALUES (1, ?1, ?2)",
+            )?;
+            st.execute(params![config, now])?;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub(crate) async fn seal_config(&self) -> Result<Option<String>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT config FROM seal_config WHERE id = 1")?;
+            Ok(st.query_row([], |r| r.get(0)).optional()?)
+        })
+        .await
+    }
+
     pub(crate) async fn audit_append(&self, event: AuditEvent) -> Result<u64> {
         self.write_job(move |c| append_audit(c, &event)).await
     }

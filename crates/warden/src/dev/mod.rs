@@ -1,14 +1,17 @@
 //! `warden dev`: every role on one machine with safe demo defaults: the gateway on
 //! 127.0.0.1:8080 (HTTP) and 127.0.0.1:8443 (HTTPS, certificate from a generated dev CA), the
-//! admin listener on 127.0.0.1:9901, the authority (OAuth 2.0 token service) on
-//! 127.0.0.1:8200 with a demo client, and a built-in echo service behind three routes:
+//! admin listener on 127.0.0.1:9901, the authority (OAuth 2.0 token service, and the vault
+//! at `/v1` with a KV v2 engine at `secret/`) on 127.0.0.1:8200 with a demo client and a
+//! root token, and a built-in echo service behind three routes:
 //! `/public/` (no auth), `/api/` (a JWT from the authority, 5 requests a second per caller) and
 //! `/keyed/` (an API key from the dev key file).
 //!
 //! Everything it generates lives in the data dir, including the config it runs, so the user
 //! can edit that file and watch the gateway reload it. What a user copies (the client id and
-//! secret, a token, the API key) is printed and also written to `<data-dir>/credentials.json`
-//! for scripts.
+//! secret, a token, the API key, the vault's root token) is printed and also written to
+//! `<data-dir>/credentials.json` for scripts. The vault is unsealed automatically (the dev
+//! key-encryption key is in the data dir); its root token is kept across runs with the same
+//! data dir, or set with `--root-token`.
 
 use std::path::{Path, PathBuf};
 
@@ -153,7 +156,7 @@ accept = ["api_key"]
     )
 }
 
-pub(crate) async fn dev(given: Option<PathBuf>) -> anyhow::Result<()> {
+pub(crate) async fn dev(given: Option<PathBuf>, root_token: Option<String>) -> anyhow::Result<()> {
     let signals = crate::serve::Signals::install()?;
     let dir = data_dir(given)?;
     let ca = warden_crypto::DevCa::new("Warden dev CA").context("generating the dev CA")?;
@@ -201,23 +204,29 @@ pub(crate) async fn dev(given: Option<PathBuf>) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("starting the authority: {e}"))?;
     let (client_secret, token) = demo_client(&authority, now).await?;
+    let old_creds = std::fs::read_to_string(dir.join("credentials.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    let root_id = root_token.or_else(|| {
+        old_creds
+            .as_ref()
+            .and_then(|v| v["root_token"].as_str().map(str::to_owned))
+    });
+    let root_token = dev_vault(&authority, root_id.as_deref()).await?;
     let handle = warden_proxy::start(config, Some(config_path.clone())).await?;
     let mut creds = serde_json::json!({
         "client_id": DEV_CLIENT,
         "client_secret": *client_secret,
         "token": token,
         "token_endpoint": format!("http://{AUTHORITY}/oauth2/token"),
+        "root_token": *root_token,
+        "vault_addr": format!("http://{AUTHORITY}"),
     });
     if let Some(k) = &api_key {
         creds["api_key"] = k.clone().into();
-    } else if let Ok(old) = std::fs::read_to_string(dir.join("credentials.json")) {
+    } else if let Some(k) = old_creds.as_ref().and_then(|v| v.get("api_key").cloned()) {
         // The key file was kept from an earlier run; so is the key it was printed as.
-        if let Some(k) = serde_json::from_str::<serde_json::Value>(&old)
-            .ok()
-            .and_then(|v| v.get("api_key").cloned())
-        {
-            creds["api_key"] = k;
-        }
+        creds["api_key"] = k;
     }
     write_private(&dir.join("credentials.json"), &format!("{creds:#}\n"))?;
     let api_key = creds["api_key"]
@@ -231,7 +240,8 @@ Warden dev is running.
 
   gateway    http://127.0.0.1:8080     https://127.0.0.1:8443 (CA: {dir}/ca.pem)
   admin      http://127.0.0.1:9901     /metrics /healthz /readyz /upstreams /config, POST /reload
-  authority  http://{AUTHORITY}     /oauth2/token /oauth2/jwks /.well-known/oauth-authorization-server
+  authority  http://{AUTHORITY}     /oauth2/token /oauth2/jwks /.well-known/oauth-authorization-server /metrics
+  vault      http://{AUTHORITY}/v1  Vault's HTTP API (hvac, the vault CLI); KV v2 at secret/
   upstream   echo service on {echo} (answers with the request it received)
   config     {config} (edit it; the gateway reloads on save)
 
@@ -239,6 +249,8 @@ Credentials (also in {dir}/credentials.json):
   CLIENT_ID={DEV_CLIENT}
   CLIENT_SECRET={secret}
   API_KEY={api_key}
+  VAULT_ADDR=http://{AUTHORITY}
+  VAULT_TOKEN={root}
 
 Try:
   # a token from the authority (client credentials), then the API through the gateway:
@@ -254,13 +266,41 @@ Try:
   curl -s http://127.0.0.1:8080/keyed/report -H "x-api-key: $API_KEY"
   curl -s --cacert {dir}/ca.pem https://localhost:8443/public/hello
   curl -s http://127.0.0.1:9901/metrics
+  # write a secret to the vault and read it back (KV v2 at secret/):
+  curl -s -H "X-Vault-Token: $VAULT_TOKEN" -d '{{"data":{{"password":"s3cr3t"}}}}' \
+    http://{AUTHORITY}/v1/secret/data/myapp
+  curl -s -H "X-Vault-Token: $VAULT_TOKEN" http://{AUTHORITY}/v1/secret/data/myapp
+  warden vault status
 "#,
         dir = dir.display(),
         config = config_path.display(),
         secret = *client_secret,
+        root = *root_token,
     );
     let _ = token;
     signals.run_until_stopped(handle, Some(authority)).await
+}
+
+/// The dev vault: a KV v2 engine at `secret/` and a root token (`id` when given, kept if it
+/// exists).
+async fn dev_vault(
+    authority: &warden_authority::AuthorityHandle,
+    id: Option<&str>,
+) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let live = authority
+        .services()
+        .live()
+        .context("the authority started sealed")?;
+    live.vault
+        .enable_secrets_engine("secret", "kv", &[("version", "2")])
+        .await
+        .map_err(|e| anyhow::anyhow!("enabling KV v2 at secret/: {e}"))?;
+    let token = live
+        .vault
+        .create_root_token(id)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the root token: {e}"))?;
+    Ok(zeroize::Zeroizing::new(token))
 }
 
 /// `n` random bytes as hex (dev secrets).
@@ -296,7 +336,8 @@ async fn demo_client(
     authority: &warden_authority::AuthorityHandle,
     now: i64,
 ) -> anyhow::Result<(zeroize::Zeroizing<String>, String)> {
-    let registry = authority.authority().registry();
+    let token_service = authority.authority();
+    let registry = token_service.registry();
     let secret = if registry.get(DEV_CLIENT).await?.is_some() {
         // Kept from an earlier run, perhaps by a version that registered it for Basic only.
         registry

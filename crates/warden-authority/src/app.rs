@@ -1,0 +1,85 @@
+//! The authority's one listener: which service answers which path.
+//!
+//! | path | service | while sealed |
+//! | --- | --- | --- |
+//! | `/v1/...` | the vault (Vault's HTTP API; errors `{"errors": [...]}`) | 503, except the seal endpoints |
+//! | `/metrics` | the authority's Prometheus metrics | served |
+//! | `/healthz` | liveness | `ok` |
+//! | anything else | the token service (OAuth, discovery, admin; RFC 6749 errors) | 503 `temporarily_unavailable` |
+//!
+//! Each service has its own router and its own error mapping; this file only dispatches to
+//! the services of the moment ([`Services::live`]), so seal and unseal swap them without
+//! rebuilding the listener, and counts what each answered.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tower::ServiceExt as _;
+
+use crate::error::{no_store, ErrorCode};
+use crate::metrics::GrantTag;
+use crate::services::Services;
+
+/// The router for the whole listener.
+pub fn router(services: Arc<Services>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .nest_service("/v1", crate::vault::service(services.clone()))
+        .fallback(token_service)
+        .with_state(services)
+}
+
+async fn metrics(State(s): State<Arc<Services>>) -> Response {
+    let mut res = s.render_metrics().await.into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    res
+}
+
+/// Dispatches to the token service, or answers 503 while sealed.
+async fn token_service(State(s): State<Arc<Services>>, req: Request) -> Response {
+    let Some(live) = s.live() else {
+        return sealed();
+    };
+    let endpoint = match req.uri().path() {
+        "/oauth2/token" => Some("token"),
+        "/oauth2/introspect" => Some("introspect"),
+        "/oauth2/revoke" => Some("revoke"),
+        _ => None,
+    };
+    let res = match live.token_router.clone().oneshot(req).await {
+        Ok(res) => res,
+        Err(never) => match never {},
+    };
+    if let Some(endpoint) = endpoint {
+        s.metrics().token_response(
+            endpoint,
+            res.status().as_u16(),
+            res.extensions().get::<GrantTag>().copied(),
+            res.extensions().get::<ErrorCode>().copied(),
+        );
+    }
+    res
+}
+
+/// The token service's answer while sealed: RFC 6749's `temporarily_unavailable`.
+fn sealed() -> Response {
+    let mut res = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "error": "temporarily_unavailable",
+            "error_description": "the authority is sealed",
+        })),
+    )
+        .into_response();
+    no_store(&mut res);
+    res
+}

@@ -1,0 +1,54 @@
+//! The unmodified `hvac` Python client against the vault on a real socket: runs
+//! scripts/interop/test_vault_hvac.py (tokens, policies, mounts, KV v1 and v2, isolation)
+//! with the interop virtualenv that scripts/interop/venv.sh creates (from PyPI, once).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use warden_store::Store;
+use warden_vault::{Vault, VaultOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hvac_against_the_vault() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("vault.db").to_str().unwrap(), &[3u8; 32])
+        .await
+        .unwrap();
+    let vault = Vault::open(store, VaultOptions::default()).await.unwrap();
+    let root = vault.create_root_token(None).await.unwrap();
+    let app = axum::Router::new().nest("/v1", vault.router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let out = tokio::task::spawn_blocking(move || {
+        let venv = Command::new(repo.join("scripts/interop/venv.sh"))
+            .output()
+            .expect("run scripts/interop/venv.sh");
+        assert!(
+            venv.status.success(),
+            "creating the interop virtualenv failed:\n{}",
+            String::from_utf8_lossy(&venv.stderr)
+        );
+        let python = String::from_utf8(venv.stdout).unwrap().trim().to_owned();
+        Command::new(python)
+            .arg(repo.join("scripts/interop/test_vault_hvac.py"))
+            .env("VAULT_ADDR", format!("http://{addr}"))
+            .env("VAULT_TOKEN", &root)
+            .output()
+            .expect("run test_vault_hvac.py")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "hvac interop failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("hvac interop: all checks passed"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,10 @@
+//! The vault's HTTP API over real sockets, on SQLite and (with `WARDEN_TEST_DATABASE_URL`)
+//! PostgreSQL. One test binary for all of it, to link once.
+
+mod approle;
+mod common;
+mod isolation;
+mod kv;
+mod mounts;
+mod policies;
+mod tokens;

@@ -1,0 +1,255 @@
+"""Interoperability of Warden's vault with the real, unmodified `hvac` client.
+
+Runs against a vault at VAULT_ADDR (e.g. http://127.0.0.1:8200) with a root token in
+VAULT_TOKEN. Uses only hvac's public API: tokens (create, orphans, roles, lookups, renewals,
+revocations, accessors), ACL policies (and the legacy endpoint), secrets engines (enable,
+list, tune, disable), KV version 2 (every operation, check-and-set conflicts, version
+history, metadata, config), KV version 1, AppRole (role, role-id, secret-id, login) and
+isolation between two applications.
+
+Each check prints `ok: ...`; any failure raises and the script exits non-zero.
+"""
+
+import os
+import uuid
+
+import hvac
+from hvac import exceptions
+
+ADDR = os.environ["VAULT_ADDR"]
+ROOT = os.environ["VAULT_TOKEN"]
+RUN = uuid.uuid4().hex[:8]
+
+
+def ok(what):
+    print(f"ok: {what}", flush=True)
+
+
+def expect(exc, fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except exc:
+        return
+    raise AssertionError(f"{fn.__name__} did not raise {exc.__name__}")
+
+
+def client(token=ROOT):
+    return hvac.Client(url=ADDR, token=token)
+
+
+root = client()
+assert root.is_authenticated(), "the root token does not authenticate"
+ok("root token authenticates")
+
+# ---- secrets engines -------------------------------------------------------------------
+kv2 = f"kv2-{RUN}"
+kv1 = f"kv1-{RUN}"
+root.sys.enable_secrets_engine(backend_type="kv", path=kv2, options={"version": "2"})
+root.sys.enable_secrets_engine(backend_type="kv", path=kv1, options={"version": "1"})
+mounts = root.sys.list_mounted_secrets_engines()["data"]
+assert mounts[f"{kv2}/"]["options"]["version"] == "2", mounts
+assert mounts[f"{kv1}/"]["type"] == "kv", mounts
+root.sys.tune_mount_configuration(path=kv2, default_lease_ttl="1h", description="tuned")
+conf = root.sys.read_mount_configuration(path=kv2)["data"]
+assert conf["default_lease_ttl"] == 3600, conf
+expect(exceptions.InvalidRequest, root.sys.enable_secrets_engine, backend_type="kv", path=kv2)
+ok("secrets engines: enable kv v1 and v2, list, tune, conflict refused")
+
+# ---- KV version 2 ----------------------------------------------------------------------
+v2 = root.secrets.kv.v2
+r = v2.create_or_update_secret(path="app/db", secret={"user": "u1"}, cas=0, mount_point=kv2)
+assert r["data"]["version"] == 1, r
+expect(
+    exceptions.InvalidRequest,
+    v2.create_or_update_secret,
+    path="app/db",
+    secret={"user": "x"},
+    cas=0,
+    mount_point=kv2,
+)
+ok("kv2: cas=0 creates once, then conflicts (400)")
+r = v2.create_or_update_secret(path="app/db", secret={"user": "u2"}, cas=1, mount_point=kv2)
+assert r["data"]["version"] == 2
+expect(
+    exceptions.InvalidRequest,
+    v2.create_or_update_secret,
+    path="app/db",
+    secret={"user": "x"},
+    cas=1,
+    mount_point=kv2,
+)
+r = v2.read_secret_version(path="app/db", mount_point=kv2, raise_on_deleted_version=True)
+assert r["data"]["data"] == {"user": "u2"} and r["data"]["metadata"]["version"] == 2, r
+r = v2.read_secret_version(path="app/db", version=1, mount_point=kv2, raise_on_deleted_version=True)
+assert r["data"]["data"] == {"user": "u1"}, r
+ok("kv2: write with cas, read latest and version 1")
+v2.patch(path="app/db", secret={"pass": "p3"}, mount_point=kv2)
+r = v2.read_secret_version(path="app/db", mount_point=kv2, raise_on_deleted_version=True)
+assert r["data"]["data"] == {"user": "u2", "pass": "p3"}, r
+assert r["data"]["metadata"]["version"] == 3
+ok("kv2: patch")
+v2.update_metadata(
+    path="app/db", max_versions=5, custom_metadata={"owner": "team-a"}, mount_point=kv2
+)
+m = v2.read_secret_metadata(path="app/db", mount_point=kv2)["data"]
+assert m["max_versions"] == 5 and m["current_version"] == 3, m
+assert m["custom_metadata"] == {"owner": "team-a"}, m
+assert sorted(m["versions"]) == ["1", "2", "3"], m
+ok("kv2: metadata read and update, version history")
+v2.create_or_update_secret(path="app/other", secret={"a": "b"}, mount_point=kv2)
+v2.create_or_update_secret(path="app/sub/deep", secret={"a": "b"}, mount_point=kv2)
+keys = v2.list_secrets(path="app", mount_point=kv2)["data"]["keys"]
+assert keys == ["db", "other", "sub/"], keys
+ok("kv2: list")
+v2.delete_latest_version_of_secret(path="app/db", mount_point=kv2)
+expect(exceptions.InvalidPath, v2.read_secret_version, path="app/db", mount_point=kv2,
+       raise_on_deleted_version=True)
+v2.undelete_secret_versions(path="app/db", versions=[3], mount_point=kv2)
+r = v2.read_secret_version(path="app/db", mount_point=kv2, raise_on_deleted_version=True)
+assert r["data"]["metadata"]["version"] == 3
+v2.delete_secret_versions(path="app/db", versions=[2], mount_point=kv2)
+expect(exceptions.InvalidPath, v2.read_secret_version, path="app/db", version=2,
+       mount_point=kv2, raise_on_deleted_version=True)
+v2.destroy_secret_versions(path="app/db", versions=[1], mount_point=kv2)
+m = v2.read_secret_metadata(path="app/db", mount_point=kv2)["data"]
+assert m["versions"]["1"]["destroyed"] is True, m
+assert m["versions"]["2"]["deletion_time"] != "", m
+ok("kv2: delete latest, undelete, delete versions, destroy")
+v2.configure(max_versions=7, cas_required=False, mount_point=kv2)
+c = v2.read_configuration(mount_point=kv2)["data"]
+assert c["max_versions"] == 7, c
+ok("kv2: engine config")
+v2.delete_metadata_and_all_versions(path="app/db", mount_point=kv2)
+expect(exceptions.InvalidPath, v2.read_secret_metadata, path="app/db", mount_point=kv2)
+ok("kv2: delete metadata and all versions")
+
+# ---- KV version 1 ----------------------------------------------------------------------
+v1 = root.secrets.kv.v1
+v1.create_or_update_secret(path="app/db", secret={"password": "s"}, mount_point=kv1)
+assert v1.read_secret(path="app/db", mount_point=kv1)["data"] == {"password": "s"}
+v1.create_or_update_secret(path="app/db", secret={"password": "t"}, mount_point=kv1)
+assert v1.read_secret(path="app/db", mount_point=kv1)["data"] == {"password": "t"}
+v1.create_or_update_secret(path="app/x", secret={"a": "b"}, mount_point=kv1)
+assert v1.list_secrets(path="app", mount_point=kv1)["data"]["keys"] == ["db", "x"]
+v1.delete_secret(path="app/db", mount_point=kv1)
+expect(exceptions.InvalidPath, v1.read_secret, path="app/db", mount_point=kv1)
+ok("kv1: write, overwrite, read, list, delete")
+
+# ---- policies ---------------------------------------------------------------------------
+pol_a = f"app-a-{RUN}"
+root.sys.create_or_update_acl_policy(
+    name=pol_a,
+    policy=f"""
+path "{kv2}/data/app-a/*" {{ capabilities = ["create", "read", "update", "delete"] }}
+path "{kv2}/metadata/app-a/*" {{ capabilities = ["list", "read"] }}
+path "{kv2}/metadata/app-a" {{ capabilities = ["list"] }}
+""",
+)
+assert pol_a in root.sys.list_acl_policies()["data"]["keys"]
+assert "app-a" in root.sys.read_acl_policy(name=pol_a)["data"]["policy"]
+root.sys.create_or_update_policy(name=f"legacy-{RUN}", policy='path "x/*" { capabilities = ["read"] }')
+assert f"legacy-{RUN}" in root.sys.list_policies()["data"]["policies"]
+expect(exceptions.InvalidRequest, root.sys.create_or_update_acl_policy, name="bad", policy="path {")
+ok("policies: write, read, list, legacy endpoint, bad HCL refused")
+
+# ---- tokens ------------------------------------------------------------------------------
+t = root.auth.token.create(policies=[pol_a], ttl="1h", meta={"app": "a"}, display_name="app-a")
+tok_a = t["auth"]["client_token"]
+acc_a = t["auth"]["accessor"]
+assert tok_a.startswith("hvs."), tok_a
+assert sorted(t["auth"]["policies"]) == sorted([pol_a, "default"]), t
+a = client(tok_a)
+me = a.auth.token.lookup_self()["data"]
+assert me["display_name"] == "token-app-a" and me["meta"] == {"app": "a"}, me
+assert root.auth.token.lookup(tok_a)["data"]["accessor"] == acc_a
+assert root.auth.token.lookup_accessor(acc_a)["data"]["policies"] == sorted([pol_a, "default"])
+r = a.auth.token.renew_self(increment="30m")
+assert r["auth"]["lease_duration"] <= 3600
+r = root.auth.token.renew(tok_a, increment="2h")
+assert r["auth"]["client_token"] == tok_a
+ok("tokens: create, lookup-self, lookup, lookup-accessor, renew-self, renew")
+
+# Isolation: app-a reads its secrets only; app-b's existence is not revealed.
+a.secrets.kv.v2.create_or_update_secret(path="app-a/cfg", secret={"k": "a"}, mount_point=kv2)
+root.secrets.kv.v2.create_or_update_secret(path="app-b/cfg", secret={"k": "b"}, mount_point=kv2)
+assert a.secrets.kv.v2.read_secret_version(
+    path="app-a/cfg", mount_point=kv2, raise_on_deleted_version=True
+)["data"]["data"] == {"k": "a"}
+for path in ["app-b/cfg", "app-b/missing"]:
+    expect(exceptions.Forbidden, a.secrets.kv.v2.read_secret_version, path=path,
+           mount_point=kv2, raise_on_deleted_version=True)
+expect(exceptions.Forbidden, a.secrets.kv.v2.list_secrets, path="app-b", mount_point=kv2)
+assert a.secrets.kv.v2.list_secrets(path="app-a", mount_point=kv2)["data"]["keys"] == ["cfg"]
+expect(exceptions.Forbidden, a.auth.token.create, policies=["root"])
+ok("isolation: app-a cannot read, list or probe app-b; cannot create tokens")
+
+# Children die with their parent; orphans and revoke-orphan.
+root.sys.create_or_update_acl_policy(
+    name=f"creator-{RUN}", policy='path "auth/token/create" { capabilities = ["update"] }'
+)
+parent = root.auth.token.create(policies=[f"creator-{RUN}"], ttl="1h")["auth"]["client_token"]
+child = client(parent).auth.token.create(ttl="30m")["auth"]["client_token"]
+expect(exceptions.InvalidRequest, client(parent).auth.token.create, policies=[pol_a])
+orphan = root.auth.token.create_orphan(policies=[pol_a])["auth"]
+assert orphan["orphan"] is True
+root.auth.token.revoke(parent)
+expect(exceptions.Forbidden, client(child).auth.token.lookup_self)
+assert client(orphan["client_token"]).is_authenticated()
+p2 = root.auth.token.create(policies=[f"creator-{RUN}"])["auth"]["client_token"]
+c2 = client(p2).auth.token.create()["auth"]["client_token"]
+root.auth.token.revoke_and_orphan_children(p2)
+assert client(c2).auth.token.lookup_self()["data"]["orphan"] is True
+root.auth.token.revoke_accessor(orphan["accessor"])
+assert not client(orphan["client_token"]).is_authenticated()
+client(c2).auth.token.revoke_self()
+assert not client(c2).is_authenticated()
+ok("tokens: child subset rule, children revoked with parent, orphans, revoke-orphan, "
+   "revoke-accessor, revoke-self")
+
+# Use limits and roles.
+limited = root.auth.token.create(num_uses=2)["auth"]["client_token"]
+client(limited).auth.token.lookup_self()
+client(limited).auth.token.lookup_self()
+expect(exceptions.Forbidden, client(limited).auth.token.lookup_self)
+root.auth.token.create_or_update_role(role_name=f"ci-{RUN}", allowed_policies=[pol_a], orphan=True)
+assert f"ci-{RUN}" in root.auth.token.list_roles()["data"]["keys"]
+r = root.auth.token.create(role_name=f"ci-{RUN}", policies=[pol_a])
+assert r["auth"]["orphan"] is True
+root.auth.token.delete_role(f"ci-{RUN}")
+ok("tokens: num_uses exhausted is refused; roles")
+
+# ---- AppRole ------------------------------------------------------------------------------
+approle = f"approle-{RUN}"
+root.sys.enable_auth_method(method_type="approle", path=approle)
+root.auth.approle.create_or_update_approle(
+    role_name="web", token_policies=[pol_a], token_ttl="20m", secret_id_num_uses=2,
+    mount_point=approle,
+)
+role_id = root.auth.approle.read_role_id(role_name="web", mount_point=approle)["data"]["role_id"]
+gen = root.auth.approle.generate_secret_id(
+    role_name="web", metadata={"host": "web-1"}, mount_point=approle
+)["data"]
+looked = root.auth.approle.read_secret_id(
+    role_name="web", secret_id=gen["secret_id"], mount_point=approle
+)["data"]
+assert looked["metadata"] == {"host": "web-1"}, looked
+app = hvac.Client(url=ADDR)
+login = app.auth.approle.login(role_id=role_id, secret_id=gen["secret_id"], mount_point=approle)
+assert sorted(login["auth"]["policies"]) == sorted([pol_a, "default"]), login
+assert app.secrets.kv.v2.read_secret_version(
+    path="app-a/cfg", mount_point=kv2, raise_on_deleted_version=True
+)["data"]["data"] == {"k": "a"}
+root.auth.approle.destroy_secret_id(role_name="web", secret_id=gen["secret_id"], mount_point=approle)
+expect(exceptions.InvalidRequest, hvac.Client(url=ADDR).auth.approle.login,
+       role_id=role_id, secret_id=gen["secret_id"], mount_point=approle)
+root.sys.disable_auth_method(path=approle)
+ok("approle: role, role-id, secret-id with metadata, lookup, login, destroy")
+
+# ---- clean-up ----------------------------------------------------------------------------
+root.sys.delete_acl_policy(name=pol_a)
+expect(exceptions.InvalidPath, root.sys.read_acl_policy, name=pol_a)
+root.sys.disable_secrets_engine(path=kv1)
+root.sys.disable_secrets_engine(path=kv2)
+assert f"{kv2}/" not in root.sys.list_mounted_secrets_engines()["data"]
+ok("clean-up: policy deleted, engines disabled")
+print("hvac interop: all checks passed", flush=True)
