@@ -7,6 +7,10 @@
 //! | `/healthz` | liveness | `ok` |
 //! | anything else | the token service (OAuth, discovery, admin; RFC 6749 errors) | 503 `temporarily_unavailable` |
 //!
+//! On a standby (`[authority.ha]`), `/metrics`, `/healthz` and the vault's `sys/health`,
+//! `sys/seal-status`, `sys/leader`, `sys/init` and `sys/unseal` answer here; every other
+//! request gets a 307 to the same path on the active authority (or 503 while none is known).
+//!
 //! Each service has its own router and its own error mapping; this file only dispatches to
 //! the services of the moment ([`Services::live`]), so seal and unseal swap them without
 //! rebuilding the listener, and counts what each answered.
@@ -47,6 +51,12 @@ async fn metrics(State(s): State<Arc<Services>>) -> Response {
 /// Dispatches to the token service, or answers 503 while sealed.
 async fn token_service(State(s): State<Arc<Services>>, req: Request) -> Response {
     let Some(live) = s.live() else {
+        if s.role() == crate::services::Role::Standby {
+            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            if let Some(res) = to_active(&s, pq) {
+                return res;
+            }
+        }
         return sealed();
     };
     let endpoint = match req.uri().path() {
@@ -70,7 +80,23 @@ async fn token_service(State(s): State<Arc<Services>>, req: Request) -> Response
     res
 }
 
-/// The token service's answer while sealed: RFC 6749's `temporarily_unavailable`.
+/// A standby's answer: 307 to the same path and query on the active authority, or `None`
+/// while none other is known. A 307 keeps the method and the body, so a client that follows
+/// it (curl -L, `requests`, `hvac`) repeats its request there.
+pub(crate) fn to_active(s: &Services, path_and_query: &str) -> Option<Response> {
+    let (address, is_self, _) = s.leader()?;
+    if is_self || address.is_empty() {
+        return None;
+    }
+    let location = HeaderValue::from_str(&format!("{address}{path_and_query}")).ok()?;
+    let mut res = StatusCode::TEMPORARY_REDIRECT.into_response();
+    res.headers_mut().insert(header::LOCATION, location);
+    no_store(&mut res);
+    Some(res)
+}
+
+/// The token service's answer while sealed (or a standby with no active authority known):
+/// RFC 6749's `temporarily_unavailable`.
 fn sealed() -> Response {
     let mut res = (
         StatusCode::SERVICE_UNAVAILABLE,

@@ -140,8 +140,9 @@ pub async fn start_with(
         header: config.header_read_timeout.0,
         idle: config.idle_timeout.0,
     };
+    tasks.extend(services.spawn_ha(rx.clone()));
     tasks.push(tokio::spawn(server::serve(listener, app, timeouts, rx)));
-    tracing::info!(%addr, tls, issuer = %config.issuer, sealed = services.is_sealed(), "authority listening");
+    tracing::info!(%addr, tls, issuer = %config.issuer, sealed = services.is_sealed(), ha = services.ha_enabled(), "authority listening");
     Ok(AuthorityHandle {
         services,
         addr,

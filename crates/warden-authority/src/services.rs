@@ -7,15 +7,26 @@
 //! on the unsealed store, [`Live`], and starts their timers; sealing stops the timers, drops
 //! the services (and with them every decrypted key they hold) and seals the store.
 //! Transitions are serialised, so a seal racing an unseal leaves one consistent state.
+//!
+//! With `[authority.ha]` (PostgreSQL only), unsealing is not enough: the services run only on
+//! the *active* authority, the one holding the store's leader lock (`warden-store`'s
+//! `leader.rs`). The others are *standbys*: unsealed, with no services, answering
+//! `sys/health` with 429 and redirecting every other request to the active one (see
+//! `app.rs`). A task tries the lock every second while unsealed ([`Services::ha_step`]); the
+//! active one checks its lock every second and, if it is lost (its database session died),
+//! stops its services at once and becomes a standby. A standby that gets the lock builds the
+//! services from the database, as an unseal does, so it serves exactly what the old active
+//! one had committed.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use axum::Router;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use warden_config::AuthorityConfig;
-use warden_store::Store;
+use warden_store::{LeaderInfo, LeaderLock, Store};
 
 use crate::clock::Clock;
 use crate::error::Result;
@@ -53,6 +64,36 @@ pub struct Services {
     unsealer: Unsealer,
     live: ArcSwapOption<Live>,
     transition: tokio::sync::Mutex<()>,
+    ha: Option<Ha>,
+}
+
+/// How often a standby tries the leader lock, and the active one checks it.
+pub const HA_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Active/standby state (`[authority.ha]`).
+struct Ha {
+    /// This authority's `api_addr`.
+    address: String,
+    /// A random id of this process, recorded with the lock.
+    holder: String,
+    /// The lock, while active.
+    lock: tokio::sync::Mutex<Option<LeaderLock>>,
+    /// The active authority as last read from the store.
+    leader: ArcSwapOption<LeaderInfo>,
+    /// Wakes the HA task (after an unseal).
+    wake: tokio::sync::Notify,
+}
+
+/// What an authority is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Sealed (or unsealed a moment ago, its services not built yet): only the seal
+    /// endpoints answer.
+    Sealed,
+    /// Unsealed, another authority is active: requests are sent there.
+    Standby,
+    /// Serving.
+    Active,
 }
 
 impl std::fmt::Debug for Services {
@@ -74,7 +115,122 @@ impl Services {
             store,
             live: ArcSwapOption::empty(),
             transition: tokio::sync::Mutex::new(()),
+            ha: config.ha.enabled.then(|| Ha {
+                address: config
+                    .ha
+                    .api_addr
+                    .clone()
+                    .unwrap_or_default()
+                    .trim_end_matches('/')
+                    .to_owned(),
+                holder: {
+                    let mut b = [0u8; 8];
+                    rand::fill(&mut b[..]);
+                    b.iter().map(|x| format!("{x:02x}")).collect()
+                },
+                lock: tokio::sync::Mutex::new(None),
+                leader: ArcSwapOption::empty(),
+                wake: tokio::sync::Notify::new(),
+            }),
         })
+    }
+
+    /// What this authority is doing now.
+    pub fn role(&self) -> Role {
+        if self.live.load().is_some() {
+            Role::Active
+        } else if self.ha.is_some() && !self.store.is_sealed() {
+            Role::Standby
+        } else {
+            Role::Sealed
+        }
+    }
+
+    /// Whether active/standby is on.
+    pub fn ha_enabled(&self) -> bool {
+        self.ha.is_some()
+    }
+
+    /// The active authority as last seen (with HA): `(its address, whether it is this one,
+    /// since when, Unix ms)`.
+    pub fn leader(&self) -> Option<(String, bool, i64)> {
+        let ha = self.ha.as_ref()?;
+        if self.live.load().is_some() {
+            let since = ha.leader.load().as_ref().map_or(0, |l| l.since_ms);
+            return Some((ha.address.clone(), true, since));
+        }
+        let l = ha.leader.load_full()?;
+        // The row still names this process: it was active and no other has taken over yet.
+        if l.holder == ha.holder {
+            return None;
+        }
+        Some((l.address.clone(), false, l.since_ms))
+    }
+
+    /// One round of active/standby: a standby tries the lock and, if it gets it, starts the
+    /// services; the active one checks its lock and steps down if it is gone; a sealed one
+    /// lets go of it. Then re-reads who is active. Run every [`HA_INTERVAL`] by the task
+    /// [`Services::spawn_ha`] starts, and at once after an unseal.
+    pub async fn ha_step(&self) {
+        let Some(ha) = &self.ha else { return };
+        {
+            let _t = self.transition.lock().await;
+            let mut lock = ha.lock.lock().await;
+            if self.store.is_sealed() {
+                *lock = None;
+            } else if let Some(held) = lock.as_ref() {
+                if !held.check().await {
+                    tracing::error!(
+                        "the leader lock's database session is gone: stepping down to standby"
+                    );
+                    if let Some(live) = self.live.swap(None) {
+                        live.stop().await;
+                    }
+                    *lock = None;
+                }
+            } else {
+                match self.store.try_lead(&ha.address, &ha.holder).await {
+                    Ok(Some(held)) => match self.build().await {
+                        Ok(live) => {
+                            self.live.store(Some(Arc::new(live)));
+                            *lock = Some(held);
+                            tracing::info!(address = %ha.address, "this authority is now the active one");
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "took the leader lock but the services did not start; letting it go");
+                        }
+                    },
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not try the leader lock"),
+                }
+            }
+        }
+        match self.store.leader().await {
+            Ok(l) => ha.leader.store(l.map(Arc::new)),
+            Err(e) => tracing::warn!(error = %e, "could not read the active authority"),
+        }
+    }
+
+    /// Starts the active/standby task (a no-op without HA); it ends when `stop` turns true,
+    /// letting go of the lock.
+    pub(crate) fn spawn_ha(
+        self: &Arc<Self>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Option<JoinHandle<()>> {
+        self.ha.as_ref()?;
+        let s = self.clone();
+        Some(tokio::spawn(async move {
+            loop {
+                s.ha_step().await;
+                let Some(ha) = &s.ha else { return };
+                tokio::select! {
+                    _ = tokio::time::sleep(HA_INTERVAL) => {}
+                    _ = ha.wake.notified() => {}
+                    _ = stop.wait_for(|v| *v) => break,
+                }
+            }
+            s.shutdown().await;
+        }))
     }
 
     /// The store (sealed or not).
@@ -102,16 +258,21 @@ impl Services {
         self.live.load_full()
     }
 
-    /// Whether the services are down (the store is sealed, or was unsealed a moment ago and
-    /// the services are not built yet).
+    /// Whether the authority is sealed (see [`Role::Sealed`]); a standby is not.
     pub fn is_sealed(&self) -> bool {
-        self.live.load().is_none()
+        self.role() == Role::Sealed
     }
 
     /// Builds the services on the unsealed store and starts their timers. A no-op when they
     /// run already. On failure the store is sealed again (a half-started authority would
     /// answer as unsealed without its services).
+    /// With HA, becoming active is the HA task's business: this runs one round of it now
+    /// (this authority may stay a standby).
     pub async fn start(&self) -> Result<()> {
+        if self.ha.is_some() {
+            self.ha_step().await;
+            return Ok(());
+        }
         let _t = self.transition.lock().await;
         if self.live.load().is_some() {
             return Ok(());
@@ -189,6 +350,10 @@ impl Services {
             tracing::info!("authority sealed: services stopped");
         }
         self.store.seal();
+        if let Some(ha) = &self.ha {
+            // A sealed authority is not active: another may take over.
+            ha.lock.lock().await.take();
+        }
     }
 
     /// Stops the services for shutdown, leaving the store as it is.
@@ -196,6 +361,9 @@ impl Services {
         let _t = self.transition.lock().await;
         if let Some(live) = self.live.swap(None) {
             live.stop().await;
+        }
+        if let Some(ha) = &self.ha {
+            ha.lock.lock().await.take();
         }
     }
 

@@ -42,6 +42,7 @@ pub(crate) fn service(s: Arc<Services>) -> Router {
         .route("/sys/key-status", get(key_status))
         .fallback(dispatch)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SEAL_BODY))
+        .layer(middleware::from_fn_with_state(s.clone(), standby))
         .layer(middleware::from_fn_with_state(s.clone(), count))
         .with_state(s)
 }
@@ -85,6 +86,35 @@ async fn count(State(s): State<Arc<Services>>, req: Request, next: Next) -> Resp
     let res = next.run(req).await;
     s.metrics().vault_response(&path, res.status().as_u16());
     res
+}
+
+/// The paths a standby answers itself; it sends every other request to the active authority.
+const STANDBY_PATHS: &[&str] = &[
+    "/sys/health",
+    "/sys/seal-status",
+    "/sys/leader",
+    "/sys/init",
+    "/sys/unseal",
+    "/sys/seal",
+];
+
+/// On a standby: a 307 redirect to the active authority for everything but
+/// [`STANDBY_PATHS`] (Vault's behaviour without request forwarding; clients such as `hvac`
+/// and the Vault CLI follow it), or 503 while no active one is known.
+async fn standby(State(s): State<Arc<Services>>, req: Request, next: Next) -> Response {
+    if s.role() != crate::services::Role::Standby
+        || STANDBY_PATHS.contains(&req.uri().path().trim_end_matches('/'))
+    {
+        return next.run(req).await;
+    }
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    match crate::app::to_active(&s, &format!("/v1{pq}")) {
+        Some(res) => res,
+        None => VaultError::Unavailable(
+            "this authority is a standby and no active authority is known yet; retry".into(),
+        )
+        .into_response(),
+    }
 }
 
 /// Everything but the seal endpoints: the vault's router, or 503 while sealed.
@@ -268,6 +298,15 @@ async fn seal_now(State(s): State<Arc<Services>>, headers: HeaderMap) -> Respons
     if s.is_sealed() {
         return sealed();
     }
+    if s.role() == crate::services::Role::Standby {
+        // It cannot check the token (no services run here), and sealing the active one
+        // instead would surprise.
+        return error(
+            StatusCode::BAD_REQUEST,
+            "this authority is a standby: seal the active authority (sys/leader names it), \
+             or stop this one",
+        );
+    }
     if let Err(e) = s.require(&headers, "sys/seal", Caps::UPDATE).await {
         return e.into_response();
     }
@@ -292,11 +331,14 @@ async fn health(
             .filter(|c| (100..=599).contains(c))
             .unwrap_or(default)
     };
-    // No HA yet: this authority is always the active one, never a standby.
+    let standby = s.role() == crate::services::Role::Standby;
+    let standby_ok = q.get("standbyok").is_some_and(|v| v == "true" || v == "1");
     let status = if !initialized {
         code("uninitcode", 501)
     } else if sealed {
         code("sealedcode", 503)
+    } else if standby && !standby_ok {
+        code("standbycode", 429)
     } else {
         code("activecode", 200)
     };
@@ -312,7 +354,7 @@ async fn health(
         Json(json!({
             "initialized": initialized,
             "sealed": sealed,
-            "standby": false,
+            "standby": standby,
             "performance_standby": false,
             "replication_performance_mode": "disabled",
             "replication_dr_mode": "disabled",
@@ -326,10 +368,24 @@ async fn health(
         .into_response()
 }
 
-/// `GET sys/leader`: no HA yet, and it says so.
+/// `GET sys/leader`: with `[authority.ha]`, the active authority's address and whether it is
+/// this one; without, `ha_enabled: false`.
 async fn leader(State(s): State<Arc<Services>>) -> Response {
     if s.is_sealed() {
         return sealed();
+    }
+    if s.ha_enabled() {
+        let (address, is_self, since) = s.leader().unwrap_or_default();
+        return Json(json!({
+            "ha_enabled": true,
+            "is_self": is_self,
+            "active_time": if since > 0 { rfc3339(since) } else { "0001-01-01T00:00:00Z".into() },
+            "leader_address": address,
+            "leader_cluster_address": "",
+            "performance_standby": false,
+            "performance_standby_last_remote_wal": 0,
+        }))
+        .into_response();
     }
     Json(json!({
         "ha_enabled": false,

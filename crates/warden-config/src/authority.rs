@@ -83,6 +83,22 @@ pub struct AuthorityConfig {
     /// How the authority is unsealed: `auto` (from `key_encryption_key`, the default) or by
     /// key shares given to the vault's `sys/unseal`.
     pub seal: SealConfig,
+    /// Active/standby between authorities sharing one PostgreSQL `storage`.
+    pub ha: HaConfig,
+}
+
+/// `[authority.ha]`: several authorities on one PostgreSQL database, one active (it holds a
+/// lock in the database, lost within seconds of its death), the others standbys that answer
+/// `sys/health` with 429 and redirect every other request (307) to the active one.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HaConfig {
+    /// Take part in active/standby. Needs `storage` to be a `postgres://` URL.
+    pub enabled: bool,
+    /// The URL clients use to reach this authority (`https://auth-1.example.com:8200`): what
+    /// standbys redirect to and `sys/leader` reports while this one is active. Required when
+    /// enabled.
+    pub api_addr: Option<String>,
 }
 
 /// `[authority.seal]`: where the key-encryption key (the vault's root key) comes from.
@@ -208,6 +224,35 @@ pub(crate) fn validate(c: &crate::Config, e: &mut crate::ConfigErrors) {
             }
             if c.listeners.iter().any(|l| l.address == a.listen) {
                 e.push(format!("{p}.listen"), "same address as a gateway listener");
+            }
+        }
+    }
+    if a.ha.enabled {
+        let pg = a
+            .storage
+            .as_deref()
+            .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"));
+        if !pg {
+            e.push(
+                format!("{p}.ha.enabled"),
+                "active/standby needs `storage` to be a postgres:// URL shared by the authorities",
+            );
+        }
+        match a.ha.api_addr.as_deref() {
+            None => e.push(
+                format!("{p}.ha.api_addr"),
+                "required with ha.enabled: the URL clients use to reach this authority",
+            ),
+            Some(u) => {
+                let ok = (u.starts_with("https://") || u.starts_with("http://"))
+                    && !u.contains(['?', '#', ' '])
+                    && u.split("://").nth(1).is_some_and(|h| !h.is_empty());
+                if !ok {
+                    e.push(
+                        format!("{p}.ha.api_addr"),
+                        "must be an http:// or https:// URL without query or fragment",
+                    );
+                }
             }
         }
     }
@@ -341,6 +386,43 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn ha_needs_postgres_and_an_api_address() {
+        let base = "enabled = true\nseal = { mode = \"shares\" }\n";
+        let sqlite = errors(&format!(
+            "{base}ha = {{ enabled = true, api_addr = \"https://a:8200\" }}\n"
+        ));
+        assert!(
+            sqlite
+                .iter()
+                .any(|e| e.contains("authority.ha.enabled") && e.contains("postgres")),
+            "{sqlite:?}"
+        );
+        let pg = "storage = \"postgres://u@db/warden\"\n";
+        let no_addr = errors(&format!("{base}{pg}ha = {{ enabled = true }}\n"));
+        assert!(
+            no_addr
+                .iter()
+                .any(|e| e.contains("authority.ha.api_addr") && e.contains("required")),
+            "{no_addr:?}"
+        );
+        let bad_addr = errors(&format!(
+            "{base}{pg}ha = {{ enabled = true, api_addr = \"a:8200\" }}\n"
+        ));
+        assert!(
+            bad_addr
+                .iter()
+                .any(|e| e.contains("authority.ha.api_addr") && e.contains("URL")),
+            "{bad_addr:?}"
+        );
+        assert_eq!(
+            errors(&format!(
+                "{base}{pg}ha = {{ enabled = true, api_addr = \"https://a:8200\" }}\n"
+            )),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

@@ -305,6 +305,7 @@ impl Default for crate::authority::AuthorityConfig {
             redis_channel: revocation_channel(),
             audit: Default::default(),
             seal: Default::default(),
+            ha: Default::default(),
         }
     }
 }

@@ -23,7 +23,8 @@ mod validate_limits;
 
 pub use auth::*;
 pub use authority::{
-    AuthorityAuditConfig, AuthorityConfig, FailedAuthConfig, IssuanceAudit, SealConfig, SealMode,
+    AuthorityAuditConfig, AuthorityConfig, FailedAuthConfig, HaConfig, IssuanceAudit, SealConfig,
+    SealMode,
 };
 pub use model::*;
 pub use types::{

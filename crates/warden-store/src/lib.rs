@@ -49,13 +49,14 @@
 //! many writes, which the token service's audit volume needs), `BEGIN IMMEDIATE`, a savepoint
 //! per job, explicit pragmas, and `UNNEST` batch appends on PostgreSQL.
 //!
-//! Future work: PostgreSQL active/standby (one authority holding an advisory lock, the other
-//! waiting), TLS to PostgreSQL (`sslmode` other than `disable`/`prefer` is refused today
+//! Active/standby: on PostgreSQL, authorities compete for a session-level advisory lock
+//! ([`Store::try_lead`], `leader.rs`). Future work: TLS to PostgreSQL (`sslmode` other than `disable`/`prefer` is refused today
 //! because no TLS connector is wired), and shipping the audit head to an external anchor.
 
 mod audit;
 mod backend;
 mod error;
+mod leader;
 mod migrations;
 mod seal;
 
@@ -65,6 +66,7 @@ use ring::rand::SystemRandom;
 
 pub use audit::{AuditCheckpoint, AuditEvent, AuditRecord, GENESIS_HASH, MAX_EVENT_BYTES};
 pub use error::{Result, StoreError};
+pub use leader::{LeaderInfo, LeaderLock, LEADER_APPLICATION_NAME};
 
 use backend::{Backend, ListQuery, RawOp};
 use seal::{Kek, Keyring, OpenError};
@@ -210,6 +212,32 @@ impl Store {
                 rng: SystemRandom::new(),
             }),
         })
+    }
+
+    /// Tries to become the active authority among those sharing this PostgreSQL store (see
+    /// `leader.rs`): `Some(lock)` when this process now holds the active role (and is recorded
+    /// as `address`, `holder`), `None` when another holds it. Works sealed. A SQLite store is
+    /// refused with [`StoreError::InvalidLocation`].
+    pub async fn try_lead(&self, address: &str, holder: &str) -> Result<Option<LeaderLock>> {
+        match &self.inner.backend {
+            Backend::Postgres(b) => b.try_lead(address, holder).await,
+            Backend::Sqlite(_) => Err(leader::sqlite_refused()),
+        }
+    }
+
+    /// The active authority as it last recorded itself ([`Store::try_lead`]); `None` when
+    /// none ever was, and always on SQLite. Works sealed.
+    pub async fn leader(&self) -> Result<Option<LeaderInfo>> {
+        match &self.inner.backend {
+            Backend::Postgres(b) => b.leader().await,
+            Backend::Sqlite(_) => Ok(None),
+        }
+    }
+
+    /// Whether the store is in a database several authorities can share (PostgreSQL), and so
+    /// can hold the active/standby lock.
+    pub fn supports_ha(&self) -> bool {
+        matches!(self.inner.backend, Backend::Postgres(_))
     }
 
     /// Whether the store holds no KEK (see the module docs).

@@ -33,6 +33,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "seal",
         sql: include_str!("../migrations/sqlite/0003_seal.sql"),
     },
+    Migration {
+        version: 4,
+        name: "ha",
+        sql: include_str!("../migrations/sqlite/0004_ha.sql"),
+    },
 ];
 
 /// PostgreSQL migrations.
@@ -51,6 +56,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 3,
         name: "seal",
         sql: include_str!("../migrations/postgres/0003_seal.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "ha",
+        sql: include_str!("../migrations/postgres/0004_ha.sql"),
     },
 ];
 

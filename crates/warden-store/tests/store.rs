@@ -66,6 +66,7 @@ on_both_backends!(
     sealed_store_refuses_data_until_unsealed,
     initialize_happens_once,
     key_status_follows_rotation,
+    one_store_leads_at_a_time_until_its_session_ends,
 );
 
 fn event(n: u64) -> AuditEvent {
@@ -886,7 +887,7 @@ async fn migrations_are_idempotent_on_reopen(ctx: &Ctx) {
     }
     assert_eq!(
         ctx.raw_count("SELECT COUNT(*) FROM schema_version").await,
-        3
+        4
     );
     assert_eq!(
         ctx.raw_count("SELECT COUNT(*) FROM keyring").await,
@@ -1069,4 +1070,85 @@ async fn key_status_follows_rotation(ctx: &Ctx) {
         ctx.store.get("r/a").await.unwrap().as_deref(),
         Some(&b"old"[..])
     );
+}
+
+async fn one_store_leads_at_a_time_until_its_session_ends(ctx: &Ctx) {
+    let other = ctx.reopen().await.unwrap();
+    if ctx.backend_name() == "sqlite" {
+        let err = ctx.store.try_lead("http://a", "1").await.unwrap_err();
+        assert!(err.to_string().contains("PostgreSQL"), "{err}");
+        assert_eq!(ctx.store.leader().await.unwrap(), None);
+        assert!(!ctx.store.supports_ha());
+        return;
+    }
+    assert!(ctx.store.supports_ha());
+    assert_eq!(other.leader().await.unwrap(), None, "nobody led yet");
+    let first = ctx
+        .store
+        .try_lead("http://a:8200", "aaaa")
+        .await
+        .unwrap()
+        .expect("the first try wins");
+    assert!(first.check().await);
+    assert!(
+        other
+            .try_lead("http://b:8200", "bbbb")
+            .await
+            .unwrap()
+            .is_none(),
+        "a second store on the same schema does not get the lock"
+    );
+    let l = other.leader().await.unwrap().unwrap();
+    assert_eq!(
+        (l.address.as_str(), l.holder.as_str()),
+        ("http://a:8200", "aaaa")
+    );
+    // Sealed stores can compete too (the lock is not data).
+    other.seal();
+    assert!(other
+        .try_lead("http://b:8200", "bbbb")
+        .await
+        .unwrap()
+        .is_none());
+    other.unseal(&support::KEK).await.unwrap();
+
+    // Its session ends (as when its process dies): the holder notices, the other takes over.
+    let admin = ctx.pg().await;
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&first.session_pid()])
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while first.check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lost lock still checks as held"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let second = loop {
+        if let Some(l) = other.try_lead("http://b:8200", "bbbb").await.unwrap() {
+            break l;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was not released"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(second.check().await);
+    assert_eq!(ctx.store.leader().await.unwrap().unwrap().holder, "bbbb");
+    // Dropping the lock lets it go.
+    drop(second);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(_again) = ctx.store.try_lead("http://a:8200", "aaaa").await.unwrap() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a dropped lock was not released"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

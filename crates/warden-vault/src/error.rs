@@ -47,6 +47,10 @@ pub enum VaultError {
     /// 503: the vault is sealed.
     #[error("Vault is sealed")]
     Sealed,
+    /// 503 with a message: the vault cannot serve now for another reason (a standby with no
+    /// active authority known).
+    #[error("{0}")]
+    Unavailable(String),
     /// 500: the store failed, or a stored record is unreadable. Logged, never shown.
     #[error("internal: {0}")]
     Internal(String),
@@ -69,7 +73,7 @@ impl VaultError {
             VaultError::Precondition(_) => StatusCode::PRECONDITION_FAILED,
             VaultError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             VaultError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            VaultError::Sealed => StatusCode::SERVICE_UNAVAILABLE,
+            VaultError::Sealed | VaultError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             VaultError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

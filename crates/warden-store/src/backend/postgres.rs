@@ -57,6 +57,9 @@ const SQL_AUDIT_HEAD_SET: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHER
 pub(crate) struct PgBackend {
     pool: Pool,
     audit: mpsc::Sender<AuditJob>,
+    /// The connection settings, for the leader lock's own session (boxed: the enum of
+    /// backends stays small).
+    cfg: Box<Config>,
 }
 
 struct AuditJob {
@@ -92,7 +95,7 @@ impl PgBackend {
             cfg.application_name("warden");
         }
         let mgr = Manager::from_config(
-            cfg,
+            cfg.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -109,7 +112,24 @@ impl PgBackend {
         migrate(&mut client, migrations::POSTGRES).await?;
         let (audit, rx) = mpsc::channel(AUDIT_QUEUE);
         tokio::spawn(audit_appender(pool.clone(), rx));
-        Ok(PgBackend { pool, audit })
+        Ok(PgBackend {
+            pool,
+            audit,
+            cfg: Box::new(cfg),
+        })
+    }
+
+    pub(crate) async fn try_lead(
+        &self,
+        address: &str,
+        holder: &str,
+    ) -> Result<Option<crate::leader::LeaderLock>> {
+        crate::leader::try_lead(&self.cfg, address, holder).await
+    }
+
+    pub(crate) async fn leader(&self) -> Result<Option<crate::leader::LeaderInfo>> {
+        let client = self.pool.get().await?;
+        crate::leader::leader(&client).await
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {

@@ -223,7 +223,7 @@ impl Ctx {
         Some(bytes)
     }
 
-    async fn pg(&self) -> tokio_postgres::Client {
+    pub(crate) async fn pg(&self) -> tokio_postgres::Client {
         pg_connect(&self.location).await
     }
 }
