@@ -3,6 +3,8 @@
 //!
 //! - Token: `X-Vault-Token`, else `Authorization: Bearer …`. `X-Vault-Request` is accepted
 //!   (and ignored: it only guards browsers against CSRF in Vault).
+//! - `X-Vault-Wrap-TTL`: the answer is wrapped (`wrapping.rs`); a malformed or out-of-range
+//!   value is 400 before anything runs.
 //! - Methods: `PUT` and `POST` are the same write; `LIST` and `GET ?list=true` are the same
 //!   list; `PATCH` is a patch; `DELETE` a delete.
 //! - Body: a JSON object (empty body = `{}`), at most [`MAX_REQUEST_BYTES`]; anything else is
