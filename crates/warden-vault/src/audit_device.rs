@@ -183,13 +183,15 @@ impl Device {
         match v {
             Value::String(s) => Value::String(self.hash(s)),
             Value::Array(a) => Value::Array(a.iter().map(|x| self.hash_value(x)).collect()),
-            Value::Object(m) => Value::Object(
-                m.iter()
-                    .map(|(k, x)| (k.clone(), self.hash_value(x)))
-                    .collect(),
-            ),
+            Value::Object(m) => Value::Object(self.hash_map(m)),
             other => other.clone(),
         }
+    }
+
+    fn hash_map(&self, m: &Map<String, Value>) -> Map<String, Value> {
+        m.iter()
+            .map(|(k, x)| (k.clone(), self.hash_value(x)))
+            .collect()
     }
 
     fn write(&self, entry: &Value) -> std::io::Result<()> {
@@ -544,7 +546,7 @@ impl Vault {
         mount_type: &str,
     ) -> Value {
         let data = if !req.body.is_empty() {
-            d.hash_value(&Value::Object(req.body.clone()))
+            Value::Object(d.hash_map(&req.body))
         } else if !req.query.is_empty() {
             let q: Map<String, Value> = req
                 .query

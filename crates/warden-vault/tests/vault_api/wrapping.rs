@@ -373,3 +373,34 @@ async fn wrapped_token_creation_and_reads(b: Backend) {
     assert_eq!(a.status, 204);
 }
 both_backends!(wrapped_token_creation_and_reads);
+
+async fn concurrent_unwraps_one_wins(b: Backend) {
+    let v = TestVault::start(b).await;
+    let t = wrap_token(
+        &v.wrapped(
+            "POST",
+            "sys/wrapping/wrap",
+            &v.root,
+            "1m",
+            json!({ "once": "only" }),
+        )
+        .await,
+    );
+    let (a1, a2, a3, a4, a5, a6) = tokio::join!(
+        v.unwrap_self(&t),
+        v.unwrap_self(&t),
+        v.unwrap_self(&t),
+        v.post("sys/wrapping/unwrap", &v.root, json!({ "token": t })),
+        v.post("sys/wrapping/unwrap", &v.root, json!({ "token": t })),
+        v.post("sys/wrapping/unwrap", &v.root, json!({ "token": t })),
+    );
+    let answers = [a1, a2, a3, a4, a5, a6];
+    let won: Vec<_> = answers.iter().filter(|a| a.status == 200).collect();
+    assert_eq!(won.len(), 1, "exactly one unwrap gets the content");
+    assert_eq!(won[0].json()["data"], json!({ "once": "only" }));
+    for a in answers.iter().filter(|a| a.status != 200) {
+        assert_eq!(a.status, 400);
+        assert_eq!(errors(a), vec![INVALID]);
+    }
+}
+both_backends!(concurrent_unwraps_one_wins);
