@@ -4,13 +4,18 @@ Runs against a vault at VAULT_ADDR (e.g. http://127.0.0.1:8200) with a root toke
 VAULT_TOKEN. Uses only hvac's public API: tokens (create, orphans, roles, lookups, renewals,
 revocations, accessors), ACL policies (and the legacy endpoint), secrets engines (enable,
 list, tune, disable), KV version 2 (every operation, check-and-set conflicts, version
-history, metadata, config), KV version 1, AppRole (role, role-id, secret-id, login) and
-isolation between two applications.
+history, metadata, config), KV version 1, AppRole (role, role-id, secret-id, login),
+response wrapping (a wrapped secret-id unwrapped once and used to log in), audit devices
+(enable, list, the file's hashed lines, calculate_hash, disable) and isolation between two
+applications.
 
 Each check prints `ok: ...`; any failure raises and the script exits non-zero.
 """
 
+import json
 import os
+import shutil
+import tempfile
 import uuid
 
 import hvac
@@ -242,8 +247,51 @@ assert app.secrets.kv.v2.read_secret_version(
 root.auth.approle.destroy_secret_id(role_name="web", secret_id=gen["secret_id"], mount_point=approle)
 expect(exceptions.InvalidRequest, hvac.Client(url=ADDR).auth.approle.login,
        role_id=role_id, secret_id=gen["secret_id"], mount_point=approle)
-root.sys.disable_auth_method(path=approle)
 ok("approle: role, role-id, secret-id with metadata, lookup, login, destroy")
+
+# ---- response wrapping: a secret-id reaches a new workload wrapped ---------------------------
+wrapped = root.auth.approle.generate_secret_id(role_name="web", mount_point=approle, wrap_ttl="2m")
+info = wrapped["wrap_info"]
+assert wrapped["data"] is None, wrapped
+assert info["ttl"] == 120, info
+assert info["creation_path"] == f"auth/{approle}/role/web/secret-id", info
+workload = hvac.Client(url=ADDR, token=info["token"])
+secret_id = workload.sys.unwrap()["data"]["secret_id"]
+expect(exceptions.InvalidRequest, workload.sys.unwrap)  # single use
+login = hvac.Client(url=ADDR).auth.approle.login(
+    role_id=role_id, secret_id=secret_id, mount_point=approle
+)
+assert sorted(login["auth"]["policies"]) == sorted([pol_a, "default"]), login
+w = root.sys.wrap(payload={"k": "v"}, ttl=60)
+assert w["wrap_info"]["creation_path"] == "sys/wrapping/wrap", w
+assert root.sys.unwrap(token=w["wrap_info"]["token"])["data"] == {"k": "v"}
+expect(exceptions.InvalidRequest, root.sys.unwrap, token=w["wrap_info"]["token"])
+root.sys.disable_auth_method(path=approle)
+ok("wrapping: wrapped secret-id unwrapped once and used to log in; sys.wrap/unwrap")
+
+# ---- audit devices ----------------------------------------------------------------------------
+audit_dir = tempfile.mkdtemp()
+audit_log = os.path.join(audit_dir, "audit.log")
+device = f"file-{RUN}"
+root.sys.enable_audit_device(device_type="file", path=device, options={"file_path": audit_log})
+assert f"{device}/" in root.sys.list_enabled_audit_devices()["data"]
+audited = f"audited-value-{RUN}"
+root.secrets.kv.v2.create_or_update_secret(path="audited", secret={"pw": audited}, mount_point=kv2)
+assert root.secrets.kv.v2.read_secret_version(
+    path="audited", mount_point=kv2, raise_on_deleted_version=True
+)["data"]["data"] == {"pw": audited}
+digest = root.sys.calculate_hash(path=device, input_to_hash=audited)["data"]["hash"]
+assert digest.startswith("hmac-sha256:"), digest
+with open(audit_log) as f:
+    text = f.read()
+assert audited not in text and ROOT not in text, "a secret in clear in the audit log"
+assert digest in text, "the audit hash of the secret is not in the log"
+kinds = {json.loads(line)["type"] for line in text.splitlines()}
+assert kinds == {"request", "response"}, kinds
+root.sys.disable_audit_device(path=device)
+assert f"{device}/" not in root.sys.list_enabled_audit_devices()["data"]
+shutil.rmtree(audit_dir)
+ok("audit: file device enabled, listed, lines hashed, calculate_hash, disabled")
 
 # ---- clean-up ----------------------------------------------------------------------------
 root.sys.delete_acl_policy(name=pol_a)

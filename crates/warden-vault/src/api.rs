@@ -3,6 +3,8 @@
 //!
 //! - Token: `X-Vault-Token`, else `Authorization: Bearer …`. `X-Vault-Request` is accepted
 //!   (and ignored: it only guards browsers against CSRF in Vault).
+//! - `X-Vault-Wrap-TTL`: the answer is wrapped (`wrapping.rs`); a malformed or out-of-range
+//!   value is 400 before anything runs.
 //! - Methods: `PUT` and `POST` are the same write; `LIST` and `GET ?list=true` are the same
 //!   list; `PATCH` is a patch; `DELETE` a delete.
 //! - Body: a JSON object (empty body = `{}`), at most [`MAX_REQUEST_BYTES`]; anything else is
@@ -64,6 +66,38 @@ pub struct VaultRequest {
     /// The client's address, when the server was started with connection info (AppRole's
     /// CIDR bindings need it; without it, CIDR-bound logins are refused).
     pub peer: Option<std::net::IpAddr>,
+    /// `X-Vault-Wrap-TTL` in seconds: wrap the response in a single-use token (see
+    /// `wrapping.rs`). Between [`MIN_WRAP_TTL`] and [`MAX_WRAP_TTL`].
+    pub wrap_ttl: Option<u64>,
+    /// This request's id (the envelope's `request_id`, and the audit entries').
+    pub id: String,
+    /// What the audit devices recorded of the request (its token, and the devices, which
+    /// then record its response too).
+    pub(crate) audit_seen: std::sync::OnceLock<crate::audit_device::Seen>,
+}
+
+/// Shortest wrapping TTL (`X-Vault-Wrap-TTL`), seconds.
+pub const MIN_WRAP_TTL: u64 = 1;
+/// Longest wrapping TTL, seconds: the system's maximum token TTL (768 h), as Vault caps it.
+pub const MAX_WRAP_TTL: u64 = crate::token::DEFAULT_TTL;
+
+/// Parses `X-Vault-Wrap-TTL` (`"30s"`, `"5m"` or seconds); out of bounds or malformed → 400.
+fn wrap_ttl_from(headers: &HeaderMap) -> Result<Option<u64>> {
+    let Some(v) = headers.get("x-vault-wrap-ttl") else {
+        return Ok(None);
+    };
+    let bad = || {
+        VaultError::BadRequest(format!(
+            "invalid X-Vault-Wrap-TTL: expected a duration (like \"30s\", \"5m\" or seconds) \
+             between {MIN_WRAP_TTL}s and {MAX_WRAP_TTL}s"
+        ))
+    };
+    let s = v.to_str().map_err(|_| bad())?;
+    let secs = parse_duration(s).ok_or_else(bad)?;
+    if !(MIN_WRAP_TTL..=MAX_WRAP_TTL).contains(&secs) {
+        return Err(bad());
+    }
+    Ok(Some(secs))
 }
 
 impl VaultRequest {
@@ -88,6 +122,7 @@ impl VaultRequest {
         };
         let (path, trailing_slash) = normalize_path(uri_path)?;
         let token = token_from(headers);
+        let wrap_ttl = wrap_ttl_from(headers)?;
         let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -112,6 +147,9 @@ impl VaultRequest {
             body,
             content_type,
             peer: None,
+            wrap_ttl,
+            id: request_id(),
+            audit_seen: std::sync::OnceLock::new(),
         })
     }
 
@@ -205,7 +243,7 @@ fn parse_body(body: &[u8]) -> Result<Map<String, Value>> {
 }
 
 /// A successful answer, written as Vault's envelope.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct VaultResponse {
     /// `data`.
     pub data: Option<Value>,
@@ -222,6 +260,12 @@ pub struct VaultResponse {
     /// Fields added at the top level beside the envelope's (Vault repeats some tables there
     /// for old clients).
     pub top: Map<String, Value>,
+    /// `wrap_info` (a wrapped response: `data` and `auth` are then empty).
+    pub wrap_info: Option<Value>,
+    /// `request_id` (random when empty).
+    pub request_id: String,
+    /// A whole envelope given as is (an unwrapped response); `request_id` is replaced.
+    pub raw: Option<Map<String, Value>>,
 }
 
 impl VaultResponse {
@@ -265,27 +309,51 @@ impl VaultResponse {
     }
 }
 
+impl VaultResponse {
+    /// The envelope as JSON (Vault's `{request_id, lease_id, …}`), consuming the answer.
+    pub fn into_envelope(self) -> Map<String, Value> {
+        let request_id = if self.request_id.is_empty() {
+            request_id()
+        } else {
+            self.request_id
+        };
+        if let Some(mut raw) = self.raw {
+            raw.insert("request_id".into(), Value::String(request_id));
+            return raw;
+        }
+        let mut body = serde_json::json!({
+            "request_id": request_id,
+            "lease_id": "",
+            "renewable": false,
+            "lease_duration": self.lease_duration,
+            "data": self.data,
+            "wrap_info": self.wrap_info,
+            "warnings": if self.warnings.is_empty() { Value::Null } else { self.warnings.into() },
+            "auth": self.auth,
+            "mount_type": self.mount_type,
+        });
+        let mut m = match body.take() {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        for (k, v) in self.top {
+            m.entry(k).or_insert(v);
+        }
+        m
+    }
+
+    /// The envelope as JSON, by reference (for the audit devices).
+    pub fn envelope(&self) -> Map<String, Value> {
+        self.clone().into_envelope()
+    }
+}
+
 impl IntoResponse for VaultResponse {
     fn into_response(self) -> Response {
         if self.no_content {
             return StatusCode::NO_CONTENT.into_response();
         }
-        let mut body = serde_json::json!({
-            "request_id": request_id(),
-            "lease_id": "",
-            "renewable": false,
-            "lease_duration": self.lease_duration,
-            "data": self.data,
-            "wrap_info": null,
-            "warnings": if self.warnings.is_empty() { Value::Null } else { self.warnings.into() },
-            "auth": self.auth,
-            "mount_type": self.mount_type,
-        });
-        if let Value::Object(m) = &mut body {
-            for (k, v) in self.top {
-                m.entry(k).or_insert(v);
-            }
-        }
+        let body = Value::Object(self.into_envelope());
         let mut resp = (StatusCode::OK, axum::Json(body)).into_response();
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

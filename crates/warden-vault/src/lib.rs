@@ -13,6 +13,10 @@
 //! - [`seal`], [`shamir`]: the seal (the store's key-encryption key is the vault's root key;
 //!   unsealed automatically or by key shares); the authority serves its `sys/` endpoints.
 //! - `approle`: the AppRole auth method (roles, role and secret ids, login, CIDR bindings).
+//! - `wrapping`: response wrapping (`X-Vault-Wrap-TTL`, `sys/wrapping/…`): a response kept
+//!   in a single-use token's cubbyhole.
+//! - `audit_device`: audit devices (`sys/audit`, `sys/audit-hash`): Vault's `file` device,
+//!   one JSON line per request and response with every secret HMAC'd; fail closed.
 //!
 //! Everything lives in `warden-store` under `vault/` (sealed by the store's keys); every
 //! request appends an event to the store's audit chain (paths and outcomes, never values or
@@ -21,6 +25,7 @@
 pub mod api;
 mod approle;
 mod audit;
+mod audit_device;
 mod error;
 mod kv;
 mod mounts;
@@ -31,6 +36,7 @@ pub mod shamir;
 mod sys;
 mod token;
 mod util;
+mod wrapping;
 
 use std::sync::Arc;
 
@@ -78,6 +84,7 @@ struct Inner {
     policies: policy::store::PolicyStore,
     mounts: mounts::Mounts,
     kv_locks: kv::Locks,
+    audit_devices: audit_device::AuditDevices,
 }
 
 impl std::fmt::Debug for Vault {
@@ -95,6 +102,7 @@ impl Vault {
         let tokens = token::TokenStore::open(store.clone(), Arc::clone(&options.clock)).await?;
         let policies = policy::store::PolicyStore::open(store.clone()).await?;
         let mounts = mounts::Mounts::open(store.clone()).await?;
+        let audit_devices = audit_device::AuditDevices::open(store.clone()).await?;
         Ok(Vault {
             inner: Arc::new(Inner {
                 store,
@@ -103,6 +111,7 @@ impl Vault {
                 policies,
                 mounts,
                 kv_locks: kv::Locks::new(),
+                audit_devices,
             }),
         })
     }

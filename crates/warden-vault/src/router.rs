@@ -1,5 +1,6 @@
-//! One catch-all route: parse the request once, authenticate the token, find the backend
-//! (`sys/`, `auth/<mount>/`, or a secrets-engine mount), check the ACL, run, audit.
+//! One catch-all route: parse the request once, authenticate the token, record the request
+//! on the audit devices, find the backend (`sys/`, `auth/<mount>/`, or a secrets-engine
+//! mount), check the ACL, run, wrap the answer if `X-Vault-Wrap-TTL` asks, audit.
 
 use std::sync::Arc;
 
@@ -43,6 +44,13 @@ async fn handle(State(vault): State<Vault>, req: Request) -> Response {
     };
     vreq.peer = peer;
     let (result, accessor, mount_type) = vault.dispatch(&vreq).await;
+    // Response wrapping, for every endpoint, here and nowhere else (`wrapping.rs`).
+    let result = match (result, vreq.wrap_ttl) {
+        (Ok(r), Some(ttl)) if !r.no_content && r.wrap_info.is_none() => {
+            vault.wrap_response(r, ttl, &vreq.path).await
+        }
+        (r, _) => r,
+    };
     let status = match &result {
         Ok(r) => r.status(),
         Err(e) => e.status(),
@@ -54,15 +62,19 @@ async fn handle(State(vault): State<Vault>, req: Request) -> Response {
         // A request that cannot be audited is refused, not served unaudited.
         return e.into_response();
     }
-    match result {
-        Ok(r) => {
-            let r = if r.mount_type.is_empty() {
-                r.with_mount_type(mount_type)
-            } else {
-                r
-            };
-            r.into_response()
+    let result = result.map(|mut r| {
+        if r.mount_type.is_empty() && r.raw.is_none() && r.wrap_info.is_none() {
+            mount_type.clone_into(&mut r.mount_type);
         }
+        r.request_id.clone_from(&vreq.id);
+        r
+    });
+    if let Err(e) = vault.audit_devices_response(&vreq, &result) {
+        // No audit device could record the answer: it is not given.
+        return e.into_response();
+    }
+    match result {
+        Ok(r) => r.into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -167,6 +179,9 @@ impl Vault {
         if let Some(rest) = req.path.strip_prefix("auth/") {
             if let Some((mount, sub)) = self.inner.mounts.find_auth(rest) {
                 if mount.kind == "approle" && sub == "login" {
+                    if let Err(e) = self.audit_devices_request(req, None) {
+                        return (Err(e), None, "approle");
+                    }
                     return (
                         crate::approle::login(self, &mount, req).await,
                         None,
@@ -175,11 +190,19 @@ impl Vault {
                 }
             }
         }
+        // A wrapping token is presented to `sys/wrapping/unwrap|lookup`, not authenticated.
+        if let Some(r) = crate::wrapping::unauthenticated(self, req).await {
+            return (r, None, "system");
+        }
         let entry = match self.inner.tokens.authenticate(req.token.as_deref()).await {
             Ok(e) => e,
             Err(e) => return (Err(e), None, ""),
         };
         let accessor = Some(entry.accessor.clone());
+        // Audit devices record the request before it runs (fail closed).
+        if let Err(e) = self.audit_devices_request(req, Some(&entry)) {
+            return (Err(e), accessor, "");
+        }
         let acl = match self.inner.policies.acl(&entry.policies).await {
             Ok(a) => a,
             Err(e) => return (Err(e), accessor, ""),

@@ -43,6 +43,21 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Decodes lower- or upper-case hex; `None` if malformed.
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    s.as_bytes()
+        .chunks(2)
+        .map(|c| {
+            let hi = (c[0] as char).to_digit(16)?;
+            let lo = (c[1] as char).to_digit(16)?;
+            Some((hi * 16 + lo) as u8)
+        })
+        .collect()
+}
+
 /// A source of the current time in Unix seconds, replaceable in tests.
 pub trait Clock: Send + Sync + 'static {
     /// Now, in seconds since the Unix epoch.

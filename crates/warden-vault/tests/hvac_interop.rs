@@ -1,5 +1,6 @@
 //! The unmodified `hvac` Python client against the vault on a real socket: runs
-//! scripts/interop/test_vault_hvac.py (tokens, policies, mounts, KV v1 and v2, isolation)
+//! scripts/interop/test_vault_hvac.py (tokens, policies, mounts, KV v1 and v2, AppRole with a
+//! wrapped secret-id, audit devices, isolation)
 //! with the interop virtualenv that scripts/interop/venv.sh creates (from PyPI, once).
 
 use std::path::PathBuf;

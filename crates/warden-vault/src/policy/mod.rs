@@ -493,6 +493,21 @@ path "sys/capabilities-self" {
 path "sys/internal/ui/resultant-acl" {
     capabilities = ["read"]
 }
+
+# Allow a token to wrap arbitrary values in a response-wrapping token
+path "sys/wrapping/wrap" {
+    capabilities = ["update"]
+}
+
+# Allow a token to look up the creation time and TTL of a given response-wrapping token
+path "sys/wrapping/lookup" {
+    capabilities = ["update"]
+}
+
+# Allow a token to unwrap a response-wrapping token
+path "sys/wrapping/unwrap" {
+    capabilities = ["update"]
+}
 "#;
 
 /// Paths that need `sudo` besides their normal capability (Vault's root-protected paths

@@ -2,6 +2,7 @@
 //! capabilities, the UI's mount lookup. (The seal's endpoints — `sys/init`, `sys/unseal`,
 //! `sys/seal`, `sys/seal-status`, `sys/health`, … — are explicit routes of their own.)
 
+mod audit;
 mod mounts;
 
 use serde_json::{json, Value};
@@ -22,6 +23,19 @@ pub(crate) async fn handle(ctx: &Ctx<'_>) -> Result<VaultResponse> {
     }
     if rest == "auth" || rest.starts_with("auth/") {
         return mounts::auth(ctx, rest.trim_start_matches("auth").trim_start_matches('/')).await;
+    }
+    if rest == "audit" || rest.starts_with("audit/") {
+        return audit::devices(
+            ctx,
+            rest.trim_start_matches("audit").trim_start_matches('/'),
+        )
+        .await;
+    }
+    if let Some(sub) = rest.strip_prefix("audit-hash/") {
+        return audit::hash(ctx, sub).await;
+    }
+    if let Some(sub) = rest.strip_prefix("wrapping/") {
+        return crate::wrapping::handle(ctx, sub).await;
     }
     if let Some(sub) = rest.strip_prefix("internal/ui/mounts/") {
         return mounts::ui_mount(ctx, sub).await;
@@ -80,6 +94,9 @@ async fn policies(ctx: &Ctx<'_>, name: &str, legacy: bool) -> Result<VaultRespon
                 json!({ "name": name, "policy": p.raw })
             }))
         }
+        Operation::Write | Operation::Delete if crate::wrapping::reserved_policy(&name) => Err(
+            VaultError::BadRequest(format!("cannot change the {name} policy")),
+        ),
         Operation::Write => {
             let field = crate::api::field(&ctx.req.body, "policy")
                 .or_else(|| crate::api::field(&ctx.req.body, "rules"))

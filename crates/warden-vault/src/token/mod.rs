@@ -347,7 +347,19 @@ impl TokenStore {
 
     /// The live entry for a presented token, spending one use if it is use-limited.
     /// Unknown, expired and malformed tokens are all `PermissionDenied`.
+    /// A wrapping token (policy `response-wrapping`) is refused without spending its use: it
+    /// serves only `sys/wrapping/unwrap`, which spends it with [`TokenStore::spend_wrapping`].
     pub(crate) async fn authenticate(&self, token: Option<&str>) -> Result<TokenEntry> {
+        self.authenticate_as(token, false).await
+    }
+
+    /// Spends a wrapping token's one use (revoking it, with its cubbyhole); of concurrent
+    /// callers, one succeeds.
+    pub(crate) async fn spend_wrapping(&self, token: &str) -> Result<TokenEntry> {
+        self.authenticate_as(Some(token), true).await
+    }
+
+    async fn authenticate_as(&self, token: Option<&str>, wrapping: bool) -> Result<TokenEntry> {
         let token = token.ok_or(VaultError::PermissionDenied)?;
         if token.len() > MAX_TOKEN_BYTES {
             return Err(VaultError::PermissionDenied);
@@ -357,6 +369,9 @@ impl TokenStore {
             .live(&hash)
             .await?
             .ok_or(VaultError::PermissionDenied)?;
+        if (entry.policies == [crate::wrapping::WRAP_POLICY]) != wrapping {
+            return Err(VaultError::PermissionDenied);
+        }
         if entry.num_uses == 0 {
             return Ok(entry);
         }
@@ -518,6 +533,12 @@ impl TokenStore {
             if let Some(p) = &e.parent {
                 ops.push(Op::Delete {
                     key: format!("{PARENT_PREFIX}{p}/{hash}"),
+                });
+            }
+            // A wrapping token's cubbyhole goes with it.
+            if e.policies == [crate::wrapping::WRAP_POLICY] {
+                ops.push(Op::Delete {
+                    key: crate::wrapping::record_key(hash),
                 });
             }
         }

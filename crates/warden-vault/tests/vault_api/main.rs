@@ -2,9 +2,11 @@
 //! PostgreSQL. One test binary for all of it, to link once.
 
 mod approle;
+mod audit_device;
 mod common;
 mod isolation;
 mod kv;
 mod mounts;
 mod policies;
 mod tokens;
+mod wrapping;
