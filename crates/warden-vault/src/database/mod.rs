@@ -386,9 +386,7 @@ fn config_from_body(body: &Map<String, Value>, existing: Option<DbConfig>) -> Re
         c.root_rotation_statements = s;
     }
     // Parse now, so a malformed URL is refused before anything is stored.
-    let _: tokio_postgres::Config = c.url().parse().map_err(|e| {
-        VaultError::BadRequest(format!("invalid connection_url: {}", pg::describe(&e)))
-    })?;
+    pg::check_url(&c.url())?;
     Ok(c)
 }
 
@@ -608,22 +606,14 @@ async fn creds(ctx: &Ctx<'_>, mount: &MountEntry, name: &str) -> Result<VaultRes
             )
         })
         .collect();
-    let created = async {
-        let pool = vault
-            .inner
-            .db
-            .get_or_create(&pool_key(&mount.uuid, &role.db_name), &cfg)?;
-        let mut client = pool
-            .get()
-            .await
-            .map_err(|e| VaultError::Internal(format!("database: {}", pg::describe_pool(&e))))?;
-        let tx = client.transaction().await.map_err(pg_internal)?;
-        for q in &queries {
-            tx.batch_execute(q).await.map_err(pg_internal)?;
-        }
-        tx.commit().await.map_err(pg_internal)
-    }
-    .await;
+    let created = match vault
+        .inner
+        .db
+        .get_or_create(&pool_key(&mount.uuid, &role.db_name), &cfg)
+    {
+        Ok(pool) => exec(&pool, &queries).await,
+        Err(e) => Err(e),
+    };
     if let Err(e) = created {
         // Nothing was created (one transaction): forget the lease.
         if let Err(e2) = vault.inner.leases.revoke(vault, &lease.lease_id).await {
@@ -694,17 +684,7 @@ async fn rotate_root(ctx: &Ctx<'_>, mount: &MountEntry, name: &str) -> Result<Va
         .collect();
     let pk = pool_key(&mount.uuid, name);
     let pool = vault.inner.db.get_or_create(&pk, &cfg)?;
-    {
-        let mut client = pool
-            .get()
-            .await
-            .map_err(|e| VaultError::Internal(format!("database: {}", pg::describe_pool(&e))))?;
-        let tx = client.transaction().await.map_err(pg_internal)?;
-        for q in &queries {
-            tx.batch_execute(q).await.map_err(pg_internal)?;
-        }
-        tx.commit().await.map_err(pg_internal)?;
-    }
+    exec(&pool, &queries).await?;
     cfg.password = new_pw;
     save(vault, &key, &cfg).await?;
     vault.inner.db.drop_one(&pk);
@@ -744,31 +724,35 @@ fn lease_statements(lease: &LeaseEntry, field: &str) -> Vec<String> {
 /// everything, drop the role) in one transaction. A login that does not exist is done.
 pub(crate) async fn revoke_lease(vault: &Vault, lease: &LeaseEntry) -> Result<()> {
     let (pool, username) = lease_pool(vault, lease).await?;
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| VaultError::Internal(format!("database: {}", pg::describe_pool(&e))))?;
-    let tx = client.transaction().await.map_err(pg_internal)?;
-    let exists = tx
-        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&username])
-        .await
-        .map_err(pg_internal)?
-        .is_some();
-    if !exists {
-        return Ok(());
-    }
     let custom = lease_statements(lease, "revocation_statements");
-    if custom.is_empty() {
-        pg::default_revoke(&tx, &username)
-            .await
-            .map_err(pg_internal)?;
-    } else {
-        for q in pg::split(&custom) {
-            let q = pg::render(&q, &[("name", &username), ("username", &username)]);
-            tx.batch_execute(&q).await.map_err(pg_internal)?;
+    let custom: Vec<String> = pg::split(&custom)
+        .iter()
+        .map(|q| pg::render(q, &[("name", &username), ("username", &username)]))
+        .collect();
+    retry(|| {
+        let (pool, username, custom) = (&pool, &username, &custom);
+        async move {
+            let mut client = pool.get().await.map_err(TxError::Pool)?;
+            let tx = client.transaction().await?;
+            let exists = tx
+                .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[username])
+                .await?
+                .is_some();
+            if !exists {
+                return Ok(());
+            }
+            if custom.is_empty() {
+                pg::default_revoke(&tx, username).await?;
+            } else {
+                for q in custom {
+                    tx.batch_execute(q).await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(())
         }
-    }
-    tx.commit().await.map_err(pg_internal)
+    })
+    .await
 }
 
 /// The lease's renew hook: `VALID UNTIL` the new expiry (or the role's renew statements).
@@ -779,60 +763,75 @@ pub(crate) async fn renew_lease(vault: &Vault, lease: &LeaseEntry, expire: i64) 
         stmts = vec![DEFAULT_RENEW.to_owned()];
     }
     let exp = pg::expiration(expire);
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| VaultError::Internal(format!("database: {}", pg::describe_pool(&e))))?;
-    let tx = client.transaction().await.map_err(pg_internal)?;
-    for q in pg::split(&stmts) {
-        let q = pg::render(
-            &q,
-            &[
-                ("name", &username),
-                ("username", &username),
-                ("expiration", &exp),
-            ],
-        );
-        tx.batch_execute(&q).await.map_err(pg_internal)?;
-    }
-    tx.commit().await.map_err(pg_internal)
+    let queries: Vec<String> = pg::split(&stmts)
+        .iter()
+        .map(|q| {
+            pg::render(
+                q,
+                &[
+                    ("name", &username),
+                    ("username", &username),
+                    ("expiration", &exp),
+                ],
+            )
+        })
+        .collect();
+    exec(&pool, &queries).await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Why one attempt at a transaction failed.
+enum TxError {
+    Pool(deadpool_postgres::PoolError),
+    Pg(tokio_postgres::Error),
+}
 
-    #[test]
-    fn usernames_are_bounded_and_clean() {
-        let u = new_username("token-my app\"x", "readonly-role-long", 1_800_000_000);
-        assert!(u.len() <= 63, "{u}");
-        assert!(u.starts_with("v-token-my-readonly-"), "{u}");
-        assert!(u
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+impl From<tokio_postgres::Error> for TxError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        TxError::Pg(e)
     }
+}
 
-    #[test]
-    fn config_bodies_are_checked() {
-        let body = |v: Value| v.as_object().unwrap().clone();
-        let e = config_from_body(
-            &body(
-                json!({"plugin_name": "mysql-database-plugin", "connection_url": "postgres://h/db"}),
-            ),
-            None,
-        );
-        assert!(matches!(e, Err(VaultError::BadRequest(_))));
-        let e = config_from_body(&body(json!({"connection_url": "postgres://h/db"})), None);
-        assert!(matches!(e, Err(VaultError::BadRequest(_))));
-        let e = config_from_body(&body(json!({"plugin_name": PLUGIN})), None);
-        assert!(matches!(e, Err(VaultError::BadRequest(_))));
-        let c = config_from_body(
-            &body(json!({"plugin_name": PLUGIN, "connection_url": "postgres://{{username}}:{{password}}@h/db", "username": "u", "password": "p", "allowed_roles": "a,b"})),
-            None,
-        )
-        .unwrap();
-        assert!(c.verify_connection);
-        assert!(c.allows("a") && !c.allows("c"));
-        assert_eq!(c.max_open_connections, 4);
+/// Attempts of one transaction when PostgreSQL reports a conflict with a concurrent one
+/// (`tuple concurrently updated` from concurrent GRANT/REVOKE on one object, a
+/// serialization failure, a deadlock).
+const ATTEMPTS: u32 = 5;
+
+/// Runs `attempt` until it succeeds, fails for a reason other than a conflict, or has been
+/// tried [`ATTEMPTS`] times.
+async fn retry<F, Fut>(mut attempt: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), TxError>>,
+{
+    let mut n = 0;
+    loop {
+        n += 1;
+        match attempt().await {
+            Ok(()) => return Ok(()),
+            Err(TxError::Pg(e)) if n < ATTEMPTS && pg::conflict(&e) => {
+                tokio::time::sleep(std::time::Duration::from_millis(20 * u64::from(n))).await;
+            }
+            Err(TxError::Pg(e)) => return Err(pg_internal(e)),
+            Err(TxError::Pool(e)) => {
+                return Err(VaultError::Internal(format!(
+                    "database: {}",
+                    pg::describe_pool(&e)
+                )))
+            }
+        }
     }
+}
+
+/// Runs `queries` in one transaction (retried on conflicts).
+async fn exec(pool: &Pool, queries: &[String]) -> Result<()> {
+    retry(|| async move {
+        let mut client = pool.get().await.map_err(TxError::Pool)?;
+        let tx = client.transaction().await?;
+        for q in queries {
+            tx.batch_execute(q).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    })
+    .await
 }

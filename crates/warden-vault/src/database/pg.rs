@@ -15,19 +15,24 @@ use crate::api::{Result, VaultError};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_WAIT: Duration = Duration::from_secs(10);
 
-/// A pool for `url` (templating already applied). Refuses what cannot work here.
-pub(crate) fn pool(url: &str, max: usize) -> Result<Pool> {
+/// Parses a connection URL (templating already applied); refuses what cannot work here.
+pub(crate) fn check_url(url: &str) -> Result<Config> {
     // tokio-postgres' parse errors name the offending option, never the password.
-    let mut cfg: Config = url
+    let cfg: Config = url
         .parse()
         .map_err(|e| VaultError::BadRequest(format!("invalid connection_url: {}", describe(&e))))?;
     if !matches!(cfg.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
         return Err(VaultError::BadRequest(
-            "invalid connection_url: sslmode=require is not supported (no TLS connector is wired); \
-             use a local socket or a trusted network"
+            "invalid connection_url: sslmode=require is not supported (no TLS connector is wired); use a local socket or a trusted network"
                 .into(),
         ));
     }
+    Ok(cfg)
+}
+
+/// A pool for `url` (templating already applied).
+pub(crate) fn pool(url: &str, max: usize) -> Result<Pool> {
+    let mut cfg = check_url(url)?;
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(CONNECT_TIMEOUT);
     }
@@ -128,6 +133,16 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     } else {
         s
     }
+}
+
+/// Whether the error is a conflict with a concurrent transaction (worth retrying):
+/// `tuple concurrently updated` (XX000, concurrent GRANT/REVOKE on one object), a
+/// serialization failure (40001) or a deadlock (40P01).
+pub(crate) fn conflict(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|d| {
+        let c = d.code().code();
+        c == "40001" || c == "40P01" || (c == "XX000" && d.message().contains("concurrently"))
+    })
 }
 
 /// A pool error, described safely.

@@ -3,8 +3,10 @@
 
 mod approle;
 mod common;
+mod database;
 mod isolation;
 mod kv;
+mod leases;
 mod mounts;
 mod policies;
 mod tokens;
