@@ -7,7 +7,9 @@ list, tune, disable), KV version 2 (every operation, check-and-set conflicts, ve
 history, metadata, config), KV version 1, AppRole (role, role-id, secret-id, login),
 response wrapping (a wrapped secret-id unwrapped once and used to log in), audit devices
 (enable, list, the file's hashed lines, calculate_hash, disable) and isolation between two
-applications.
+applications;
+and, when WARDEN_TEST_DATABASE_URL names a PostgreSQL server, the database secrets engine
+(connection, role, credentials) and leases (read, list, renew, revoke).
 
 Each check prints `ok: ...`; any failure raises and the script exits non-zero.
 """
@@ -292,6 +294,62 @@ root.sys.disable_audit_device(path=device)
 assert f"{device}/" not in root.sys.list_enabled_audit_devices()["data"]
 shutil.rmtree(audit_dir)
 ok("audit: file device enabled, listed, lines hashed, calculate_hash, disabled")
+
+# ---- database secrets engine and leases (needs WARDEN_TEST_DATABASE_URL) ---------------
+PG_URL = os.environ.get("WARDEN_TEST_DATABASE_URL")
+if PG_URL:
+    db = f"db-{RUN}"
+    root.sys.enable_secrets_engine(backend_type="database", path=db)
+    dbe = root.secrets.database
+    dbe.configure(
+        name="pg", plugin_name="postgresql-database-plugin", allowed_roles=["ro"],
+        connection_url=PG_URL, username="ignored-by-the-url", password="never-read-back",
+        mount_point=db,
+    )
+    conn = dbe.read_connection(name="pg", mount_point=db)["data"]
+    assert conn["plugin_name"] == "postgresql-database-plugin", conn
+    assert "password" not in conn["connection_details"], conn
+    assert "never-read-back" not in str(conn), conn
+    assert dbe.list_connections(mount_point=db)["data"]["keys"] == ["pg"]
+    expect(exceptions.InvalidRequest, dbe.configure, name="bad", plugin_name="mysql-database-plugin",
+           connection_url=PG_URL, mount_point=db)
+    dbe.create_role(
+        name="ro", db_name="pg", default_ttl="1h", max_ttl="2h", mount_point=db,
+        creation_statements=[
+            "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
+        ],
+    )
+    assert dbe.read_role(name="ro", mount_point=db)["data"]["default_ttl"] == 3600
+    assert dbe.list_roles(mount_point=db)["data"]["keys"] == ["ro"]
+    creds = dbe.generate_credentials(name="ro", mount_point=db)
+    lease_id = creds["lease_id"]
+    assert lease_id.startswith(f"{db}/creds/ro/"), creds
+    assert creds["renewable"] is True and creds["lease_duration"] == 3600, creds
+    user = creds["data"]["username"]
+    assert user.startswith("v-root-ro-") and creds["data"]["password"], creds
+    print(f"database login: {user}", flush=True)
+    ok("database: configure, read (no password), list, bad plugin refused, role, creds")
+
+    lease = root.sys.read_lease(lease_id=lease_id)["data"]
+    assert lease["id"] == lease_id and lease["renewable"] is True, lease
+    assert 3500 < lease["ttl"] <= 3600, lease
+    assert root.sys.list_leases(prefix=f"{db}/creds/ro/")["data"]["keys"] == [lease_id.rsplit("/", 1)[1]]
+    renewed = root.sys.renew_lease(lease_id=lease_id, increment=5400)
+    assert renewed["lease_id"] == lease_id and renewed["lease_duration"] == 5400, renewed
+    renewed = root.sys.renew_lease(lease_id=lease_id, increment=86400)
+    assert 7100 < renewed["lease_duration"] <= 7200, renewed
+    root.sys.revoke_lease(lease_id=lease_id)
+    expect(exceptions.InvalidRequest, root.sys.read_lease, lease_id=lease_id)
+    second = dbe.generate_credentials(name="ro", mount_point=db)
+    root.sys.revoke_prefix(prefix=f"{db}/creds/ro")
+    expect(exceptions.InvalidRequest, root.sys.read_lease, lease_id=second["lease_id"])
+    print(f"database login: {second['data']['username']}", flush=True)
+    dbe.delete_role(name="ro", mount_point=db)
+    dbe.delete_connection(name="pg", mount_point=db)
+    root.sys.disable_secrets_engine(path=db)
+    ok("leases: read, list, renew (capped at max_ttl), revoke, revoke-prefix")
+else:
+    print("skipped: database engine (WARDEN_TEST_DATABASE_URL is not set)", flush=True)
 
 # ---- clean-up ----------------------------------------------------------------------------
 root.sys.delete_acl_policy(name=pol_a)

@@ -255,6 +255,10 @@ pub struct VaultResponse {
     pub mount_type: String,
     /// `lease_duration` (KV v1 reports its mount's default lease TTL).
     pub lease_duration: u64,
+    /// `lease_id` (a dynamic secret's lease, e.g. `database/creds/ro/AbC…`; empty if none).
+    pub lease_id: String,
+    /// `renewable` (whether the lease can be renewed).
+    pub renewable: bool,
     /// `204 No Content` instead of an envelope.
     pub no_content: bool,
     /// Fields added at the top level beside the envelope's (Vault repeats some tables there
@@ -323,8 +327,8 @@ impl VaultResponse {
         }
         let mut body = serde_json::json!({
             "request_id": request_id,
-            "lease_id": "",
-            "renewable": false,
+            "lease_id": self.lease_id,
+            "renewable": self.renewable,
             "lease_duration": self.lease_duration,
             "data": self.data,
             "wrap_info": self.wrap_info,

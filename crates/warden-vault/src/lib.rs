@@ -17,6 +17,9 @@
 //!   in a single-use token's cubbyhole.
 //! - `audit_device`: audit devices (`sys/audit`, `sys/audit-hash`): Vault's `file` device,
 //!   one JSON line per request and response with every secret HMAC'd; fail closed.
+//! - `lease`: leases of dynamic secrets (`sys/leases/…`) and the task that revokes them when
+//!   they expire, also after a restart.
+//! - `database`: the database secrets engine (PostgreSQL logins with leases).
 //!
 //! Everything lives in `warden-store` under `vault/` (sealed by the store's keys); every
 //! request appends an event to the store's audit chain (paths and outcomes, never values or
@@ -26,8 +29,10 @@ pub mod api;
 mod approle;
 mod audit;
 mod audit_device;
+mod database;
 mod error;
 mod kv;
+mod lease;
 mod mounts;
 mod policy;
 mod router;
@@ -85,6 +90,10 @@ struct Inner {
     mounts: mounts::Mounts,
     kv_locks: kv::Locks,
     audit_devices: audit_device::AuditDevices,
+    leases: lease::Leases,
+    db: database::Pools,
+    /// Dropped with the vault: tells the lease expiry task to stop.
+    _stop: tokio::sync::watch::Sender<()>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -103,17 +112,33 @@ impl Vault {
         let policies = policy::store::PolicyStore::open(store.clone()).await?;
         let mounts = mounts::Mounts::open(store.clone()).await?;
         let audit_devices = audit_device::AuditDevices::open(store.clone()).await?;
-        Ok(Vault {
-            inner: Arc::new(Inner {
-                store,
-                clock: options.clock,
-                tokens,
-                policies,
-                mounts,
-                kv_locks: kv::Locks::new(),
-                audit_devices,
-            }),
-        })
+        let wake = Arc::clone(&tokens.lease_wake);
+        let leases =
+            lease::Leases::new(store.clone(), Arc::clone(&options.clock), Arc::clone(&wake));
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        let inner = Arc::new(Inner {
+            store,
+            clock: options.clock,
+            tokens,
+            policies,
+            mounts,
+            kv_locks: kv::Locks::new(),
+            audit_devices,
+            leases,
+            db: database::Pools::default(),
+            _stop: stop,
+        });
+        // Revokes expired leases (also those that expired while the process was down).
+        lease::spawn_task(Arc::downgrade(&inner), wake, stopped);
+        Ok(Vault { inner })
+    }
+
+    /// Revokes what is due now: expired leases, leases whose token expired or was revoked.
+    /// The background task does the same every second (of real time, reading the vault's
+    /// clock); tests with a `ManualClock` call this after moving the clock. Returns how many
+    /// leases were revoked.
+    pub async fn run_lease_expiry(&self) -> Result<usize> {
+        self.inner.leases.run_due(self).await
     }
 
     /// The router for the paths below `/v1/` (nest it at `/v1`). Other services of the

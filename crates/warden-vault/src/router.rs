@@ -221,6 +221,10 @@ impl Vault {
             (self.auth_backend(&ctx, rest).await, "token")
         } else {
             match self.inner.mounts.find(path) {
+                Some((mount, rest)) if mount.kind == "database" => (
+                    crate::database::handle(&ctx, &mount, &rest).await,
+                    "database",
+                ),
                 Some((mount, rest)) => (crate::kv::handle(&ctx, &mount, &rest).await, "kv"),
                 None => {
                     // Deny first, so an unknown path says no more than a forbidden one.

@@ -1,7 +1,8 @@
 //! The unmodified `hvac` Python client against the vault on a real socket: runs
 //! scripts/interop/test_vault_hvac.py (tokens, policies, mounts, KV v1 and v2, AppRole with a
-//! wrapped secret-id, audit devices, isolation)
-//! with the interop virtualenv that scripts/interop/venv.sh creates (from PyPI, once).
+//! wrapped secret-id, audit devices, isolation, and with `WARDEN_TEST_DATABASE_URL` the
+//! database engine and leases) with the interop virtualenv that scripts/interop/venv.sh
+//! creates (from PyPI, once).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -52,4 +53,23 @@ async fn hvac_against_the_vault() {
         stdout.contains("hvac interop: all checks passed"),
         "{stdout}"
     );
+    // The logins hvac revoked are really gone from PostgreSQL.
+    if let Ok(url) = std::env::var("WARDEN_TEST_DATABASE_URL") {
+        let users: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("database login: "))
+            .collect();
+        assert_eq!(users.len(), 2, "{stdout}");
+        let (pg, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        for u in users {
+            let row = pg
+                .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&u])
+                .await
+                .unwrap();
+            assert!(row.is_none(), "{u} is still in pg_roles after hvac revoked it");
+        }
+    }
 }

@@ -525,6 +525,11 @@ pub(crate) fn needs_sudo(path: &str) -> bool {
         || path.starts_with("sys/audit/")
         || path == "sys/audit"
         || path.starts_with("sys/raw")
+        || path.starts_with("sys/leases/lookup/")
+        || path.starts_with("sys/leases/revoke-prefix")
+        || path.starts_with("sys/leases/revoke-force")
+        || path.starts_with("sys/revoke-prefix")
+        || path.starts_with("sys/revoke-force")
 }
 
 #[cfg(test)]

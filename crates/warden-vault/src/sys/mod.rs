@@ -50,6 +50,11 @@ pub(crate) async fn handle(ctx: &Ctx<'_>) -> Result<VaultResponse> {
         let name = rest.trim_start_matches("policy").trim_start_matches('/');
         return policies(ctx, name, true).await;
     }
+    if crate::lease::http::serves(rest) {
+        if let Some(r) = crate::lease::http::handle(ctx, rest).await {
+            return r;
+        }
+    }
     match rest {
         "capabilities-self" | "capabilities" | "capabilities-accessor" => {
             capabilities(ctx, rest).await

@@ -72,6 +72,19 @@ async fn table_op(ctx: &Ctx<'_>, table: Table, sub: &str) -> Result<VaultRespons
             Ok(VaultResponse::no_content())
         }
         Operation::Delete => {
+            if table == Table::Secrets {
+                // Its leases go first (their engine needs the mount's data); a failure keeps
+                // the mount, as in Vault.
+                let path = normalize_mount_path(sub)?;
+                if let Some(m) = mounts.list(table).iter().find(|m| m.path == path) {
+                    ctx.vault
+                        .inner
+                        .leases
+                        .revoke_prefix(ctx.vault, &path, false)
+                        .await?;
+                    ctx.vault.inner.db.drop_mount(&m.uuid);
+                }
+            }
             mounts.disable(table, sub).await?;
             Ok(VaultResponse::no_content())
         }

@@ -182,6 +182,8 @@ pub(crate) struct TokenStore {
     key: ring::hmac::Key,
     /// Serialises `num_uses` spending (read-modify-write) within this process.
     uses: Mutex<()>,
+    /// Wakes the lease expiry task when a token that created leases is deleted.
+    pub(crate) lease_wake: Arc<tokio::sync::Notify>,
 }
 
 impl TokenStore {
@@ -205,6 +207,7 @@ impl TokenStore {
             clock,
             key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
             uses: Mutex::new(()),
+            lease_wake: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -494,6 +497,7 @@ impl TokenStore {
             }
             self.store.transact(ops).await?;
         }
+        self.lease_wake.notify_one();
         Ok(())
     }
 
@@ -519,6 +523,7 @@ impl TokenStore {
         }
         let ops = self.delete_ops(hash).await?;
         self.store.transact(ops).await?;
+        self.lease_wake.notify_one();
         Ok(())
     }
 
@@ -539,6 +544,16 @@ impl TokenStore {
             if e.policies == [crate::wrapping::WRAP_POLICY] {
                 ops.push(Op::Delete {
                     key: crate::wrapping::record_key(hash),
+                });
+            }
+            // Its leases are revoked by the lease task: mark it in the same transaction, so
+            // a crash right after still revokes them.
+            let acc = self.hash("accessor", &e.accessor);
+            let leases = crate::lease::token_prefix(&acc);
+            if !self.store.list_page(&leases, None, 1).await?.is_empty() {
+                ops.push(Op::Put {
+                    key: crate::lease::revoked_token_key(&acc),
+                    value: Vec::new(),
                 });
             }
         }

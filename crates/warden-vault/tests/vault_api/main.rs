@@ -4,8 +4,10 @@
 mod approle;
 mod audit_device;
 mod common;
+mod database;
 mod isolation;
 mod kv;
+mod leases;
 mod mounts;
 mod policies;
 mod tokens;
