@@ -222,6 +222,9 @@ pub struct VaultResponse {
     /// Fields added at the top level beside the envelope's (Vault repeats some tables there
     /// for old clients).
     pub top: Map<String, Value>,
+    /// An envelope sent with another status than 200 (a transit batch with failed items is a
+    /// 400 that still carries `batch_results`, as in Vault).
+    pub status: Option<StatusCode>,
 }
 
 impl VaultResponse {
@@ -260,7 +263,7 @@ impl VaultResponse {
         if self.no_content {
             StatusCode::NO_CONTENT
         } else {
-            StatusCode::OK
+            self.status.unwrap_or(StatusCode::OK)
         }
     }
 }
@@ -286,7 +289,7 @@ impl IntoResponse for VaultResponse {
                 m.entry(k).or_insert(v);
             }
         }
-        let mut resp = (StatusCode::OK, axum::Json(body)).into_response();
+        let mut resp = (self.status.unwrap_or(StatusCode::OK), axum::Json(body)).into_response();
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp

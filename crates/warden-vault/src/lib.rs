@@ -13,6 +13,8 @@
 //! - [`seal`], [`shamir`]: the seal (the store's key-encryption key is the vault's root key;
 //!   unsealed automatically or by key shares); the authority serves its `sys/` endpoints.
 //! - `approle`: the AppRole auth method (roles, role and secret ids, login, CIDR bindings).
+//! - `transit`: the transit secrets engine (encryption as a service: named keys, encrypt,
+//!   decrypt, rewrap, data keys, HMAC, signatures, random bytes, hashes).
 //!
 //! Everything lives in `warden-store` under `vault/` (sealed by the store's keys); every
 //! request appends an event to the store's audit chain (paths and outcomes, never values or
@@ -30,6 +32,7 @@ pub mod seal;
 pub mod shamir;
 mod sys;
 mod token;
+mod transit;
 mod util;
 
 use std::sync::Arc;
@@ -78,6 +81,7 @@ struct Inner {
     policies: policy::store::PolicyStore,
     mounts: mounts::Mounts,
     kv_locks: kv::Locks,
+    transit_cache: transit::Cache,
 }
 
 impl std::fmt::Debug for Vault {
@@ -103,6 +107,7 @@ impl Vault {
                 policies,
                 mounts,
                 kv_locks: kv::Locks::new(),
+                transit_cache: transit::Cache::default(),
             }),
         })
     }

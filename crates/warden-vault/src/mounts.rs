@@ -6,7 +6,7 @@
 //! disabled engine's data is deleted by prefix and a new engine at the same path starts empty.
 //!
 //! Engines: `kv` (`options.version` `"1"`, the default as in Vault, or `"2"`), `kv-v2`
-//! (= kv version 2) and `generic` (= kv version 1). Other types (`transit`, `database`,
+//! (= kv version 2), `generic` (= kv version 1) and `transit`. Other types (`database`,
 //! `pki`, …) are refused with a clear 400 until they exist. Auth methods: `token` is always
 //! there and cannot be disabled; others are refused until they exist.
 
@@ -373,8 +373,10 @@ fn check_kind(
             options.insert("version".into(), "2".into());
             Ok(("kv".into(), options))
         }
+        (Table::Secrets, "transit") => Ok(("transit".into(), options)),
         (Table::Secrets, other) => Err(VaultError::BadRequest(format!(
-            "secrets engine type {other:?} is not available in Warden's vault yet (kv is)"
+            "secrets engine type {other:?} is not available in Warden's vault yet (kv and \
+             transit are)"
         ))),
         (Table::Auth, "approle") => Ok(("approle".into(), options)),
         (Table::Auth, "token") => Err(VaultError::BadRequest(

@@ -198,6 +198,9 @@ impl Vault {
             (self.auth_backend(&ctx, rest).await, "token")
         } else {
             match self.inner.mounts.find(path) {
+                Some((mount, rest)) if mount.kind == "transit" => {
+                    (crate::transit::handle(&ctx, &mount, &rest).await, "transit")
+                }
                 Some((mount, rest)) => (crate::kv::handle(&ctx, &mount, &rest).await, "kv"),
                 None => {
                     // Deny first, so an unknown path says no more than a forbidden one.

@@ -8,3 +8,4 @@ mod kv;
 mod mounts;
 mod policies;
 mod tokens;
+mod transit;
