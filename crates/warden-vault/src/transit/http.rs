@@ -603,7 +603,7 @@ async fn hmac(
         let input = input(item)?;
         let version = opt_u64(item, "key_version")?.or(top_version).unwrap_or(0);
         let (n, v) = key.version_for_use(version)?;
-        let tag = crypto::hmac_sign(alg, &v.hmac_key, &input);
+        let tag = crypto::hmac_sign(alg, key.hmac_key(v), &input);
         Ok(obj(json!({
             "hmac": crypto::format_versioned(n, &crypto::encode_b64(&tag)),
         })))
@@ -711,7 +711,7 @@ async fn verify(
                 let (n, body) = crypto::parse_versioned(tag, "hmac")?;
                 let v = key.version_for_check(n)?;
                 let tag = crypto::decode_b64(body, "hmac")?;
-                crypto::hmac_verify(alg, &v.hmac_key, &input, &tag)
+                crypto::hmac_verify(alg, key.hmac_key(v), &input, &tag)
             }
             (Some(sig), None, _, Some(m)) => {
                 let (n, body) = crypto::parse_versioned(sig, "signature")?;

@@ -102,7 +102,7 @@ pub(crate) struct Version {
     /// for `hmac` keys.
     #[serde(with = "b64")]
     pub(crate) key: Vec<u8>,
-    /// The key `hmac/` uses for this version (for `hmac` keys, the same as `key`).
+    /// The key `hmac/` uses for this version (empty for `hmac` keys: see [`Key::hmac_key`]).
     #[serde(with = "b64")]
     pub(crate) hmac_key: Vec<u8>,
 }
@@ -121,8 +121,9 @@ impl Version {
             KeyType::EcdsaP256 => crypto::ecdsa_generate()?,
             KeyType::Hmac => random(hmac_size),
         };
+        // An `hmac` key is its own HMAC key (not stored twice: its versions can be 512 bytes).
         let hmac_key = if kind == KeyType::Hmac {
-            key.clone()
+            Vec::new()
         } else {
             random(32)
         };
@@ -156,6 +157,17 @@ pub(crate) struct Key {
     /// `hmac` keys: the size of each version, bytes.
     pub(crate) key_size: usize,
     pub(crate) versions: BTreeMap<u32, Version>,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the material.
+        f.debug_struct("Key")
+            .field("name", &self.name)
+            .field("type", &self.kind)
+            .field("latest_version", &self.latest_version)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a new key is.
@@ -272,6 +284,16 @@ impl Key {
             .get(&n)
             .map(|v| (n, v))
             .ok_or_else(|| VaultError::Internal(format!("transit key version {n} missing")))
+    }
+
+    /// The HMAC key of version `v`: the key itself for `hmac` keys, a separate random key for
+    /// the others (as in Vault).
+    pub(crate) fn hmac_key<'v>(&self, v: &'v Version) -> &'v [u8] {
+        if self.kind == KeyType::Hmac {
+            &v.key
+        } else {
+            &v.hmac_key
+        }
     }
 
     /// The key material of `v` for an operation: derived from `context` for derived keys
@@ -404,16 +426,17 @@ impl<'a> Keys<'a> {
     pub(crate) async fn load(&self, name: &str) -> Result<Option<Arc<Key>>> {
         let sk = self.store_key(name);
         let cache = &self.vault.inner.transit_cache;
-        if let Some(k) = cache.get(&sk) {
-            return Ok(Some(k));
-        }
+        let generation = match cache.get(&sk) {
+            Ok(k) => return Ok(Some(k)),
+            Err(g) => g,
+        };
         let Some(bytes) = self.vault.inner.store.get(&sk).await? else {
             return Ok(None);
         };
         let key: Key = serde_json::from_slice(&bytes)
             .map_err(|e| VaultError::Internal(format!("transit key unreadable: {e}")))?;
         let key = Arc::new(key);
-        cache.put(sk, Arc::clone(&key));
+        cache.put(sk, Arc::clone(&key), generation);
         Ok(Some(key))
     }
 
@@ -421,6 +444,7 @@ impl<'a> Keys<'a> {
     pub(crate) async fn save(&self, key: &Key) -> Result<()> {
         let sk = self.store_key(&key.name);
         let bytes = serde_json::to_vec(key).map_err(|e| VaultError::Internal(e.to_string()))?;
+        self.vault.inner.transit_cache.remove(&sk);
         let r = self.vault.inner.store.put(&sk, &bytes).await;
         self.vault.inner.transit_cache.remove(&sk);
         r.map_err(Into::into)
@@ -429,34 +453,47 @@ impl<'a> Keys<'a> {
     /// Deletes the key; `false` if there was none.
     pub(crate) async fn delete(&self, name: &str) -> Result<bool> {
         let sk = self.store_key(name);
+        self.vault.inner.transit_cache.remove(&sk);
         let r = self.vault.inner.store.delete(&sk).await;
         self.vault.inner.transit_cache.remove(&sk);
         r.map_err(Into::into)
     }
 }
 
-/// Parsed keys by store key, bounded.
+/// Parsed keys by store key, bounded. Every change bumps a generation, and a key read from
+/// the store is cached only if no change happened since the read began, so a read racing a
+/// rotate, config or delete never leaves the old key in the cache.
 #[derive(Default)]
-pub(crate) struct Cache(Mutex<HashMap<String, Arc<Key>>>);
+pub(crate) struct Cache(Mutex<CacheState>);
+
+#[derive(Default)]
+struct CacheState {
+    keys: HashMap<String, Arc<Key>>,
+    generation: u64,
+}
 
 impl Cache {
-    fn get(&self, k: &str) -> Option<Arc<Key>> {
-        self.0.lock().ok()?.get(k).cloned()
+    /// The cached key, or the generation to hand to [`Cache::put`] after a store read.
+    fn get(&self, k: &str) -> std::result::Result<Arc<Key>, u64> {
+        let s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        s.keys.get(k).cloned().ok_or(s.generation)
     }
 
-    fn put(&self, k: String, v: Arc<Key>) {
-        if let Ok(mut m) = self.0.lock() {
-            if m.len() >= CACHE_ENTRIES {
-                m.clear();
-            }
-            m.insert(k, v);
+    fn put(&self, k: String, v: Arc<Key>, generation: u64) {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if s.generation != generation {
+            return;
         }
+        if s.keys.len() >= CACHE_ENTRIES {
+            s.keys.clear();
+        }
+        s.keys.insert(k, v);
     }
 
     fn remove(&self, k: &str) {
-        if let Ok(mut m) = self.0.lock() {
-            m.remove(k);
-        }
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        s.generation += 1;
+        s.keys.remove(k);
     }
 }
 
@@ -533,6 +570,34 @@ mod tests {
             );
             assert_eq!(r.is_ok(), ok, "{}", kind.name());
         }
+    }
+
+    #[test]
+    fn a_read_racing_a_change_is_not_cached() {
+        let c = Cache::default();
+        let k = Arc::new(key(KeyType::Hmac));
+        // A read began (miss, generation g), then a change happened: its result is dropped.
+        let g = c.get("a").unwrap_err();
+        c.remove("a");
+        c.put("a".into(), Arc::clone(&k), g);
+        assert!(c.get("a").is_err());
+        // A read with no change in between is cached.
+        let g = c.get("a").unwrap_err();
+        c.put("a".into(), Arc::clone(&k), g);
+        assert!(c.get("a").is_ok());
+        c.remove("a");
+        assert!(c.get("a").is_err());
+    }
+
+    #[test]
+    fn hmac_keys_are_their_own_hmac_key() {
+        let k = key(KeyType::Hmac);
+        let v = &k.versions[&1];
+        assert_eq!(k.hmac_key(v), &v.key[..]);
+        assert_eq!(v.key.len(), 32);
+        let a = key(KeyType::Aes256Gcm96);
+        let v = &a.versions[&1];
+        assert_ne!(a.hmac_key(v), &v.key[..]);
     }
 
     #[test]
