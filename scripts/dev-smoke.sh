@@ -211,6 +211,15 @@ got="$(curl -sS --max-time 10 -H "X-Vault-Token: $ROOT_TOKEN" http://127.0.0.1:8
 code="$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' http://127.0.0.1:8200/v1/secret/data/smoke)"
 [[ "$code" == 403 ]] || fail "reading a secret without a token answered $code, expected 403"
 step "ok: vault write and read (KV v2 at secret/)"
+ct="$(curl -sS --max-time 10 -H "X-Vault-Token: $ROOT_TOKEN" -d '{"plaintext":"c21va2U="}' \
+    http://127.0.0.1:8200/v1/transit/encrypt/smoke \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["ciphertext"])')" \
+    || fail "transit encrypt failed"
+got="$(curl -sS --max-time 10 -H "X-Vault-Token: $ROOT_TOKEN" -d "{\"ciphertext\":\"$ct\"}" \
+    http://127.0.0.1:8200/v1/transit/decrypt/smoke)"
+[[ "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["data"]["plaintext"])' "$got")" == c21va2U= ]] \
+    || fail "transit decrypt gave: $got"
+step "ok: transit encrypt and decrypt (transit/)"
 
 # --- 5. SIGTERM -------------------------------------------------------------------------------
 step "sending SIGTERM"

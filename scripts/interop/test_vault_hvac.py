@@ -7,13 +7,15 @@ list, tune, disable), KV version 2 (every operation, check-and-set conflicts, ve
 history, metadata, config), KV version 1, AppRole (role, role-id, secret-id, login),
 response wrapping (a wrapped secret-id unwrapped once and used to log in), audit devices
 (enable, list, the file's hashed lines, calculate_hash, disable) and isolation between two
-applications;
+applications, transit (keys, encrypt, decrypt, rotate, rewrap,
+data keys, sign, verify, HMAC, key configuration, deletion);
 and, when WARDEN_TEST_DATABASE_URL names a PostgreSQL server, the database secrets engine
 (connection, role, credentials) and leases (read, list, renew, revoke).
 
 Each check prints `ok: ...`; any failure raises and the script exits non-zero.
 """
 
+import base64
 import json
 import os
 import shutil
@@ -350,6 +352,93 @@ if PG_URL:
     ok("leases: read, list, renew (capped at max_ttl), revoke, revoke-prefix")
 else:
     print("skipped: database engine (WARDEN_TEST_DATABASE_URL is not set)", flush=True)
+
+# ---- transit ------------------------------------------------------------------------------
+tr = f"transit-{RUN}"
+root.sys.enable_secrets_engine(backend_type="transit", path=tr)
+t = root.secrets.transit
+
+
+def b64(b):
+    return base64.b64encode(b).decode()
+
+
+t.create_key(name="orders", mount_point=tr)
+t.create_key(name="signer", key_type="ed25519", mount_point=tr)
+t.create_key(name="ec", key_type="ecdsa-p256", mount_point=tr)
+key = t.read_key(name="orders", mount_point=tr)["data"]
+assert key["type"] == "aes256-gcm96" and key["latest_version"] == 1, key
+assert key["supports_encryption"] and not key["supports_signing"], key
+assert sorted(t.list_keys(mount_point=tr)["data"]["keys"]) == ["ec", "orders", "signer"]
+ct1 = t.encrypt_data(name="orders", plaintext=b64(b"card 4111"), mount_point=tr)["data"]["ciphertext"]
+assert ct1.startswith("vault:v1:"), ct1
+pt = t.decrypt_data(name="orders", ciphertext=ct1, mount_point=tr)["data"]["plaintext"]
+assert base64.b64decode(pt) == b"card 4111"
+t.rotate_key(name="orders", mount_point=tr)
+assert t.read_key(name="orders", mount_point=tr)["data"]["latest_version"] == 2
+rw = t.rewrap_data(name="orders", ciphertext=ct1, mount_point=tr)["data"]["ciphertext"]
+assert rw.startswith("vault:v2:"), rw
+assert base64.b64decode(
+    t.decrypt_data(name="orders", ciphertext=rw, mount_point=tr)["data"]["plaintext"]
+) == b"card 4111"
+batch = t.encrypt_data(
+    name="orders", batch_input=[{"plaintext": b64(b"a")}, {"plaintext": b64(b"b")}], mount_point=tr
+)["data"]["batch_results"]
+assert all(r["ciphertext"].startswith("vault:v2:") for r in batch), batch
+ok("transit: create, read, list, encrypt, decrypt, rotate, rewrap, batch")
+
+dk = t.generate_data_key(name="orders", key_type="plaintext", bits=512, mount_point=tr)["data"]
+assert len(base64.b64decode(dk["plaintext"])) == 64
+assert t.decrypt_data(
+    name="orders", ciphertext=dk["ciphertext"], mount_point=tr
+)["data"]["plaintext"] == dk["plaintext"]
+wrapped = t.generate_data_key(name="orders", key_type="wrapped", mount_point=tr)["data"]
+assert "plaintext" not in wrapped and wrapped["ciphertext"].startswith("vault:v2:"), wrapped
+mac = t.generate_hmac(name="orders", hash_input=b64(b"msg"), algorithm="sha2-512", mount_point=tr)
+mac = mac["data"]["hmac"]
+assert mac.startswith("vault:v2:"), mac
+assert t.verify_signed_data(
+    name="orders", hash_input=b64(b"msg"), hmac=mac, hash_algorithm="sha2-512", mount_point=tr
+)["data"]["valid"] is True
+assert t.verify_signed_data(
+    name="orders", hash_input=b64(b"other"), hmac=mac, hash_algorithm="sha2-512", mount_point=tr
+)["data"]["valid"] is False
+ok("transit: data keys (plaintext, wrapped), HMAC and its verification")
+
+for name in ("signer", "ec"):
+    for marshaling in ("asn1", "jws"):
+        sig = t.sign_data(
+            name=name, hash_input=b64(b"release 1.0"), marshaling_algorithm=marshaling,
+            mount_point=tr,
+        )["data"]["signature"]
+        assert sig.startswith("vault:v1:"), sig
+        good = t.verify_signed_data(
+            name=name, hash_input=b64(b"release 1.0"), signature=sig,
+            marshaling_algorithm=marshaling, mount_point=tr,
+        )["data"]["valid"]
+        bad = t.verify_signed_data(
+            name=name, hash_input=b64(b"release 1.1"), signature=sig,
+            marshaling_algorithm=marshaling, mount_point=tr,
+        )["data"]["valid"]
+        assert good is True and bad is False, (name, marshaling, good, bad)
+pub = t.read_key(name="ec", mount_point=tr)["data"]["keys"]["1"]["public_key"]
+assert pub.startswith("-----BEGIN PUBLIC KEY-----"), pub
+ok("transit: sign and verify (ed25519, ecdsa-p256; asn1 and jws)")
+
+t.update_key_configuration(name="orders", min_decryption_version=2, mount_point=tr)
+expect(exceptions.InvalidRequest, t.decrypt_data, name="orders", ciphertext=ct1, mount_point=tr)
+expect(exceptions.InvalidRequest, t.delete_key, name="orders", mount_point=tr)
+t.update_key_configuration(name="orders", deletion_allowed=True, mount_point=tr)
+cfg = t.read_key(name="orders", mount_point=tr)["data"]
+assert cfg["min_decryption_version"] == 2 and cfg["deletion_allowed"] is True, cfg
+t.delete_key(name="orders", mount_point=tr)
+expect(exceptions.InvalidPath, t.read_key, name="orders", mount_point=tr)
+rnd = t.generate_random_bytes(n_bytes=24, output_format="hex", mount_point=tr)["data"]
+assert len(rnd["random_bytes"]) == 48, rnd
+digest = t.hash_data(hash_input=b64(b"abc"), algorithm="sha2-256", mount_point=tr)["data"]["sum"]
+assert digest == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", digest
+root.sys.disable_secrets_engine(path=tr)
+ok("transit: min_decryption_version, deletion_allowed, delete, random, hash")
 
 # ---- clean-up ----------------------------------------------------------------------------
 root.sys.delete_acl_policy(name=pol_a)

@@ -270,6 +270,9 @@ pub struct VaultResponse {
     pub request_id: String,
     /// A whole envelope given as is (an unwrapped response); `request_id` is replaced.
     pub raw: Option<Map<String, Value>>,
+    /// An envelope sent with another status than 200 (a transit batch with failed items is a
+    /// 400 that still carries `batch_results`, as in Vault).
+    pub status: Option<StatusCode>,
 }
 
 impl VaultResponse {
@@ -308,7 +311,7 @@ impl VaultResponse {
         if self.no_content {
             StatusCode::NO_CONTENT
         } else {
-            StatusCode::OK
+            self.status.unwrap_or(StatusCode::OK)
         }
     }
 }
@@ -357,8 +360,9 @@ impl IntoResponse for VaultResponse {
         if self.no_content {
             return StatusCode::NO_CONTENT.into_response();
         }
+        let status = self.status.unwrap_or(StatusCode::OK);
         let body = Value::Object(self.into_envelope());
-        let mut resp = (StatusCode::OK, axum::Json(body)).into_response();
+        let mut resp = (status, axum::Json(body)).into_response();
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp

@@ -20,6 +20,8 @@
 //! - `lease`: leases of dynamic secrets (`sys/leases/…`) and the task that revokes them when
 //!   they expire, also after a restart.
 //! - `database`: the database secrets engine (PostgreSQL logins with leases).
+//! - `transit`: the transit secrets engine (encryption as a service: named keys, encrypt,
+//!   decrypt, rewrap, data keys, HMAC, signatures, random bytes, hashes).
 //!
 //! Everything lives in `warden-store` under `vault/` (sealed by the store's keys); every
 //! request appends an event to the store's audit chain (paths and outcomes, never values or
@@ -40,6 +42,7 @@ pub mod seal;
 pub mod shamir;
 mod sys;
 mod token;
+mod transit;
 mod util;
 mod wrapping;
 
@@ -94,6 +97,7 @@ struct Inner {
     db: database::Pools,
     /// Dropped with the vault: tells the lease expiry task to stop.
     _stop: tokio::sync::watch::Sender<()>,
+    transit_cache: transit::Cache,
 }
 
 impl std::fmt::Debug for Vault {
@@ -127,6 +131,7 @@ impl Vault {
             leases,
             db: database::Pools::default(),
             _stop: stop,
+            transit_cache: transit::Cache::default(),
         });
         // Revokes expired leases (also those that expired while the process was down).
         lease::spawn_task(Arc::downgrade(&inner), wake, stopped);

@@ -6,8 +6,8 @@
 //! disabled engine's data is deleted by prefix and a new engine at the same path starts empty.
 //!
 //! Engines: `kv` (`options.version` `"1"`, the default as in Vault, or `"2"`), `kv-v2`
-//! (= kv version 2), `generic` (= kv version 1) and `database`. Other types (`transit`, `database`,
-//! `pki`, …) are refused with a clear 400 until they exist. Auth methods: `token` is always
+//! (= kv version 2), `generic` (= kv version 1), `transit` and `database`. Other types
+//! (`pki`, …) are refused with a clear 400 until they exist. Auth methods: `token` is always
 //! there and cannot be disabled; others are refused until they exist.
 
 use std::collections::BTreeMap;
@@ -374,8 +374,10 @@ fn check_kind(
             Ok(("kv".into(), options))
         }
         (Table::Secrets, "database") => Ok(("database".into(), options)),
+        (Table::Secrets, "transit") => Ok(("transit".into(), options)),
         (Table::Secrets, other) => Err(VaultError::BadRequest(format!(
-            "secrets engine type {other:?} is not available in Warden's vault yet (kv is)"
+            "secrets engine type {other:?} is not available in Warden's vault yet (kv and \
+             transit are)"
         ))),
         (Table::Auth, "approle") => Ok(("approle".into(), options)),
         (Table::Auth, "token") => Err(VaultError::BadRequest(

@@ -225,6 +225,9 @@ impl Vault {
                     crate::database::handle(&ctx, &mount, &rest).await,
                     "database",
                 ),
+                Some((mount, rest)) if mount.kind == "transit" => {
+                    (crate::transit::handle(&ctx, &mount, &rest).await, "transit")
+                }
                 Some((mount, rest)) => (crate::kv::handle(&ctx, &mount, &rest).await, "kv"),
                 None => {
                     // Deny first, so an unknown path says no more than a forbidden one.

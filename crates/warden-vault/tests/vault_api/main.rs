@@ -12,3 +12,4 @@ mod mounts;
 mod policies;
 mod tokens;
 mod wrapping;
+mod transit;

@@ -34,9 +34,7 @@ async fn enable_list_tune_disable(b: Backend) {
     assert!(errors(&a)[0].contains("already in use"));
     let a = v.post("sys/mounts/sys/x", r, json!({ "type": "kv" })).await;
     assert_eq!(a.status, 400);
-    let a = v
-        .post("sys/mounts/transit", r, json!({ "type": "transit" }))
-        .await;
+    let a = v.post("sys/mounts/pki", r, json!({ "type": "pki" })).await;
     assert_eq!(a.status, 400);
     assert!(errors(&a)[0].contains("not available"), "{:?}", errors(&a));
     // Tune.

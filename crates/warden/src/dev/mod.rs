@@ -241,7 +241,8 @@ Warden dev is running.
   gateway    http://127.0.0.1:8080     https://127.0.0.1:8443 (CA: {dir}/ca.pem)
   admin      http://127.0.0.1:9901     /metrics /healthz /readyz /upstreams /config, POST /reload
   authority  http://{AUTHORITY}     /oauth2/token /oauth2/jwks /.well-known/oauth-authorization-server /metrics
-  vault      http://{AUTHORITY}/v1  Vault's HTTP API (hvac, the vault CLI); KV v2 at secret/
+  vault      http://{AUTHORITY}/v1  Vault's HTTP API (hvac, the vault CLI); KV v2 at secret/,
+                                    transit at transit/
   upstream   echo service on {echo} (answers with the request it received)
   config     {config} (edit it; the gateway reloads on save)
 
@@ -270,6 +271,11 @@ Try:
   curl -s -H "X-Vault-Token: $VAULT_TOKEN" -d '{{"data":{{"password":"s3cr3t"}}}}' \
     http://{AUTHORITY}/v1/secret/data/myapp
   curl -s -H "X-Vault-Token: $VAULT_TOKEN" http://{AUTHORITY}/v1/secret/data/myapp
+  # encrypt a value with transit (the key "myapp" is created on first use), then decrypt it:
+  curl -s -H "X-Vault-Token: $VAULT_TOKEN" -d '{{"plaintext":"'$(printf s3cr3t | base64)'"}}' \
+    http://{AUTHORITY}/v1/transit/encrypt/myapp
+  curl -s -H "X-Vault-Token: $VAULT_TOKEN" -d '{{"ciphertext":"vault:v1:…"}}' \
+    http://{AUTHORITY}/v1/transit/decrypt/myapp
   warden vault status
 "#,
         dir = dir.display(),
@@ -281,8 +287,8 @@ Try:
     signals.run_until_stopped(handle, Some(authority)).await
 }
 
-/// The dev vault: a KV v2 engine at `secret/` and a root token (`id` when given, kept if it
-/// exists).
+/// The dev vault: a KV v2 engine at `secret/`, a transit engine at `transit/` and a root
+/// token (`id` when given, kept if it exists).
 async fn dev_vault(
     authority: &warden_authority::AuthorityHandle,
     id: Option<&str>,
@@ -295,6 +301,10 @@ async fn dev_vault(
         .enable_secrets_engine("secret", "kv", &[("version", "2")])
         .await
         .map_err(|e| anyhow::anyhow!("enabling KV v2 at secret/: {e}"))?;
+    live.vault
+        .enable_secrets_engine("transit", "transit", &[])
+        .await
+        .map_err(|e| anyhow::anyhow!("enabling transit at transit/: {e}"))?;
     let token = live
         .vault
         .create_root_token(id)
