@@ -335,14 +335,7 @@ async fn approle_login_reads_what_its_policy_allows_and_nothing_else() {
             json!({ "type": "approle" }),
         )
         .await;
-    vault
-        .call(
-            Method::PUT,
-            "sys/policies/acl/gateway",
-            json!({ "policy": "path \"secret/data/gw\" { capabilities = [\"read\"] }\n\
-                              path \"secret/metadata/gw\" { capabilities = [\"read\"] }\n" }),
-        )
-        .await;
+    gateway_policy(&vault).await;
     vault
         .call(
             Method::PUT,
@@ -446,4 +439,109 @@ async fn kv_v1_secrets_are_read_as_is_and_changes_are_seen() {
         .call(Method::PUT, "kv1/gw", json!({ "jwt": SECRET_B }))
         .await;
     assert_eq!(source.changed().await, ["kv1/gw"]);
+}
+
+/// Writes the `gateway` policy: read on `secret/data/gw` and its metadata.
+async fn gateway_policy(vault: &Vault) {
+    vault
+        .call(
+            Method::PUT,
+            "sys/policies/acl/gateway",
+            json!({ "policy": "path \"secret/data/gw\" { capabilities = [\"read\"] }\n\
+                              path \"secret/metadata/gw\" { capabilities = [\"read\"] }\n" }),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lived_token_is_renewed_and_an_approle_token_replaced_by_a_new_login() {
+    let vault = Vault::start().await;
+    let up = Upstream::start("up").await;
+    vault.put("gw", json!({ "jwt": SECRET_A })).await;
+    gateway_policy(&vault).await;
+
+    // A renewable token that lives 3 s unless renewed.
+    let short = vault
+        .call(
+            Method::PUT,
+            "auth/token/create",
+            json!({ "policies": ["gateway"], "ttl": "3s", "renewable": true }),
+        )
+        .await["auth"]["client_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let token_file = vault.file("short.token", &short);
+    let client = format!("token = \"file:{}\"", token_file.display());
+    let gw = Gateway::start(
+        &(base(&vault.url(), &client) + &jwt_route(&up.url(), "vault:secret/gw#jwt")),
+    )
+    .await
+    .expect("starts");
+    // Well past its first TTL: only renewals keep it working, so the change is still seen.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    vault.put("gw", json!({ "jwt": SECRET_B })).await;
+    let new_token = token(SECRET_B);
+    assert_eq!(
+        eventually(200, || gw.get(Some(&new_token))).await,
+        200,
+        "the renewed token still reads the secret"
+    );
+    gw.stop().await;
+
+    // AppRole whose tokens cannot outlive 3 s: the client logs in again.
+    vault
+        .call(
+            Method::PUT,
+            "sys/auth/approle",
+            json!({ "type": "approle" }),
+        )
+        .await;
+    vault
+        .call(
+            Method::PUT,
+            "auth/approle/role/gateway",
+            json!({ "token_policies": ["gateway"], "token_ttl": "3s", "token_max_ttl": "3s" }),
+        )
+        .await;
+    let role_id = vault
+        .call(
+            Method::GET,
+            "auth/approle/role/gateway/role-id",
+            Value::Null,
+        )
+        .await["data"]["role_id"]
+        .as_str()
+        .expect("role_id")
+        .to_owned();
+    let secret_id = vault
+        .call(
+            Method::PUT,
+            "auth/approle/role/gateway/secret-id",
+            json!({}),
+        )
+        .await["data"]["secret_id"]
+        .as_str()
+        .expect("secret_id")
+        .to_owned();
+    let client = format!(
+        "[vault.approle]\nrole_id = \"file:{}\"\nsecret_id = \"file:{}\"\n",
+        vault.file("role-id", &role_id).display(),
+        vault.file("secret-id", &secret_id).display()
+    );
+    let gw = Gateway::start(
+        &(base(&vault.url(), &client) + &jwt_route(&up.url(), "vault:secret/gw#jwt")),
+    )
+    .await
+    .expect("starts");
+    assert_eq!(gw.get(Some(&new_token)).await, 200);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    vault.put("gw", json!({ "jwt": SECRET_A })).await;
+    let old_token = token(SECRET_A);
+    assert_eq!(
+        eventually(200, || gw.get(Some(&old_token))).await,
+        200,
+        "a new login reads the secret after the first token ran out"
+    );
+    gw.stop().await;
 }
