@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use warden_config::{AuthConfig, ClientCertConfig, UpstreamToken};
+use warden_config::{AuthConfig, ClientCertConfig, SecretResolver, UpstreamToken};
 use warden_crypto::jws::sha256;
 
 use crate::apikey::ApiKeyStore;
@@ -43,6 +43,9 @@ pub struct Authenticator {
     config: AuthConfig,
     /// Shared with the next snapshot while the cache and the feed are unchanged.
     poller: Option<Arc<crate::revocation::Poller>>,
+    /// SHA-256 over the revocation client's secrets (feed token, Redis password): a reload
+    /// whose secrets changed starts a new poller.
+    revocation_secrets: [u8; 32],
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -109,11 +112,13 @@ impl Authenticator {
     /// Compiles the section. Issuers whose config is unchanged keep their key sets and
     /// fetchers; the token cache is kept while every verifier it holds results of is
     /// unchanged; a generated internal signing key is kept. `on_drop` counts messages the
-    /// revocation channel drops (a kept subscription keeps the hook it started with).
+    /// revocation channel drops (a kept subscription keeps the hook it started with). Secret
+    /// references are read through `secrets`.
     pub fn compile(
         cfg: &AuthConfig,
         previous: Option<&Authenticator>,
         on_drop: &crate::revocation::DropHook,
+        secrets: &dyn SecretResolver,
     ) -> Result<Authenticator, Vec<CompileProblem>> {
         let mut errors = Vec::new();
         let mut issuers = Vec::new();
@@ -127,7 +132,7 @@ impl Authenticator {
                 issuers.push(prev.clone());
                 continue;
             }
-            match Issuer::static_keys(j) {
+            match Issuer::static_keys(j, secrets) {
                 Ok(Some(keys)) => issuers.push(Arc::new(IssuerSlot {
                     issuer: Arc::new(Issuer::new(j, KeySet::fixed(keys))),
                     _fetcher: None,
@@ -154,14 +159,16 @@ impl Authenticator {
         };
         let mut introspectors = Vec::new();
         for (i, t) in cfg.introspection.iter().enumerate() {
-            if let Some(prev) =
-                previous.and_then(|pr| pr.introspectors.iter().find(|x| x.config == *t))
-            {
-                introspectors.push(prev.clone());
-                continue;
-            }
-            match Introspector::new(t) {
-                Ok(x) => introspectors.push(Arc::new(x)),
+            match Introspector::new(t, secrets) {
+                // Kept (with its cache) while its config and secret are unchanged.
+                Ok(x) => match previous.and_then(|pr| {
+                    pr.introspectors
+                        .iter()
+                        .find(|p| p.config == *t && p.same_credentials(&x))
+                }) {
+                    Some(prev) => introspectors.push(prev.clone()),
+                    None => introspectors.push(Arc::new(x)),
+                },
                 Err(e) => errors.push((format!("auth.introspection[{i}]"), e)),
             }
         }
@@ -176,8 +183,11 @@ impl Authenticator {
                 }
             }
         };
-        let internal = match InternalSigner::new(&cfg.internal_token, previous.map(|p| &p.internal))
-        {
+        let internal = match InternalSigner::new(
+            &cfg.internal_token,
+            previous.map(|p| &p.internal),
+            secrets,
+        ) {
             Ok(s) => Some(s),
             Err(e) => {
                 errors.push(("auth.internal_token.signing_key".into(), e));
@@ -198,14 +208,30 @@ impl Authenticator {
                 .find(|s| &*s.issuer.name == name)
                 .map(|s| s.issuer.clone())
         });
+        // The revocation client's secrets, fingerprinted: a kept poller must have the same ones.
+        let revocation_secrets =
+            match crate::revocation::secrets_fingerprint(&cfg.revocation, secrets) {
+                Ok(f) => f,
+                Err(e) => return Err(vec![("auth.revocation".into(), e)]),
+            };
         let poller = match previous {
-            Some(p) if Arc::ptr_eq(&p.cache, &cache) && p.config.revocation == cfg.revocation => {
+            Some(p)
+                if Arc::ptr_eq(&p.cache, &cache)
+                    && p.config.revocation == cfg.revocation
+                    && p.revocation_secrets == revocation_secrets =>
+            {
                 if let (Some(poller), Some(signer)) = (&p.poller, &signer) {
                     poller.set_signer(signer.clone());
                 }
                 p.poller.clone()
             }
-            _ => match crate::revocation::spawn(&cfg.revocation, &cache, signer, on_drop.clone()) {
+            _ => match crate::revocation::spawn(
+                &cfg.revocation,
+                &cache,
+                signer,
+                on_drop.clone(),
+                secrets,
+            ) {
                 Ok(p) => p.map(Arc::new),
                 Err(e) => return Err(vec![("auth.revocation".into(), e)]),
             },
@@ -228,6 +254,7 @@ impl Authenticator {
             strip,
             config: cfg.clone(),
             poller,
+            revocation_secrets,
         })
     }
 

@@ -30,10 +30,11 @@ impl InternalSigner {
     pub fn new(
         cfg: &InternalTokenConfig,
         previous: Option<&InternalSigner>,
+        secrets: &dyn warden_config::SecretResolver,
     ) -> Result<InternalSigner, String> {
         let key = match &cfg.signing_key {
             Some(r) => {
-                let pem = r.read().map_err(|e| e.to_string())?;
+                let pem = secrets.resolve(r).map_err(|e| e.to_string())?;
                 Arc::new(SigningKey::from_pem(Alg::ES256, &pem).map_err(|e| e.to_string())?)
             }
             None => match previous.filter(|p| p.config.signing_key.is_none()) {

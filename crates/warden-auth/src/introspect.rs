@@ -101,12 +101,20 @@ struct VerdictCache {
 }
 
 impl Introspector {
+    /// Whether `other` authenticates exactly as this one (same client id and secret), so this
+    /// one (and its cache) may be kept across a reload.
+    pub(crate) fn same_credentials(&self, other: &Introspector) -> bool {
+        warden_crypto::ct_eq(self.basic.as_bytes(), other.basic.as_bytes())
+    }
+
     /// Builds the client: reads the client secret, checks the URL and the CA bundle.
-    pub fn new(cfg: &IntrospectionConfig) -> Result<Introspector, String> {
+    pub fn new(
+        cfg: &IntrospectionConfig,
+        secrets: &dyn warden_config::SecretResolver,
+    ) -> Result<Introspector, String> {
         let uri = crate::jwks::endpoint_uri(&cfg.url)?;
-        let secret = cfg
-            .client_secret
-            .read()
+        let secret = secrets
+            .resolve(&cfg.client_secret)
             .map_err(|e| format!("client_secret: {e}"))?;
         let basic = basic_authorization(cfg.client_id.as_bytes(), trim_line_end(&secret))?;
         let client = HttpClient::new(cfg.ca.as_deref(), cfg.timeout.0)?;
@@ -568,19 +576,19 @@ mod tests {
             cache_entries: 10,
             audiences: Vec::new(),
         };
-        let x = Introspector::new(&cfg).unwrap();
+        let x = Introspector::new(&cfg, &warden_config::LocalSecrets).unwrap();
         assert_eq!(x.basic.to_str().unwrap(), "Basic Z3c6czNjcmV0");
         assert!(!format!("{x:?}").contains("Z3c6"));
         let missing = IntrospectionConfig {
             client_secret: SecretRef::File(dir.join("missing")),
             ..cfg.clone()
         };
-        assert!(Introspector::new(&missing).is_err());
+        assert!(Introspector::new(&missing, &warden_config::LocalSecrets).is_err());
         let relative = IntrospectionConfig {
             url: "introspect".into(),
             ..cfg
         };
-        assert!(Introspector::new(&relative).is_err());
+        assert!(Introspector::new(&relative, &warden_config::LocalSecrets).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -592,18 +600,21 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("warden-introspect-u-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("secret"), "s").unwrap();
-        let x = Introspector::new(&IntrospectionConfig {
-            name: "idp".into(),
-            url: format!("http://{addr}/introspect"),
-            client_id: "gw".into(),
-            client_secret: SecretRef::File(dir.join("secret")),
-            ca: None,
-            timeout: Dur(Duration::from_millis(500)),
-            cache_ttl: Dur::secs(60),
-            negative_ttl: Dur::secs(5),
-            cache_entries: 10,
-            audiences: Vec::new(),
-        })
+        let x = Introspector::new(
+            &IntrospectionConfig {
+                name: "idp".into(),
+                url: format!("http://{addr}/introspect"),
+                client_id: "gw".into(),
+                client_secret: SecretRef::File(dir.join("secret")),
+                ca: None,
+                timeout: Dur(Duration::from_millis(500)),
+                cache_ttl: Dur::secs(60),
+                negative_ttl: Dur::secs(5),
+                cache_entries: 10,
+                audiences: Vec::new(),
+            },
+            &warden_config::LocalSecrets,
+        )
         .unwrap();
         assert_eq!(x.check("tok", NOW).await, Err(IntrospectError::Unavailable));
         assert_eq!(x.cache.len(), 0);

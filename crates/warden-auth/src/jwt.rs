@@ -205,9 +205,18 @@ impl Issuer {
 
     /// Reads the keys a config names on disk (or the shared secret). `None` for `jwks_url`
     /// issuers, whose keys come from the fetcher.
-    pub fn static_keys(cfg: &JwtIssuerConfig) -> Result<Option<Vec<Jwk>>, String> {
+    pub fn static_keys(
+        cfg: &JwtIssuerConfig,
+        secrets: &dyn warden_config::SecretResolver,
+    ) -> Result<Option<Vec<Jwk>>, String> {
         if let Some(secret) = &cfg.hmac_secret {
-            let v = secret.read().map_err(|e| e.to_string())?;
+            let v = secrets
+                .resolve(secret)
+                .map_err(|e| format!("hmac_secret: {e}"))?;
+            // Validation checks local secrets; one from a vault is checked here.
+            if v.len() < 32 {
+                return Err("hmac_secret: must be at least 32 bytes (256 bits)".into());
+            }
             return Ok(Some(vec![Jwk {
                 kid: None,
                 alg: None,

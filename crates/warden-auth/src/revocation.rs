@@ -105,6 +105,28 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// SHA-256 over the secrets the revocation client would use (feed token, Redis password),
+/// read through `secrets`: equal fingerprints let a reload keep the running poller.
+pub(crate) fn secrets_fingerprint(
+    cfg: &RevocationConfig,
+    secrets: &dyn warden_config::SecretResolver,
+) -> Result<[u8; 32], String> {
+    let mut all = zeroize::Zeroizing::new(Vec::new());
+    for (name, r) in [
+        ("feed_token", &cfg.feed_token),
+        ("redis_password", &cfg.redis_password),
+    ] {
+        if let Some(r) = r {
+            let v = secrets.resolve(r).map_err(|e| format!("{name}: {e}"))?;
+            all.extend_from_slice(&(v.len() as u64).to_be_bytes());
+            all.extend_from_slice(&v);
+        } else {
+            all.extend_from_slice(&u64::MAX.to_be_bytes());
+        }
+    }
+    Ok(warden_crypto::jws::sha256(&all))
+}
+
 /// Starts polling the feed and, with `redis_url`, the Redis subscriber, into `cache`; `None`
 /// with neither, or outside a runtime. `signer` is the issuer `signed_by` names (required
 /// with `redis_url`); `on_drop` counts the channel's dropped messages.
@@ -113,6 +135,7 @@ pub fn spawn(
     cache: &Arc<TokenCache>,
     signer: Option<Arc<Issuer>>,
     on_drop: DropHook,
+    secrets: &dyn warden_config::SecretResolver,
 ) -> Result<Option<Poller>, String> {
     let redis = match &cfg.redis_url {
         Some(u) => {
@@ -123,7 +146,8 @@ pub fn spawn(
             };
             let password = match &cfg.redis_password {
                 Some(p) => Some(
-                    p.read_line()
+                    secrets
+                        .resolve_line(p)
                         .map_err(|e| format!("redis_password: {e}"))?
                         .to_string(),
                 ),
@@ -148,7 +172,7 @@ pub fn spawn(
     }
     let auth = match &cfg.feed_token {
         Some(t) => {
-            let v = t.read().map_err(|e| e.to_string())?;
+            let v = secrets.resolve(t).map_err(|e| format!("feed_token: {e}"))?;
             let token = String::from_utf8_lossy(&v).trim().to_owned();
             let mut h = HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| "feed_token is not a valid header value".to_string())?;

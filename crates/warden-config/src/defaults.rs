@@ -340,3 +340,20 @@ impl Default for crate::authority::SealConfig {
         }
     }
 }
+
+pub(crate) fn vault_approle_mount() -> String {
+    "approle".into()
+}
+
+impl Default for VaultClientConfig {
+    fn default() -> Self {
+        Self {
+            address: None,
+            token: None,
+            approle: None,
+            ca_file: None,
+            poll_interval: Dur::secs(30),
+            timeout: Dur::secs(5),
+        }
+    }
+}

@@ -20,6 +20,7 @@ pub mod types;
 mod validate;
 pub mod validate_auth;
 mod validate_limits;
+pub mod vault;
 
 pub use auth::*;
 pub use authority::{
@@ -29,7 +30,7 @@ pub use authority::{
 pub use model::*;
 pub use types::{
     parse_duration, ByteSize, Cidr, Dur, HeaderNameText, LimitKeys, LocalSecrets, MethodName,
-    Parsed, RegexStr, SecretError, SecretRef, SecretResolver, Timestamp,
+    Parsed, RegexStr, SecretError, SecretRef, SecretResolver, Timestamp, VaultRef,
 };
 pub use validate::{parse_endpoint, Endpoint, Scheme};
 /// What [`SecretResolver`]s return: bytes wiped from memory when dropped.
@@ -116,13 +117,15 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             "auth" => section(value, &key, &mut errors, &mut config.auth),
             "authority" => section(value, &key, &mut errors, &mut config.authority),
             "rate_limit_store" => section(value, &key, &mut errors, &mut config.rate_limit_store),
+            "vault" => section(value, &key, &mut errors, &mut config.vault),
             "listeners" => config.listeners = elements(value, &key, &mut errors, &mut kept),
             "clusters" => config.clusters = elements(value, &key, &mut errors, &mut kept),
             "routes" => config.routes = elements(value, &key, &mut errors, &mut kept),
             _ => errors.push(
                 key.clone(),
                 "unknown section; expected one of server, forwarding, security_headers, admin, \
-                 access_log, reload, auth, authority, rate_limit_store, listeners, clusters, routes",
+                 access_log, reload, auth, authority, rate_limit_store, vault, listeners, clusters, \
+                 routes",
             ),
         }
     }

@@ -48,6 +48,9 @@ pub struct Config {
     /// The shared store for rate limits with `store = "redis"`.
     #[serde(default)]
     pub rate_limit_store: RateLimitStoreConfig,
+    /// The client for `vault:` secret references (a Vault-compatible server).
+    #[serde(default)]
+    pub vault: VaultClientConfig,
     /// Routes, matched as described in `docs/architecture.md` (host specificity, then file order).
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -647,4 +650,39 @@ pub struct CorsConfig {
     /// How long browsers may cache a preflight.
     #[serde(default = "d::cors_max_age")]
     pub max_age: Dur,
+}
+
+/// The client that resolves `vault:<mount>/<path>#<field>` secret references through a
+/// Vault-compatible server's HTTP API (Warden's authority, HashiCorp Vault, OpenBao).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VaultClientConfig {
+    /// The server (`https://vault.internal:8200`); unset: no client, and a `vault:` reference
+    /// is an error.
+    pub address: Option<String>,
+    /// A token to authenticate with (`env:` or `file:` only). With `approle` too, the token is
+    /// used first and AppRole logs in when the token is refused or expires.
+    pub token: Option<SecretRef>,
+    /// AppRole login (`auth/<mount>/login`), for a token that renews itself by logging in again.
+    pub approle: Option<VaultAppRoleConfig>,
+    /// PEM bundle of CAs for an `https://` address; unset: the Mozilla roots.
+    pub ca_file: Option<PathBuf>,
+    /// How often each referenced secret is checked for a new version (KV v2 metadata) or
+    /// re-read (KV v1); a change reloads the config.
+    pub poll_interval: Dur,
+    /// Time allowed for one call to the server.
+    pub timeout: Dur,
+}
+
+/// An AppRole login for the vault client.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VaultAppRoleConfig {
+    /// The role id (`env:` or `file:`).
+    pub role_id: SecretRef,
+    /// The secret id (`env:` or `file:`).
+    pub secret_id: SecretRef,
+    /// Where the AppRole method is enabled (`auth/<mount>`).
+    #[serde(default = "d::vault_approle_mount")]
+    pub mount: String,
 }

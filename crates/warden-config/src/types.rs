@@ -220,14 +220,83 @@ impl Serialize for LimitKeys {
 /// The largest secret file read (keys, certificates' keys, tokens).
 pub const MAX_SECRET_BYTES: u64 = 1024 * 1024;
 
-/// Where a secret lives: `env:NAME` or `file:PATH`. Config never holds a secret itself, so a
-/// config dump is safe to show; the value is read when the config is compiled.
+/// Where a secret lives: `env:NAME`, `file:PATH` or `vault:<mount>/<path>#<field>`. Config
+/// never holds a secret itself, so a config dump is safe to show; the value is read when the
+/// config is compiled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretRef {
     /// An environment variable.
     Env(String),
     /// A file (its whole content; a trailing newline is kept for PEM, trimmed for tokens).
     File(PathBuf),
+    /// A field of a secret in a Vault-compatible server, read by the `[vault]` client before
+    /// the config is compiled (never by [`SecretRef::read`]).
+    Vault(VaultRef),
+}
+
+/// `vault:<mount>/<path>#<field>`: the secret at `<mount>/<path>` (KV v2 mounts get `data/`
+/// inserted, as the Vault CLI does) and one field of its data.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VaultRef {
+    /// `<mount>/<path>`, without a leading or trailing `/`.
+    pub path: String,
+    /// The field of the secret's data.
+    pub field: String,
+}
+
+/// The longest `vault:` path accepted (the vault's own limit).
+pub const MAX_VAULT_PATH_BYTES: usize = 384;
+
+impl VaultRef {
+    /// Parses `<mount>/<path>#<field>` (what follows `vault:`).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let form =
+            "write `vault:<mount>/<path>#<field>`, e.g. `vault:secret/gateway/redis#password`";
+        let Some((path, field)) = s.split_once('#') else {
+            return Err(format!("`vault:` needs a field after `#`: {form}"));
+        };
+        if field.is_empty() || field.len() > 256 || field.chars().any(char::is_control) {
+            return Err(format!(
+                "`vault:` field must be 1 to 256 printable characters: {form}"
+            ));
+        }
+        if path.is_empty() || path.len() > MAX_VAULT_PATH_BYTES {
+            return Err(format!(
+                "`vault:` path must be 1 to {MAX_VAULT_PATH_BYTES} bytes: {form}"
+            ));
+        }
+        let segments: Vec<&str> = path.split('/').collect();
+        if segments.len() < 2 {
+            return Err(format!(
+                "`vault:` path needs a mount and a secret path: {form}"
+            ));
+        }
+        for seg in &segments {
+            if seg.is_empty() || *seg == "." || *seg == ".." {
+                return Err(format!(
+                    "`vault:` path has an empty, `.` or `..` segment: {form}"
+                ));
+            }
+            if seg
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '?' | '%'))
+            {
+                return Err(format!(
+                    "`vault:` path may not contain spaces, control characters, `?` or `%`: {form}"
+                ));
+            }
+        }
+        Ok(VaultRef {
+            path: path.to_owned(),
+            field: field.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for VaultRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "vault:{}#{}", self.path, self.field)
+    }
 }
 
 /// Errors reading a secret.
@@ -244,6 +313,13 @@ pub enum SecretError {
         /// Why.
         source: std::io::Error,
     },
+    /// A `vault:` reference, which only the `[vault]` client resolves.
+    #[error("`{0}` is resolved by the [vault] client, not read from this process")]
+    NotLocal(String),
+    /// The resolver has no value for this reference (a vault secret not fetched, or fetched
+    /// without the field).
+    #[error("`{0}`: {1}")]
+    Unresolved(String, String),
 }
 
 impl SecretRef {
@@ -261,7 +337,37 @@ impl SecretRef {
             }
             return Ok(SecretRef::File(PathBuf::from(path)));
         }
-        Err("secrets are referenced, not written inline: use `env:NAME` or `file:PATH`".into())
+        if let Some(rest) = s.strip_prefix("vault:") {
+            return VaultRef::parse(rest).map(SecretRef::Vault);
+        }
+        Err(
+            "secrets are referenced, not written inline: use `env:NAME`, `file:PATH` or \
+             `vault:<mount>/<path>#<field>`"
+                .into(),
+        )
+    }
+
+    /// True for `env:` and `file:` references, which this process reads itself.
+    pub fn is_local(&self) -> bool {
+        !matches!(self, SecretRef::Vault(_))
+    }
+
+    /// The `vault:` reference, if it is one.
+    pub fn vault(&self) -> Option<&VaultRef> {
+        match self {
+            SecretRef::Vault(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Validation's check: a local reference must read; a `vault:` one is checked when the
+    /// vault client fetches it.
+    pub fn check_local(&self) -> Result<(), SecretError> {
+        if self.is_local() {
+            self.read().map(drop)
+        } else {
+            Ok(())
+        }
     }
 
     /// Reads the secret's bytes; they are wiped from memory when dropped. A file must be a
@@ -294,6 +400,7 @@ impl SecretRef {
                 }
                 Ok(buf)
             }
+            SecretRef::Vault(v) => Err(SecretError::NotLocal(v.to_string())),
         }
     }
 
@@ -316,7 +423,7 @@ impl SecretRef {
     pub fn path(&self) -> Option<&std::path::Path> {
         match self {
             SecretRef::File(p) => Some(p),
-            SecretRef::Env(_) => None,
+            SecretRef::Env(_) | SecretRef::Vault(_) => None,
         }
     }
 }
@@ -326,6 +433,7 @@ impl fmt::Display for SecretRef {
         match self {
             SecretRef::Env(n) => write!(f, "env:{n}"),
             SecretRef::File(p) => write!(f, "file:{}", p.display()),
+            SecretRef::Vault(v) => v.fmt(f),
         }
     }
 }
@@ -520,6 +628,38 @@ mod tests {
         assert!(SecretRef::parse("-----BEGIN PRIVATE KEY-----")
             .unwrap_err()
             .contains("env:NAME"));
+    }
+
+    #[test]
+    fn vault_references_parse_mount_path_and_field_and_refuse_what_is_not_one() {
+        let r = SecretRef::parse("vault:secret/gateway/redis#password").unwrap();
+        assert_eq!(
+            r,
+            SecretRef::Vault(VaultRef {
+                path: "secret/gateway/redis".into(),
+                field: "password".into()
+            })
+        );
+        assert_eq!(r.to_string(), "vault:secret/gateway/redis#password");
+        assert!(!r.is_local());
+        assert!(r.path().is_none());
+        assert!(matches!(r.read(), Err(SecretError::NotLocal(_))));
+        assert!(r.check_local().is_ok());
+        for bad in [
+            "vault:secret/redis",
+            "vault:secret/redis#",
+            "vault:redis#password",
+            "vault:/secret/redis#password",
+            "vault:secret//redis#password",
+            "vault:secret/../sys#x",
+            "vault:secret/a b#x",
+            "vault:secret/a?list=true#x",
+            "vault:secret/a\u{0}#x",
+        ] {
+            assert!(SecretRef::parse(bad).is_err(), "{bad} parsed");
+        }
+        let long = format!("vault:secret/{}#x", "a".repeat(MAX_VAULT_PATH_BYTES));
+        assert!(SecretRef::parse(&long).unwrap_err().contains("384"));
     }
 }
 

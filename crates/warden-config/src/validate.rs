@@ -81,6 +81,7 @@ pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
 
 pub(crate) fn validate(c: &Config, e: &mut ConfigErrors) {
     server(&c.server, e);
+    crate::vault::validate(c, e);
     if c.forwarding.request_id_header.value().is_none() {
         e.push("forwarding.request_id_header", "not a valid header name");
     }
@@ -240,7 +241,7 @@ fn listener_tls(t: &TlsListenerConfig, p: &str, e: &mut ConfigErrors) {
     for (i, c) in t.certificates.iter().enumerate() {
         let cp = format!("{p}.certificates[{i}]");
         readable(&c.cert, format!("{cp}.cert"), e);
-        if let Err(err) = c.key.read() {
+        if let Err(err) = c.key.check_local() {
             e.push(format!("{cp}.key"), err.to_string());
         }
         for n in &c.server_names {
@@ -314,7 +315,7 @@ fn cluster(c: &ClusterConfig, p: &str, e: &mut ConfigErrors) {
         match (&t.client_cert, &t.client_key) {
             (Some(cert), Some(key)) => {
                 readable(cert, format!("{p}.tls.client_cert"), e);
-                if let Err(err) = key.read() {
+                if let Err(err) = key.check_local() {
                     e.push(format!("{p}.tls.client_key"), err.to_string());
                 }
             }

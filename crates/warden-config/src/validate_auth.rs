@@ -34,8 +34,10 @@ pub(crate) fn redis_password(
     if url.is_none() {
         e.push(path.clone(), "needs redis_url beside it");
     }
-    if let Err(why) = pw.read_line() {
-        e.push(path, why);
+    if pw.is_local() {
+        if let Err(why) = pw.read_line() {
+            e.push(path, why);
+        }
     }
 }
 
@@ -158,7 +160,7 @@ pub(crate) fn auth(c: &Config, e: &mut ConfigErrors) {
                 "an issuer with a shared secret may only use HS* algorithms",
             );
         }
-        if let Some(s) = &j.hmac_secret {
+        if let Some(s) = j.hmac_secret.as_ref().filter(|s| s.is_local()) {
             match s.read() {
                 Ok(v) if v.len() < 32 => e.push(
                     format!("{p}.hmac_secret"),
@@ -245,7 +247,7 @@ pub(crate) fn auth(c: &Config, e: &mut ConfigErrors) {
         if t.client_id.is_empty() || t.client_id.contains(':') {
             e.push(format!("{p}.client_id"), "must be non-empty, without `:`");
         }
-        if let Err(err) = t.client_secret.read() {
+        if let Err(err) = t.client_secret.check_local() {
             e.push(format!("{p}.client_secret"), err.to_string());
         }
         if let Some(f) = &t.ca {
@@ -277,7 +279,7 @@ pub(crate) fn auth(c: &Config, e: &mut ConfigErrors) {
         }
     }
     if let Some(t) = &r.feed_token {
-        if let Err(err) = t.read() {
+        if let Err(err) = t.check_local() {
             e.push("auth.revocation.feed_token", err.to_string());
         }
     }
@@ -315,7 +317,7 @@ pub(crate) fn auth(c: &Config, e: &mut ConfigErrors) {
         e.push("auth.internal_token.lifetime", "at least 5s");
     }
     if let Some(k) = &a.internal_token.signing_key {
-        if let Err(err) = k.read() {
+        if let Err(err) = k.check_local() {
             e.push("auth.internal_token.signing_key", err.to_string());
         }
     }

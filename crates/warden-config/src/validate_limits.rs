@@ -85,7 +85,7 @@ pub(crate) fn store(c: &Config, e: &mut ConfigErrors) {
         }
     }
     if let Some(pw) = &s.password {
-        if let Err(err) = pw.read() {
+        if let Err(err) = pw.check_local() {
             e.push("rate_limit_store.password", err.to_string());
         }
     }

@@ -14,6 +14,26 @@ use warden_telemetry::{AccessLog, Metrics};
 
 use crate::snapshot::Snapshot;
 
+/// What a secret source's [`SecretSource::prepare`] returns.
+pub type Prepared<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<Arc<dyn warden_config::SecretResolver>, Vec<crate::CompileError>>,
+            > + Send
+            + 'a,
+    >,
+>;
+
+/// Where the secrets of a config come from, when not only from `env:`/`file:`: called with
+/// each config before it is compiled (at start and on every reload), it may fetch what the
+/// config references (the `warden` binary fetches `vault:` references) and returns the
+/// resolver the compiler reads them through. A failure refuses the config (at start: no
+/// start; on reload: the running config stays), each problem named by its field path.
+pub trait SecretSource: Send + Sync {
+    /// The resolver for `config`'s secret references.
+    fn prepare<'a>(&'a self, config: &'a Config) -> Prepared<'a>;
+}
+
 /// Why a reload was refused. The running config stays in place.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("config not reloaded: {}", .errors.join("; "))]
@@ -31,6 +51,7 @@ pub struct Gateway {
     connections: AtomicUsize,
     connections_idle: Notify,
     config_path: Option<PathBuf>,
+    secret_source: Option<Arc<dyn SecretSource>>,
     reload_lock: tokio::sync::Mutex<()>,
     pub(crate) shutdown: watch::Sender<bool>,
     ready: AtomicBool,
@@ -43,6 +64,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
         access_log: AccessLog,
         config_path: Option<PathBuf>,
+        secret_source: Option<Arc<dyn SecretSource>>,
     ) -> Self {
         let listener_shape = shape(snapshot.config());
         Self {
@@ -53,6 +75,7 @@ impl Gateway {
             connections: AtomicUsize::new(0),
             connections_idle: Notify::new(),
             config_path,
+            secret_source,
             reload_lock: tokio::sync::Mutex::new(()),
             shutdown: watch::channel(false).0,
             ready: AtomicBool::new(false),
@@ -170,10 +193,18 @@ impl Gateway {
         }
         let old = self.snapshot();
         let metrics = self.metrics.clone();
-        let snapshot =
-            Snapshot::compile(config, Some(&old), &metrics).map_err(|errs| ReloadError {
-                errors: errs.iter().map(ToString::to_string).collect(),
-            })?;
+        let failed = |errs: Vec<crate::CompileError>| ReloadError {
+            errors: errs.iter().map(ToString::to_string).collect(),
+        };
+        let snapshot = match &self.secret_source {
+            Some(source) => {
+                let secrets = source.prepare(&config).await.map_err(failed)?;
+                let extensions = old.extensions.clone();
+                Snapshot::compile_with(config, Some(&old), &metrics, extensions, secrets)
+            }
+            None => Snapshot::compile(config, Some(&old), &metrics),
+        }
+        .map_err(failed)?;
         snapshot.start_background();
         let snapshot = Arc::new(snapshot);
         self.snapshot.store(snapshot.clone());

@@ -62,7 +62,7 @@ impl InMemory {
             Arc::new(warden_config::LocalSecrets),
         )?;
         crate::series::sync(&metrics, None, &snapshot);
-        let gw = Gateway::new(snapshot, metrics, AccessLog::disabled(), None);
+        let gw = Gateway::new(snapshot, metrics, AccessLog::disabled(), None, None);
         Ok(Self {
             gw: Arc::new(gw),
             tls: false,

@@ -36,7 +36,7 @@ mod workers;
 
 pub use body::BodyError;
 pub use error::{CompileError, Reject};
-pub use gateway::{Gateway, ReloadError};
+pub use gateway::{Gateway, Prepared, ReloadError, SecretSource};
 pub use in_memory::InMemory;
 pub use snapshot::Snapshot;
 
@@ -74,6 +74,15 @@ pub fn check(config: Config) -> Result<(), Vec<CompileError>> {
     Snapshot::compile(config, None, &Arc::new(Metrics::new())).map(|_| ())
 }
 
+/// [`check`], reading secret references through `secrets`.
+pub fn check_with(
+    config: Config,
+    secrets: Arc<dyn warden_config::SecretResolver>,
+) -> Result<(), Vec<CompileError>> {
+    let metrics = Arc::new(Metrics::new());
+    Snapshot::compile_with(config, None, &metrics, Arc::from(Vec::new()), secrets).map(|_| ())
+}
+
 /// A running gateway.
 pub struct GatewayHandle {
     gw: Arc<Gateway>,
@@ -88,6 +97,16 @@ pub async fn start(
     config: Config,
     config_path: Option<PathBuf>,
 ) -> Result<GatewayHandle, StartError> {
+    start_with_secrets(config, config_path, None).await
+}
+
+/// [`start`], with the source of the config's secrets (kept for every reload): the config is
+/// compiled only after `secrets` has prepared them.
+pub async fn start_with_secrets(
+    config: Config,
+    config_path: Option<PathBuf>,
+    secrets: Option<Arc<dyn SecretSource>>,
+) -> Result<GatewayHandle, StartError> {
     let metrics = Arc::new(Metrics::new());
     let access_log = if config.access_log.enabled {
         AccessLog::open(&config.access_log.path, metrics.access_log_dropped.clone()).map_err(
@@ -101,7 +120,14 @@ pub async fn start(
     };
     // Before the snapshot: clusters build one upstream client per data-plane thread.
     workers::init(config.server.data_threads).map_err(StartError::Threads)?;
-    let snapshot = Snapshot::compile(config, None, &metrics).map_err(StartError::Compile)?;
+    let snapshot = match &secrets {
+        Some(source) => {
+            let resolver = source.prepare(&config).await.map_err(StartError::Compile)?;
+            Snapshot::compile_with(config, None, &metrics, Arc::from(Vec::new()), resolver)
+        }
+        None => Snapshot::compile(config, None, &metrics),
+    }
+    .map_err(StartError::Compile)?;
     series::sync(&metrics, None, &snapshot);
     let config = snapshot.config.clone();
     let mut bound = Vec::new();
@@ -129,7 +155,13 @@ pub async fn start(
         None
     };
     snapshot.start_background();
-    let gw = Arc::new(Gateway::new(snapshot, metrics, access_log, config_path));
+    let gw = Arc::new(Gateway::new(
+        snapshot,
+        metrics,
+        access_log,
+        config_path,
+        secrets,
+    ));
     let mut tasks = Vec::new();
     let mut listeners = Vec::new();
     for (name, listener) in bound {

@@ -109,7 +109,7 @@ impl Snapshot {
                         .and_then(|p| p.listeners.get(&l.name))
                         .and_then(|s| s.certs.as_ref());
                     let path = format!("listeners[{i}].tls");
-                    match crate::tls::server_config(t, l.http2, kept, &path) {
+                    match crate::tls::server_config(t, l.http2, kept, &path, secrets.as_ref()) {
                         Ok((c, store)) => {
                             let counts = metrics.tls_certificate_reloads.clone();
                             store.observe(Box::new(move |ok| {
@@ -141,11 +141,16 @@ impl Snapshot {
         for (i, c) in config.clusters.iter().enumerate() {
             let reused = previous
                 .and_then(|p| p.clusters.get(&c.name))
-                .filter(|old| old.reusable_for(c))
+                .filter(|old| old.reusable_for(c, secrets.as_ref()))
                 .cloned();
             let cluster = match reused {
                 Some(c) => c,
-                None => match Cluster::build(c, &format!("clusters[{i}]"), metrics.clone()) {
+                None => match Cluster::build(
+                    c,
+                    &format!("clusters[{i}]"),
+                    metrics.clone(),
+                    secrets.as_ref(),
+                ) {
                     Ok(c) => Arc::new(c),
                     Err(e) => {
                         errors.push(e);
@@ -169,6 +174,7 @@ impl Snapshot {
             &config.auth,
             previous.map(|p| p.auth.as_ref()),
             &on_drop,
+            secrets.as_ref(),
         ) {
             Ok(a) => Some(Arc::new(a)),
             Err(problems) => {

@@ -9,18 +9,24 @@
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use warden_config::{ClientAuthMode, SecretRef, TlsListenerConfig, UpstreamTlsConfig};
+use warden_config::{
+    ClientAuthMode, SecretRef, SecretResolver, TlsListenerConfig, UpstreamTlsConfig,
+};
 use warden_crypto::tls::{self as stack, CertSource, CertStore, ClientAuth, KeySource, TlsField};
 
 use crate::error::CompileError;
 
-/// A key reference as the TLS stack reads it: files are re-read when they change; an
-/// environment variable is read once, here.
-pub(crate) fn key_source(secret: &SecretRef, path: &str) -> Result<KeySource, CompileError> {
+/// A key reference as the TLS stack reads it: files are re-read when they change; anything
+/// else (an environment variable, a vault secret) is read once, here, through the resolver.
+pub(crate) fn key_source(
+    secret: &SecretRef,
+    path: &str,
+    secrets: &dyn SecretResolver,
+) -> Result<KeySource, CompileError> {
     match secret.path() {
         Some(p) => Ok(KeySource::File(p.to_path_buf())),
-        None => secret
-            .read()
+        None => secrets
+            .resolve(secret)
             .map(KeySource::Pem)
             .map_err(|e| CompileError::new(path, e.to_string())),
     }
@@ -43,12 +49,13 @@ fn listener_store(
     t: &TlsListenerConfig,
     previous: Option<&Arc<CertStore>>,
     path: &str,
+    secrets: &dyn SecretResolver,
 ) -> Result<Arc<CertStore>, CompileError> {
     let mut sources = Vec::with_capacity(t.certificates.len());
     for (i, c) in t.certificates.iter().enumerate() {
         sources.push(CertSource {
             cert: c.cert.clone(),
-            key: key_source(&c.key, &format!("{path}.certificates[{i}].key"))?,
+            key: key_source(&c.key, &format!("{path}.certificates[{i}].key"), secrets)?,
             server_names: c.server_names.clone(),
         });
     }
@@ -65,8 +72,9 @@ pub(crate) fn server_config(
     http2: bool,
     previous: Option<&Arc<CertStore>>,
     path: &str,
+    secrets: &dyn SecretResolver,
 ) -> Result<(Arc<ServerConfig>, Arc<CertStore>), CompileError> {
-    let store = listener_store(t, previous, path)?;
+    let store = listener_store(t, previous, path, secrets)?;
     let client_auth = t.client_auth.as_ref().map(|ca| ClientAuth {
         ca: ca.ca.clone(),
         required: ca.mode == ClientAuthMode::Required,
@@ -85,6 +93,7 @@ pub(crate) fn server_config(
 pub(crate) fn client_config(
     t: &UpstreamTlsConfig,
     path: &str,
+    secrets: &dyn SecretResolver,
 ) -> Result<rustls::ClientConfig, CompileError> {
     let named = |e: stack::TlsError| {
         let field = match e.field {
@@ -99,7 +108,7 @@ pub(crate) fn client_config(
         (Some(cert), Some(key)) => {
             let source = CertSource {
                 cert: cert.clone(),
-                key: key_source(key, &format!("{path}.client_key"))?,
+                key: key_source(key, &format!("{path}.client_key"), secrets)?,
                 server_names: Vec::new(),
             };
             Some(CertStore::load(vec![source], path).map_err(named)?)

@@ -10,6 +10,7 @@ mod client_cmd;
 mod dev;
 mod serve;
 mod vault_cmd;
+mod vault_secrets;
 
 /// Warden: a security plane for microservices (gateway, sidecar, authority) in one binary.
 #[derive(Parser)]
@@ -123,7 +124,13 @@ fn check(path: &std::path::Path) -> ExitCode {
                 reason: e.to_string(),
             }]
         })
-        .and_then(|rt| rt.block_on(async { warden_proxy::check(config) }));
+        .and_then(|rt| {
+            rt.block_on(async {
+                // `vault:` references are fetched, so check also shows they resolve.
+                let secrets = vault_secrets::VaultSecrets::new().fetch(&config).await?;
+                warden_proxy::check_with(config, secrets)
+            })
+        });
     match compiled {
         Ok(()) => {
             println!("{}: ok", path.display());

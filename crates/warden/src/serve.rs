@@ -20,7 +20,14 @@ pub(crate) async fn serve(path: PathBuf) -> anyhow::Result<()> {
     } else {
         None
     };
-    let handle = warden_proxy::start(config, Some(path.clone())).await?;
+    // Every config's `vault:` references are fetched before it is compiled, and watched.
+    let secrets = crate::vault_secrets::VaultSecrets::new();
+    let source: std::sync::Arc<dyn warden_proxy::SecretSource> = secrets.clone();
+    let handle = warden_proxy::start_with_secrets(config, Some(path.clone()), Some(source)).await?;
+    tokio::spawn(crate::vault_secrets::watch(
+        secrets,
+        handle.gateway().clone(),
+    ));
     for (name, addr) in handle.listeners() {
         tracing::info!(listener = %name, %addr, "listening");
     }

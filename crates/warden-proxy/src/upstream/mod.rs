@@ -20,7 +20,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use warden_config::{parse_endpoint, ClusterConfig, Scheme, UpstreamProtocol};
+use warden_config::{parse_endpoint, ClusterConfig, Scheme, SecretResolver, UpstreamProtocol};
 use warden_limits::Transition;
 use warden_telemetry::metrics::{ClusterReason, EndpointLabel};
 use warden_telemetry::Metrics;
@@ -206,6 +206,7 @@ impl Cluster {
         c: &ClusterConfig,
         path: &str,
         metrics: Arc<Metrics>,
+        secrets: &dyn SecretResolver,
     ) -> Result<Self, CompileError> {
         let name = Arc::new(c.name.clone());
         let cap = Arc::new(EjectionCap::new(
@@ -242,7 +243,7 @@ impl Cluster {
             }));
         }
         // Before the client reads the files: a change in between makes the next reload rebuild.
-        let tls_files = tls_fingerprint(c);
+        let tls_files = tls_fingerprint(c, secrets);
         let conn_endpoints: Vec<(Authority, EndpointLabel)> = endpoints
             .iter()
             .map(|e| (e.authority.clone(), e.metric.clone()))
@@ -250,7 +251,7 @@ impl Cluster {
         let pools = (0..=crate::workers::count())
             .map(|_| {
                 Ok(ThreadPool {
-                    client: build_client(c, path, &conn_endpoints, metrics.clone())?,
+                    client: build_client(c, path, &conn_endpoints, metrics.clone(), secrets)?,
                     slots: RequestSlots::new(
                         endpoints.len(),
                         c.max_connections_per_endpoint,
@@ -299,8 +300,8 @@ impl Cluster {
     /// Whether a reload may keep this cluster for `c`: same config, and its TLS files unchanged
     /// on disk (a rotated CA or client certificate needs a new client). A kept cluster keeps
     /// its pools, health, breakers and adaptive limit.
-    pub(crate) fn reusable_for(&self, c: &ClusterConfig) -> bool {
-        self.config == *c && self.tls_files == tls_fingerprint(c)
+    pub(crate) fn reusable_for(&self, c: &ClusterConfig, secrets: &dyn SecretResolver) -> bool {
+        self.config == *c && self.tls_files == tls_fingerprint(c, secrets)
     }
 
     /// Admits a request to the cluster (bulkhead, then adaptive limit), or refuses it at once.
@@ -440,8 +441,9 @@ impl Cluster {
     }
 }
 
-/// A fingerprint of the contents of a cluster's TLS files; `None` without TLS.
-fn tls_fingerprint(c: &ClusterConfig) -> Option<u64> {
+/// A fingerprint of the contents of a cluster's TLS files (and its client key, wherever the
+/// resolver reads it from); `None` without TLS.
+fn tls_fingerprint(c: &ClusterConfig, secrets: &dyn SecretResolver) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let t = c.tls.as_ref()?;
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -451,7 +453,7 @@ fn tls_fingerprint(c: &ClusterConfig) -> Option<u64> {
         .map(|p| std::fs::read(p).ok())
         .hash(&mut h);
     // Hashed in place: the key bytes are never copied out of their zeroizing buffer.
-    if let Some(Ok(key)) = t.client_key.as_ref().map(|k| k.read()) {
+    if let Some(Ok(key)) = t.client_key.as_ref().map(|k| secrets.resolve(k)) {
         key.as_slice().hash(&mut h);
     }
     Some(h.finish())
@@ -462,6 +464,7 @@ fn build_client(
     path: &str,
     endpoints: &[(Authority, EndpointLabel)],
     metrics: Arc<Metrics>,
+    secrets: &dyn SecretResolver,
 ) -> Result<UpstreamClient, CompileError> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -469,7 +472,7 @@ fn build_client(
     http.set_connect_timeout(Some(c.connect_timeout.0));
     http.set_keepalive(Some(Duration::from_secs(60)));
     let tls = match &c.tls {
-        Some(t) => crate::tls::client_config(t, &format!("{path}.tls"))?,
+        Some(t) => crate::tls::client_config(t, &format!("{path}.tls"), secrets)?,
         None => rustls::ClientConfig::builder_with_provider(warden_crypto::provider())
             .with_protocol_versions(warden_crypto::TLS_VERSIONS)
             .map_err(|e| CompileError::new(path, e.to_string()))?
