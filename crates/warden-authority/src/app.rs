@@ -39,12 +39,29 @@ pub fn router(services: Arc<Services>) -> Router {
         .with_state(services)
 }
 
-async fn metrics(State(s): State<Arc<Services>>) -> Response {
-    let mut res = s.render_metrics().await.into_response();
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
+/// OpenMetrics for scrapers that ask for it (Prometheus does, in its Accept header), the
+/// classic text format otherwise (curl, promtool), as the gateway's admin listener does.
+async fn metrics(State(s): State<Arc<Services>>, headers: axum::http::HeaderMap) -> Response {
+    let wants_open_metrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let text = s.render_metrics().await;
+    let (body, content_type) = if wants_open_metrics {
+        (
+            text,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (
+            warden_telemetry::metrics::to_prometheus_text(&text),
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+    };
+    let mut res = body.into_response();
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     res
 }
 

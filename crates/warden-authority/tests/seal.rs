@@ -373,13 +373,36 @@ async fn metrics_are_served_and_count_grants_failures_and_seal() {
     let bad = h.token("svc", "wrong", &[]).await;
     assert_eq!(bad.status, 401);
     vault(&h.handle, "GET", "sys/seal-status", None, None).await;
+    // Prometheus asks for OpenMetrics; curl and promtool get the classic text format.
+    let om = client::send_h1(
+        h.addr(),
+        Request::builder()
+            .uri("/metrics")
+            .header("host", "localhost")
+            .header("accept", "application/openmetrics-text; version=1.0.0")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert!(om
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let om_text = String::from_utf8(om.body.to_vec()).unwrap();
+    assert!(om_text.ends_with("# EOF\n"));
+    assert!(om_text.contains("# TYPE warden_authority_token_grants counter"));
     let m = client::get(h.addr(), "/metrics").await;
     assert_eq!(m.status, 200);
     assert!(m
         .header("content-type")
         .unwrap()
-        .starts_with("application/openmetrics-text"));
+        .starts_with("text/plain; version=0.0.4"));
     let text = String::from_utf8(m.body.to_vec()).unwrap();
+    assert!(
+        text.contains("# TYPE warden_authority_token_grants_total counter"),
+        "counter families carry _total in the classic format:\n{text}"
+    );
+    assert!(!text.contains("# EOF"));
     for line in [
         "warden_authority_token_grants_total{grant_type=\"client_credentials\"} 1",
         "warden_authority_token_failures_total{endpoint=\"token\",reason=\"invalid_client\"} 1",
@@ -392,7 +415,6 @@ async fn metrics_are_served_and_count_grants_failures_and_seal() {
             "missing `{line}` in:\n{text}"
         );
     }
-    assert!(text.ends_with("# EOF\n"));
     h.handle.services().seal().await;
     let text = String::from_utf8(client::get(h.addr(), "/metrics").await.body.to_vec()).unwrap();
     assert!(

@@ -738,10 +738,11 @@ impl Metrics {
     }
 }
 
-/// Rewrites OpenMetrics text as Prometheus 0.0.4 text. The two differ, for what this registry
-/// emits, only in counter family names (`# TYPE x counter` with samples `x_total` becomes
-/// `# TYPE x_total counter`) and in the `# UNIT`/`# EOF` lines.
-fn to_prometheus_text(open_metrics: &str) -> String {
+/// Rewrites OpenMetrics text as Prometheus 0.0.4 text. The two differ, for what
+/// `prometheus-client` registries emit, only in counter family names (`# TYPE x counter` with
+/// samples `x_total` becomes `# TYPE x_total counter`) and in the `# UNIT`/`# EOF` lines. Used
+/// for the gateway's registry and the authority's.
+pub fn to_prometheus_text(open_metrics: &str) -> String {
     let mut out = String::with_capacity(open_metrics.len());
     let lines: Vec<&str> = open_metrics.lines().collect();
     let mut i = 0;

@@ -69,7 +69,10 @@ async fn hvac_against_the_vault() {
                 .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&u])
                 .await
                 .unwrap();
-            assert!(row.is_none(), "{u} is still in pg_roles after hvac revoked it");
+            assert!(
+                row.is_none(),
+                "{u} is still in pg_roles after hvac revoked it"
+            );
         }
     }
 }

@@ -11,5 +11,5 @@ mod leases;
 mod mounts;
 mod policies;
 mod tokens;
-mod wrapping;
 mod transit;
+mod wrapping;

@@ -460,12 +460,13 @@ async fn a_short_lived_token_is_renewed_and_an_approle_token_replaced_by_a_new_l
     vault.put("gw", json!({ "jwt": SECRET_A })).await;
     gateway_policy(&vault).await;
 
-    // A renewable token that lives 3 s unless renewed.
+    // A renewable token that lives 6 s unless renewed (renewed at two thirds, on a poll: a
+    // 2 s window, wide enough for a loaded CI machine).
     let short = vault
         .call(
             Method::PUT,
             "auth/token/create",
-            json!({ "policies": ["gateway"], "ttl": "3s", "renewable": true }),
+            json!({ "policies": ["gateway"], "ttl": "6s", "renewable": true }),
         )
         .await["auth"]["client_token"]
         .as_str()
@@ -479,7 +480,7 @@ async fn a_short_lived_token_is_renewed_and_an_approle_token_replaced_by_a_new_l
     .await
     .expect("starts");
     // Well past its first TTL: only renewals keep it working, so the change is still seen.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
     vault.put("gw", json!({ "jwt": SECRET_B })).await;
     let new_token = token(SECRET_B);
     assert_eq!(
