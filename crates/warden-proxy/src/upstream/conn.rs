@@ -122,11 +122,12 @@ pub(crate) struct EndpointPool {
 
 /// An idle HTTP/1.1 connection.
 struct Idle {
-    conn: H1,
+    conn: Box<H1>,
     since: Instant,
 }
 
-/// An HTTP/1.1 connection: its sender and its (unspawned) connection future.
+/// An HTTP/1.1 connection: its sender and its (unspawned) connection future. Boxed once when
+/// opened, so that checkout, exchange and return move a pointer, not hyper's state.
 struct H1 {
     sender: H1Sender,
     conn: H1Conn,
@@ -177,14 +178,11 @@ impl EndpointPool {
                 Some(c) => (c, true),
                 None => (self.open_h1().await?, false),
             };
-            let H1 {
-                mut sender,
-                mut conn,
-            } = conn;
-            let mut response = std::pin::pin!(sender.try_send_request(req));
+            let mut conn = conn;
+            let mut response = std::pin::pin!(conn.sender.try_send_request(req));
             let mut ended = false;
             let result = poll_fn(|cx| {
-                if !ended && Pin::new(&mut conn).poll(cx).is_ready() {
+                if !ended && Pin::new(&mut conn.conn).poll(cx).is_ready() {
                     ended = true;
                 }
                 response.as_mut().poll(cx)
@@ -192,12 +190,10 @@ impl EndpointPool {
             .await;
             match result {
                 Ok(res) => {
-                    let live = (!ended).then(|| {
-                        Box::new(Live {
-                            conn: H1 { sender, conn },
-                            ended: false,
-                            pool: self.clone(),
-                        })
+                    let live = (!ended).then(|| Live {
+                        conn,
+                        ended: false,
+                        pool: self.clone(),
                     });
                     return Ok(res.map(|body| PooledBody { body, live }));
                 }
@@ -212,7 +208,7 @@ impl EndpointPool {
 
     /// The most recently returned idle connection still usable; the stale ones met on the
     /// way are closed.
-    fn checkout(&self) -> Option<H1> {
+    fn checkout(&self) -> Option<Box<H1>> {
         let timeout = self.connector.idle_timeout;
         let mut idle = lock(&self.idle);
         while let Some(mut i) = idle.pop_back() {
@@ -229,7 +225,7 @@ impl EndpointPool {
     }
 
     /// Takes back a connection whose response ended, if it can serve another request.
-    fn checkin(self: &Arc<Self>, mut conn: H1) {
+    fn checkin(self: &Arc<Self>, mut conn: Box<H1>) {
         if !conn.usable() {
             return;
         }
@@ -280,10 +276,10 @@ impl EndpointPool {
         idle.len()
     }
 
-    async fn open_h1(&self) -> Result<H1, BoxError> {
+    async fn open_h1(&self) -> Result<Box<H1>, BoxError> {
         let io = self.open().await?;
         let (sender, conn) = http1::Builder::new().handshake(io).await?;
-        Ok(H1 { sender, conn })
+        Ok(Box::new(H1 { sender, conn }))
     }
 
     async fn send_h2(&self, req: Request<UpstreamBody>) -> Result<Response<PooledBody>, BoxError> {
@@ -404,12 +400,12 @@ async fn connect_tcp(authority: &str) -> io::Result<TcpStream> {
 /// body is read, and hands it back to the pool when the body has ended.
 pub(crate) struct PooledBody {
     body: Incoming,
-    live: Option<Box<Live>>,
+    live: Option<Live>,
 }
 
 /// The connection behind an HTTP/1.1 response body.
 struct Live {
-    conn: H1,
+    conn: Box<H1>,
     /// The connection future completed (closed): it cannot be reused.
     ended: bool,
     pool: Arc<EndpointPool>,
@@ -419,8 +415,7 @@ impl PooledBody {
     fn release(&mut self) {
         if let Some(live) = self.live.take() {
             if !live.ended {
-                let Live { conn, pool, .. } = *live;
-                pool.checkin(conn);
+                live.pool.checkin(live.conn);
             }
         }
     }
