@@ -10,6 +10,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::upstream::PooledBody;
+
 /// Error from a request body: too large, or the client broke it.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -122,7 +124,7 @@ pub(crate) trait OnFinish: Send + Sync {
 
 enum Inner {
     Full(Option<Bytes>),
-    Stream(Incoming),
+    Stream(PooledBody),
 }
 
 /// The response body sent to the client.
@@ -141,7 +143,7 @@ impl ResponseBody {
         }
     }
 
-    pub(crate) fn stream(b: Incoming) -> Self {
+    pub(crate) fn stream(b: PooledBody) -> Self {
         Self {
             inner: Inner::Stream(b),
             bytes: 0,
@@ -156,6 +158,9 @@ impl ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        // The upstream body first: its connection goes back to the pool before `on_finish`
+        // releases the request's slots (a request waiting for the slot then finds it idle).
+        self.inner = Inner::Full(None);
         if let Some(f) = self.on_finish.take() {
             f.finish(self.bytes);
         }

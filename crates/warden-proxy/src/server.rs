@@ -19,6 +19,8 @@ use crate::gateway::Gateway;
 use crate::handler::{handle, ConnInfo};
 use crate::refusal::{self, Refusal, Where};
 
+/// hyper's HTTP/1 limit on header count when none is set.
+const HYPER_MAX_HEADERS: usize = 100;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const RESPONSE_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nserver: warden\r\nconnection: close\r\ncontent-type: application/json\r\nretry-after: 1\r\ncontent-length: 61\r\n\r\n{\"error\":\"overloaded\",\"message\":\"gateway busy, retry later\"}\n";
 
@@ -377,9 +379,13 @@ where
     b.timer(TokioTimer::new())
         .keep_alive(true)
         .half_close(false)
-        .max_headers(limits.max_headers)
         .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(8192) + 1024);
+    // hyper's own limit is 100; set another, it builds a header array of that size for every
+    // request head (a measurable cost), so it is set only when it differs.
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        b.max_headers(limits.max_headers);
+    }
     let mut conn = b.serve_connection(TokioIo::new(Prefixed::new(leftover, io)), service(info, gw));
     let mut draining = false;
     let mut released = false;

@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 use warden_telemetry::metrics::{ClusterLabel, ClusterResult};
 
 use super::admission::Admission;
+use super::conn::PooledBody;
 use super::replay::{self, Buffered, Replay, UpstreamBody};
 use super::{now_nanos, Cluster, EndpointGuard, EndpointState};
 use crate::body::{BodyState, RequestBody};
@@ -42,21 +42,21 @@ pub(crate) struct Outbound<'a> {
 /// How the trip ended, and the endpoint it ended on (for the access log; the guard also holds
 /// the request's cluster slot until the response is done).
 pub(crate) struct Exchanged {
-    pub(crate) response: Result<Response<Incoming>, Reject>,
+    pub(crate) response: Result<Response<PooledBody>, Reject>,
     pub(crate) upstream: Option<EndpointGuard>,
 }
 
 /// How one try ended.
 enum Try {
     /// The exchange is over: this goes to the client.
-    Done(Result<Response<Incoming>, Reject>),
+    Done(Result<Response<PooledBody>, Reject>),
     /// The endpoint failed in a way a retry may fix.
     Failed(Failed),
 }
 
 /// A failed try, kept until the next one is under way (then dropped) or returned as is.
 enum Failed {
-    Answer(Response<Incoming>),
+    Answer(Response<PooledBody>),
     Error(Reject),
 }
 
@@ -64,7 +64,7 @@ enum Failed {
 type Template = (Method, Version, HeaderMap);
 
 fn finish(
-    response: Result<Response<Incoming>, Reject>,
+    response: Result<Response<PooledBody>, Reject>,
     mut guard: EndpointGuard,
     admission: Admission,
 ) -> Exchanged {
@@ -76,7 +76,7 @@ fn finish(
 }
 
 impl Failed {
-    fn into_result(self) -> Result<Response<Incoming>, Reject> {
+    fn into_result(self) -> Result<Response<PooledBody>, Reject> {
         match self {
             Failed::Answer(res) => Ok(res),
             Failed::Error(r) => Err(r),
@@ -242,7 +242,8 @@ impl Cluster {
         body_state: &BodyState,
     ) -> Try {
         let started = Instant::now();
-        match tokio::time::timeout(wait, self.client().request(req)).await {
+        let conns = self.connections(guard.endpoint.index);
+        match tokio::time::timeout(wait, conns.send(req)).await {
             Ok(Ok(res)) => {
                 self.sample(started.elapsed());
                 let status = res.status().as_u16();
@@ -260,8 +261,8 @@ impl Cluster {
                 }
                 self.record_error(&guard.endpoint);
                 self.record(guard, false);
-                tracing::warn!(cluster = %self.name, endpoint = %guard.endpoint.label, error = %error_chain(&e), "upstream request failed");
-                Try::Failed(Failed::Error(if is_timeout(&e) {
+                tracing::warn!(cluster = %self.name, endpoint = %guard.endpoint.label, error = %error_chain(&*e), "upstream request failed");
+                Try::Failed(Failed::Error(if is_timeout(&*e) {
                     Reject::GatewayTimeout
                 } else {
                     Reject::BadGateway
@@ -289,12 +290,17 @@ impl Cluster {
         pq: &PathAndQuery,
         body: UpstreamBody,
     ) -> Result<Request<UpstreamBody>, Reject> {
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(ep.authority.clone())
-            .path_and_query(pq.clone())
-            .build()
-            .map_err(|_| Reject::BadRequest("invalid request target"))?;
+        // HTTP/1.1 sends the origin form; HTTP/2 needs scheme and authority (its pseudo-headers).
+        let uri = if self.version == Version::HTTP_2 {
+            Uri::builder()
+                .scheme(self.scheme.clone())
+                .authority(ep.authority.clone())
+                .path_and_query(pq.clone())
+                .build()
+                .map_err(|_| Reject::BadRequest("invalid request target"))?
+        } else {
+            Uri::from(pq.clone())
+        };
         let mut parts = match (head, template) {
             (Some(p), _) => p,
             (None, Some((method, version, headers))) => {

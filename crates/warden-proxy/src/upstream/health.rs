@@ -57,11 +57,15 @@ async fn probe_loop(cluster: Weak<Cluster>, idx: usize) {
 
 async fn probe(c: &Cluster, idx: usize, hc: &warden_config::HealthCheckConfig) -> bool {
     let ep = &c.endpoints[idx];
-    let uri = Uri::builder()
-        .scheme(c.scheme.clone())
-        .authority(ep.authority.clone())
-        .path_and_query(hc.path.as_str())
-        .build();
+    let uri = if c.version == http::Version::HTTP_2 {
+        Uri::builder()
+            .scheme(c.scheme.clone())
+            .authority(ep.authority.clone())
+            .path_and_query(hc.path.as_str())
+            .build()
+    } else {
+        Uri::builder().path_and_query(hc.path.as_str()).build()
+    };
     let Ok(uri) = uri else { return false };
     let req = Request::get(uri)
         .version(c.version)
@@ -69,7 +73,7 @@ async fn probe(c: &Cluster, idx: usize, hc: &warden_config::HealthCheckConfig) -
         .header(http::header::USER_AGENT, "warden-health-check")
         .body(UpstreamBody::empty());
     let Ok(req) = req else { return false };
-    match tokio::time::timeout(hc.timeout.0, c.client().request(req)).await {
+    match tokio::time::timeout(hc.timeout.0, c.connections(idx).send(req)).await {
         Ok(Ok(res)) => {
             let status = res.status().as_u16();
             if hc.expected_statuses.is_empty() {

@@ -6,6 +6,7 @@
 //! admission.rs  bulkhead (max_concurrent_requests) ─► adaptive concurrency limit
 //! lb.rs         endpoint pick among the usable: healthy (health.rs) ∧ breaker allows (outlier.rs)
 //! pool.rs       request slot on the endpoint (max_connections_per_endpoint, waits in turn)
+//! conn.rs       a pooled connection, driven by the request's own task (hyper client::conn)
 //! exchange.rs   try (per-try timeout) ─► classify ─► maybe retry (retry.rs: budget, back-off,
 //!               another endpoint; replay.rs: the buffered body)
 //! ```
@@ -16,10 +17,6 @@ use std::time::{Duration, Instant};
 
 use http::uri::Authority;
 use http::HeaderName;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use warden_config::{parse_endpoint, ClusterConfig, Scheme, SecretResolver, UpstreamProtocol};
 use warden_limits::Transition;
 use warden_telemetry::metrics::{ClusterReason, EndpointLabel};
@@ -28,6 +25,7 @@ use warden_telemetry::Metrics;
 use crate::error::{CompileError, Reject};
 
 mod admission;
+mod conn;
 pub(crate) mod exchange;
 mod health;
 mod lb;
@@ -38,21 +36,20 @@ mod retry;
 mod status;
 
 pub(crate) use admission::Admission;
+pub(crate) use conn::PooledBody;
 pub(crate) use lb::Balancer;
 pub(crate) use replay::UpstreamBody;
 
 use admission::Load;
+use conn::{Connector, EndpointPool};
 use outlier::{EjectionCap, EndpointBreaker};
-use pool::{CappedConnector, RequestSlots};
+use pool::RequestSlots;
 use retry::RetryPolicy;
 
-/// The HTTP client used for upstream requests.
-pub(crate) type UpstreamClient = Client<HttpsConnector<CappedConnector>, UpstreamBody>;
-
-/// One data-plane thread's way to a cluster: its connection pool, and its request slots per
-/// endpoint (see [`pool`]).
+/// One data-plane thread's way to a cluster: its connections to each endpoint (see [`conn`]),
+/// and its request slots per endpoint (see [`pool`]).
 struct ThreadPool {
-    client: UpstreamClient,
+    endpoints: Box<[Arc<EndpointPool>]>,
     slots: RequestSlots,
 }
 
@@ -146,9 +143,9 @@ pub(crate) struct Cluster {
     pub(crate) endpoints: Vec<Arc<EndpointState>>,
     pub(crate) scheme: http::uri::Scheme,
     pub(crate) version: http::Version,
-    /// One client (and so one connection pool) per data-plane worker, plus one for the main
-    /// runtime (health checks): a pooled connection's task runs on the thread that opened it,
-    /// so sharing pools across workers would bring back cross-thread wake-ups.
+    /// One connection pool per data-plane worker, plus one for the main runtime (health
+    /// checks): a connection is driven by the requests of the thread that opened it, so
+    /// sharing pools across workers would bring back cross-thread wake-ups.
     pools: Box<[ThreadPool]>,
     pub(crate) response_timeout: Duration,
     pub(crate) hash_header: Option<HeaderName>,
@@ -165,9 +162,9 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    /// The client (connection pool) of the thread this runs on.
-    pub(crate) fn client(&self) -> &UpstreamClient {
-        &self.thread_pool().client
+    /// The connections to endpoint `index` of the thread this runs on.
+    pub(crate) fn connections(&self, index: usize) -> &Arc<EndpointPool> {
+        &self.thread_pool().endpoints[index]
     }
 
     fn thread_pool(&self) -> &ThreadPool {
@@ -244,22 +241,26 @@ impl Cluster {
         }
         // Before the client reads the files: a change in between makes the next reload rebuild.
         let tls_files = tls_fingerprint(c, secrets);
-        let conn_endpoints: Vec<(Authority, EndpointLabel)> = endpoints
-            .iter()
-            .map(|e| (e.authority.clone(), e.metric.clone()))
-            .collect();
+        let connector = Arc::new(build_connector(c, path, scheme, metrics.clone(), secrets)?);
         let pools = (0..=crate::workers::count())
-            .map(|_| {
-                Ok(ThreadPool {
-                    client: build_client(c, path, &conn_endpoints, metrics.clone(), secrets)?,
-                    slots: RequestSlots::new(
-                        endpoints.len(),
-                        c.max_connections_per_endpoint,
-                        c.protocol == UpstreamProtocol::Http1,
-                    ),
-                })
+            .map(|_| ThreadPool {
+                endpoints: endpoints
+                    .iter()
+                    .map(|e| {
+                        Arc::new(EndpointPool::new(
+                            e.authority.clone(),
+                            e.metric.clone(),
+                            connector.clone(),
+                        ))
+                    })
+                    .collect(),
+                slots: RequestSlots::new(
+                    endpoints.len(),
+                    c.max_connections_per_endpoint,
+                    c.protocol == UpstreamProtocol::Http1,
+                ),
             })
-            .collect::<Result<_, CompileError>>()?;
+            .collect();
         let balancer = Balancer::new(c.load_balancer, &endpoints);
         let load = Arc::new(Load::new(c));
         if let Some(limit) = load.adaptive_limit() {
@@ -459,19 +460,18 @@ fn tls_fingerprint(c: &ClusterConfig, secrets: &dyn SecretResolver) -> Option<u6
     Some(h.finish())
 }
 
-fn build_client(
+/// How the cluster's connections are opened: TLS for `https://` endpoints (the cluster's CA
+/// and client certificate, or no trusted roots without a `[tls]` section), timeouts, protocol
+/// and idle limits.
+fn build_connector(
     c: &ClusterConfig,
     path: &str,
-    endpoints: &[(Authority, EndpointLabel)],
+    scheme: Scheme,
     metrics: Arc<Metrics>,
     secrets: &dyn SecretResolver,
-) -> Result<UpstreamClient, CompileError> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(c.connect_timeout.0));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let tls = match &c.tls {
+) -> Result<Connector, CompileError> {
+    // Built (and so checked) whenever configured, used for `https://` endpoints.
+    let config = match &c.tls {
         Some(t) => crate::tls::client_config(t, &format!("{path}.tls"), secrets)?,
         None => rustls::ClientConfig::builder_with_provider(warden_crypto::provider())
             .with_protocol_versions(warden_crypto::TLS_VERSIONS)
@@ -479,38 +479,19 @@ fn build_client(
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth(),
     };
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http();
-    let builder = match c.tls.as_ref().and_then(|t| t.server_name.clone()) {
-        Some(name) => {
-            let server_name = rustls::pki_types::ServerName::try_from(name).map_err(|_| {
-                CompileError::new(format!("{path}.tls.server_name"), "not a valid server name")
-            })?;
-            builder
-                .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(server_name))
-        }
-        None => builder,
+    let name = match c.tls.as_ref().and_then(|t| t.server_name.clone()) {
+        Some(name) => Some(rustls::pki_types::ServerName::try_from(name).map_err(|_| {
+            CompileError::new(format!("{path}.tls.server_name"), "not a valid server name")
+        })?),
+        None => None,
     };
-    let http = CappedConnector::new(
-        http,
-        endpoints,
-        c.max_connections_per_endpoint,
-        metrics,
+    let tls = (scheme == Scheme::Https).then_some((config, name));
+    Ok(Connector::new(
+        tls,
         c.connect_timeout.0,
-    );
-    let connector = match c.protocol {
-        UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(http),
-        UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(http),
-    };
-    let mut b = Client::builder(TokioExecutor::new());
-    b.timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_max_idle_per_host(c.pool_max_idle.min(c.max_connections_per_endpoint))
-        .pool_idle_timeout(c.pool_idle_timeout.0)
-        .set_host(false);
-    if c.protocol == UpstreamProtocol::Http2 {
-        b.http2_only(true);
-    }
-    Ok(b.build(connector))
+        c.protocol == UpstreamProtocol::Http2,
+        metrics,
+        c.pool_max_idle.min(c.max_connections_per_endpoint),
+        c.pool_idle_timeout.0,
+    ))
 }
