@@ -64,6 +64,9 @@ pub struct VaultRequest {
     /// The client's address, when the server was started with connection info (AppRole's
     /// CIDR bindings need it; without it, CIDR-bound logins are refused).
     pub peer: Option<std::net::IpAddr>,
+    /// Set once the request's audit event was committed with its write
+    /// (`Ctx::transact_audited`), so the router appends no second one.
+    pub(crate) audited: std::sync::atomic::AtomicBool,
 }
 
 impl VaultRequest {
@@ -112,6 +115,7 @@ impl VaultRequest {
             body,
             content_type,
             peer: None,
+            audited: Default::default(),
         })
     }
 

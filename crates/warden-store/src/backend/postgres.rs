@@ -60,6 +60,8 @@ pub(crate) struct PgBackend {
 }
 
 struct AuditJob {
+    /// Writes committed with the event, all or nothing (empty for a plain append).
+    ops: Vec<RawOp>,
     event: AuditEvent,
     reply: oneshot::Sender<Result<u64>>,
 }
@@ -255,7 +257,23 @@ impl PgBackend {
     pub(crate) async fn audit_append(&self, event: AuditEvent) -> Result<u64> {
         let (reply, rx) = oneshot::channel();
         self.audit
-            .send(AuditJob { event, reply })
+            .send(AuditJob {
+                ops: Vec::new(),
+                event,
+                reply,
+            })
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// Goes through the appender with its event: the ops run in the appender's batch
+    /// transaction (in a savepoint of their own), so the change and its event commit together
+    /// and share the batch's one commit with every other queued append.
+    pub(crate) async fn write_audited(&self, ops: Vec<RawOp>, event: AuditEvent) -> Result<u64> {
+        let (reply, rx) = oneshot::channel();
+        self.audit
+            .send(AuditJob { ops, event, reply })
             .await
             .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
@@ -379,10 +397,20 @@ async fn audit_appender(pool: Pool, mut rx: mpsc::Receiver<AuditJob>) {
                 Err(_) => break,
             }
         }
-        match append_batch(&pool, &batch).await {
+        let mut outcome: Vec<Option<StoreError>> = Vec::with_capacity(batch.len());
+        match append_batch(&pool, &mut batch, &mut outcome).await {
             Ok(first_seq) => {
-                for (seq, job) in (first_seq..).zip(batch) {
-                    let _ = job.reply.send(Ok(seq));
+                let mut seq = first_seq;
+                for (job, failed) in batch.into_iter().zip(outcome) {
+                    let answer = match failed {
+                        // Its ops were rolled back to its savepoint; its event was not appended.
+                        Some(e) => Err(e),
+                        None => {
+                            seq += 1;
+                            Ok(seq - 1)
+                        }
+                    };
+                    let _ = job.reply.send(answer);
                 }
             }
             Err(e) => {
@@ -395,20 +423,57 @@ async fn audit_appender(pool: Pool, mut rx: mpsc::Receiver<AuditJob>) {
     }
 }
 
-/// Appends `batch` in one transaction under the head lock; returns the first seq.
-async fn append_batch(pool: &Pool, batch: &[AuditJob]) -> Result<u64> {
+/// Appends `batch` in one transaction under the head lock; returns the first seq. A job with
+/// ops (taken from it) runs them first in a savepoint of its own: one that fails is rolled back to it, its
+/// error put in `failed` at its index, and its event left out; the others go on. (`failed`
+/// gets one entry per job; the seqs are given in order to the jobs with no error.)
+async fn append_batch(
+    pool: &Pool,
+    batch: &mut [AuditJob],
+    failed: &mut Vec<Option<StoreError>>,
+) -> Result<u64> {
     let mut client = pool.get().await?;
     let lock_head = client.prepare_cached(SQL_AUDIT_HEAD_LOCK).await?;
     let insert = client.prepare_cached(SQL_AUDIT_INSERT).await?;
     let set_head = client.prepare_cached(SQL_AUDIT_HEAD_SET).await?;
+    let writes = if batch.iter().any(|j| !j.ops.is_empty()) {
+        Some(WriteStatements {
+            put: client.prepare_cached(SQL_PUT).await?,
+            put_if_absent: client.prepare_cached(SQL_PUT_IF_ABSENT).await?,
+            delete: client.prepare_cached(SQL_DELETE).await?,
+        })
+    } else {
+        None
+    };
     let tx = client.transaction().await?;
+    failed.clear();
+    for job in batch.iter_mut() {
+        let (Some(st), false) = (&writes, job.ops.is_empty()) else {
+            failed.push(None);
+            continue;
+        };
+        tx.batch_execute("SAVEPOINT job").await?;
+        match apply_ops(&*tx, st, std::mem::take(&mut job.ops)).await {
+            Ok(_) => {
+                tx.batch_execute("RELEASE SAVEPOINT job").await?;
+                failed.push(None);
+            }
+            Err(e) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
+                    .await?;
+                failed.push(Some(e));
+            }
+        }
+    }
+    // The head is locked last, so other processes' appends wait only for the inserts.
     let head = tx.query_one(&lock_head, &[]).await?;
     let (mut seq, mut prev_hash): (i64, String) = (head.get(0), head.get(1));
     let first = seq + 1;
     let time = now_ms();
     let n = batch.len();
     let mut cols = AuditColumns::with_capacity(n);
-    for AuditJob { event: e, .. } in batch {
+    let kept = batch.iter().zip(failed.iter()).filter(|(_, f)| f.is_none());
+    for (AuditJob { event: e, .. }, _) in kept {
         seq += 1;
         let hash = record_hash(&prev_hash, seq_from_db(seq)?, time, e)?;
         cols.seq.push(seq);
