@@ -68,6 +68,7 @@ on_both_backends!(
     key_status_follows_rotation,
     transact_audited_commits_the_change_and_its_event_together,
     concurrent_audited_writes_and_appends_interleave_in_one_chain,
+    audited_writes_to_one_key_apply_in_audit_order,
 );
 
 fn event(n: u64) -> AuditEvent {
@@ -1213,4 +1214,52 @@ async fn concurrent_audited_writes_and_appends_interleave_in_one_chain(ctx: &Ctx
         ctx.store.get("shared").await.unwrap().as_deref(),
         Some(&b"taken"[..])
     );
+}
+
+async fn audited_writes_to_one_key_apply_in_audit_order(ctx: &Ctx) {
+    // Many writers on the same keys at once (batched together): the value left is the one
+    // whose event has the highest seq, i.e. writes apply in the order the chain records.
+    let mut tasks = Vec::new();
+    for t in 0..16u64 {
+        let s = ctx.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..10u64 {
+                let n = t * 100 + i;
+                let mut ops = vec![Op::Put {
+                    key: "same".into(),
+                    value: n.to_string().into_bytes(),
+                }];
+                if i % 3 == 0 {
+                    ops.push(Op::Delete {
+                        key: "other".into(),
+                    });
+                } else {
+                    ops.push(Op::Put {
+                        key: "other".into(),
+                        value: n.to_string().into_bytes(),
+                    });
+                }
+                let seq = s.transact_audited(ops, &event(n)).await.unwrap();
+                out.push((seq, n, i % 3 == 0));
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let (_, last_n, last_deleted) = all.iter().max_by_key(|(seq, _, _)| *seq).copied().unwrap();
+    assert_eq!(
+        ctx.store.get("same").await.unwrap(),
+        Some(last_n.to_string().into_bytes())
+    );
+    let other = ctx.store.get("other").await.unwrap();
+    if last_deleted {
+        assert_eq!(other, None);
+    } else {
+        assert_eq!(other, Some(last_n.to_string().into_bytes()));
+    }
+    assert_eq!(ctx.store.verify_audit().await.unwrap(), 160);
 }

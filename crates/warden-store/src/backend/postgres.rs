@@ -47,6 +47,11 @@ const SQL_PUT: &str =
 const SQL_PUT_IF_ABSENT: &str =
     "INSERT INTO kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING";
 const SQL_DELETE: &str = "DELETE FROM kv WHERE key = $1";
+/// Many puts on distinct keys in one statement (a repeated key would be an error).
+const SQL_PUT_MANY: &str =
+    "INSERT INTO kv (key, value) SELECT * FROM UNNEST($1::TEXT[], $2::BYTEA[]) \
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
+const SQL_DELETE_MANY: &str = "DELETE FROM kv WHERE key = ANY($1::TEXT[])";
 const SQL_AUDIT_HEAD_LOCK: &str = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE";
 const SQL_AUDIT_INSERT: &str = "INSERT INTO audit_log \
     (seq, time_ms, component, action, actor, subject, outcome, detail, source, prev_hash, hash) \
@@ -447,21 +452,69 @@ async fn append_batch(
     };
     let tx = client.transaction().await?;
     failed.clear();
-    for job in batch.iter_mut() {
-        let (Some(st), false) = (&writes, job.ops.is_empty()) else {
-            failed.push(None);
+    failed.resize_with(batch.len(), || None);
+    // Jobs that cannot fail on their own (no `PutIfAbsent`) and touch keys no earlier job of
+    // the batch touched are applied together: one upsert and one delete for all of them, two
+    // round trips per batch. The others run after them, in order, each in its own savepoint.
+    // (A key seen twice sends the later job down the savepoint path, which runs after the
+    // bulk statements, so every key's writes still apply in queue order.)
+    let mut seen = std::collections::HashSet::new();
+    let (mut put_keys, mut put_values, mut del_keys) = (Vec::new(), Vec::new(), Vec::new());
+    let mut one_by_one = Vec::new();
+    for (i, job) in batch.iter_mut().enumerate() {
+        if job.ops.is_empty() {
+            continue;
+        }
+        let mut own = std::collections::HashSet::new();
+        let bulk = job.ops.iter().all(|op| match op {
+            RawOp::PutIfAbsent { .. } => false,
+            RawOp::Put { key, .. } | RawOp::Delete { key } => {
+                !seen.contains(key.as_str()) && own.insert(key.as_str())
+            }
+        });
+        for op in &job.ops {
+            let (RawOp::Put { key, .. } | RawOp::Delete { key } | RawOp::PutIfAbsent { key, .. }) =
+                op;
+            seen.insert(key.clone());
+        }
+        if !bulk {
+            one_by_one.push(i);
+            continue;
+        }
+        // No `PutIfAbsent` here (checked above), so every op is a put or a delete.
+        for op in std::mem::take(&mut job.ops) {
+            match op {
+                RawOp::Put { key, sealed } => {
+                    put_keys.push(key);
+                    put_values.push(sealed);
+                }
+                RawOp::Delete { key } => del_keys.push(key),
+                // Excluded by the check above: such a job takes the savepoint path.
+                RawOp::PutIfAbsent { .. } => {}
+            }
+        }
+    }
+    if !put_keys.is_empty() {
+        let st = tx.prepare_cached(SQL_PUT_MANY).await?;
+        tx.execute(&st, &[&put_keys, &put_values]).await?;
+    }
+    if !del_keys.is_empty() {
+        let st = tx.prepare_cached(SQL_DELETE_MANY).await?;
+        tx.execute(&st, &[&del_keys]).await?;
+    }
+    for i in one_by_one {
+        let (Some(st), job) = (&writes, &mut batch[i]) else {
             continue;
         };
         tx.batch_execute("SAVEPOINT job").await?;
         match apply_ops(&*tx, st, std::mem::take(&mut job.ops)).await {
             Ok(_) => {
                 tx.batch_execute("RELEASE SAVEPOINT job").await?;
-                failed.push(None);
             }
             Err(e) => {
                 tx.batch_execute("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
                     .await?;
-                failed.push(Some(e));
+                failed[i] = Some(e);
             }
         }
     }
