@@ -419,6 +419,26 @@ impl Store {
         if ops.is_empty() {
             return Ok(());
         }
+        let raw = self.seal_ops(ops)?;
+        self.inner.backend.write(raw).await?;
+        Ok(())
+    }
+
+    /// Applies `ops` (as [`Store::transact`]) and appends `event` to the audit log in the
+    /// same transaction: both are committed, or neither. Returns the event's sequence
+    /// number. A component that records each change with an event (the vault audits every
+    /// request) pays one commit, not two, and a crash between the change and its event
+    /// cannot happen. A `PutIfAbsent` conflict fails the whole call with
+    /// [`StoreError::Conflict`]; then nothing is applied and no event is appended.
+    pub async fn transact_audited(&self, ops: Vec<Op>, event: &AuditEvent) -> Result<u64> {
+        self.keys()?;
+        audit::canonical_event(event, &mut String::new())?;
+        let raw = self.seal_ops(ops)?;
+        self.inner.backend.write_audited(raw, event.clone()).await
+    }
+
+    /// Checks `ops` against the limits and seals their values.
+    fn seal_ops(&self, ops: Vec<Op>) -> Result<Vec<RawOp>> {
         if ops.len() > MAX_TRANSACTION_OPS {
             return Err(StoreError::TooLarge(format!(
                 "a transaction has {} operations, more than {MAX_TRANSACTION_OPS}",
@@ -454,8 +474,7 @@ impl Store {
                 }
             });
         }
-        self.inner.backend.write(raw).await?;
-        Ok(())
+        Ok(raw)
     }
 
     /// Appends `event` to the audit log; returns its sequence number. Appends are serialised,

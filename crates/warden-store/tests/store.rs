@@ -67,6 +67,9 @@ on_both_backends!(
     initialize_happens_once,
     key_status_follows_rotation,
     one_store_leads_at_a_time_until_its_session_ends,
+    transact_audited_commits_the_change_and_its_event_together,
+    concurrent_audited_writes_and_appends_interleave_in_one_chain,
+    audited_writes_to_one_key_apply_in_audit_order,
 );
 
 fn event(n: u64) -> AuditEvent {
@@ -1151,4 +1154,194 @@ async fn one_store_leads_at_a_time_until_its_session_ends(ctx: &Ctx) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+async fn transact_audited_commits_the_change_and_its_event_together(ctx: &Ctx) {
+    let s = &ctx.store;
+    s.audit(&event(1)).await.unwrap();
+    let seq = s
+        .transact_audited(
+            vec![
+                Op::Put {
+                    key: "kv/a".into(),
+                    value: b"1".to_vec(),
+                },
+                Op::PutIfAbsent {
+                    key: "kv/b".into(),
+                    value: b"2".to_vec(),
+                },
+            ],
+            &event(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(seq, 2);
+    assert_eq!(s.get("kv/a").await.unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(s.get("kv/b").await.unwrap().as_deref(), Some(&b"2"[..]));
+    let rec = s.audit_since(1, 10).await.unwrap();
+    assert_eq!(rec.len(), 1);
+    assert_eq!(rec[0].event, event(2));
+
+    // A conflict applies nothing and appends no event.
+    let err = s
+        .transact_audited(
+            vec![
+                Op::Put {
+                    key: "kv/a".into(),
+                    value: b"changed".to_vec(),
+                },
+                Op::PutIfAbsent {
+                    key: "kv/b".into(),
+                    value: b"3".to_vec(),
+                },
+            ],
+            &event(3),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict), "{err:?}");
+    assert_eq!(s.get("kv/a").await.unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(s.verify_audit().await.unwrap(), 2);
+
+    // Bad input is refused before anything is written.
+    let bad = AuditEvent {
+        detail: json!({ "big": "a".repeat(warden_store::MAX_EVENT_BYTES + 1) }),
+        ..event(4)
+    };
+    let put = |k: &str| Op::Put {
+        key: k.into(),
+        value: b"x".to_vec(),
+    };
+    assert!(s.transact_audited(vec![put("kv/c")], &bad).await.is_err());
+    assert!(s
+        .transact_audited(vec![put("bad\0key")], &event(5))
+        .await
+        .is_err());
+    assert_eq!(s.get("kv/c").await.unwrap(), None);
+    assert_eq!(s.verify_audit().await.unwrap(), 2);
+
+    // An audited write with no ops is a plain append.
+    assert_eq!(s.transact_audited(vec![], &event(6)).await.unwrap(), 3);
+    s.seal();
+    assert!(matches!(
+        s.transact_audited(vec![put("kv/d")], &event(7)).await,
+        Err(StoreError::Sealed)
+    ));
+}
+
+async fn concurrent_audited_writes_and_appends_interleave_in_one_chain(ctx: &Ctx) {
+    // Writers (some failing on a shared key) and plain appends at once: every success has
+    // its own seq, every failure appended nothing, and the chain verifies.
+    ctx.store.put("shared", b"taken").await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let s = ctx.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..20u64 {
+                let n = t * 100 + i;
+                let r = match i % 4 {
+                    0 => s.audit(&event(n)).await.map(|seq| (n, seq, false)),
+                    1 => s
+                        .transact_audited(
+                            vec![Op::PutIfAbsent {
+                                key: "shared".into(),
+                                value: b"x".to_vec(),
+                            }],
+                            &event(n),
+                        )
+                        .await
+                        .map(|seq| (n, seq, true)),
+                    _ => s
+                        .transact_audited(
+                            vec![Op::Put {
+                                key: format!("w/{n}"),
+                                value: n.to_string().into_bytes(),
+                            }],
+                            &event(n),
+                        )
+                        .await
+                        .map(|seq| (n, seq, true)),
+                };
+                out.push((i, r));
+            }
+            out
+        }));
+    }
+    let mut seqs = HashSet::new();
+    let mut expect_events = std::collections::HashMap::new();
+    for t in tasks {
+        for (i, r) in t.await.unwrap() {
+            if i % 4 == 1 {
+                assert!(matches!(r, Err(StoreError::Conflict)), "{r:?}");
+                continue;
+            }
+            let (n, seq, wrote) = r.unwrap();
+            assert!(seqs.insert(seq), "seq {seq} handed out twice");
+            expect_events.insert(seq, n);
+            if wrote {
+                let v = ctx.store.get(&format!("w/{n}")).await.unwrap();
+                assert_eq!(v, Some(n.to_string().into_bytes()));
+            }
+        }
+    }
+    let total = seqs.len() as u64;
+    assert_eq!(total, 8 * 15);
+    assert_eq!(seqs, (1..=total).collect::<HashSet<u64>>());
+    assert_eq!(ctx.store.verify_audit().await.unwrap(), total);
+    for rec in ctx.store.audit_since(0, 1000).await.unwrap() {
+        assert_eq!(rec.event, event(expect_events[&rec.seq]), "seq {}", rec.seq);
+    }
+    assert_eq!(
+        ctx.store.get("shared").await.unwrap().as_deref(),
+        Some(&b"taken"[..])
+    );
+}
+
+async fn audited_writes_to_one_key_apply_in_audit_order(ctx: &Ctx) {
+    // Many writers on the same keys at once (batched together): the value left is the one
+    // whose event has the highest seq, i.e. writes apply in the order the chain records.
+    let mut tasks = Vec::new();
+    for t in 0..16u64 {
+        let s = ctx.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..10u64 {
+                let n = t * 100 + i;
+                let mut ops = vec![Op::Put {
+                    key: "same".into(),
+                    value: n.to_string().into_bytes(),
+                }];
+                if i % 3 == 0 {
+                    ops.push(Op::Delete {
+                        key: "other".into(),
+                    });
+                } else {
+                    ops.push(Op::Put {
+                        key: "other".into(),
+                        value: n.to_string().into_bytes(),
+                    });
+                }
+                let seq = s.transact_audited(ops, &event(n)).await.unwrap();
+                out.push((seq, n, i % 3 == 0));
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let (_, last_n, last_deleted) = all.iter().max_by_key(|(seq, _, _)| *seq).copied().unwrap();
+    assert_eq!(
+        ctx.store.get("same").await.unwrap(),
+        Some(last_n.to_string().into_bytes())
+    );
+    let other = ctx.store.get("other").await.unwrap();
+    if last_deleted {
+        assert_eq!(other, None);
+    } else {
+        assert_eq!(other, Some(last_n.to_string().into_bytes()));
+    }
+    assert_eq!(ctx.store.verify_audit().await.unwrap(), 160);
 }

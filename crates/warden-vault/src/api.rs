@@ -74,6 +74,9 @@ pub struct VaultRequest {
     /// What the audit devices recorded of the request (its token, and the devices, which
     /// then record its response too).
     pub(crate) audit_seen: std::sync::OnceLock<crate::audit_device::Seen>,
+    /// Set once the request's audit event was committed with its write
+    /// (`Ctx::transact_audited`), so the router appends no second one.
+    pub(crate) audited: std::sync::atomic::AtomicBool,
 }
 
 /// Shortest wrapping TTL (`X-Vault-Wrap-TTL`), seconds.
@@ -150,6 +153,7 @@ impl VaultRequest {
             wrap_ttl,
             id: request_id(),
             audit_seen: std::sync::OnceLock::new(),
+            audited: Default::default(),
         })
     }
 

@@ -1,12 +1,17 @@
 //! Every vault request goes to the store's hash-chained audit log: the operation, the path,
 //! the status, and who asked as a keyed hash of the token's accessor — never a token, a
 //! secret value or a request body. Appends are awaited: a request whose event cannot be
-//! written is answered with 500, not served unaudited.
+//! written is answered with 500, not served unaudited. A request that writes (a KV write)
+//! commits its event in the same store transaction as the write ([`Ctx::transact_audited`]):
+//! one group commit instead of two, and no acknowledged write without its event.
+
+use std::sync::atomic::Ordering;
 
 use serde_json::json;
-use warden_store::AuditEvent;
+use warden_store::{AuditEvent, Op};
 
 use crate::api::{Operation, Result, VaultRequest};
+use crate::router::Ctx;
 use crate::Vault;
 
 impl Vault {
@@ -16,6 +21,22 @@ impl Vault {
         accessor: Option<&str>,
         status: u16,
     ) -> Result<()> {
+        if req.audited.load(Ordering::Acquire) {
+            // Committed with the request's write (`Ctx::transact_audited`).
+            return Ok(());
+        }
+        let event = self.request_event(req, accessor, status);
+        self.inner.store.audit(&event).await?;
+        Ok(())
+    }
+
+    /// The store-chain event for `req`, answered with `status`.
+    pub(crate) fn request_event(
+        &self,
+        req: &VaultRequest,
+        accessor: Option<&str>,
+        status: u16,
+    ) -> AuditEvent {
         let actor = match accessor {
             Some(a) => format!(
                 "accessor:{}",
@@ -30,7 +51,7 @@ impl Vault {
             Operation::Patch => "patch",
             Operation::Delete => "delete",
         };
-        let event = AuditEvent {
+        AuditEvent {
             component: "vault".into(),
             action: format!("vault.{op}"),
             actor,
@@ -38,8 +59,21 @@ impl Vault {
             outcome: if status < 400 { "success" } else { "failure" }.into(),
             detail: json!({ "status": status }),
             source: None,
-        };
-        self.inner.store.audit(&event).await?;
+        }
+    }
+}
+
+impl Ctx<'_> {
+    /// Applies `ops` and appends this request's audit event (answered with `status`, which
+    /// the caller must then answer with) in one store transaction: one commit instead of two,
+    /// and no crash can leave the write without its event. The router then appends none. On
+    /// an error nothing was written and the router audits the failure as usual.
+    pub(crate) async fn transact_audited(&self, ops: Vec<Op>, status: u16) -> Result<()> {
+        let event = self
+            .vault
+            .request_event(self.req, Some(&self.token.accessor), status);
+        self.vault.inner.store.transact_audited(ops, &event).await?;
+        self.req.audited.store(true, Ordering::Release);
         Ok(())
     }
 }

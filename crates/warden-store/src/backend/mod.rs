@@ -60,6 +60,15 @@ impl Backend {
         }
     }
 
+    /// Applies `ops` and appends `event` in one transaction (both or neither); returns the
+    /// event's seq. Group-committed with other writes and appends.
+    pub(crate) async fn write_audited(&self, ops: Vec<RawOp>, event: AuditEvent) -> Result<u64> {
+        match self {
+            Backend::Sqlite(b) => b.write_audited(ops, event).await,
+            Backend::Postgres(b) => b.write_audited(ops, event).await,
+        }
+    }
+
     /// Replaces the sealed value at `key` only if it is still `expected` (used to re-seal
     /// under a new DEK without clobbering a concurrent write). Returns whether it did.
     pub(crate) async fn replace_sealed(

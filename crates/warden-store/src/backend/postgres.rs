@@ -47,6 +47,11 @@ const SQL_PUT: &str =
 const SQL_PUT_IF_ABSENT: &str =
     "INSERT INTO kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING";
 const SQL_DELETE: &str = "DELETE FROM kv WHERE key = $1";
+/// Many puts on distinct keys in one statement (a repeated key would be an error).
+const SQL_PUT_MANY: &str =
+    "INSERT INTO kv (key, value) SELECT * FROM UNNEST($1::TEXT[], $2::BYTEA[]) \
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value";
+const SQL_DELETE_MANY: &str = "DELETE FROM kv WHERE key = ANY($1::TEXT[])";
 const SQL_AUDIT_HEAD_LOCK: &str = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE";
 const SQL_AUDIT_INSERT: &str = "INSERT INTO audit_log \
     (seq, time_ms, component, action, actor, subject, outcome, detail, source, prev_hash, hash) \
@@ -63,6 +68,8 @@ pub(crate) struct PgBackend {
 }
 
 struct AuditJob {
+    /// Writes committed with the event, all or nothing (empty for a plain append).
+    ops: Vec<RawOp>,
     event: AuditEvent,
     reply: oneshot::Sender<Result<u64>>,
 }
@@ -275,7 +282,23 @@ impl PgBackend {
     pub(crate) async fn audit_append(&self, event: AuditEvent) -> Result<u64> {
         let (reply, rx) = oneshot::channel();
         self.audit
-            .send(AuditJob { event, reply })
+            .send(AuditJob {
+                ops: Vec::new(),
+                event,
+                reply,
+            })
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// Goes through the appender with its event: the ops run in the appender's batch
+    /// transaction (in a savepoint of their own), so the change and its event commit together
+    /// and share the batch's one commit with every other queued append.
+    pub(crate) async fn write_audited(&self, ops: Vec<RawOp>, event: AuditEvent) -> Result<u64> {
+        let (reply, rx) = oneshot::channel();
+        self.audit
+            .send(AuditJob { ops, event, reply })
             .await
             .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
@@ -399,10 +422,20 @@ async fn audit_appender(pool: Pool, mut rx: mpsc::Receiver<AuditJob>) {
                 Err(_) => break,
             }
         }
-        match append_batch(&pool, &batch).await {
+        let mut outcome: Vec<Option<StoreError>> = Vec::with_capacity(batch.len());
+        match append_batch(&pool, &mut batch, &mut outcome).await {
             Ok(first_seq) => {
-                for (seq, job) in (first_seq..).zip(batch) {
-                    let _ = job.reply.send(Ok(seq));
+                let mut seq = first_seq;
+                for (job, failed) in batch.into_iter().zip(outcome) {
+                    let answer = match failed {
+                        // Its ops were rolled back to its savepoint; its event was not appended.
+                        Some(e) => Err(e),
+                        None => {
+                            seq += 1;
+                            Ok(seq - 1)
+                        }
+                    };
+                    let _ = job.reply.send(answer);
                 }
             }
             Err(e) => {
@@ -415,20 +448,105 @@ async fn audit_appender(pool: Pool, mut rx: mpsc::Receiver<AuditJob>) {
     }
 }
 
-/// Appends `batch` in one transaction under the head lock; returns the first seq.
-async fn append_batch(pool: &Pool, batch: &[AuditJob]) -> Result<u64> {
+/// Appends `batch` in one transaction under the head lock; returns the first seq. A job with
+/// ops (taken from it) runs them first in a savepoint of its own: one that fails is rolled back to it, its
+/// error put in `failed` at its index, and its event left out; the others go on. (`failed`
+/// gets one entry per job; the seqs are given in order to the jobs with no error.)
+async fn append_batch(
+    pool: &Pool,
+    batch: &mut [AuditJob],
+    failed: &mut Vec<Option<StoreError>>,
+) -> Result<u64> {
     let mut client = pool.get().await?;
     let lock_head = client.prepare_cached(SQL_AUDIT_HEAD_LOCK).await?;
     let insert = client.prepare_cached(SQL_AUDIT_INSERT).await?;
     let set_head = client.prepare_cached(SQL_AUDIT_HEAD_SET).await?;
+    let writes = if batch.iter().any(|j| !j.ops.is_empty()) {
+        Some(WriteStatements {
+            put: client.prepare_cached(SQL_PUT).await?,
+            put_if_absent: client.prepare_cached(SQL_PUT_IF_ABSENT).await?,
+            delete: client.prepare_cached(SQL_DELETE).await?,
+        })
+    } else {
+        None
+    };
     let tx = client.transaction().await?;
+    failed.clear();
+    failed.resize_with(batch.len(), || None);
+    // Jobs that cannot fail on their own (no `PutIfAbsent`) and touch keys no earlier job of
+    // the batch touched are applied together: one upsert and one delete for all of them, two
+    // round trips per batch. The others run after them, in order, each in its own savepoint.
+    // (A key seen twice sends the later job down the savepoint path, which runs after the
+    // bulk statements, so every key's writes still apply in queue order.)
+    let mut seen = std::collections::HashSet::new();
+    let (mut put_keys, mut put_values, mut del_keys) = (Vec::new(), Vec::new(), Vec::new());
+    let mut one_by_one = Vec::new();
+    for (i, job) in batch.iter_mut().enumerate() {
+        if job.ops.is_empty() {
+            continue;
+        }
+        let mut own = std::collections::HashSet::new();
+        let bulk = job.ops.iter().all(|op| match op {
+            RawOp::PutIfAbsent { .. } => false,
+            RawOp::Put { key, .. } | RawOp::Delete { key } => {
+                !seen.contains(key.as_str()) && own.insert(key.as_str())
+            }
+        });
+        for op in &job.ops {
+            let (RawOp::Put { key, .. } | RawOp::Delete { key } | RawOp::PutIfAbsent { key, .. }) =
+                op;
+            seen.insert(key.clone());
+        }
+        if !bulk {
+            one_by_one.push(i);
+            continue;
+        }
+        // No `PutIfAbsent` here (checked above), so every op is a put or a delete.
+        for op in std::mem::take(&mut job.ops) {
+            match op {
+                RawOp::Put { key, sealed } => {
+                    put_keys.push(key);
+                    put_values.push(sealed);
+                }
+                RawOp::Delete { key } => del_keys.push(key),
+                // Excluded by the check above: such a job takes the savepoint path.
+                RawOp::PutIfAbsent { .. } => {}
+            }
+        }
+    }
+    if !put_keys.is_empty() {
+        let st = tx.prepare_cached(SQL_PUT_MANY).await?;
+        tx.execute(&st, &[&put_keys, &put_values]).await?;
+    }
+    if !del_keys.is_empty() {
+        let st = tx.prepare_cached(SQL_DELETE_MANY).await?;
+        tx.execute(&st, &[&del_keys]).await?;
+    }
+    for i in one_by_one {
+        let (Some(st), job) = (&writes, &mut batch[i]) else {
+            continue;
+        };
+        tx.batch_execute("SAVEPOINT job").await?;
+        match apply_ops(&*tx, st, std::mem::take(&mut job.ops)).await {
+            Ok(_) => {
+                tx.batch_execute("RELEASE SAVEPOINT job").await?;
+            }
+            Err(e) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
+                    .await?;
+                failed[i] = Some(e);
+            }
+        }
+    }
+    // The head is locked last, so other processes' appends wait only for the inserts.
     let head = tx.query_one(&lock_head, &[]).await?;
     let (mut seq, mut prev_hash): (i64, String) = (head.get(0), head.get(1));
     let first = seq + 1;
     let time = now_ms();
     let n = batch.len();
     let mut cols = AuditColumns::with_capacity(n);
-    for AuditJob { event: e, .. } in batch {
+    let kept = batch.iter().zip(failed.iter()).filter(|(_, f)| f.is_none());
+    for (AuditJob { event: e, .. }, _) in kept {
         seq += 1;
         let hash = record_hash(&prev_hash, seq_from_db(seq)?, time, e)?;
         cols.seq.push(seq);

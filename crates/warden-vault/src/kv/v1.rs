@@ -36,8 +36,14 @@ pub(super) async fn handle(ctx: &Ctx<'_>, mount: &MountEntry, rest: &str) -> Res
             }
             let bytes = serde_json::to_vec(&ctx.req.body)
                 .map_err(|e| VaultError::Internal(e.to_string()))?;
-            store.put(&key, &bytes).await?;
-            Ok(VaultResponse::no_content())
+            let response = VaultResponse::no_content();
+            // The write and the request's audit event commit together.
+            ctx.transact_audited(
+                vec![warden_store::Op::Put { key, value: bytes }],
+                response.status().as_u16(),
+            )
+            .await?;
+            Ok(response)
         }
         Operation::Delete => {
             ctx.require_op()?;

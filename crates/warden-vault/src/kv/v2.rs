@@ -379,9 +379,12 @@ async fn write(ctx: &Ctx<'_>, keys: &Keys, path: &str, patch: bool) -> Result<Va
         key: keys.meta(path),
         value: encode(&meta)?,
     });
-    store.transact(ops).await?;
     let v = &meta.versions[&n];
-    Ok(VaultResponse::data(meta.version_json(n, v)))
+    let response = VaultResponse::data(meta.version_json(n, v));
+    // The write and the request's audit event: one transaction, one commit.
+    ctx.transact_audited(ops, response.status().as_u16())
+        .await?;
+    Ok(response)
 }
 
 /// Drops the oldest versions beyond the limit; returns the deletes of their data.

@@ -281,3 +281,59 @@ async fn concurrent_cas_writes_have_one_winner(b: Backend) {
     assert_eq!(a.json()["data"]["current_version"], 2);
 }
 both_backends!(concurrent_cas_writes_have_one_winner);
+
+/// Every request leaves exactly one event in the store's audit chain: a KV write's is
+/// committed with the write itself (one transaction), a refused write's (a CAS mismatch, no
+/// data) is appended after it as a failure, and a read's after the read.
+async fn kv_writes_and_their_audit_events_commit_together(b: Backend) {
+    let v = TestVault::start(b).await;
+    v.enable_kv("secret", 2).await;
+    v.enable_kv("old", 1).await;
+    let r = &v.root;
+    let head = v.store.verify_audit().await.unwrap();
+    let a = v
+        .post("secret/data/app/x", r, json!({ "data": { "k": "v1" } }))
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let a = v
+        .post(
+            "secret/data/app/x",
+            r,
+            json!({ "data": { "k": "v2" }, "options": { "cas": 0 } }),
+        )
+        .await;
+    assert_eq!(a.status, 400);
+    let a = v.post("secret/data/app/x", r, json!({})).await;
+    assert_eq!(a.status, 400);
+    let a = v.post("old/app/y", r, json!({ "k": "v" })).await;
+    assert_eq!(a.status, 204);
+    let a = v.get("secret/data/app/x", r).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["data"]["data"]["k"], "v1");
+
+    let records = v.store.audit_since(head, 100).await.unwrap();
+    let seen: Vec<(String, String, String, serde_json::Value)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.event.action.clone(),
+                r.event.subject.clone().unwrap_or_default(),
+                r.event.outcome.clone(),
+                r.event.detail["status"].clone(),
+            )
+        })
+        .collect();
+    let want = |a: &str, s: &str, o: &str, st: u16| (a.into(), s.into(), o.into(), json!(st));
+    assert_eq!(
+        seen,
+        vec![
+            want("vault.update", "secret/data/app/x", "success", 200),
+            want("vault.update", "secret/data/app/x", "failure", 400),
+            want("vault.update", "secret/data/app/x", "failure", 400),
+            want("vault.update", "old/app/y", "success", 204),
+            want("vault.read", "secret/data/app/x", "success", 200),
+        ]
+    );
+    assert_eq!(v.store.verify_audit().await.unwrap(), head + 5);
+}
+both_backends!(kv_writes_and_their_audit_events_commit_together);
