@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 pub mod authcfg;
 pub mod client;
 pub mod flaky;
+pub mod interop;
 pub mod jwt;
 pub mod raw;
 pub mod redis;

@@ -4,15 +4,11 @@
 //! database engine and leases) with the interop virtualenv that scripts/interop/venv.sh
 //! creates (from PyPI, once).
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use warden_store::Store;
 use warden_vault::{Vault, VaultOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hvac_against_the_vault() {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("vault.db").to_str().unwrap(), &[3u8; 32])
         .await
@@ -24,25 +20,14 @@ async fn hvac_against_the_vault() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let out = tokio::task::spawn_blocking(move || {
-        let venv = Command::new(repo.join("scripts/interop/venv.sh"))
-            .output()
-            .expect("run scripts/interop/venv.sh");
-        assert!(
-            venv.status.success(),
-            "creating the interop virtualenv failed:\n{}",
-            String::from_utf8_lossy(&venv.stderr)
-        );
-        let python = String::from_utf8(venv.stdout).unwrap().trim().to_owned();
-        Command::new(python)
-            .arg(repo.join("scripts/interop/test_vault_hvac.py"))
-            .env("VAULT_ADDR", format!("http://{addr}"))
-            .env("VAULT_TOKEN", &root)
-            .output()
-            .expect("run test_vault_hvac.py")
-    })
-    .await
-    .unwrap();
+    let out = warden_test_util::interop::run_python(
+        "test_vault_hvac.py",
+        vec![
+            ("VAULT_ADDR".into(), format!("http://{addr}")),
+            ("VAULT_TOKEN".into(), root.to_string()),
+        ],
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
