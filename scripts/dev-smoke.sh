@@ -5,7 +5,8 @@
 #   3. HTTP and HTTPS requests reach the built-in echo service; the JWT-protected /api/ route
 #      takes the printed token (from credentials.json) and refuses requests without it; the
 #      API-key route takes the printed key; the authority issues, introspects and revokes
-#      tokens for real Python clients (scripts/interop.sh: authlib, PyJWT), and the gateway
+#      tokens for real Python clients (scripts/interop.sh: authlib, PyJWT; hvac against the dev
+#      vault), and the gateway
 #      refuses a revoked token within 5 s,
 #   4. the admin /metrics output passes `promtool check metrics`
 #      (the Debian package `prometheus` is installed when promtool is missing),
@@ -170,7 +171,10 @@ expect "/keyed/ with a wrong key gets 401" 401 'invalid_token' \
     -H "x-api-key: $WRONG_KEY" http://localhost:8080/keyed/report
 
 step "interop: authlib and PyJWT against the authority and the gateway"
-WARDEN_DEV_DATA="$DATA" scripts/interop.sh || fail "interoperability tests (scripts/interop.sh) failed"
+# hvac too, against the dev vault with the root token warden dev wrote.
+DEV_ROOT_TOKEN="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["root_token"])' "$CREDS")"
+WARDEN_DEV_DATA="$DATA" VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN="$DEV_ROOT_TOKEN" scripts/interop.sh \
+    || fail "interoperability tests (scripts/interop.sh) failed"
 
 # --- 4. metrics -------------------------------------------------------------------------------
 METRICS="$DATA/metrics.txt"
