@@ -113,19 +113,7 @@ die() { log "ERROR: $*"; exit 1; }
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---------------------------------------------------------------- selection
-SCENARIOS=()
-for s in ${ONLY//,/ }; do
-    case $s in
-        sqlite | postgres) SCENARIOS+=("$s-token" "$s-introspect" "$s-introspect-fresh") ;;
-        *)
-            case " $ALL_SCENARIOS " in
-                *" $s "*) SCENARIOS+=("$s") ;;
-                *) die "unknown scenario '$s' in ONLY (use: $ALL_SCENARIOS, sqlite, postgres)" ;;
-            esac
-            ;;
-    esac
-done
-((${#SCENARIOS[@]})) || die "ONLY selects nothing"
+select_scenarios "$ALL_SCENARIOS" "token introspect introspect-fresh"
 
 for v in DURATION CONNECTIONS THREADS WARMUP ROUNDS LOAD_WAIT PROFILE_SECONDS FRESH_TOKENS FRESH_WARMUP_TOKENS CAPTURE_MAX; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"

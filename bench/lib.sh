@@ -274,3 +274,23 @@ interleaved() {
         done
     done
 }
+
+# select_scenarios ALL SUFFIXES: fills SCENARIOS from ONLY (comma-separated), where `sqlite`
+# and `postgres` stand for `<backend>-<suffix>` for every suffix in SUFFIXES, and a name in
+# ALL stands for itself; anything else, or nothing selected, is an error.
+select_scenarios() {
+    local all=$1 suffixes=$2 s x
+    SCENARIOS=()
+    for s in ${ONLY//,/ }; do
+        case $s in
+            sqlite | postgres) for x in $suffixes; do SCENARIOS+=("$s-$x"); done ;;
+            *)
+                case " $all " in
+                    *" $s "*) SCENARIOS+=("$s") ;;
+                    *) die "unknown scenario '$s' in ONLY (use: $all, sqlite, postgres)" ;;
+                esac
+                ;;
+        esac
+    done
+    ((${#SCENARIOS[@]})) || die "ONLY selects nothing"
+}

@@ -73,19 +73,7 @@ TARGET_READS=20000
 TARGET_WRITES=2000
 
 ALL_SCENARIOS="sqlite-kv-read sqlite-kv-write sqlite-transit-encrypt postgres-kv-read postgres-kv-write postgres-transit-encrypt"
-SCENARIOS=()
-for s in ${ONLY//,/ }; do
-    case $s in
-        sqlite | postgres) SCENARIOS+=("$s-kv-read" "$s-kv-write" "$s-transit-encrypt") ;;
-        *)
-            case " $ALL_SCENARIOS " in
-                *" $s "*) SCENARIOS+=("$s") ;;
-                *) die "unknown scenario '$s' in ONLY (use: $ALL_SCENARIOS, sqlite, postgres)" ;;
-            esac
-            ;;
-    esac
-done
-((${#SCENARIOS[@]})) || die "ONLY selects nothing"
+select_scenarios "$ALL_SCENARIOS" "kv-read kv-write transit-encrypt"
 for v in DURATION WARMUP ROUNDS CONNECTIONS THREADS KEYS LOAD_WAIT PROFILE_SECONDS; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
