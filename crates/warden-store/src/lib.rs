@@ -55,6 +55,7 @@
 
 mod audit;
 mod backend;
+pub mod cache;
 mod error;
 mod leader;
 mod migrations;
@@ -128,6 +129,20 @@ pub enum Op {
     },
 }
 
+/// When a commit is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Once it is on disk (fsynced): survives a power loss.
+    Synced,
+    /// Once it is in the database's log (written, not yet fsynced): survives a crash of the
+    /// process, not of the machine (see [`Store::audit_logged`]).
+    Logged,
+}
+
+/// Longest a logged (not yet synced) SQLite commit waits for the checkpointer, which syncs
+/// the log before it copies it into the database.
+pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A handle on the store. Cheap to clone (an `Arc` inside); `Send + Sync`.
 #[derive(Clone)]
 pub struct Store {
@@ -139,6 +154,20 @@ struct Inner {
     /// `None` while sealed.
     keys: RwLock<Option<Arc<Keys>>>,
     rng: SystemRandom,
+    /// Sealed values read through [`Store::get_cached`] (what Vault's physical cache is,
+    /// below the seal: nothing in it is plaintext).
+    cache: cache::ReadCache<Arc<[u8]>>,
+}
+
+/// Most values [`Store::get_cached`] keeps; past it the cache starts over.
+const CACHE_MAX_ENTRIES: usize = 16_384;
+/// Largest value (sealed) it keeps.
+const CACHE_MAX_VALUE: usize = 16 * 1024;
+
+fn raw_key(op: &RawOp) -> &str {
+    match op {
+        RawOp::Put { key, .. } | RawOp::Delete { key } | RawOp::PutIfAbsent { key, .. } => key,
+    }
 }
 
 /// What an unsealed store holds: the KEK and what it opens.
@@ -210,6 +239,7 @@ impl Store {
                 backend,
                 keys: RwLock::new(None),
                 rng: SystemRandom::new(),
+                cache: cache::ReadCache::new(CACHE_MAX_ENTRIES),
             }),
         })
     }
@@ -307,6 +337,7 @@ impl Store {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .take();
+        self.inner.cache.clear();
     }
 
     /// The data-key term new writes use and when it was added.
@@ -334,16 +365,55 @@ impl Store {
         }
     }
 
+    /// The value at `key`, like [`Store::get`], kept (sealed) in memory after the first read
+    /// so later reads do not reach the database. Only for keys that no other process writes
+    /// while this one reads them: a write through any handle of this store is seen at once,
+    /// a write by another process is not until [`Store::clear_cache`]. (The vault's KV
+    /// engine: with HA only the active authority writes, and it clears the cache when it
+    /// becomes active.)
+    pub async fn get_cached(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        check_key(key)?;
+        self.keys()?;
+        if let Some(sealed) = self.inner.cache.get(key) {
+            return self.open_value(key, &sealed).await.map(Some);
+        }
+        let generation = self.inner.cache.generation();
+        match self.inner.backend.get(key).await? {
+            None => Ok(None),
+            Some(sealed) => {
+                if sealed.len() <= CACHE_MAX_VALUE {
+                    self.inner
+                        .cache
+                        .insert(generation, key, Arc::from(sealed.as_slice()));
+                }
+                self.open_value(key, &sealed).await.map(Some)
+            }
+        }
+    }
+
+    /// Forgets every value [`Store::get_cached`] kept (when another process may have
+    /// written: say, on becoming the active authority).
+    pub fn clear_cache(&self) {
+        self.inner.cache.clear();
+    }
+
+    /// Applies `raw` in one transaction, then forgets the cached values of its keys (even
+    /// on an error: the commit's outcome may be unknown).
+    async fn write_raw(&self, raw: Vec<RawOp>) -> Result<Vec<bool>> {
+        let keys: Vec<String> = raw.iter().map(|op| raw_key(op).to_owned()).collect();
+        let r = self.inner.backend.write(raw).await;
+        self.inner.cache.forget(keys.iter().map(String::as_str));
+        r
+    }
+
     /// Sets `key` to `value`.
     pub async fn put(&self, key: &str, value: &[u8]) -> Result<()> {
         let sealed = self.seal_value(key, value)?;
-        self.inner
-            .backend
-            .write(vec![RawOp::Put {
-                key: key.to_owned(),
-                sealed,
-            }])
-            .await?;
+        self.write_raw(vec![RawOp::Put {
+            key: key.to_owned(),
+            sealed,
+        }])
+        .await?;
         Ok(())
     }
 
@@ -352,9 +422,7 @@ impl Store {
     pub async fn put_if_absent(&self, key: &str, value: &[u8]) -> Result<bool> {
         let sealed = self.seal_value(key, value)?;
         match self
-            .inner
-            .backend
-            .write(vec![RawOp::PutIfAbsent {
+            .write_raw(vec![RawOp::PutIfAbsent {
                 key: key.to_owned(),
                 sealed,
             }])
@@ -371,9 +439,7 @@ impl Store {
         check_key(key)?;
         self.keys()?;
         let changed = self
-            .inner
-            .backend
-            .write(vec![RawOp::Delete {
+            .write_raw(vec![RawOp::Delete {
                 key: key.to_owned(),
             }])
             .await?;
@@ -420,7 +486,7 @@ impl Store {
             return Ok(());
         }
         let raw = self.seal_ops(ops)?;
-        self.inner.backend.write(raw).await?;
+        self.write_raw(raw).await?;
         Ok(())
     }
 
@@ -434,7 +500,10 @@ impl Store {
         self.keys()?;
         audit::canonical_event(event, &mut String::new())?;
         let raw = self.seal_ops(ops)?;
-        self.inner.backend.write_audited(raw, event.clone()).await
+        let keys: Vec<String> = raw.iter().map(|op| raw_key(op).to_owned()).collect();
+        let r = self.inner.backend.write_audited(raw, event.clone()).await;
+        self.inner.cache.forget(keys.iter().map(String::as_str));
+        r
     }
 
     /// Checks `ops` against the limits and seals their values.
@@ -480,9 +549,30 @@ impl Store {
     /// Appends `event` to the audit log; returns its sequence number. Appends are serialised,
     /// so the chain has no gaps or forks. The event must hold no secret (the log is plain text).
     pub async fn audit(&self, event: &AuditEvent) -> Result<u64> {
+        self.append_audit(event, Durability::Synced).await
+    }
+
+    /// Appends `event` like [`Store::audit`], answering once it is committed to the
+    /// database's log but before that log is flushed to disk: it survives a crash of this
+    /// process (SQLite's WAL is written before the answer; PostgreSQL has the commit), not a
+    /// power loss or an operating-system crash in the next moments (SQLite: until the next
+    /// synced commit or checkpoint, at most [`CHECKPOINT_INTERVAL`]; PostgreSQL: its
+    /// `wal_writer_delay`, three times over at worst). What Vault's file audit device gives,
+    /// which writes each line without an fsync. For the events of requests that change
+    /// nothing (reads), where waiting for the disk would cap throughput at the disk's flush
+    /// rate; a change and its event go through [`Store::transact_audited`], always synced. The
+    /// chain stays whole either way: a lost tail is a shorter chain, never a broken one.
+    pub async fn audit_logged(&self, event: &AuditEvent) -> Result<u64> {
+        self.append_audit(event, Durability::Logged).await
+    }
+
+    async fn append_audit(&self, event: &AuditEvent, durability: Durability) -> Result<u64> {
         self.keys()?;
         audit::canonical_event(event, &mut String::new())?;
-        self.inner.backend.audit_append(event.clone()).await
+        self.inner
+            .backend
+            .audit_append(event.clone(), durability)
+            .await
     }
 
     /// Up to `limit` records (at most [`MAX_AUDIT_PAGE`]) with `seq > after_seq`, in order.
@@ -651,12 +741,14 @@ impl Store {
                 }
                 let plain = zeroize::Zeroizing::new(self.open_value(&key, &sealed).await?);
                 let resealed = self.seal_value(&key, &plain)?;
-                if self
+                self.inner.cache.forget([key.as_str()]);
+                let replaced = self
                     .inner
                     .backend
-                    .replace_sealed(key, sealed, resealed)
-                    .await?
-                {
+                    .replace_sealed(key.clone(), sealed, resealed)
+                    .await;
+                self.inner.cache.forget([key.as_str()]);
+                if replaced? {
                     count += 1;
                 }
             }

@@ -70,7 +70,84 @@ on_both_backends!(
     transact_audited_commits_the_change_and_its_event_together,
     concurrent_audited_writes_and_appends_interleave_in_one_chain,
     audited_writes_to_one_key_apply_in_audit_order,
+    cached_reads_see_every_write_through_the_store,
 );
+
+/// `get_cached` answers from memory, but never an old value after a write through the
+/// store (any method), a rotation's reseal, or a seal; another process's write is seen after
+/// `clear_cache`.
+async fn cached_reads_see_every_write_through_the_store(ctx: &Ctx) {
+    let s = &ctx.store;
+    assert_eq!(s.get_cached("c/a").await.unwrap(), None);
+    s.put("c/a", b"1").await.unwrap();
+    assert_eq!(
+        s.get_cached("c/a").await.unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    s.put("c/a", b"2").await.unwrap();
+    assert_eq!(
+        s.get_cached("c/a").await.unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+    s.transact(vec![Op::Put {
+        key: "c/a".into(),
+        value: b"3".to_vec(),
+    }])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get_cached("c/a").await.unwrap().as_deref(),
+        Some(&b"3"[..])
+    );
+    s.transact_audited(
+        vec![Op::Put {
+            key: "c/a".into(),
+            value: b"4".to_vec(),
+        }],
+        &event(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get_cached("c/a").await.unwrap().as_deref(),
+        Some(&b"4"[..])
+    );
+    assert!(!s.put_if_absent("c/a", b"5").await.unwrap());
+    assert_eq!(
+        s.get_cached("c/a").await.unwrap().as_deref(),
+        Some(&b"4"[..])
+    );
+    // A rotation reseals every value under the new key: still readable, same value.
+    s.rotate_data_key().await.unwrap();
+    s.reseal("c/").await.unwrap();
+    assert_eq!(
+        s.get_cached("c/a").await.unwrap().as_deref(),
+        Some(&b"4"[..])
+    );
+    assert!(s.delete("c/a").await.unwrap());
+    assert_eq!(s.get_cached("c/a").await.unwrap(), None);
+
+    // Another handle (another process, as far as this one knows) writes: seen once the
+    // cache is cleared, and sealing clears it too.
+    s.put("c/b", b"old").await.unwrap();
+    assert_eq!(
+        s.get_cached("c/b").await.unwrap().as_deref(),
+        Some(&b"old"[..])
+    );
+    let other = ctx.reopen().await.unwrap();
+    other.put("c/b", b"new").await.unwrap();
+    s.clear_cache();
+    assert_eq!(
+        s.get_cached("c/b").await.unwrap().as_deref(),
+        Some(&b"new"[..])
+    );
+    other.put("c/b", b"newer").await.unwrap();
+    s.seal();
+    assert!(
+        s.get_cached("c/b").await.is_err(),
+        "sealed: no reads, cached or not"
+    );
+}
 
 fn event(n: u64) -> AuditEvent {
     AuditEvent {
@@ -593,7 +670,14 @@ async fn concurrent_audit_appends_form_one_chain(ctx: &Ctx) {
         tasks.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
             for i in 0..25 {
-                seqs.push(s.audit(&event(t * 100 + i)).await.unwrap());
+                // Synced and logged appends (reads' events) share the one chain.
+                let e = event(t * 100 + i);
+                let seq = if (t + i) % 3 == 0 {
+                    s.audit_logged(&e).await
+                } else {
+                    s.audit(&e).await
+                };
+                seqs.push(seq.unwrap());
             }
             seqs
         }));

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::audit::{AuditCheckpoint, AuditRecord};
 use crate::error::Result;
-use crate::AuditEvent;
+use crate::{AuditEvent, Durability};
 
 /// A write, with its value already sealed.
 pub(crate) enum RawOp {
@@ -132,10 +132,14 @@ impl Backend {
     }
 
     /// Appends to the audit chain (serialised with every other append); returns the seq.
-    pub(crate) async fn audit_append(&self, event: AuditEvent) -> Result<u64> {
+    pub(crate) async fn audit_append(
+        &self,
+        event: AuditEvent,
+        durability: Durability,
+    ) -> Result<u64> {
         match self {
-            Backend::Sqlite(b) => b.audit_append(event).await,
-            Backend::Postgres(b) => b.audit_append(event).await,
+            Backend::Sqlite(b) => b.audit_append(event, durability).await,
+            Backend::Postgres(b) => b.audit_append(event, durability).await,
         }
     }
 

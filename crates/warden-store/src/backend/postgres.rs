@@ -27,7 +27,7 @@ use super::{now_ms, prefix_end, record_from_columns, seq_from_db, ListQuery, Raw
 use crate::audit::{canonical_detail, record_hash, AuditCheckpoint, AuditRecord};
 use crate::error::{Result, StoreError};
 use crate::migrations::{self, Migration};
-use crate::AuditEvent;
+use crate::{AuditEvent, Durability};
 
 const POOL_SIZE: usize = 16;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,6 +72,8 @@ struct AuditJob {
     ops: Vec<RawOp>,
     event: AuditEvent,
     reply: oneshot::Sender<Result<u64>>,
+    /// Whether its batch's commit must be flushed before it is answered.
+    durability: Durability,
 }
 
 /// The three write statements, prepared on one connection.
@@ -279,13 +281,18 @@ impl PgBackend {
         Ok(client.query_opt(&st, &[]).await?.map(|r| r.get(0)))
     }
 
-    pub(crate) async fn audit_append(&self, event: AuditEvent) -> Result<u64> {
+    pub(crate) async fn audit_append(
+        &self,
+        event: AuditEvent,
+        durability: Durability,
+    ) -> Result<u64> {
         let (reply, rx) = oneshot::channel();
         self.audit
             .send(AuditJob {
                 ops: Vec::new(),
                 event,
                 reply,
+                durability,
             })
             .await
             .map_err(|_| closed())?;
@@ -298,7 +305,12 @@ impl PgBackend {
     pub(crate) async fn write_audited(&self, ops: Vec<RawOp>, event: AuditEvent) -> Result<u64> {
         let (reply, rx) = oneshot::channel();
         self.audit
-            .send(AuditJob { ops, event, reply })
+            .send(AuditJob {
+                ops,
+                event,
+                reply,
+                durability: Durability::Synced,
+            })
             .await
             .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
@@ -471,6 +483,12 @@ async fn append_batch(
         None
     };
     let tx = client.transaction().await?;
+    if batch.iter().all(|j| j.durability == Durability::Logged) {
+        // Only reads' events: committed without waiting for the WAL flush (see
+        // `Store::audit_logged`); any other job keeps the server's `synchronous_commit`.
+        tx.batch_execute("SET LOCAL synchronous_commit TO off")
+            .await?;
+    }
     failed.clear();
     failed.resize_with(batch.len(), || None);
     // Jobs that cannot fail on their own (no `PutIfAbsent`) and touch keys no earlier job of

@@ -28,7 +28,7 @@ use super::{now_ms, prefix_end, record_from_columns, seq_from_db, ListQuery, Raw
 use crate::audit::{canonical_detail, record_hash, AuditCheckpoint, AuditRecord};
 use crate::error::{Result, StoreError};
 use crate::migrations::{self, Migration};
-use crate::AuditEvent;
+use crate::{AuditEvent, Durability};
 
 /// Most jobs committed together.
 const MAX_BATCH: usize = 256;
@@ -39,7 +39,7 @@ const READERS: usize = 4;
 /// How long a connection waits for another process's lock.
 const BUSY_TIMEOUT_MS: u32 = 5000;
 /// How often the checkpointer thread copies committed WAL frames into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+const CHECKPOINT_EVERY: std::time::Duration = crate::CHECKPOINT_INTERVAL;
 /// WAL pages past which the writer checkpoints by itself, should the checkpointer fall
 /// behind (SQLite's default is 1000, which puts a checkpoint into the commit path).
 const WRITER_AUTOCHECKPOINT_PAGES: u32 = 16_384;
@@ -50,6 +50,8 @@ type Work = Box<dyn FnOnce(&Connection) -> Result<Output> + Send>;
 struct Job {
     work: Work,
     reply: oneshot::Sender<Result<Output>>,
+    /// Whether its batch must be fsynced before it is answered.
+    durability: Durability,
 }
 
 struct ReaderPool {
@@ -230,8 +232,13 @@ impl SqliteBackend {
         .await
     }
 
-    pub(crate) async fn audit_append(&self, event: AuditEvent) -> Result<u64> {
-        self.write_job(move |c| append_audit(c, &event)).await
+    pub(crate) async fn audit_append(
+        &self,
+        event: AuditEvent,
+        durability: Durability,
+    ) -> Result<u64> {
+        self.queue_job(durability, move |c| append_audit(c, &event))
+            .await
     }
 
     pub(crate) async fn write_audited(&self, ops: Vec<RawOp>, event: AuditEvent) -> Result<u64> {
@@ -343,8 +350,18 @@ impl SqliteBackend {
         .map_err(join_error)?
     }
 
-    /// Queues `f` for the writer thread and waits until its batch has committed.
+    /// Queues `f` for the writer thread and waits until its batch has committed, synced.
     async fn write_job<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.queue_job(Durability::Synced, f).await
+    }
+
+    /// Queues `f` for the writer thread and waits until its batch has committed as
+    /// `durability` asks (a batch is synced if any of its jobs asks for it).
+    async fn queue_job<T, F>(&self, durability: Durability, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -352,7 +369,11 @@ impl SqliteBackend {
         let (reply, rx) = oneshot::channel();
         let work: Work = Box::new(move |c| f(c).map(|t| Box::new(t) as Output));
         self.writer
-            .send(Job { work, reply })
+            .send(Job {
+                work,
+                reply,
+                durability,
+            })
             .await
             .map_err(|_| closed())?;
         let out = rx.await.map_err(|_| closed())??;
@@ -639,6 +660,8 @@ fn start_checkpointer(path: PathBuf) -> Result<std::sync::mpsc::Sender<()>> {
 
 /// The writer thread: drains the queue in batches, one transaction (and one fsync) per batch.
 fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    // `open` left the connection at `synchronous = FULL`.
+    let mut synced = true;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -646,6 +669,26 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
+        }
+        // A batch of logged appends only (reads' audit events) commits without an fsync of
+        // the WAL (`NORMAL`); any other job in it makes the whole batch synced (`FULL`). In WAL
+        // mode the setting only decides whether a commit fsyncs: the next synced commit, or the
+        // checkpointer, syncs whatever came before it.
+        let want = batch.iter().any(|j| j.durability == Durability::Synced);
+        if want != synced {
+            let pragma = if want {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            };
+            if let Err(e) = conn.execute_batch(pragma) {
+                fail_all(
+                    batch.into_iter().map(|j| j.reply),
+                    &format!("sqlite: cannot set the commit mode: {e}"),
+                );
+                continue;
+            }
+            synced = want;
         }
         run_batch(&conn, batch);
     }
@@ -743,6 +786,57 @@ mod tests {
             .unwrap();
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2, "synchronous = FULL");
+    }
+
+    /// A logged append commits without the WAL fsync, and the next synced job is synced again:
+    /// the commit mode asked for by the batch, never left over from the one before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn logged_appends_commit_unsynced_and_synced_jobs_stay_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = SqliteBackend::open(dir.path().join("l.db").to_str().unwrap())
+            .await
+            .unwrap();
+        let event = || AuditEvent {
+            component: "vault".into(),
+            action: "vault.read".into(),
+            actor: "a".into(),
+            subject: Some("secret/data/x".into()),
+            outcome: "success".into(),
+            detail: serde_json::json!({ "status": 200 }),
+            source: None,
+        };
+        let mode = |d: Durability| {
+            b.queue_job(d, |c| {
+                Ok(c.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))?)
+            })
+        };
+        assert_eq!(
+            b.audit_append(event(), Durability::Logged).await.unwrap(),
+            1
+        );
+        assert_eq!(mode(Durability::Logged).await.unwrap(), 1, "NORMAL");
+        assert_eq!(mode(Durability::Synced).await.unwrap(), 2, "FULL again");
+        assert_eq!(
+            b.audit_append(event(), Durability::Synced).await.unwrap(),
+            2
+        );
+        // Many at once, mixed: every one appended, in one chain.
+        let jobs = (0..40).map(|i| {
+            let d = if i % 7 == 0 {
+                Durability::Synced
+            } else {
+                Durability::Logged
+            };
+            b.audit_append(event(), d)
+        });
+        let mut seqs: Vec<u64> = futures_util::future::join_all(jobs)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (3..43).collect::<Vec<_>>());
+        assert_eq!(b.audit_head().await.unwrap().0, 42);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

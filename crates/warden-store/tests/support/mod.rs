@@ -376,7 +376,13 @@ pub(crate) fn child_writer_main() {
                 detail: json!({ "i": i }),
                 source: None,
             };
-            s.audit(&event).await.unwrap();
+            // Half the events (the last among them) logged, not synced: a crash of the
+            // process must not lose those either.
+            if i % 2 == 1 || i + 1 == CHILD_WRITES {
+                s.audit_logged(&event).await.unwrap();
+            } else {
+                s.audit(&event).await.unwrap();
+            }
         }
         // Acknowledged: now die as a crash would, with the store still open.
         std::process::abort();
