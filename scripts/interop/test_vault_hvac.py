@@ -178,6 +178,14 @@ r = root.auth.token.renew(tok_a, increment="2h")
 assert r["auth"]["client_token"] == tok_a
 ok("tokens: create, lookup-self, lookup, lookup-accessor, renew-self, renew")
 
+# Tidy: Vault answers 202 with a warning; only a token with update on the path may run it.
+r = root.auth.token.tidy()
+# hvac hands back the raw response for a 202 (it decodes 200s only).
+assert r.status_code == 202, r
+assert "expired token(s) removed" in " ".join(r.json()["warnings"]), r.text
+expect(exceptions.Forbidden, a.auth.token.tidy)
+ok("tokens: tidy (root allowed, a default-policy token refused)")
+
 # Isolation: app-a reads its secrets only; app-b's existence is not revealed.
 a.secrets.kv.v2.create_or_update_secret(path="app-a/cfg", secret={"k": "a"}, mount_point=kv2)
 root.secrets.kv.v2.create_or_update_secret(path="app-b/cfg", secret={"k": "b"}, mount_point=kv2)
@@ -336,6 +344,11 @@ if PG_URL:
     assert lease["id"] == lease_id and lease["renewable"] is True, lease
     assert 3500 < lease["ttl"] <= 3600, lease
     assert root.sys.list_leases(prefix=f"{db}/creds/ro/")["data"]["keys"] == [lease_id.rsplit("/", 1)[1]]
+    # The default policy lets any token holding the lease id look it up and renew it.
+    plain = client(root.auth.token.create(policies=["default"], ttl="1h")["auth"]["client_token"])
+    assert plain.sys.read_lease(lease_id=lease_id)["data"]["id"] == lease_id
+    assert plain.sys.renew_lease(lease_id=lease_id, increment=3600)["lease_id"] == lease_id
+    expect(exceptions.Forbidden, plain.sys.list_leases, prefix=f"{db}/creds/ro/")
     renewed = root.sys.renew_lease(lease_id=lease_id, increment=5400)
     assert renewed["lease_id"] == lease_id and renewed["lease_duration"] == 5400, renewed
     renewed = root.sys.renew_lease(lease_id=lease_id, increment=86400)
@@ -349,7 +362,7 @@ if PG_URL:
     dbe.delete_role(name="ro", mount_point=db)
     dbe.delete_connection(name="pg", mount_point=db)
     root.sys.disable_secrets_engine(path=db)
-    ok("leases: read, list, renew (capped at max_ttl), revoke, revoke-prefix")
+    ok("leases: read, list, renew (capped at max_ttl; default policy may renew), revoke, revoke-prefix")
 else:
     print("skipped: database engine (WARDEN_TEST_DATABASE_URL is not set)", flush=True)
 

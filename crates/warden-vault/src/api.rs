@@ -352,11 +352,6 @@ impl VaultResponse {
         }
         m
     }
-
-    /// The envelope as JSON, by reference (for the audit devices).
-    pub fn envelope(&self) -> Map<String, Value> {
-        self.clone().into_envelope()
-    }
 }
 
 impl IntoResponse for VaultResponse {

@@ -1,7 +1,11 @@
 //! Every vault request goes to the store's hash-chained audit log: the operation, the path,
 //! the status, and who asked as a keyed hash of the token's accessor — never a token, a
 //! secret value or a request body. Appends are awaited: a request whose event cannot be
-//! written is answered with 500, not served unaudited. A request that writes (a KV write)
+//! written is answered with 500, not served unaudited. A read's or list's event is awaited
+//! until it is in the database's log, not until the disk has flushed it
+//! ([`warden_store::Store::audit_logged`]): it survives `kill -9`, and a power loss may take
+//! the last moments' read events (the chain stays whole, only shorter), as with Vault's file
+//! device; every other request's event is flushed before the answer. A request that writes (a KV write)
 //! commits its event in the same store transaction as the write ([`Ctx::transact_audited`]):
 //! one group commit instead of two, and no acknowledged write without its event.
 
@@ -20,13 +24,21 @@ impl Vault {
         req: &VaultRequest,
         accessor: Option<&str>,
         status: u16,
+        read_only: bool,
     ) -> Result<()> {
         if req.audited.load(Ordering::Acquire) {
             // Committed with the request's write (`Ctx::transact_audited`).
             return Ok(());
         }
         let event = self.request_event(req, accessor, status);
-        self.inner.store.audit(&event).await?;
+        if read_only {
+            // A request that changed nothing: its event is logged without waiting for the
+            // disk's flush (`Store::audit_logged`: survives a crash of the process, as
+            // Vault's file device does), else reads run at the disk's flush rate.
+            self.inner.store.audit_logged(&event).await?;
+        } else {
+            self.inner.store.audit(&event).await?;
+        }
         Ok(())
     }
 

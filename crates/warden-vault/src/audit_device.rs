@@ -194,11 +194,30 @@ impl Device {
             .collect()
     }
 
-    fn write(&self, entry: &Value) -> std::io::Result<()> {
-        let mut line = Vec::with_capacity(512);
+    /// Writes one line: the prefix, then `{"time":…,"type":…,<fields>}`, where each field's
+    /// value is JSON already serialised (the request's parts are built once per device and
+    /// reused by its response line).
+    fn write_entry(&self, time: &str, kind: &str, fields: &[(&str, &[u8])]) -> std::io::Result<()> {
+        let mut line = Vec::with_capacity(
+            self.prefix.len()
+                + 64
+                + fields
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 4)
+                    .sum::<usize>(),
+        );
         line.extend_from_slice(self.prefix.as_bytes());
-        serde_json::to_writer(&mut line, entry)?;
-        line.push(b'\n');
+        line.extend_from_slice(b"{\"time\":");
+        serde_json::to_writer(&mut line, time)?;
+        line.extend_from_slice(b",\"type\":");
+        serde_json::to_writer(&mut line, kind)?;
+        for (k, v) in fields {
+            line.push(b',');
+            serde_json::to_writer(&mut line, k)?;
+            line.push(b':');
+            line.extend_from_slice(v);
+        }
+        line.extend_from_slice(b"}\n");
         let mut t = self
             .target
             .lock()
@@ -291,11 +310,17 @@ impl Options {
 }
 
 /// What the devices recorded of a request: the devices (its response goes to the same
-/// ones, so enabling or disabling a device never splits a request from its response) and
-/// the token it was authenticated with.
+/// ones, so enabling or disabling a device never splits a request from its response), and
+/// for each the `auth` and `request` objects it wrote, which its response line repeats.
 pub(crate) struct Seen {
     devices: Arc<Vec<Arc<Device>>>,
-    auth: Option<TokenEntry>,
+    parts: Vec<Parts>,
+}
+
+/// One device's `auth` and `request` objects of a request, serialised.
+struct Parts {
+    auth: Vec<u8>,
+    request: Vec<u8>,
 }
 
 impl std::fmt::Debug for Seen {
@@ -420,15 +445,19 @@ impl AuditDevices {
         Ok(true)
     }
 
-    /// Writes one entry (built per device, as hashes differ) to every device of `table`.
-    /// Fails only when devices are enabled and none could write it.
-    fn log(table: &[Arc<Device>], build: impl Fn(&Device) -> Value) -> Result<()> {
+    /// Writes one entry to every device of `table` (`write` is given the device and its
+    /// index; entries are built per device, as hashes differ). Fails only when devices are
+    /// enabled and none could write it.
+    fn log(
+        table: &[Arc<Device>],
+        write: impl Fn(usize, &Device) -> std::io::Result<()>,
+    ) -> Result<()> {
         if table.is_empty() {
             return Ok(());
         }
         let mut written = 0;
-        for d in table.iter() {
-            match d.write(&build(d)) {
+        for (i, d) in table.iter().enumerate() {
+            match write(i, d) {
                 Ok(()) => written += 1,
                 Err(e) => {
                     tracing::error!(device = %d.config.path, error = %e, "vault: audit device failed to write");
@@ -571,6 +600,21 @@ impl Vault {
         })
     }
 
+    /// The `auth` and `request` objects `d` writes for `req`.
+    fn parts(
+        &self,
+        d: &Device,
+        req: &VaultRequest,
+        auth: Option<&TokenEntry>,
+        mount_type: &str,
+    ) -> Parts {
+        let to_vec = |v: &Value| serde_json::to_vec(v).unwrap_or_else(|_| b"null".to_vec());
+        Parts {
+            auth: to_vec(&Self::audit_auth(d, req, auth)),
+            request: to_vec(&self.audit_request_body(d, req, auth, mount_type)),
+        }
+    }
+
     /// Logs a request to the audit devices before it runs (fail closed: `Err` when devices
     /// are enabled and none could write). `auth` is the authenticated token, if any.
     pub(crate) fn audit_devices_request(
@@ -582,23 +626,27 @@ impl Vault {
         if table.is_empty() {
             let _ = req.audit_seen.set(Seen {
                 devices: table,
-                auth: None,
+                parts: Vec::new(),
             });
             return Ok(());
         }
         let mount_type = self.mount_type_of(&req.path);
         let time = now_rfc3339();
-        let r = AuditDevices::log(&table, |d| {
-            json!({
-                "time": time,
-                "type": "request",
-                "auth": Self::audit_auth(d, req, auth),
-                "request": self.audit_request_body(d, req, auth, &mount_type),
-            })
+        let parts: Vec<Parts> = table
+            .iter()
+            .map(|d| self.parts(d, req, auth, &mount_type))
+            .collect();
+        let r = AuditDevices::log(&table, |i, d| {
+            let p = &parts[i];
+            d.write_entry(
+                &time,
+                "request",
+                &[("auth", &p.auth), ("request", &p.request)],
+            )
         });
         let _ = req.audit_seen.set(Seen {
             devices: table,
-            auth: auth.cloned(),
+            parts,
         });
         r
     }
@@ -621,52 +669,95 @@ impl Vault {
         if table.is_empty() {
             return Ok(());
         }
-        let auth = seen.and_then(|s| s.auth.as_ref());
         let mount_type = self.mount_type_of(&req.path);
+        // A request refused before its request line (say, a bad token) has no parts yet.
+        let own: Vec<Parts>;
+        let parts: &[Parts] = match seen {
+            Some(s) if s.parts.len() == table.len() => &s.parts,
+            _ => {
+                own = table
+                    .iter()
+                    .map(|d| self.parts(d, req, None, &mount_type))
+                    .collect();
+                &own
+            }
+        };
         let time = now_rfc3339();
-        let envelope = result.as_ref().ok().map(VaultResponse::envelope);
         let error = match result {
             Ok(_) => String::new(),
             Err(e) => e.messages().join("; "),
         };
-        AuditDevices::log(table, |d| {
-            let mut response = Map::new();
-            response.insert("mount_type".into(), json!(mount_type));
-            if let Some(env) = &envelope {
-                for key in ["data", "warnings"] {
-                    if let Some(v) = env.get(key).filter(|v| !v.is_null()) {
-                        let v = if key == "data" {
-                            d.hash_value(v)
-                        } else {
-                            v.clone()
-                        };
-                        response.insert(key.into(), v);
-                    }
+        let error = serde_json::to_vec(&error).unwrap_or_else(|_| b"\"\"".to_vec());
+        AuditDevices::log(table, |i, d| {
+            let response = match result {
+                Ok(r) => audit_response(d, &mount_type, r),
+                Err(_) => {
+                    let mut m = Map::new();
+                    m.insert("mount_type".into(), json!(mount_type));
+                    m
                 }
-                if let Some(Value::Object(a)) = env.get("auth") {
-                    let mut a = a.clone();
-                    hash_field(&mut a, "client_token", |s| d.hash(s));
-                    hash_field(&mut a, "accessor", |s| d.hash_accessor(s));
-                    response.insert("auth".into(), Value::Object(a));
-                }
-                if let Some(Value::Object(w)) = env.get("wrap_info") {
-                    let mut w = w.clone();
-                    hash_field(&mut w, "token", |s| d.hash(s));
-                    hash_field(&mut w, "accessor", |s| d.hash_accessor(s));
-                    hash_field(&mut w, "wrapped_accessor", |s| d.hash_accessor(s));
-                    response.insert("wrap_info".into(), Value::Object(w));
-                }
-            }
-            json!({
-                "time": time,
-                "type": "response",
-                "auth": Self::audit_auth(d, req, auth),
-                "request": self.audit_request_body(d, req, auth, &mount_type),
-                "response": response,
-                "error": error,
-            })
+            };
+            let response = serde_json::to_vec(&response)?;
+            let p = &parts[i];
+            d.write_entry(
+                &time,
+                "response",
+                &[
+                    ("auth", &p.auth),
+                    ("request", &p.request),
+                    ("response", &response),
+                    ("error", &error),
+                ],
+            )
         })
     }
+}
+
+/// The `response` object `d` writes for an answer: its `data` with every string hashed, its
+/// `warnings`, and the tokens and accessors of `auth` and `wrap_info` hashed. Read from the
+/// answer's fields (or, for an unwrapped answer, its stored envelope) without building the
+/// envelope.
+fn audit_response(d: &Device, mount_type: &str, r: &VaultResponse) -> Map<String, Value> {
+    let mut response = Map::new();
+    response.insert("mount_type".into(), json!(mount_type));
+    let warnings;
+    let (data, warns, auth, wrap) = match &r.raw {
+        Some(raw) => (
+            raw.get("data"),
+            raw.get("warnings"),
+            raw.get("auth"),
+            raw.get("wrap_info"),
+        ),
+        None => {
+            warnings = (!r.warnings.is_empty()).then(|| json!(r.warnings));
+            (
+                r.data.as_ref(),
+                warnings.as_ref(),
+                r.auth.as_ref(),
+                r.wrap_info.as_ref(),
+            )
+        }
+    };
+    if let Some(v) = data.filter(|v| !v.is_null()) {
+        response.insert("data".into(), d.hash_value(v));
+    }
+    if let Some(v) = warns.filter(|v| !v.is_null()) {
+        response.insert("warnings".into(), v.clone());
+    }
+    if let Some(Value::Object(a)) = auth {
+        let mut a = a.clone();
+        hash_field(&mut a, "client_token", |s| d.hash(s));
+        hash_field(&mut a, "accessor", |s| d.hash_accessor(s));
+        response.insert("auth".into(), Value::Object(a));
+    }
+    if let Some(Value::Object(w)) = wrap {
+        let mut w = w.clone();
+        hash_field(&mut w, "token", |s| d.hash(s));
+        hash_field(&mut w, "accessor", |s| d.hash_accessor(s));
+        hash_field(&mut w, "wrapped_accessor", |s| d.hash_accessor(s));
+        response.insert("wrap_info".into(), Value::Object(w));
+    }
+    response
 }
 
 fn hash_field(m: &mut Map<String, Value>, key: &str, f: impl Fn(&str) -> String) {

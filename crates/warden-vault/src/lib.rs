@@ -112,6 +112,10 @@ impl Vault {
     /// Opens the vault on an open (unsealed) store: loads or creates the token HMAC key, the
     /// `default` policy and the mount tables.
     pub async fn open(store: Store, options: VaultOptions) -> Result<Vault> {
+        // The KV engine reads through the store's cache (`Store::get_cached`), which is
+        // right only while this process is the one writer: a vault opens when its authority
+        // starts or becomes active, after another may have written.
+        store.clear_cache();
         let tokens = token::TokenStore::open(store.clone(), Arc::clone(&options.clock)).await?;
         let policies = policy::store::PolicyStore::open(store.clone()).await?;
         let mounts = mounts::Mounts::open(store.clone()).await?;

@@ -20,7 +20,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, mount: &MountEntry, rest: &str) -> Res
         Operation::Read => {
             ctx.require_op()?;
             let key = format!("{prefix}{}", secret_path(rest)?);
-            let bytes = store.get(&key).await?.ok_or(VaultError::NotFound)?;
+            let bytes = store.get_cached(&key).await?.ok_or(VaultError::NotFound)?;
             let data: Value = serde_json::from_slice(&bytes)
                 .map_err(|e| VaultError::Internal(format!("kv record unreadable: {e}")))?;
             let mut r = VaultResponse::data(data);
@@ -29,7 +29,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, mount: &MountEntry, rest: &str) -> Res
         }
         Operation::Write => {
             let key = format!("{prefix}{}", secret_path(rest)?);
-            ctx.require_write(|| async { Ok(store.get(&key).await?.is_some()) })
+            ctx.require_write(|| async { Ok(store.get_cached(&key).await?.is_some()) })
                 .await?;
             if ctx.req.body.is_empty() {
                 return Err(VaultError::BadRequest("no data provided".into()));

@@ -194,7 +194,7 @@ pub(super) async fn handle(ctx: &Ctx<'_>, mount: &MountEntry, rest: &str) -> Res
 }
 
 async fn load_config(ctx: &Ctx<'_>, keys: &Keys) -> Result<Config> {
-    match ctx.vault.inner.store.get(&keys.config()).await? {
+    match ctx.vault.inner.store.get_cached(&keys.config()).await? {
         None => Ok(Config::default()),
         Some(b) => serde_json::from_slice(&b)
             .map_err(|e| VaultError::Internal(format!("kv config unreadable: {e}"))),
@@ -202,7 +202,7 @@ async fn load_config(ctx: &Ctx<'_>, keys: &Keys) -> Result<Config> {
 }
 
 async fn load_meta(ctx: &Ctx<'_>, keys: &Keys, path: &str) -> Result<Option<Meta>> {
-    match ctx.vault.inner.store.get(&keys.meta(path)).await? {
+    match ctx.vault.inner.store.get_cached(&keys.meta(path)).await? {
         None => Ok(None),
         Some(b) => serde_json::from_slice(&b)
             .map(Some)
@@ -279,7 +279,7 @@ async fn read(ctx: &Ctx<'_>, keys: &Keys, path: &str) -> Result<VaultResponse> {
         .vault
         .inner
         .store
-        .get(&keys.version(path, n))
+        .get_cached(&keys.version(path, n))
         .await?
         .ok_or(VaultError::NotFound)?;
     let data: Value = serde_json::from_slice(&bytes)
@@ -294,7 +294,7 @@ async fn read(ctx: &Ctx<'_>, keys: &Keys, path: &str) -> Result<VaultResponse> {
 async fn write(ctx: &Ctx<'_>, keys: &Keys, path: &str, patch: bool) -> Result<VaultResponse> {
     let store = &ctx.vault.inner.store;
     if !patch {
-        ctx.require_write(|| async { Ok(store.get(&keys.meta(path)).await?.is_some()) })
+        ctx.require_write(|| async { Ok(store.get_cached(&keys.meta(path)).await?.is_some()) })
             .await?;
     }
     let body = &ctx.req.body;
@@ -344,7 +344,7 @@ async fn write(ctx: &Ctx<'_>, keys: &Keys, path: &str, patch: bool) -> Result<Va
             return Err(VaultError::NotFound);
         }
         let bytes = store
-            .get(&keys.version(path, meta.current_version))
+            .get_cached(&keys.version(path, meta.current_version))
             .await?
             .ok_or(VaultError::NotFound)?;
         let mut current: Value = serde_json::from_slice(&bytes)
@@ -432,7 +432,7 @@ async fn write_metadata(ctx: &Ctx<'_>, keys: &Keys, path: &str) -> Result<VaultR
     if patch {
         ctx.require_op()?;
     } else {
-        ctx.require_write(|| async { Ok(store.get(&keys.meta(path)).await?.is_some()) })
+        ctx.require_write(|| async { Ok(store.get_cached(&keys.meta(path)).await?.is_some()) })
             .await?;
     }
     let b = &ctx.req.body;

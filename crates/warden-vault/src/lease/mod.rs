@@ -53,6 +53,9 @@ pub(crate) const MAX_LEASE_ID_BYTES: usize = 420;
 const LEASE_RANDOM: usize = 24;
 /// First retry delay of a failed revocation, and the longest.
 const RETRY_FIRST: i64 = 10;
+/// How often the expiry task removes expired tokens nobody presented again (Vault leaves this
+/// to `auth/token/tidy`, run by hand or by cron).
+const TIDY_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 const RETRY_MAX: i64 = 3600;
 /// How often the expiry task wakes without being woken.
 pub(crate) const TICK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -605,6 +608,8 @@ pub(crate) fn spawn_task(
     mut stop: tokio::sync::watch::Receiver<()>,
 ) {
     tokio::spawn(async move {
+        // The first tick after opening tidies (tokens may have expired while it was down).
+        let mut last_tidy: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
                 r = stop.changed() => {
@@ -624,6 +629,16 @@ pub(crate) fn spawn_task(
             }
             if let Err(e) = v.inner.leases.run_due(&v).await {
                 tracing::warn!(error = %e, "vault: lease expiry run failed; retrying at the next tick");
+            }
+            if last_tidy.is_none_or(|t| t.elapsed() >= TIDY_EVERY) {
+                last_tidy = Some(std::time::Instant::now());
+                match v.inner.tokens.tidy().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "vault: removed expired tokens"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "vault: token tidy failed; retrying in an hour")
+                    }
+                }
             }
         }
     });

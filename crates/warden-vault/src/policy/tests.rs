@@ -165,4 +165,11 @@ fn default_policy_parses() {
     let a = Acl::new(false, [&p]);
     assert!(a.allows("auth/token/lookup-self", Caps::READ));
     assert!(!a.allows("auth/token/create", Caps::UPDATE));
+    // As in Vault's default policy: a token holding a lease id may renew and look it up,
+    // but not list leases or revoke them.
+    assert!(a.allows("sys/leases/renew", Caps::UPDATE));
+    assert!(a.allows("sys/renew", Caps::UPDATE));
+    assert!(a.allows("sys/leases/lookup", Caps::UPDATE));
+    assert!(!a.allows("sys/leases/lookup/", Caps::LIST));
+    assert!(!a.allows("sys/leases/revoke", Caps::UPDATE));
 }

@@ -92,6 +92,19 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, sub: &str) -> Result<VaultResponse> {
             ctx.vault.inner.tokens.revoke_orphan(&h).await?;
             Ok(VaultResponse::no_content())
         }
+        "tidy" => {
+            expect_write(ctx)?;
+            let n = ctx.vault.inner.tokens.tidy().await?;
+            tracing::info!(removed = n, "vault: token tidy removed expired tokens");
+            // Vault answers 202 and tidies in the background; this one has finished.
+            Ok(VaultResponse {
+                warnings: vec![format!(
+                    "Tidy operation successfully completed: {n} expired token(s) removed."
+                )],
+                status: Some(axum::http::StatusCode::ACCEPTED),
+                ..Default::default()
+            })
+        }
         "accessors" if op == Operation::List => {
             let keys = ctx.vault.inner.tokens.accessors().await?;
             Ok(VaultResponse::data(json!({ "keys": keys })))

@@ -13,7 +13,9 @@
 //!
 //! Expiry: a token's expiry never passes its parent's (it is capped at creation and at
 //! renewal), so an expired parent's children have expired too and no parent walk is needed
-//! on the hot path. An expired token is refused and removed (with its children) when seen.
+//! on the hot path. An expired token is refused and removed (with its children) when seen,
+//! and [`TokenStore::tidy`] (`auth/token/tidy`, and the expiry task every hour) removes those
+//! never seen again, so an expired wrapping token's cubbyhole does not outlive it.
 //! `num_uses`: every authenticated request spends one use; the request that spends the last
 //! one is served and the token is revoked.
 
@@ -184,7 +186,20 @@ pub(crate) struct TokenStore {
     uses: Mutex<()>,
     /// Wakes the lease expiry task when a token that created leases is deleted.
     pub(crate) lease_wake: Arc<tokio::sync::Notify>,
+    /// Decoded records of tokens in use (see [`EntryCache`]).
+    cache: EntryCache,
 }
+
+/// Most token records kept decoded; past it the cache starts over.
+const CACHE_MAX: usize = 65_536;
+
+/// The decoded records of tokens in use, so a request does not read, decrypt and parse its
+/// token's record every time. Only this process writes token records while it serves (the
+/// store has one writer: the process, or with HA the active authority, whose vault is opened
+/// anew when it becomes active), and every write in this module forgets what it changed. A
+/// token with `num_uses` is never cached (each request changes it). See
+/// [`warden_store::cache::ReadCache`] for the race with writes.
+type EntryCache = warden_store::cache::ReadCache<TokenEntry>;
 
 impl TokenStore {
     /// Loads (or creates) the HMAC key.
@@ -208,6 +223,7 @@ impl TokenStore {
             key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
             uses: Mutex::new(()),
             lease_wake: Arc::new(tokio::sync::Notify::new()),
+            cache: EntryCache::new(CACHE_MAX),
         })
     }
 
@@ -409,11 +425,20 @@ impl TokenStore {
     }
 
     pub(crate) async fn get_by_hash(&self, hash: &str) -> Result<Option<TokenEntry>> {
+        if let Some(e) = self.cache.get(hash) {
+            return Ok(Some(e));
+        }
+        let generation = self.cache.generation();
         match self.store.get(&format!("{ID_PREFIX}{hash}")).await? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| VaultError::Internal(format!("token record unreadable: {e}"))),
+            Some(bytes) => {
+                let e: TokenEntry = serde_json::from_slice(&bytes)
+                    .map_err(|e| VaultError::Internal(format!("token record unreadable: {e}")))?;
+                if e.hash == hash && e.num_uses == 0 {
+                    self.cache.insert(generation, hash, e.clone());
+                }
+                Ok(Some(e))
+            }
         }
     }
 
@@ -432,9 +457,13 @@ impl TokenStore {
     }
 
     pub(crate) async fn put_entry(&self, entry: &TokenEntry) -> Result<()> {
-        self.store
+        let r = self
+            .store
             .put(&format!("{ID_PREFIX}{}", entry.hash), &encode(entry)?)
-            .await?;
+            .await;
+        // Even on an error: the write may have landed.
+        self.cache.forget([entry.hash.as_str()]);
+        r?;
         Ok(())
     }
 
@@ -495,10 +524,44 @@ impl TokenStore {
             for h in chunk.iter().rev() {
                 ops.extend(self.delete_ops(h).await?);
             }
-            self.store.transact(ops).await?;
+            let r = self.store.transact(ops).await;
+            self.cache.forget(chunk.iter().map(String::as_str));
+            r?;
         }
         self.lease_wake.notify_one();
         Ok(())
+    }
+
+    /// Removes every expired token, with its children, accessor and (for a wrapping token)
+    /// its cubbyhole. Returns how many expired tokens were found. Pages through the store, so
+    /// it holds at most one page of keys at a time.
+    pub(crate) async fn tidy(&self) -> Result<usize> {
+        const TIDY_PAGE: usize = 500;
+        let now = self.now();
+        let mut after: Option<String> = None;
+        let mut removed = 0;
+        loop {
+            let page = self
+                .store
+                .list_page(ID_PREFIX, after.as_deref(), TIDY_PAGE)
+                .await?;
+            for key in &page {
+                let Some(hash) = key.strip_prefix(ID_PREFIX) else {
+                    continue;
+                };
+                // An unreadable record is left for an operator to see, not deleted.
+                if let Ok(Some(e)) = self.get_by_hash(hash).await {
+                    if e.expire_time.is_some_and(|t| t <= now) {
+                        self.revoke_tree(hash).await?;
+                        removed += 1;
+                    }
+                }
+            }
+            if page.len() < TIDY_PAGE {
+                return Ok(removed);
+            }
+            after = page.last().cloned();
+        }
     }
 
     /// Revokes a token but not its children, which become orphans.
@@ -510,7 +573,8 @@ impl TokenStore {
             };
             if let Some(mut c) = self.get_by_hash(child).await? {
                 c.parent = None;
-                self.store
+                let r = self
+                    .store
                     .transact(vec![
                         Op::Put {
                             key: format!("{ID_PREFIX}{child}"),
@@ -518,11 +582,15 @@ impl TokenStore {
                         },
                         Op::Delete { key: key.clone() },
                     ])
-                    .await?;
+                    .await;
+                self.cache.forget([child]);
+                r?;
             }
         }
         let ops = self.delete_ops(hash).await?;
-        self.store.transact(ops).await?;
+        let r = self.store.transact(ops).await;
+        self.cache.forget([hash]);
+        r?;
         self.lease_wake.notify_one();
         Ok(())
     }

@@ -233,6 +233,52 @@ async fn wrapping_tokens_expire(b: Backend) {
 }
 both_backends!(wrapping_tokens_expire);
 
+async fn tidy_removes_expired_tokens_never_seen_again(b: Backend) {
+    let v = TestVault::start(b).await;
+    let r = &v.root;
+    // Two wrapping tokens nobody presents again, one that outlives the tidy, and a plain
+    // token with a short TTL.
+    for ttl in ["30s", "30s", "1h"] {
+        wrap_token(
+            &v.wrapped(
+                "POST",
+                "sys/wrapping/wrap",
+                r,
+                ttl,
+                json!({ "k": "secret" }),
+            )
+            .await,
+        );
+    }
+    v.token(r, json!({ "ttl": "20s", "policies": ["default"] }))
+        .await;
+    let user = v
+        .token(r, json!({ "ttl": "1h", "policies": ["default"] }))
+        .await;
+    assert_eq!(v.store.list("vault/wrapping/").await.unwrap().len(), 3);
+    v.clock.advance(31);
+
+    // Only update on auth/token/tidy is needed; the default policy does not grant it.
+    let a = v.post("auth/token/tidy", &user, json!({})).await;
+    assert_eq!(a.status, 403, "{:?}", a.body);
+    let a = v.post("auth/token/tidy", r, json!({})).await;
+    assert_eq!(a.status, 202, "{:?}", a.body);
+    let warning = a.json()["warnings"][0].as_str().unwrap().to_owned();
+    assert!(warning.contains("3 expired token(s)"), "{warning}");
+    // The expired cubbyholes are gone; the live one stays and still unwraps.
+    assert_eq!(v.store.list("vault/wrapping/").await.unwrap().len(), 1);
+    let a = v.get("auth/token/lookup-self", r).await;
+    assert_eq!(a.status, 200, "the root token (no expiry) survives a tidy");
+    let a = v.post("auth/token/tidy", r, json!({})).await;
+    assert!(a.json()["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("0 expired"));
+    let a = v.call("GET", "auth/token/tidy", Some(r), None).await;
+    assert_eq!(a.status, 405);
+}
+both_backends!(tidy_removes_expired_tokens_never_seen_again);
+
 async fn wrapped_secret_id_reaches_a_workload(b: Backend) {
     let v = TestVault::start(b).await;
     let r = &v.root;
