@@ -23,7 +23,8 @@
 #
 #   kv-read          GET secret/data/bench/k<i>, cycling over the KEYS secrets
 #   kv-write         POST secret/data/bench/w<thread>-<n> {"data": {...}}: each a new secret,
-#                    acknowledged only once committed (SQLite: WAL, synchronous=FULL)
+#                    acknowledged only once committed (SQLite: WAL, synchronous=FULL);
+#                    a read's audit event is committed before the answer, not fsynced
 #   transit-encrypt  POST transit/encrypt/bench {"plaintext": ...}
 #
 # on each backend (ONLY: sqlite, postgres, or scenario names such as sqlite-kv-read). wrk.lua
@@ -296,13 +297,20 @@ profile() { # profile SCENARIO WRK-ARGS...: perf record -g on Warden while wrk l
     start prof-wrk wrk -t"$THREADS" -c"$CONNECTIONS" -d"$((PROFILE_SECONDS + 2))s" -s "$LUA" "$BASE" -- "$@"
     sleep 1
     if perf record -g -F 999 -p "${PIDS[warden]}" -o "$TMP/$s.perf.data" -- sleep "$PROFILE_SECONDS" >"$TMP/$s.perf.log" 2>&1; then
-        perf report -i "$TMP/$s.perf.data" --no-children --percent-limit 1 --stdio 2>/dev/null |
-            head -n 400 >"$RESULTS_DIR/vault-latest.perf-$s.txt" || true
+        {
+            echo "# Inclusive (children) time, Warden's own functions and the kernel, top entries:"
+            perf report -i "$TMP/$s.perf.data" --children --percent-limit 2 --stdio -g none 2>/dev/null |
+                grep -E '^ +[0-9]' | cut -c1-180 | head -n 80 || true
+            echo
+            echo "# Self time with call chains:"
+            perf report -i "$TMP/$s.perf.data" --no-children --percent-limit 1 --stdio 2>/dev/null |
+                head -n 400 || true
+        } >"$RESULTS_DIR/vault-latest.perf-$s.txt"
         log "$s: profile in $RESULTS_DIR/vault-latest.perf-$s.txt"
     else
         log "$s: perf record failed: $(tail -n 3 "$TMP/$s.perf.log")"
     fi
-    rm -f "$TMP/$s.perf.data"
+    [[ ${KEEP_TMP:-0} == 1 ]] || rm -f "$TMP/$s.perf.data"
     stop prof-wrk
 }
 
@@ -332,7 +340,9 @@ json.dump({
                     "column), wrk -t$THREADS; each figure is the median of $ROUNDS rounds, interleaved "
                     "($WARMUP s warm-up, $DURATION s measured), each on a fresh store. Every request is audited: "
                     + os.environ["AUDIT_DEVICE"] + ". Writes are acknowledged only once committed (SQLite WAL, "
-                    "synchronous=FULL; PostgreSQL synchronous_commit=on). Load average $LOAD_START at the start, $LOAD_END at the end. "
+                    "synchronous=FULL; PostgreSQL synchronous_commit=on), each with its audit event; a read's event is "
+                    "committed to the log before the answer but not fsynced (Store::audit_logged: survives kill -9, "
+                    "like Vault's file device). Load average $LOAD_START at the start, $LOAD_END at the end. "
                     "Targets (SQLite): $TARGET_READS reads/s, $TARGET_WRITES writes/s. "
                     "Command: \`bench/vault.sh\` (ONLY=$ONLY ROUNDS=$ROUNDS DURATION=$DURATION)." + "".join(
                         " Note: %s: %s." % kv for kv in notes.items())),
