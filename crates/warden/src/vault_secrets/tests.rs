@@ -546,3 +546,149 @@ async fn a_short_lived_token_is_renewed_and_an_approle_token_replaced_by_a_new_l
     );
     gw.stop().await;
 }
+
+/// The logins in PostgreSQL whose names start with `prefix`, with their `VALID UNTIL`.
+fn pg_logins(url: &str, prefix: &str) -> Vec<(String, String)> {
+    let out = std::process::Command::new("psql")
+        .args([
+            url,
+            "-X",
+            "-At",
+            "-F",
+            "|",
+            "-c",
+            &format!(
+                "SELECT rolname, rolvaliduntil FROM pg_roles WHERE rolname LIKE '{prefix}%' \
+                 ORDER BY rolname"
+            ),
+        ])
+        .output()
+        .expect("run psql");
+    assert!(out.status.success(), "psql: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// A leased secret (a database login from the vault's database engine, on the PostgreSQL of
+/// `WARDEN_TEST_DATABASE_URL`) as a gateway's JWT secret: read once at start, its lease
+/// renewed at two thirds of its TTL while it lives, and read again (a new login, applied like
+/// a reload) once the lease is revoked. What the gateway holds is only visible in PostgreSQL:
+/// one login while renewed, its `VALID UNTIL` moved on; after the revocation, a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leased_secret_is_renewed_then_read_again_once_its_lease_is_revoked() {
+    let Ok(pg) = std::env::var("WARDEN_TEST_DATABASE_URL") else {
+        eprintln!("WARDEN_TEST_DATABASE_URL is not set: leased-secret test skipped");
+        return;
+    };
+    let vault = Vault::start().await;
+    let up = Upstream::start("up").await;
+    // A role name of its own, so the logins of this run are told apart from any other's.
+    let role = {
+        let mut b = [0u8; 4];
+        rand::fill(&mut b[..]);
+        format!(
+            "g{}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        )
+    };
+    let role = role[..8].to_owned();
+    let prefix = format!("v-root-{role}-");
+    vault
+        .call(
+            Method::POST,
+            "sys/mounts/database",
+            json!({ "type": "database" }),
+        )
+        .await;
+    vault
+        .call(
+            Method::POST,
+            "database/config/pg",
+            json!({
+                "plugin_name": "postgresql-database-plugin",
+                "connection_url": pg,
+                "allowed_roles": [role],
+            }),
+        )
+        .await;
+    vault
+        .call(
+            Method::POST,
+            &format!("database/roles/{role}"),
+            json!({
+                "db_name": "pg",
+                "creation_statements": [
+                    "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
+                ],
+                "default_ttl": "4s",
+                "max_ttl": "1h",
+            }),
+        )
+        .await;
+    let token_file = vault.file("gw.token", &vault.root_token);
+    let toml = base(
+        &vault.url(),
+        &format!("token = \"file:{}\"", token_file.display()),
+    ) + &jwt_route(&up.url(), &format!("vault:database/creds/{role}#password"));
+    let gw = Gateway::start(&toml).await.expect("starts");
+    assert_eq!(
+        gw.get(None).await,
+        401,
+        "serving, with the route's JWT check"
+    );
+
+    let first = pg_logins(&pg, &prefix);
+    assert_eq!(first.len(), 1, "one login read at start: {first:?}");
+    let (login, valid_until) = first[0].clone();
+
+    // Renewed, not re-read: the same login, valid for longer.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = pg_logins(&pg, &prefix);
+        assert_eq!(now.len(), 1, "renewal must not create logins: {now:?}");
+        assert_eq!(now[0].0, login);
+        if now[0].1 != valid_until {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lease was never renewed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Revoked in the vault: the login is dropped, and the gateway reads a new one.
+    vault
+        .call(
+            Method::POST,
+            &format!("sys/leases/revoke-prefix/database/creds/{role}"),
+            json!({}),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let second = loop {
+        let now = pg_logins(&pg, &prefix);
+        if now.len() == 1 && now[0].0 != login {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new login after the revocation: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(
+        !second.iter().any(|(n, _)| *n == login),
+        "the revoked login is gone"
+    );
+    assert_eq!(gw.get(None).await, 401, "still serving after the re-read");
+    gw.stop().await;
+    // Its lease is revoked with the vault's token at the end of the test run; drop it now.
+    vault
+        .call(
+            Method::POST,
+            &format!("sys/leases/revoke-prefix/database/creds/{role}"),
+            json!({}),
+        )
+        .await;
+}
