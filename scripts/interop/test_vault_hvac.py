@@ -19,7 +19,10 @@ import base64
 import json
 import os
 import shutil
+import socket
 import tempfile
+import threading
+import time
 import uuid
 
 import hvac
@@ -304,6 +307,37 @@ root.sys.disable_audit_device(path=device)
 assert f"{device}/" not in root.sys.list_enabled_audit_devices()["data"]
 shutil.rmtree(audit_dir)
 ok("audit: file device enabled, listed, lines hashed, calculate_hash, disabled")
+
+# A socket device, to a TCP collector in this process.
+collector = socket.socket()
+collector.bind(("127.0.0.1", 0))
+collector.listen()
+received = []
+def collect():
+    conn, _ = collector.accept()
+    for line in conn.makefile():
+        received.append(json.loads(line))
+threading.Thread(target=collect, daemon=True).start()
+net = f"net-{RUN}"
+root.sys.enable_audit_device(
+    device_type="socket", path=net,
+    options={"address": f"127.0.0.1:{collector.getsockname()[1]}", "socket_type": "tcp"},
+)
+assert root.sys.list_enabled_audit_devices()["data"][f"{net}/"]["type"] == "socket"
+root.secrets.kv.v2.read_secret_version(path="audited", mount_point=kv2, raise_on_deleted_version=True)
+def read_lines():
+    return [e for e in received if e["request"]["path"] == f"{kv2}/data/audited"]
+deadline = time.time() + 5
+while len(read_lines()) < 2 and time.time() < deadline:
+    time.sleep(0.05)
+lines = read_lines()
+assert [e["type"] for e in lines] == ["request", "response"], received
+net_digest = root.sys.calculate_hash(path=net, input_to_hash=audited)["data"]["hash"]
+assert lines[1]["response"]["data"]["data"]["pw"] == net_digest, lines[1]
+assert audited not in json.dumps(received), "a secret in clear on the socket"
+root.sys.disable_audit_device(path=net)
+collector.close()
+ok("audit: socket device (tcp) sends hashed request and response lines")
 
 # ---- database secrets engine and leases (needs WARDEN_TEST_DATABASE_URL) ---------------
 PG_URL = os.environ.get("WARDEN_TEST_DATABASE_URL")

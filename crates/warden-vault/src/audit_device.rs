@@ -1,5 +1,5 @@
-//! Audit devices (`sys/audit`): Vault's `file` device, writing one JSON line per request and
-//! one per response in Vault's format, beside the store's hash chain (`audit.rs`), which keeps
+//! Audit devices (`sys/audit`): Vault's `file` and `socket` devices, writing one JSON line per
+//! request and one per response in Vault's format, beside the store's hash chain (`audit.rs`), which keeps
 //! recording its own event per request.
 //!
 //! - Every string in the logged request and response data, every token and (unless
@@ -75,6 +75,105 @@ enum Target {
         mode: u32,
         file: Option<File>,
     },
+    /// Vault's `socket` device.
+    Socket(SocketTarget),
+}
+
+/// A socket device's peer: one line per `write`, connected when first needed and again after
+/// a failure (one retry on a fresh connection per line, as Vault does).
+struct SocketTarget {
+    address: String,
+    kind: SocketKind,
+    timeout: std::time::Duration,
+    conn: Option<SocketConn>,
+}
+
+impl SocketTarget {
+    fn connect(&mut self) -> std::io::Result<&mut SocketConn> {
+        self.conn = None;
+        Ok(self
+            .conn
+            .insert(SocketConn::connect(&self.address, self.kind, self.timeout)?))
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        // A kept connection may have been closed by the collector: on failure, one more try
+        // on a new connection before the line counts as not written.
+        if let Some(c) = self.conn.as_mut() {
+            if c.write_line(line).is_ok() {
+                return Ok(());
+            }
+        }
+        let r = self.connect()?.write_line(line);
+        if r.is_err() {
+            self.conn = None;
+        }
+        r
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SocketKind {
+    Tcp,
+    Udp,
+    Unix,
+}
+
+enum SocketConn {
+    Tcp(std::net::TcpStream),
+    Udp(std::net::UdpSocket),
+    #[cfg(unix)]
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl SocketConn {
+    fn connect(
+        address: &str,
+        kind: SocketKind,
+        timeout: std::time::Duration,
+    ) -> std::io::Result<SocketConn> {
+        use std::net::ToSocketAddrs as _;
+        let resolve = || {
+            address
+                .to_socket_addrs()?
+                .next()
+                .ok_or_else(|| std::io::Error::other(format!("{address} resolves to nothing")))
+        };
+        match kind {
+            SocketKind::Tcp => {
+                let s = std::net::TcpStream::connect_timeout(&resolve()?, timeout)?;
+                s.set_write_timeout(Some(timeout))?;
+                s.set_nodelay(true)?;
+                Ok(SocketConn::Tcp(s))
+            }
+            SocketKind::Udp => {
+                let to = resolve()?;
+                let local = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+                let s = std::net::UdpSocket::bind(local)?;
+                s.connect(to)?;
+                s.set_write_timeout(Some(timeout))?;
+                Ok(SocketConn::Udp(s))
+            }
+            #[cfg(unix)]
+            SocketKind::Unix => {
+                let s = std::os::unix::net::UnixStream::connect(address)?;
+                s.set_write_timeout(Some(timeout))?;
+                Ok(SocketConn::Unix(s))
+            }
+            #[cfg(not(unix))]
+            SocketKind::Unix => Err(std::io::Error::other("unix sockets need a Unix system")),
+        }
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        match self {
+            SocketConn::Tcp(s) => s.write_all(line),
+            // One datagram per line; a line too long for a datagram fails, like Vault's.
+            SocketConn::Udp(s) => s.send(line).map(|_| ()),
+            #[cfg(unix)]
+            SocketConn::Unix(s) => s.write_all(line),
+        }
+    }
 }
 
 impl Target {
@@ -100,7 +199,22 @@ impl Target {
                 }
                 r
             }
+            Target::Socket(t) => t.write_line(line),
         }
+    }
+
+    /// Opens the file or connects the socket now (enabling a device that cannot is refused).
+    fn open(&mut self) -> std::io::Result<()> {
+        match self {
+            Target::File { path, mode, file } => {
+                *file = Some(open_append(path, *mode)?);
+            }
+            Target::Socket(t) => {
+                t.connect()?;
+            }
+            Target::Stdout | Target::Discard => {}
+        }
+        Ok(())
     }
 }
 
@@ -133,16 +247,8 @@ impl Device {
         let salt = util::unhex(&config.salt)
             .filter(|s| s.len() == 32)
             .ok_or_else(|| VaultError::Internal("an audit device's salt is malformed".into()))?;
-        let opts = Options::parse(&config.options)?;
-        let target = match opts.file_path.as_str() {
-            "stdout" => Target::Stdout,
-            "discard" => Target::Discard,
-            p => Target::File {
-                path: PathBuf::from(p),
-                mode: opts.mode,
-                file: None,
-            },
-        };
+        let opts = Options::parse(&config.kind, &config.options)?;
+        let target = opts.target;
         Ok(Device {
             key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &salt),
             hmac_accessor: opts.hmac_accessor,
@@ -152,16 +258,12 @@ impl Device {
         })
     }
 
-    /// Opens the file now (enabling a device that cannot open its file is refused).
+    /// Opens the file or connects the socket now (enabling a device that cannot is refused).
     fn open(&self) -> std::io::Result<()> {
-        let mut t = self
-            .target
+        self.target
             .lock()
-            .map_err(|_| std::io::Error::other("poisoned"))?;
-        if let Target::File { path, mode, file } = &mut *t {
-            *file = Some(open_append(path, *mode)?);
-        }
-        Ok(())
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .open()
     }
 
     /// `hmac-sha256:<hex>` of `s` with this device's salt (what `sys/audit-hash` answers).
@@ -226,43 +328,39 @@ impl Device {
     }
 }
 
-/// The options Vault's `file` device takes.
+/// The options of Vault's `file` and `socket` devices.
 struct Options {
-    file_path: String,
+    target: Target,
     hmac_accessor: bool,
     prefix: String,
-    mode: u32,
 }
 
+/// Longest `address` of a socket device.
+const MAX_ADDRESS_BYTES: usize = 512;
+/// Longest `write_timeout` of a socket device (a stuck collector holds requests this long).
+const MAX_WRITE_TIMEOUT: u64 = 60;
+
 impl Options {
-    fn parse(o: &BTreeMap<String, String>) -> Result<Options> {
+    fn parse(kind: &str, o: &BTreeMap<String, String>) -> Result<Options> {
         let bad = |m: String| VaultError::BadRequest(m);
-        for k in o.keys() {
-            if !matches!(
-                k.as_str(),
-                "file_path" | "path" | "log_raw" | "hmac_accessor" | "format" | "prefix" | "mode"
-            ) {
+        const COMMON: &[&str] = &["log_raw", "hmac_accessor", "format", "prefix"];
+        let own: &[&str] = match kind {
+            "file" => &["file_path", "path", "mode"],
+            "socket" => &["address", "socket_type", "write_timeout"],
+            _ => {
                 return Err(bad(format!(
-                    "unknown option {k:?} (the file device takes file_path, log_raw, \
-                     hmac_accessor, format, prefix, mode)"
+                    "unknown audit device type {kind:?} (\"file\" and \"socket\" are supported)"
+                )))
+            }
+        };
+        for k in o.keys() {
+            if !COMMON.contains(&k.as_str()) && !own.contains(&k.as_str()) {
+                return Err(bad(format!(
+                    "unknown option {k:?} (the {kind} device takes {}, {})",
+                    own.join(", "),
+                    COMMON.join(", ")
                 )));
             }
-        }
-        let file_path = o
-            .get("file_path")
-            .or_else(|| o.get("path"))
-            .cloned()
-            .ok_or_else(|| bad("file_path is required".into()))?;
-        if file_path.is_empty() || file_path.len() > MAX_FILE_PATH_BYTES || file_path.contains('\0')
-        {
-            return Err(bad(format!(
-                "file_path: 1 to {MAX_FILE_PATH_BYTES} bytes without NUL"
-            )));
-        }
-        if !matches!(file_path.as_str(), "stdout" | "discard") && !file_path.starts_with('/') {
-            return Err(bad(
-                "file_path must be absolute, or \"stdout\" or \"discard\"".into(),
-            ));
         }
         let flag = |name: &str, default: bool| -> Result<bool> {
             match o.get(name).map(String::as_str) {
@@ -274,7 +372,7 @@ impl Options {
         };
         if flag("log_raw", false)? {
             return Err(bad(
-                "log_raw = true is not supported: the audit file never holds secrets in clear \
+                "log_raw = true is not supported: an audit device never holds secrets in clear \
                  (compare values with sys/audit-hash)"
                     .into(),
             ));
@@ -293,20 +391,95 @@ impl Options {
                 "prefix: at most {MAX_PREFIX_BYTES} bytes, on one line"
             )));
         }
-        let mode = match o.get("mode") {
-            None => 0o600,
-            Some(m) => u32::from_str_radix(m, 8)
-                .ok()
-                .filter(|m| *m <= 0o777)
-                .ok_or_else(|| VaultError::bad_param("mode", "an octal file mode like \"0600\""))?,
+        let target = if kind == "file" {
+            file_target(o)?
+        } else {
+            socket_target(o)?
         };
         Ok(Options {
-            file_path,
+            target,
             hmac_accessor: flag("hmac_accessor", true)?,
             prefix,
-            mode,
         })
     }
+}
+
+/// `file_path` (or `path`): an absolute path, `stdout` or `discard`; `mode`.
+fn file_target(o: &BTreeMap<String, String>) -> Result<Target> {
+    let bad = |m: String| VaultError::BadRequest(m);
+    let file_path = o
+        .get("file_path")
+        .or_else(|| o.get("path"))
+        .cloned()
+        .ok_or_else(|| bad("file_path is required".into()))?;
+    if file_path.is_empty() || file_path.len() > MAX_FILE_PATH_BYTES || file_path.contains('\0') {
+        return Err(bad(format!(
+            "file_path: 1 to {MAX_FILE_PATH_BYTES} bytes without NUL"
+        )));
+    }
+    let mode = match o.get("mode") {
+        None => 0o600,
+        Some(m) => u32::from_str_radix(m, 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| VaultError::bad_param("mode", "an octal file mode like \"0600\""))?,
+    };
+    Ok(match file_path.as_str() {
+        "stdout" => Target::Stdout,
+        "discard" => Target::Discard,
+        p if p.starts_with('/') => Target::File {
+            path: PathBuf::from(p),
+            mode,
+            file: None,
+        },
+        _ => {
+            return Err(bad(
+                "file_path must be absolute, or \"stdout\" or \"discard\"".into(),
+            ))
+        }
+    })
+}
+
+/// `address` (`host:port`, or a path for `unix`), `socket_type` (`tcp`, `udp`, `unix`;
+/// default `tcp`), `write_timeout` (default 2 s, as Vault).
+fn socket_target(o: &BTreeMap<String, String>) -> Result<Target> {
+    let address = o
+        .get("address")
+        .cloned()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| VaultError::BadRequest("address is required".into()))?;
+    if address.len() > MAX_ADDRESS_BYTES || address.contains(['\0', '\n', '\r']) {
+        return Err(VaultError::BadRequest(format!(
+            "address: at most {MAX_ADDRESS_BYTES} bytes, one line"
+        )));
+    }
+    let kind = match o.get("socket_type").map(String::as_str) {
+        None | Some("" | "tcp") => SocketKind::Tcp,
+        Some("udp") => SocketKind::Udp,
+        Some("unix") => SocketKind::Unix,
+        Some(t) => {
+            return Err(VaultError::BadRequest(format!(
+                "socket_type {t:?} is not supported (tcp, udp or unix)"
+            )))
+        }
+    };
+    let timeout = match o.get("write_timeout") {
+        None => 2,
+        Some(v) => crate::api::parse_duration(v)
+            .filter(|t| (1..=MAX_WRITE_TIMEOUT).contains(t))
+            .ok_or_else(|| {
+                VaultError::bad_param(
+                    "write_timeout",
+                    &format!("a duration from 1s to {MAX_WRITE_TIMEOUT}s"),
+                )
+            })?,
+    };
+    Ok(Target::Socket(SocketTarget {
+        address,
+        kind,
+        timeout: std::time::Duration::from_secs(timeout),
+        conn: None,
+    }))
 }
 
 /// What the devices recorded of a request: the devices (its response goes to the same
@@ -384,11 +557,6 @@ impl AuditDevices {
         local: bool,
     ) -> Result<()> {
         let path = normalize(path)?;
-        if kind != "file" {
-            return Err(VaultError::BadRequest(format!(
-                "unknown audit device type {kind:?} (only \"file\" is supported)"
-            )));
-        }
         if description.len() > 1024 {
             return Err(VaultError::BadRequest(
                 "description: at most 1024 bytes".into(),
@@ -417,9 +585,14 @@ impl AuditDevices {
                 "at most {MAX_DEVICES} audit devices"
             )));
         }
-        device
-            .open()
-            .map_err(|e| VaultError::BadRequest(format!("cannot open the audit file: {e}")))?;
+        device.open().map_err(|e| {
+            let what = if kind == "socket" {
+                "cannot connect to the audit socket"
+            } else {
+                "cannot open the audit file"
+            };
+            VaultError::BadRequest(format!("{what}: {e}"))
+        })?;
         let mut next: Vec<Arc<Device>> = current.iter().cloned().collect();
         next.push(Arc::new(device));
         save(&self.store, &next).await?;
@@ -782,22 +955,51 @@ mod tests {
 
     #[test]
     fn options_refuse_raw_logging_and_unknown_formats() {
-        assert!(Options::parse(&opts(&[("file_path", "/tmp/a.log")])).is_ok());
-        assert!(
-            Options::parse(&opts(&[("file_path", "/tmp/a.log"), ("log_raw", "true")])).is_err()
-        );
-        assert!(
-            Options::parse(&opts(&[("file_path", "/tmp/a.log"), ("format", "jsonx")])).is_err()
-        );
-        assert!(Options::parse(&opts(&[("file_path", "relative.log")])).is_err());
-        assert!(Options::parse(&opts(&[("file_path", "/tmp/a"), ("bogus", "1")])).is_err());
-        assert!(Options::parse(&opts(&[])).is_err());
-        let o = Options::parse(&opts(&[
-            ("file_path", "stdout"),
-            ("hmac_accessor", "false"),
-        ]))
+        assert!(Options::parse("file", &opts(&[("file_path", "/tmp/a.log")])).is_ok());
+        assert!(Options::parse(
+            "file",
+            &opts(&[("file_path", "/tmp/a.log"), ("log_raw", "true")])
+        )
+        .is_err());
+        assert!(Options::parse(
+            "file",
+            &opts(&[("file_path", "/tmp/a.log"), ("format", "jsonx")])
+        )
+        .is_err());
+        assert!(Options::parse("file", &opts(&[("file_path", "relative.log")])).is_err());
+        assert!(Options::parse("file", &opts(&[("file_path", "/tmp/a"), ("bogus", "1")])).is_err());
+        assert!(Options::parse("file", &opts(&[])).is_err());
+        let o = Options::parse(
+            "file",
+            &opts(&[("file_path", "stdout"), ("hmac_accessor", "false")]),
+        )
         .unwrap();
         assert!(!o.hmac_accessor);
+    }
+
+    #[test]
+    fn socket_options_are_checked() {
+        let ok = |pairs: &[(&str, &str)]| Options::parse("socket", &opts(pairs)).is_ok();
+        assert!(ok(&[("address", "127.0.0.1:9090")]));
+        assert!(ok(&[("address", "127.0.0.1:9090"), ("socket_type", "udp")]));
+        assert!(ok(&[
+            ("address", "/run/audit.sock"),
+            ("socket_type", "unix")
+        ]));
+        assert!(ok(&[
+            ("address", "127.0.0.1:9090"),
+            ("write_timeout", "5s")
+        ]));
+        assert!(!ok(&[]), "address is required");
+        assert!(!ok(&[("address", "a:1"), ("socket_type", "sctp")]));
+        assert!(!ok(&[("address", "a:1"), ("write_timeout", "0s")]));
+        assert!(!ok(&[("address", "a:1"), ("write_timeout", "10m")]));
+        assert!(
+            !ok(&[("address", "a:1"), ("file_path", "/tmp/x")]),
+            "a file option"
+        );
+        assert!(!ok(&[("address", "a:1"), ("log_raw", "true")]));
+        assert!(Options::parse("syslog", &opts(&[])).is_err());
     }
 
     #[test]

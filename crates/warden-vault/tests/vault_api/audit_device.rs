@@ -332,3 +332,133 @@ async fn requests_fail_closed_when_no_device_can_write(b: Backend) {
     assert_eq!(tokens.len(), 1, "no token was created: {tokens:?}");
 }
 both_backends!(requests_fail_closed_when_no_device_can_write);
+
+/// A collector for the socket device: accepts TCP connections and sends every line it reads
+/// (parsed as JSON) to the channel; `stop` closes the listener and every connection.
+struct Collector {
+    addr: std::net::SocketAddr,
+    lines: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Collector {
+    async fn start() -> Collector {
+        Collector::start_at("127.0.0.1:0").await
+    }
+
+    async fn start_at(addr: impl tokio::net::ToSocketAddrs) -> Collector {
+        use tokio::io::AsyncBufReadExt as _;
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((s, _)) = listener.accept().await {
+                let tx = tx.clone();
+                conns.spawn(async move {
+                    let mut r = tokio::io::BufReader::new(s).lines();
+                    while let Ok(Some(l)) = r.next_line().await {
+                        let _ = tx.send(serde_json::from_str(&l).expect("a JSON line"));
+                    }
+                });
+            }
+        });
+        Collector { addr, lines, task }
+    }
+
+    async fn next(&mut self) -> Value {
+        tokio::time::timeout(std::time::Duration::from_secs(5), self.lines.recv())
+            .await
+            .expect("a line within 5 s")
+            .expect("collector running")
+    }
+}
+
+async fn socket_device_sends_hashed_lines_and_fails_closed_without_its_collector(b: Backend) {
+    let v = TestVault::start(b).await;
+    let r = &v.root;
+    v.enable_kv("secret", 2).await;
+    let mut c = Collector::start().await;
+    let enable = |path: &'static str, options: Value| {
+        let v = &v;
+        async move {
+            v.post(
+                &format!("sys/audit/{path}"),
+                &v.root,
+                json!({ "type": "socket", "options": options }),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        enable("net", json!({ "address": c.addr.to_string() }))
+            .await
+            .status,
+        204
+    );
+    // (The request that enabled it went to the devices enabled before it: none.)
+    let a = v
+        .post(
+            "secret/data/app",
+            r,
+            json!({ "data": { "password": "hunter2" } }),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let req = c.next().await;
+    let resp = c.next().await;
+    assert_eq!(req["type"], "request");
+    assert_eq!(req["request"]["path"], "secret/data/app");
+    assert_eq!(resp["type"], "response");
+    let hashed = resp["request"]["data"]["data"]["password"]
+        .as_str()
+        .unwrap();
+    assert_eq!(hashed, v.audit_hash("net", "hunter2").await);
+    assert!(!req.to_string().contains("hunter2") && !resp.to_string().contains("hunter2"));
+    assert!(!req.to_string().contains(r.as_str()), "the token is hashed");
+    let a = v.get("sys/audit", r).await;
+    assert_eq!(a.json()["data"]["net/"]["type"], "socket");
+
+    // Bad input: nothing listening, an unknown socket type, a file option.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let a = enable("dead", json!({ "address": closed })).await;
+    assert_eq!(a.status, 400);
+    assert!(
+        errors(&a)[0].contains("cannot connect to the audit socket"),
+        "{:?}",
+        errors(&a)
+    );
+    let a = enable(
+        "x",
+        json!({ "address": c.addr.to_string(), "socket_type": "sctp" }),
+    )
+    .await;
+    assert_eq!(a.status, 400);
+    let a = enable(
+        "x",
+        json!({ "address": c.addr.to_string(), "file_path": "/tmp/a" }),
+    )
+    .await;
+    assert_eq!(a.status, 400);
+
+    // The collector goes away: with no other device, requests are refused, not served
+    // unaudited; it comes back at the same address, and the device reconnects.
+    c.task.abort();
+    let _ = (&mut c.task).await;
+    let a = v.get("secret/data/app", r).await;
+    assert_eq!(a.status, 500, "{:?}", a.body);
+    assert!(
+        !a.body.windows(7).any(|w| w == b"hunter2"),
+        "no data returned"
+    );
+    let mut again = Collector::start_at(c.addr).await;
+    let a = v.get("secret/data/app", r).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let line = again.next().await;
+    assert_eq!(line["type"], "request");
+    assert_eq!(line["request"]["path"], "secret/data/app");
+}
+both_backends!(socket_device_sends_hashed_lines_and_fails_closed_without_its_collector);
