@@ -6,46 +6,60 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-static HOP_BY_HOP: &[HeaderName] = &[
-    header::CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// Hop-by-hop by custom, not by the standard: still never forwarded.
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+// Built once, at compile time: a name parsed from a `&str` per request costs a validation
+// and a hash.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || *name == KEEP_ALIVE || *name == PROXY_CONNECTION
+    // A match on the lower-case name: a length check and at most one comparison per name,
+    // where comparing with each `HeaderName` in turn cost ~100 instructions per header.
+    matches!(
+        name.as_str(),
+        "connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "keep-alive"
+            | "proxy-connection"
+    )
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those the `Connection` header names.
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Most heads hold none: one pass over their few names costs less than a lookup for each
+    // One pass over the head's few names finds the hop-by-hop ones present (most heads hold
+    // none, or only `Connection`); only those are looked up to be removed, not every
     // hop-by-hop name. Headers named by `Connection` go only with a `Connection` header.
-    if !h.keys().any(is_hop_by_hop) {
+    let mut present: Vec<HeaderName> = h.keys().filter(|k| is_hop_by_hop(k)).cloned().collect();
+    if present.is_empty() {
         return;
     }
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
+    if present.contains(&header::CONNECTION) {
+        present.extend(
+            h.get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                // `close` names no header; `keep-alive` names one already in `present`
+                // when the head has it. Skipping them spares a parse and a lookup for the
+                // `Connection: keep-alive` most heads carry.
+                .filter(|n| {
+                    !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close")
+                })
+                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()),
+        );
+    }
+    for n in present {
         h.remove(n);
     }
-    for n in HOP_BY_HOP {
-        h.remove(n);
-    }
-    h.remove(KEEP_ALIVE);
-    h.remove(PROXY_CONNECTION);
 }
 
 /// Removes every header whose name contains `_` (`forwarding.headers_with_underscores =
@@ -95,9 +109,7 @@ pub(crate) fn set_forwarded(
     host: &str,
     proxies: &[IpNet],
 ) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let xfp = HeaderName::from_static("x-forwarded-proto");
-    let xfh = HeaderName::from_static("x-forwarded-host");
+    let (xff, xfp, xfh) = (X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST);
     let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
     if trusted(peer, proxies) {
         let prior: Vec<String> = h
@@ -123,10 +135,8 @@ pub(crate) fn set_forwarded(
         }
     } else {
         h.remove(header::FORWARDED);
-        h.remove("x-real-ip");
-        if let Ok(v) = HeaderValue::from_str(&peer.to_string()) {
-            h.insert(xff, v);
-        }
+        h.remove(X_REAL_IP);
+        h.insert(xff, ip_value(peer));
         h.insert(xfp, proto);
         // An HTTP/1.0 request may come without a host: then there is none to report.
         match HeaderValue::from_str(host)
@@ -141,6 +151,33 @@ pub(crate) fn set_forwarded(
             }
         }
     }
+}
+
+/// `ip` as a header value. IPv4 is written by hand: `to_string` goes through the formatting
+/// machinery (~1,000 instructions) for every forwarded request.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static(""));
+    };
+    let mut buf = [0u8; 15];
+    let mut n = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            buf[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            buf[n] = b'0' + (octet / 10) % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    HeaderValue::from_bytes(&buf[..n]).unwrap_or(HeaderValue::from_static(""))
 }
 
 /// Keeps the client's request id when it is a sane token, otherwise makes one.
@@ -162,11 +199,25 @@ pub(crate) fn request_id(h: &HeaderMap, name: &HeaderName) -> HeaderValue {
 /// The low `digits` hex digits of `v`, lower case, zero-padded (`format!("{:032x}")` without
 /// the formatting machinery, which cost ~1,000 instructions per request here).
 fn hex(v: u128, digits: usize) -> String {
+    let mut buf = [0u8; 32];
+    let digits = digits.min(32) & !1;
+    write_hex(v, &mut buf[..digits]);
+    // Only ASCII hex digits were written, so this never falls back.
+    std::str::from_utf8(&buf[..digits])
+        .map(str::to_owned)
+        .unwrap_or_default()
+}
+
+/// Writes the low `out.len()` hex digits of `v` into `out` (an even number, at most 32),
+/// lower case, zero-padded: two digits per byte, from a table.
+fn write_hex(v: u128, out: &mut [u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    (0..digits)
-        .rev()
-        .map(|i| char::from(HEX[((v >> (i * 4)) & 0xf) as usize]))
-        .collect()
+    let bytes = v.to_be_bytes();
+    let start = 16usize.saturating_sub(out.len() / 2);
+    for (pair, b) in out.chunks_exact_mut(2).zip(&bytes[start..]) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
+    }
 }
 
 fn is_lower_hex(s: &str, len: usize) -> bool {
@@ -179,7 +230,7 @@ fn is_lower_hex(s: &str, len: usize) -> bool {
 /// parent span; an invalid one (and its `tracestate`) is dropped and a new trace starts.
 /// Returns the trace id.
 pub(crate) fn propagate_trace(h: &mut HeaderMap) -> String {
-    let tp = HeaderName::from_static("traceparent");
+    let tp = TRACEPARENT;
     let parsed = h.get(&tp).and_then(|v| v.to_str().ok()).and_then(|v| {
         let parts: Vec<&str> = v.trim().split('-').collect();
         let ok = parts.len() >= 4
@@ -193,15 +244,22 @@ pub(crate) fn propagate_trace(h: &mut HeaderMap) -> String {
             && is_lower_hex(parts[3], 2);
         ok.then(|| (parts[1].to_owned(), parts[3].to_owned()))
     });
-    let span = hex(u128::from(rand::random::<u64>() | 1), 16);
     let (trace, flags) = match parsed {
         Some(t) => t,
         None => {
-            h.remove("tracestate");
+            h.remove(TRACESTATE);
             (hex(rand::random::<u128>() | 1, 32), "00".to_owned())
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&format!("00-{trace}-{span}-{flags}")) {
+    // `00-<trace 32>-<span 16>-<flags 2>`, built in place.
+    let mut v = [0u8; 55];
+    v[..3].copy_from_slice(b"00-");
+    v[3..35].copy_from_slice(trace.as_bytes());
+    v[35] = b'-';
+    write_hex(u128::from(rand::random::<u64>() | 1), &mut v[36..52]);
+    v[52] = b'-';
+    v[53..55].copy_from_slice(flags.as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&v) {
         h.insert(tp, v);
     }
     trace
@@ -267,6 +325,23 @@ impl SecurityHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_values_match_to_string() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "192.168.100.9",
+            "1.10.100.200",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_value(ip).to_str().unwrap(), ip.to_string());
+        }
+    }
 
     #[test]
     fn hex_ids_are_zero_padded_lower_case_like_format() {
