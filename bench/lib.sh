@@ -167,7 +167,9 @@ proc_tree() { # proc_tree PID: the PID and all its descendants
                 PPid:) ppid=$v; break ;;
             esac
         done <"$f"; } 2>/dev/null || continue
-        [[ -n $pid && -n $ppid ]] && echo "$pid $ppid"
+        # `if`, not `&&`: a process read half-way as it exits must not end the loop with a
+        # failure, which `set -e` and `pipefail` turned into a silent exit of the whole run.
+        if [[ -n $pid && -n $ppid ]]; then echo "$pid $ppid"; fi
     done | awk -v root="$1" '
         { parent[$1] = $2 }
         END {
