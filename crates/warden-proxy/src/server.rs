@@ -377,6 +377,10 @@ where
     let limits = gw.snapshot().limits;
     let mut b = hyper::server::conn::http1::Builder::new();
     b.timer(TokioTimer::new())
+        // The header-read timeout is `TimedIo`'s (`server.header_read_timeout`), across busy
+        // periods; hyper's own (30 s by default once a timer is set) would only duplicate it,
+        // at the cost of a boxed timer armed and disarmed for every request.
+        .header_read_timeout(None)
         .keep_alive(true)
         .half_close(false)
         .max_header_size(limits.max_header_bytes)
