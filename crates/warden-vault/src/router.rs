@@ -56,11 +56,12 @@ async fn handle(State(vault): State<Vault>, req: Request) -> Response {
         Err(e) => e.status(),
     };
     // A read or list that handed out no lease and no token changed nothing worth waiting
-    // for the disk over (see `audit.rs`); a dynamic secret's read (a database login) did.
+    // for the disk over (see `audit.rs`); a dynamic secret's read (a database login) did,
+    // and so did a wrapped answer (its wrapping token was created).
     let read_only = matches!(vreq.op, Operation::Read | Operation::List)
-        && result
-            .as_ref()
-            .map_or(true, |r| r.lease_id.is_empty() && r.auth.is_none());
+        && result.as_ref().map_or(true, |r| {
+            r.lease_id.is_empty() && r.auth.is_none() && r.wrap_info.is_none()
+        });
     if let Err(e) = vault
         .audit_request(&vreq, accessor.as_deref(), status.as_u16(), read_only)
         .await

@@ -549,8 +549,14 @@ impl TokenStore {
                 let Some(hash) = key.strip_prefix(ID_PREFIX) else {
                     continue;
                 };
-                // An unreadable record is left for an operator to see, not deleted.
-                if let Ok(Some(e)) = self.get_by_hash(hash).await {
+                // Read past the cache (a sweep would fill it with every token); an
+                // unreadable record is left for an operator to see, not deleted.
+                let entry = self
+                    .store
+                    .get(key)
+                    .await?
+                    .and_then(|b| serde_json::from_slice::<TokenEntry>(&b).ok());
+                if let Some(e) = entry {
                     if e.expire_time.is_some_and(|t| t <= now) {
                         self.revoke_tree(hash).await?;
                         removed += 1;
