@@ -38,6 +38,12 @@ pub struct Peer {
     pub cert: Option<Arc<Vec<u8>>>,
 }
 
+impl warden_ca::http::PeerAddr for Peer {
+    fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
 /// A client that proved who it is.
 #[derive(Debug, Clone)]
 pub struct Authenticated {

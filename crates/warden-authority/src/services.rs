@@ -45,6 +45,8 @@ pub struct Live {
     pub vault: Vault,
     /// Its routes (below `/v1`).
     pub(crate) vault_router: Router,
+    /// The certificate authority, with `[authority.ca]` (its routes are in `token_router`).
+    pub ca: Option<Arc<warden_ca::Ca>>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -296,6 +298,21 @@ impl Services {
         let vault = Vault::open(self.store.clone(), VaultOptions::default())
             .await
             .map_err(|e| crate::AuthorityError::Config(format!("the vault did not open: {e}")))?;
+        let ca = match &self.config.ca {
+            None => None,
+            Some(c) => {
+                let settings = c.settings().map_err(|(field, why)| {
+                    crate::AuthorityError::Config(format!("{field}: {why}"))
+                })?;
+                Some(
+                    warden_ca::Ca::open(self.store.clone(), settings, self.clock.now())
+                        .await
+                        .map_err(|e| {
+                            crate::AuthorityError::Config(format!("the CA did not open: {e}"))
+                        })?,
+                )
+            }
+        };
         let (stop, rx) = watch::channel(false);
         let mut tasks = Vec::new();
         // Before the services answer, so that no revocation is made before the publisher
@@ -319,6 +336,7 @@ impl Services {
             }));
         }
         let upkeep = authority.clone();
+        let upkeep_ca = ca.clone();
         let mut rx_tick = rx;
         tasks.push(tokio::spawn(async move {
             loop {
@@ -329,10 +347,16 @@ impl Services {
                 if let Err(e) = upkeep.tick().await {
                     tracing::error!(error = %e, "authority upkeep failed; retrying at the next tick");
                 }
+                if let Some(ca) = &upkeep_ca {
+                    if let Err(e) = ca.tick(upkeep.now()).await {
+                        tracing::error!(error = %e, "CA key rotation failed; retrying at the next tick");
+                    }
+                }
             }
         }));
         Ok(Live {
-            token_router: crate::http::router(authority.clone()),
+            token_router: crate::http::router(authority.clone(), ca.clone()),
+            ca,
             vault_router: vault.router(),
             vault,
             authority,

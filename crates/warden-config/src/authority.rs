@@ -85,6 +85,83 @@ pub struct AuthorityConfig {
     pub seal: SealConfig,
     /// Active/standby between authorities sharing one PostgreSQL `storage`.
     pub ha: HaConfig,
+    /// The certificate authority for service identity (SPIFFE X.509-SVIDs). Off unless the
+    /// table is present.
+    pub ca: Option<CaConfig>,
+}
+
+/// `[authority.ca]`: the certificate authority issuing SPIFFE X.509-SVIDs to registered
+/// workloads (see `docs/identity.md`). Its root and signing intermediate are made on first
+/// start, sealed in the authority's store and rotated at half their lives.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaConfig {
+    /// The trust domain (`example.org`): every issued ID is `spiffe://<trust_domain>/...`.
+    pub trust_domain: String,
+    /// An SVID's lifetime unless the workload's registration sets one.
+    pub svid_ttl: Dur,
+    /// The longest SVID lifetime a registration may set.
+    pub max_svid_ttl: Dur,
+    /// The signing intermediate's lifetime (at least twice `max_svid_ttl`).
+    pub intermediate_ttl: Dur,
+    /// The root's lifetime (at least twice `intermediate_ttl`).
+    pub root_ttl: Dur,
+    /// How long a new root is in the trust bundle before it signs.
+    pub root_publish_ahead: Dur,
+    /// A join token's lifetime unless its creator sets one.
+    pub join_token_ttl: Dur,
+    /// The longest join-token lifetime.
+    pub max_join_token_ttl: Dur,
+    /// `spiffe_refresh_hint` of the bundle, and its `Cache-Control: max-age`.
+    pub bundle_refresh_hint: Dur,
+}
+
+impl Default for CaConfig {
+    fn default() -> Self {
+        let td = warden_identity::TrustDomain::new("warden.local").expect("a valid trust domain");
+        Self::from_settings(&warden_identity::CaSettings::new(td))
+    }
+}
+
+impl CaConfig {
+    fn from_settings(s: &warden_identity::CaSettings) -> Self {
+        let d = |v: i64| Dur::secs(u64::try_from(v).unwrap_or(0));
+        Self {
+            trust_domain: s.trust_domain.to_string(),
+            svid_ttl: d(s.svid_ttl),
+            max_svid_ttl: d(s.max_svid_ttl),
+            intermediate_ttl: d(s.intermediate_ttl),
+            root_ttl: d(s.root_ttl),
+            root_publish_ahead: d(s.root_publish_ahead),
+            join_token_ttl: d(s.join_token_ttl),
+            max_join_token_ttl: d(s.max_join_token_ttl),
+            bundle_refresh_hint: Dur::secs(s.refresh_hint),
+        }
+    }
+
+    /// The CA's settings; the error names the field and says why.
+    pub fn settings(&self) -> Result<warden_identity::CaSettings, (String, String)> {
+        let td = warden_identity::TrustDomain::new(&self.trust_domain).map_err(|e| {
+            (
+                "authority.ca.trust_domain".to_owned(),
+                format!("{:?} {e}", self.trust_domain),
+            )
+        })?;
+        let s = |d: Dur| i64::try_from(d.0.as_secs()).unwrap_or(i64::MAX);
+        let settings = warden_identity::CaSettings {
+            trust_domain: td,
+            svid_ttl: s(self.svid_ttl),
+            max_svid_ttl: s(self.max_svid_ttl),
+            intermediate_ttl: s(self.intermediate_ttl),
+            root_ttl: s(self.root_ttl),
+            root_publish_ahead: s(self.root_publish_ahead),
+            join_token_ttl: s(self.join_token_ttl),
+            max_join_token_ttl: s(self.max_join_token_ttl),
+            refresh_hint: self.bundle_refresh_hint.0.as_secs(),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
 }
 
 /// `[authority.ha]`: several authorities on one PostgreSQL database, one active (it holds a
@@ -225,6 +302,11 @@ pub(crate) fn validate(c: &crate::Config, e: &mut crate::ConfigErrors) {
             if c.listeners.iter().any(|l| l.address == a.listen) {
                 e.push(format!("{p}.listen"), "same address as a gateway listener");
             }
+        }
+    }
+    if let Some(ca) = &a.ca {
+        if let Err((field, why)) = ca.settings() {
+            e.push(field, why);
         }
     }
     if a.ha.enabled {

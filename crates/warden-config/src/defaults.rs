@@ -306,6 +306,7 @@ impl Default for crate::authority::AuthorityConfig {
             audit: Default::default(),
             seal: Default::default(),
             ha: Default::default(),
+            ca: None,
         }
     }
 }

@@ -24,8 +24,8 @@ pub mod vault;
 
 pub use auth::*;
 pub use authority::{
-    AuthorityAuditConfig, AuthorityConfig, FailedAuthConfig, HaConfig, IssuanceAudit, SealConfig,
-    SealMode,
+    AuthorityAuditConfig, AuthorityConfig, CaConfig, FailedAuthConfig, HaConfig, IssuanceAudit,
+    SealConfig, SealMode,
 };
 pub use model::*;
 pub use types::{

@@ -10,9 +10,12 @@
 pub mod bundle;
 pub mod ca;
 pub mod csr;
+pub mod settings;
 pub mod spiffe;
 pub mod svid;
+pub mod tls;
 
 pub use ca::{CaError, CaKey, Signer, X509Svid};
 pub use csr::{CheckedCsr, CsrError, KeyKind};
+pub use settings::CaSettings;
 pub use spiffe::{IdError, SpiffeId, TrustDomain};

@@ -152,6 +152,12 @@ const ACTOR: &str = "cli";
 
 /// Runs one `warden client` command; exit code 1 on any error, with the reason on stderr.
 pub(crate) fn run(cmd: ClientCommand) -> ExitCode {
+    block_on(execute(cmd))
+}
+
+/// Runs a CLI command's future on a one-thread runtime; exit code 1 on any error, with the
+/// reason on stderr.
+pub(crate) fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -162,7 +168,7 @@ pub(crate) fn run(cmd: ClientCommand) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(execute(cmd)) {
+    match rt.block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -171,7 +177,7 @@ pub(crate) fn run(cmd: ClientCommand) -> ExitCode {
     }
 }
 
-fn authority_config(a: &StoreArgs) -> anyhow::Result<AuthorityConfig> {
+pub(crate) fn authority_config(a: &StoreArgs) -> anyhow::Result<AuthorityConfig> {
     if let Some(path) = &a.config {
         let config = warden_config::load(path).map_err(|e| anyhow!("{}:\n{e}", path.display()))?;
         return Ok(config.authority);
@@ -196,7 +202,7 @@ async fn registry(a: &StoreArgs) -> anyhow::Result<Registry> {
     Ok(Registry::open(store.clone(), Audit::new(store)).await?)
 }
 
-fn secs(s: &str) -> anyhow::Result<i64> {
+pub(crate) fn secs(s: &str) -> anyhow::Result<i64> {
     Ok(parse_duration(s).map_err(|e| anyhow!(e))?.as_secs() as i64)
 }
 
@@ -376,7 +382,7 @@ async fn execute(cmd: ClientCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

@@ -17,6 +17,7 @@ mod dev;
 mod serve;
 mod vault_cmd;
 mod vault_secrets;
+mod workload_cmd;
 
 /// Warden: a security plane for microservices (gateway, sidecar, authority) in one binary.
 #[derive(Parser)]
@@ -60,6 +61,11 @@ enum Command {
         #[command(subcommand)]
         command: client_cmd::ClientCommand,
     },
+    /// Manage the certificate authority's workload registrations (`[authority.ca]`).
+    Workload {
+        #[command(subcommand)]
+        command: workload_cmd::WorkloadCommand,
+    },
     /// Operate the authority's vault over HTTP: init, unseal, seal, status, rotate.
     Vault {
         #[command(subcommand)]
@@ -85,6 +91,7 @@ fn main() -> ExitCode {
         Command::Apikey { command } => apikey_cmd::run(command),
         Command::Client { command } => client_cmd::run(command),
         Command::Vault { command } => vault_cmd::run(command),
+        Command::Workload { command } => workload_cmd::run(command),
     }
 }
 

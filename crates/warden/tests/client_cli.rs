@@ -2,24 +2,9 @@
 //! creation and changed later, on a store named by `--storage` and `--kek` (issue 15, items 10
 //! and 12).
 
-use std::process::{Command, Output};
+mod common;
 
-use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_warden");
-
-fn warden(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run warden")
-}
-
-fn json_out(o: &Output) -> Value {
-    assert!(
-        o.status.success(),
-        "warden failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).expect("JSON on stdout")
-}
+use common::{json_out, warden};
 
 #[test]
 fn client_create_and_update_take_several_methods_and_introspect() {

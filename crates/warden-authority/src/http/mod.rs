@@ -8,6 +8,8 @@
 //! | GET | `/oauth2/revocations?after=N` | `Bearer` revocation-feed token or admin token |
 //! | GET | `/oauth2/jwks` | anyone |
 //! | GET | `/.well-known/oauth-authorization-server`, `/.well-known/openid-configuration` | anyone |
+//! | GET, POST | `/ca/v1/bundle`, `/ca/v1/svid`, `/ca/v1/svid/renew` (with `[authority.ca]`; see `warden_ca::http`) | anyone, workloads with a join token or their SVID |
+//! | GET, POST | `/admin/workloads`, `/admin/workloads/{entry}`, `.../revoke`, `.../join-token` (with `[authority.ca]`) | `Bearer` admin token |
 //! | GET, POST, PATCH | `/admin/clients`, `/admin/clients/{id}` (PATCH: auth methods, introspect), `/admin/clients/{id}/secrets`, `/admin/clients/{id}/secrets/{secret_id}` (DELETE), `/admin/clients/{id}/disable`, `/admin/clients/{id}/enable` | `Bearer` admin token |
 
 use std::sync::Arc;
@@ -49,9 +51,10 @@ fn admin_routes(a: Arc<Authority>) -> Router<Arc<Authority>> {
         ))
 }
 
-/// The token service's routes (the authority's listener mounts them, see `crate::app`).
-pub fn router(a: Arc<Authority>) -> Router {
-    Router::new()
+/// The token service's routes, and the CA's when it runs (the authority's listener mounts
+/// them, see `crate::app`). The CA's admin routes sit behind the same admin credential.
+pub fn router(a: Arc<Authority>, ca: Option<Arc<warden_ca::Ca>>) -> Router {
+    let token = Router::new()
         .route("/oauth2/token", post(oauth::token))
         .route("/oauth2/introspect", post(oauth::introspect))
         .route("/oauth2/revoke", post(oauth::revoke))
@@ -64,5 +67,17 @@ pub fn router(a: Arc<Authority>) -> Router {
         .route("/.well-known/openid-configuration", get(discovery::openid))
         .merge(admin_routes(a.clone()))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(a)
+        .with_state(a.clone());
+    let Some(ca) = ca else { return token };
+    let clock = a.clone();
+    let api = warden_ca::http::Api::new(ca, Arc::new(move || clock.now()));
+    token
+        .merge(warden_ca::http::router::<crate::client_auth::Peer>(
+            api.clone(),
+        ))
+        .merge(
+            warden_ca::http::admin_router::<crate::client_auth::Peer>(api).route_layer(
+                axum::middleware::from_fn_with_state(a, admin::require_admin),
+            ),
+        )
 }

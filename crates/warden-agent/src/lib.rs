@@ -1,0 +1,390 @@
+//! The sidecar's identity agent.
+//!
+//! At start it makes a P-256 key (in memory only; never written anywhere), sends a CSR and
+//! its one-time join token to the authority's CA (`POST /ca/v1/svid`), and holds the SVID it
+//! gets. From then on it renews at about half the SVID's life (± a tenth of it, so a fleet
+//! started together does not renew together) with a new key, proving itself with the current
+//! one (`POST /ca/v1/svid/renew`), and refreshes the trust bundle at its refresh hint.
+//!
+//! Consumers read the current SVID ([`Agent::current`]) or wait for the next
+//! ([`Agent::subscribe`]): the sidecar's TLS configs swap certificates from it without
+//! dropping connections, and the Workload API streams it. [`Agent::bundle`] is the
+//! [`BundleSource`] the SPIFFE verifiers read.
+//!
+//! While the authority is unreachable the agent keeps the current SVID, retries with
+//! back-off (1 s doubling to 30 s), and reports [`Health::Stale`]; once the SVID has expired
+//! it reports [`Health::Expired`], and the sidecar must refuse rather than serve with it.
+
+mod client;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rcgen::{CertificateParams, KeyPair, SigningKey as _};
+use ring::rand::{SecureRandom, SystemRandom};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use warden_identity::bundle::Bundle;
+use warden_identity::tls::BundleSource;
+use warden_identity::{SpiffeId, TrustDomain};
+use zeroize::Zeroizing;
+
+pub use client::AuthorityClient;
+
+/// Why the agent could not get or renew an SVID.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AgentError {
+    /// The authority could not be reached, or did not answer in time.
+    #[error("authority unreachable: {0}")]
+    Unreachable(String),
+    /// The authority refused (`error` code and its description).
+    #[error("authority refused ({status} {code}): {description}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The CA's error code (`invalid_token`, `revoked`, ...).
+        code: String,
+        /// Why.
+        description: String,
+    },
+    /// The answer was not what the CA sends.
+    #[error("unexpected answer from the authority: {0}")]
+    BadAnswer(String),
+    /// A local failure (key generation, configuration).
+    #[error("{0}")]
+    Local(String),
+}
+
+/// An X.509-SVID with its private key.
+pub struct Svid {
+    /// The SPIFFE ID.
+    pub id: SpiffeId,
+    /// Leaf first, then intermediates.
+    pub chain: Vec<CertificateDer<'static>>,
+    key: Zeroizing<Vec<u8>>,
+    /// Start of validity, Unix seconds.
+    pub not_before: i64,
+    /// End of validity, Unix seconds.
+    pub not_after: i64,
+}
+
+impl std::fmt::Debug for Svid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Svid")
+            .field("id", &self.id)
+            .field("not_after", &self.not_after)
+            .field("key", &"**REDACTED**")
+            .finish()
+    }
+}
+
+impl Svid {
+    /// The private key (PKCS#8).
+    pub fn private_key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.to_vec()))
+    }
+
+    /// The private key, PKCS#8 DER (for the Workload API).
+    pub fn private_key_der(&self) -> &[u8] {
+        &self.key
+    }
+}
+
+/// How the agent's identity stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// The SVID is current and the last renewal (or issuance) worked.
+    Fresh,
+    /// The SVID is still valid but renewing it failed: the authority is unreachable or
+    /// refused. `since` is when the first failure in a row happened (Unix seconds).
+    Stale {
+        /// First failure in a row.
+        since: i64,
+        /// The last error.
+        error: String,
+    },
+    /// The SVID has expired and no new one could be had.
+    Expired,
+}
+
+/// What the agent needs.
+#[derive(Clone)]
+pub struct AgentOptions {
+    /// The authority.
+    pub authority: AuthorityClient,
+    /// The trust domain the SVID must belong to.
+    pub trust_domain: TrustDomain,
+    /// The one-time join token.
+    pub join_token: Zeroizing<String>,
+    /// The fraction of an SVID's life after which it is renewed (0.5).
+    pub renew_at: f64,
+}
+
+/// The identity agent.
+pub struct Agent {
+    opts: AgentOptions,
+    svid: watch::Sender<Arc<Svid>>,
+    bundle: Arc<BundleSource>,
+    bundle_doc: ArcSwap<Value>,
+    health: ArcSwap<Health>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("svid", &*self.svid.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn new_key() -> Result<(KeyPair, Vec<u8>), AgentError> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| AgentError::Local(format!("key generation: {e}")))?;
+    let csr = CertificateParams::default()
+        .serialize_request(&key)
+        .map_err(|e| AgentError::Local(format!("CSR: {e}")))?;
+    Ok((key, csr.der().to_vec()))
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+impl Agent {
+    /// Gets the first SVID with the join token and starts renewing it and refreshing the
+    /// bundle. Fails when the first SVID cannot be had (a sidecar without an identity does
+    /// not start).
+    pub async fn start(opts: AgentOptions) -> Result<Arc<Agent>, AgentError> {
+        let (key, csr) = new_key()?;
+        let answer = opts
+            .authority
+            .post_json(
+                "/ca/v1/svid",
+                &json!({ "join_token": opts.join_token.as_str(), "csr": b64(&csr) }),
+            )
+            .await?;
+        let svid = Self::svid_from(&opts.trust_domain, &answer, key)?;
+        let bundle_doc = answer.get("bundle").cloned().unwrap_or(Value::Null);
+        let roots = Self::roots_of(&opts.trust_domain, &bundle_doc)?;
+        let agent = Arc::new(Agent {
+            bundle: BundleSource::new(opts.trust_domain.clone(), roots),
+            bundle_doc: ArcSwap::from_pointee(bundle_doc),
+            svid: watch::channel(Arc::new(svid)).0,
+            health: ArcSwap::from_pointee(Health::Fresh),
+            opts,
+        });
+        tracing::info!(spiffe_id = %agent.current().id, not_after = agent.current().not_after, "obtained an X.509-SVID");
+        tokio::spawn(Self::renew_loop(Arc::downgrade(&agent)));
+        tokio::spawn(Self::bundle_loop(Arc::downgrade(&agent)));
+        Ok(agent)
+    }
+
+    /// The current SVID.
+    pub fn current(&self) -> Arc<Svid> {
+        self.svid.borrow().clone()
+    }
+
+    /// A receiver that sees every new SVID.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Svid>> {
+        self.svid.subscribe()
+    }
+
+    /// The trust bundle's roots, as the SPIFFE verifiers read them.
+    pub fn bundle(&self) -> Arc<BundleSource> {
+        self.bundle.clone()
+    }
+
+    /// The trust bundle document (SPIFFE JWK set), as last fetched.
+    pub fn bundle_document(&self) -> Arc<Value> {
+        self.bundle_doc.load_full()
+    }
+
+    /// How the identity stands now.
+    pub fn health(&self) -> Health {
+        let h = self.health.load();
+        if self.current().not_after <= unix_now() {
+            return Health::Expired;
+        }
+        h.as_ref().clone()
+    }
+
+    fn svid_from(td: &TrustDomain, answer: &Value, key: KeyPair) -> Result<Svid, AgentError> {
+        let pem = answer
+            .get("svid")
+            .and_then(Value::as_str)
+            .ok_or_else(|| AgentError::BadAnswer("no `svid`".into()))?;
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| AgentError::BadAnswer(format!("svid PEM: {e}")))?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| AgentError::BadAnswer("empty svid".into()))?;
+        let id = warden_identity::svid::leaf_id(leaf)
+            .map_err(|e| AgentError::BadAnswer(format!("svid: {e}")))?;
+        if !id.is_member_of(td) {
+            return Err(AgentError::BadAnswer(format!(
+                "svid {id} is not in trust domain {td}"
+            )));
+        }
+        let (not_before, not_after) = validity(leaf)?;
+        Ok(Svid {
+            id,
+            chain,
+            key: Zeroizing::new(key.serialize_der()),
+            not_before,
+            not_after,
+        })
+    }
+
+    fn roots_of(td: &TrustDomain, doc: &Value) -> Result<Vec<Vec<u8>>, AgentError> {
+        let bytes = serde_json::to_vec(doc).map_err(|e| AgentError::BadAnswer(e.to_string()))?;
+        let b = Bundle::parse(td.clone(), &bytes)
+            .map_err(|e| AgentError::BadAnswer(format!("bundle: {e}")))?;
+        if b.x509_authorities.is_empty() {
+            return Err(AgentError::BadAnswer(
+                "bundle has no X.509 authority".into(),
+            ));
+        }
+        Ok(b.x509_authorities)
+    }
+
+    /// Renews now: a new key, proved by the current one.
+    pub async fn renew(&self) -> Result<(), AgentError> {
+        let current = self.current();
+        let (key, csr) = new_key()?;
+        let old = KeyPair::try_from(current.key.as_slice())
+            .map_err(|e| AgentError::Local(format!("current key: {e}")))?;
+        let mut msg = b"warden-ca-renew-v1\0".to_vec();
+        msg.extend_from_slice(&csr);
+        let proof = old
+            .sign(&msg)
+            .map_err(|e| AgentError::Local(format!("proof: {e}")))?;
+        let chain_pem: String = current
+            .chain
+            .iter()
+            .map(|c| warden_identity::ca::pem_cert(c))
+            .collect();
+        let answer = self
+            .opts
+            .authority
+            .post_json(
+                "/ca/v1/svid/renew",
+                &json!({ "svid": chain_pem, "csr": b64(&csr), "proof": URL_SAFE_NO_PAD.encode(proof) }),
+            )
+            .await?;
+        let svid = Self::svid_from(&self.opts.trust_domain, &answer, key)?;
+        if svid.id != current.id {
+            return Err(AgentError::BadAnswer(format!(
+                "renewal answered for {}, not {}",
+                svid.id, current.id
+            )));
+        }
+        if let Some(doc) = answer.get("bundle") {
+            self.apply_bundle(doc);
+        }
+        tracing::info!(spiffe_id = %svid.id, not_after = svid.not_after, "renewed the X.509-SVID");
+        self.svid.send_replace(Arc::new(svid));
+        self.health.store(Arc::new(Health::Fresh));
+        Ok(())
+    }
+
+    fn apply_bundle(&self, doc: &Value) {
+        match Self::roots_of(&self.opts.trust_domain, doc) {
+            Ok(roots) => {
+                self.bundle.update(roots);
+                self.bundle_doc.store(Arc::new(doc.clone()));
+            }
+            Err(e) => tracing::warn!(error = %e, "ignored a trust bundle"),
+        }
+    }
+
+    /// Fetches the bundle now.
+    pub async fn refresh_bundle(&self) -> Result<(), AgentError> {
+        let doc = self.opts.authority.get_json("/ca/v1/bundle").await?;
+        self.apply_bundle(&doc);
+        Ok(())
+    }
+
+    fn renew_delay(&self, svid: &Svid) -> Duration {
+        let life = (svid.not_after - svid.not_before).max(1) as f64;
+        let mut b = [0u8; 2];
+        let _ = SystemRandom::new().fill(&mut b);
+        // ± a tenth of the life.
+        let jitter = (f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX) - 0.5) * 0.2 * life;
+        let at = svid.not_before as f64 + life * self.opts.renew_at + jitter;
+        Duration::from_secs_f64((at - unix_now() as f64).max(0.0))
+    }
+
+    async fn renew_loop(agent: std::sync::Weak<Agent>) {
+        loop {
+            let delay = match agent.upgrade() {
+                Some(a) => a.renew_delay(&a.current()),
+                None => return,
+            };
+            tokio::time::sleep(delay).await;
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                let Some(a) = agent.upgrade() else { return };
+                match a.renew().await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        let since = match a.health.load().as_ref() {
+                            Health::Stale { since, .. } => *since,
+                            _ => unix_now(),
+                        };
+                        let left = a.current().not_after - unix_now();
+                        tracing::warn!(error = %e, seconds_left = left, "cannot renew the X.509-SVID; retrying");
+                        a.health.store(Arc::new(Health::Stale {
+                            since,
+                            error: e.to_string(),
+                        }));
+                    }
+                }
+                drop(a);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+
+    async fn bundle_loop(agent: std::sync::Weak<Agent>) {
+        loop {
+            let every = match agent.upgrade() {
+                Some(a) => a
+                    .bundle_doc
+                    .load()
+                    .get("spiffe_refresh_hint")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(300)
+                    .clamp(1, 3600),
+                None => return,
+            };
+            tokio::time::sleep(Duration::from_secs(every)).await;
+            let Some(a) = agent.upgrade() else { return };
+            if let Err(e) = a.refresh_bundle().await {
+                tracing::warn!(error = %e, "cannot refresh the trust bundle; keeping the last one");
+            }
+        }
+    }
+}
+
+fn validity(leaf: &[u8]) -> Result<(i64, i64), AgentError> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(leaf)
+        .map_err(|e| AgentError::BadAnswer(format!("svid: {e}")))?;
+    Ok((
+        cert.validity().not_before.timestamp(),
+        cert.validity().not_after.timestamp(),
+    ))
+}

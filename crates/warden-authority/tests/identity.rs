@@ -1,0 +1,177 @@
+//! The authority's certificate authority (`[authority.ca]`) over its real listener, on SQLite
+//! and PostgreSQL: admin registration behind the admin token, a join token turned into an
+//! X.509-SVID, the SVID verified against the published bundle, renewal refused after
+//! revocation, every step in the store's audit chain, and a second instance on the same store
+//! serving the same trust bundle.
+
+mod common;
+
+use bytes::Bytes;
+use common::{admin_call, Backend, Harness};
+use http_body_util::Full;
+use hyper::Request;
+use rcgen::{CertificateParams, KeyPair, SigningKey as _};
+use rustls_pki_types::CertificateDer;
+use serde_json::{json, Value};
+use warden_config::CaConfig;
+use warden_identity::bundle::Bundle;
+use warden_identity::{svid, TrustDomain};
+use warden_test_util::client::{self, Answer};
+
+async fn post(addr: std::net::SocketAddr, path: &str, body: Value) -> Answer {
+    let req = Request::post(path)
+        .header("host", "auth.test")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    client::send_h1(addr, req).await
+}
+
+fn pem_chain(pem: &str) -> Vec<CertificateDer<'static>> {
+    use rustls_pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| c.unwrap())
+        .collect()
+}
+
+async fn ca_harness(backend: Backend) -> Harness {
+    Harness::start_with(backend, |c, _| {
+        c.ca = Some(CaConfig {
+            trust_domain: "example.org".into(),
+            ..CaConfig::default()
+        });
+    })
+    .await
+}
+
+async fn a_workload_is_registered_joins_renews_and_loses_renewal_when_revoked(backend: Backend) {
+    let h = ca_harness(backend).await;
+    let addr = h.addr();
+    let web = "spiffe://example.org/ns/prod/sa/web";
+
+    // The admin API wants the admin token.
+    let anon = admin_call(
+        addr,
+        "POST",
+        "/admin/workloads",
+        Some(json!({"spiffe_id": web})),
+        None,
+    )
+    .await;
+    assert_eq!(anon.status, 401);
+    let reg = h
+        .admin("POST", "/admin/workloads", Some(json!({"spiffe_id": web})))
+        .await;
+    assert_eq!(reg.status, 201, "{:?}", reg.body);
+    let entry = reg.json()["id"].as_str().unwrap().to_owned();
+    let wrong_td = h
+        .admin(
+            "POST",
+            "/admin/workloads",
+            Some(json!({"spiffe_id": "spiffe://evil.org/x"})),
+        )
+        .await;
+    assert_eq!(wrong_td.status, 400);
+    let tok = h
+        .admin(
+            "POST",
+            &format!("/admin/workloads/{entry}/join-token"),
+            Some(json!({"ttl": 120})),
+        )
+        .await;
+    assert_eq!(tok.status, 201, "{:?}", tok.body);
+    let token = tok.json()["token"].as_str().unwrap().to_owned();
+
+    // The workload: its own key, a CSR, the token.
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let csr = CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap();
+    let got = post(
+        addr,
+        "/ca/v1/svid",
+        json!({"join_token": token, "csr": csr.pem().unwrap()}),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    let v = got.json();
+    assert_eq!(v["spiffe_id"], web);
+    let chain = pem_chain(v["svid"].as_str().unwrap());
+
+    // Verified against the bundle anyone can fetch.
+    let b = client::get(addr, "/ca/v1/bundle").await;
+    assert_eq!(b.status, 200);
+    let td = TrustDomain::new("example.org").unwrap();
+    let bundle = Bundle::parse(td.clone(), &b.body).unwrap();
+    let roots: Vec<_> = bundle
+        .x509_authorities
+        .iter()
+        .cloned()
+        .map(CertificateDer::from)
+        .collect();
+    assert_eq!(
+        svid::verify(&chain, &td, &roots, h.now(), true)
+            .unwrap()
+            .as_str(),
+        web
+    );
+
+    // The token was single-use.
+    let again = post(
+        addr,
+        "/ca/v1/svid",
+        json!({"join_token": token, "csr": csr.pem().unwrap()}),
+    )
+    .await;
+    assert_eq!(again.status, 403);
+
+    // Renewal with the current SVID, then revocation stops it.
+    let renew = |k: &KeyPair| {
+        let k2 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let csr2 = CertificateParams::default().serialize_request(&k2).unwrap();
+        let mut msg = warden_ca::RENEW_CONTEXT.to_vec();
+        msg.extend_from_slice(csr2.der());
+        use base64::Engine;
+        let proof = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k.sign(&msg).unwrap());
+        json!({"svid": v["svid"], "csr": csr2.pem().unwrap(), "proof": proof})
+    };
+    let renewed = post(addr, "/ca/v1/svid/renew", renew(&key)).await;
+    assert_eq!(renewed.status, 200, "{:?}", renewed.body);
+    let revoke = h
+        .admin("POST", &format!("/admin/workloads/{entry}/revoke"), None)
+        .await;
+    assert_eq!(revoke.status, 200);
+    let refused = post(addr, "/ca/v1/svid/renew", renew(&key)).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.json()["error"], "revoked");
+
+    // Everything is in the audit chain, which verifies.
+    let records = h.store.audit_since(0, 10_000).await.unwrap();
+    let ca: Vec<(String, String)> = records
+        .iter()
+        .filter(|r| r.event.component == "ca")
+        .map(|r| (r.event.action.clone(), r.event.outcome.clone()))
+        .collect();
+    for want in [
+        ("workload.register", "success"),
+        ("join_token.create", "success"),
+        ("svid.issue", "success"),
+        ("svid.issue", "failure"),
+        ("svid.renew", "success"),
+        ("workload.revoke", "success"),
+        ("svid.renew", "failure"),
+    ] {
+        assert!(
+            ca.iter().any(|(a, o)| a == want.0 && o == want.1),
+            "{want:?} not audited: {ca:?}"
+        );
+    }
+    h.store.verify_audit().await.unwrap();
+
+    // A second authority on the same store publishes the same roots.
+    let second = h.second_instance().await;
+    let b2 = client::get(second.addr(), "/ca/v1/bundle").await;
+    let bundle2 = Bundle::parse(td, &b2.body).unwrap();
+    assert_eq!(bundle2.x509_authorities, bundle.x509_authorities);
+}
+both_backends!(a_workload_is_registered_joins_renews_and_loses_renewal_when_revoked);
