@@ -132,6 +132,8 @@ pub struct Agent {
     bundle: Arc<BundleSource>,
     bundle_doc: ArcSwap<Value>,
     health: ArcSwap<Health>,
+    /// The current SVID as rustls serves it.
+    certified: ArcSwap<rustls::sign::CertifiedKey>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -178,6 +180,7 @@ impl Agent {
         let bundle_doc = answer.get("bundle").cloned().unwrap_or(Value::Null);
         let roots = Self::roots_of(&opts.trust_domain, &bundle_doc)?;
         let agent = Arc::new(Agent {
+            certified: ArcSwap::new(certified(&svid)?),
             bundle: BundleSource::new(opts.trust_domain.clone(), roots),
             bundle_doc: ArcSwap::from_pointee(bundle_doc),
             svid: watch::channel(Arc::new(svid)).0,
@@ -294,6 +297,7 @@ impl Agent {
             self.apply_bundle(doc);
         }
         tracing::info!(spiffe_id = %svid.id, not_after = svid.not_after, "renewed the X.509-SVID");
+        self.certified.store(certified(&svid)?);
         self.svid.send_replace(Arc::new(svid));
         self.health.store(Arc::new(Health::Fresh));
         Ok(())
@@ -376,6 +380,33 @@ impl Agent {
                 tracing::warn!(error = %e, "cannot refresh the trust bundle; keeping the last one");
             }
         }
+    }
+}
+
+/// The SVID as rustls serves it (the key loaded by Warden's crypto provider).
+fn certified(svid: &Svid) -> Result<Arc<rustls::sign::CertifiedKey>, AgentError> {
+    let key = warden_crypto::provider()
+        .key_provider
+        .load_private_key(svid.private_key())
+        .map_err(|e| AgentError::Local(format!("SVID key: {e}")))?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(
+        svid.chain.clone(),
+        key,
+    )))
+}
+
+impl warden_identity::tls::WorkloadIdentity for Agent {
+    fn certified_key(&self) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        // An expired SVID is not served: the sidecar refuses rather than present it.
+        (self.current().not_after > unix_now()).then(|| self.certified.load_full())
+    }
+
+    fn bundle(&self) -> Arc<BundleSource> {
+        self.bundle.clone()
+    }
+
+    fn spiffe_id(&self) -> Option<SpiffeId> {
+        Some(self.current().id.clone())
     }
 }
 

@@ -358,3 +358,8 @@ impl Default for VaultClientConfig {
         }
     }
 }
+
+/// Time allowed for each call from the sidecar to the authority.
+pub(crate) fn sidecar_timeout() -> Dur {
+    Dur::secs(10)
+}

@@ -118,14 +118,15 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             "authority" => section(value, &key, &mut errors, &mut config.authority),
             "rate_limit_store" => section(value, &key, &mut errors, &mut config.rate_limit_store),
             "vault" => section(value, &key, &mut errors, &mut config.vault),
+            "sidecar" => section(value, &key, &mut errors, &mut config.sidecar),
             "listeners" => config.listeners = elements(value, &key, &mut errors, &mut kept),
             "clusters" => config.clusters = elements(value, &key, &mut errors, &mut kept),
             "routes" => config.routes = elements(value, &key, &mut errors, &mut kept),
             _ => errors.push(
                 key.clone(),
                 "unknown section; expected one of server, forwarding, security_headers, admin, \
-                 access_log, reload, auth, authority, rate_limit_store, vault, listeners, clusters, \
-                 routes",
+                 access_log, reload, auth, authority, rate_limit_store, vault, sidecar, listeners, \
+                 clusters, routes",
             ),
         }
     }

@@ -51,6 +51,10 @@ pub struct Config {
     /// The client for `vault:` secret references (a Vault-compatible server).
     #[serde(default)]
     pub vault: VaultClientConfig,
+    /// The sidecar role: this process gets a workload identity (an X.509-SVID) from the
+    /// authority's CA and serves the mesh's `inbound` and `outbound` listeners with it.
+    #[serde(default)]
+    pub sidecar: Option<SidecarConfig>,
     /// Routes, matched as described in `docs/architecture.md` (host specificity, then file order).
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -179,8 +183,10 @@ pub struct ListenerConfig {
     /// TLS for this listener; plain HTTP when absent.
     #[serde(default)]
     pub tls: Option<TlsListenerConfig>,
-    /// What the listener is for. Only `gateway` (the edge) today; the mesh adds `inbound`
-    /// and `outbound`.
+    /// What the listener is for: `gateway` (the edge, the default), or with `[sidecar]`:
+    /// `inbound` (mTLS with the workload's SVID; peers must present an SVID of the trust
+    /// bundle, and routes authorize them by SPIFFE ID with `client_cert` authentication) or
+    /// `outbound` (plain HTTP on a loopback address, for the local service's calls out).
     #[serde(default)]
     pub role: ListenerRole,
     /// The routes this listener serves, by name, matched in file order as usual. Empty (the
@@ -196,6 +202,10 @@ pub enum ListenerRole {
     /// The API gateway at the edge.
     #[default]
     Gateway,
+    /// The sidecar's mTLS listener for peers in the mesh.
+    Inbound,
+    /// The sidecar's loopback listener for the local service's outgoing calls.
+    Outbound,
 }
 
 impl ListenerRole {
@@ -203,8 +213,29 @@ impl ListenerRole {
     pub fn as_str(self) -> &'static str {
         match self {
             ListenerRole::Gateway => "gateway",
+            ListenerRole::Inbound => "inbound",
+            ListenerRole::Outbound => "outbound",
         }
     }
+}
+
+/// `[sidecar]`: where the workload identity comes from.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarConfig {
+    /// The authority whose CA issues the SVID: `https://host:port` (or `http://` on
+    /// loopback, for development).
+    pub authority: String,
+    /// PEM file with the CA certificate(s) of the authority's listener (for `https://`).
+    #[serde(default)]
+    pub authority_ca: Option<PathBuf>,
+    /// The trust domain the SVID belongs to.
+    pub trust_domain: String,
+    /// The one-time join token for the first SVID: `env:NAME` or `file:PATH`.
+    pub join_token: SecretRef,
+    /// Time allowed for each call to the authority.
+    #[serde(default = "d::sidecar_timeout")]
+    pub timeout: Dur,
 }
 
 /// TLS on a listener.
@@ -294,6 +325,11 @@ pub struct ClusterConfig {
     /// TLS to the endpoints (needed for `https://`).
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
+    /// Mesh endpoints (with `[sidecar]`): the connection presents this workload's SVID and
+    /// accepts only an endpoint whose SVID is one of these SPIFFE IDs. Endpoints must be
+    /// `https://`; `tls` must be unset.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spiffe_ids: Vec<String>,
     /// Active health checking.
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,

@@ -118,6 +118,25 @@ pub(crate) fn validate(c: &Config, e: &mut ConfigErrors) {
         if let Some(tls) = &l.tls {
             listener_tls(tls, &format!("{p}.tls"), e);
         }
+        match l.role {
+            ListenerRole::Gateway => {}
+            ListenerRole::Inbound | ListenerRole::Outbound if c.sidecar.is_none() => e.push(
+                format!("{p}.role"),
+                format!(
+                    "`{}` is a sidecar listener: it needs a [sidecar] section",
+                    l.role.as_str()
+                ),
+            ),
+            ListenerRole::Inbound if l.tls.is_some() => e.push(
+                format!("{p}.tls"),
+                "an inbound listener serves the sidecar's SVID: leave tls unset",
+            ),
+            ListenerRole::Outbound if l.tls.is_some() || !l.address.ip().is_loopback() => e.push(
+                format!("{p}.address"),
+                "an outbound listener is plain HTTP for the local service: a loopback address, no tls",
+            ),
+            ListenerRole::Inbound | ListenerRole::Outbound => {}
+        }
         let mut served = HashSet::new();
         for (j, name) in l.routes.iter().enumerate() {
             if !served.insert(name) {
@@ -143,6 +162,12 @@ pub(crate) fn validate(c: &Config, e: &mut ConfigErrors) {
             );
         }
         cluster(cl, &p, e);
+        if !cl.spiffe_ids.is_empty() {
+            mesh_cluster(c, cl, &p, e);
+        }
+    }
+    if let Some(sc) = &c.sidecar {
+        sidecar(sc, e);
     }
     let mut routes = HashSet::new();
     for (i, r) in c.routes.iter().enumerate() {
@@ -259,6 +284,68 @@ fn listener_tls(t: &TlsListenerConfig, p: &str, e: &mut ConfigErrors) {
 /// semaphore holds.
 const MAX_CONNECTIONS_PER_ENDPOINT: usize = 65_536;
 
+/// A cluster of mesh endpoints (`spiffe_ids`).
+fn mesh_cluster(c: &Config, cl: &ClusterConfig, p: &str, e: &mut ConfigErrors) {
+    let Some(sc) = &c.sidecar else {
+        e.push(
+            format!("{p}.spiffe_ids"),
+            "mesh endpoints use the sidecar's SVID: add a [sidecar] section",
+        );
+        return;
+    };
+    if cl.tls.is_some() {
+        e.push(
+            format!("{p}.tls"),
+            "with spiffe_ids the connection uses the sidecar's SVID and bundle: leave tls unset",
+        );
+    }
+    if cl
+        .endpoints
+        .iter()
+        .any(|ep| parse_endpoint(ep).is_ok_and(|ep| ep.scheme != Scheme::Https))
+    {
+        e.push(
+            format!("{p}.endpoints"),
+            "mesh endpoints (spiffe_ids) must be https://",
+        );
+    }
+    for (i, id) in cl.spiffe_ids.iter().enumerate() {
+        match warden_identity::SpiffeId::parse(id) {
+            Err(why) => e.push(format!("{p}.spiffe_ids[{i}]"), format!("{id:?} {why}")),
+            Ok(id) if id.trust_domain_name() != sc.trust_domain => e.push(
+                format!("{p}.spiffe_ids[{i}]"),
+                format!(
+                    "{id} is not in the sidecar's trust domain {}",
+                    sc.trust_domain
+                ),
+            ),
+            Ok(_) => {}
+        }
+    }
+}
+
+fn sidecar(sc: &SidecarConfig, e: &mut ConfigErrors) {
+    if let Err(why) = warden_identity::TrustDomain::new(&sc.trust_domain) {
+        e.push(
+            "sidecar.trust_domain",
+            format!("{:?} {why}", sc.trust_domain),
+        );
+    }
+    let https = sc.authority.starts_with("https://");
+    if !https && !sc.authority.starts_with("http://") {
+        e.push("sidecar.authority", "must be an http:// or https:// URL");
+    }
+    if https && sc.authority_ca.is_none() {
+        e.push(
+            "sidecar.authority_ca",
+            "required for an https:// authority: the CA that signed its certificate",
+        );
+    }
+    if sc.timeout.0.is_zero() {
+        e.push("sidecar.timeout", "must be more than zero");
+    }
+}
+
 fn cluster(c: &ClusterConfig, p: &str, e: &mut ConfigErrors) {
     if c.endpoints.is_empty() {
         e.push(format!("{p}.endpoints"), "at least one endpoint is needed");
@@ -278,7 +365,7 @@ fn cluster(c: &ClusterConfig, p: &str, e: &mut ConfigErrors) {
             "mixes http:// and https://; use one scheme per cluster",
         );
     }
-    if schemes.contains(&Scheme::Https) && c.tls.is_none() {
+    if schemes.contains(&Scheme::Https) && c.tls.is_none() && c.spiffe_ids.is_empty() {
         e.push(
             format!("{p}.tls"),
             "https:// endpoints need a [tls] section with the CA to trust",
@@ -734,6 +821,75 @@ cluster = "c"
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown variant `sidecar`"), "{err}");
+    }
+
+    #[test]
+    fn sidecar_listeners_and_mesh_clusters_name_the_field_and_the_reason() {
+        let no_sidecar = r#"
+[[listeners]]
+name = "in"
+address = "127.0.0.1:0"
+role = "inbound"
+[[clusters]]
+name = "peer"
+endpoints = ["https://10.0.0.2:15443"]
+spiffe_ids = ["spiffe://example.org/billing"]
+[[routes]]
+name = "r"
+auth = "none"
+cluster = "peer"
+"#;
+        let errors = crate::parse(no_sidecar).unwrap_err().to_string();
+        for needle in [
+            "listeners[0].role: `inbound` is a sidecar listener: it needs a [sidecar] section",
+            "clusters[0].spiffe_ids: mesh endpoints use the sidecar's SVID",
+        ] {
+            assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");
+        }
+        let sidecar = r#"
+[sidecar]
+authority = "https://authority:8200"
+authority_ca = "/etc/warden/authority-ca.pem"
+trust_domain = "example.org"
+join_token = "env:WARDEN_JOIN_TOKEN"
+"#;
+        let ok = format!("{sidecar}{no_sidecar}");
+        let c = crate::parse(&ok).expect("valid with [sidecar]");
+        assert_eq!(c.listeners[0].role.as_str(), "inbound");
+        let refused = |text: String, needles: &[&str]| {
+            let errors = crate::parse(&text).unwrap_err().to_string();
+            for needle in needles {
+                assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");
+            }
+        };
+        refused(
+            ok.replace("authority_ca = \"/etc/warden/authority-ca.pem\"\n", ""),
+            &["sidecar.authority_ca: required for an https:// authority"],
+        );
+        refused(
+            ok.replace("https://authority", "ftp://authority"),
+            &["sidecar.authority: must be an http:// or https:// URL"],
+        );
+        refused(
+            ok.replace(
+                "trust_domain = \"example.org\"",
+                "trust_domain = \"Example.org\"",
+            ),
+            &["sidecar.trust_domain"],
+        );
+        refused(
+            ok.replace("spiffe://example.org/billing", "spiffe://other.org/billing")
+                .replace("https://10.0.0.2", "http://10.0.0.2"),
+            &[
+                "clusters[0].spiffe_ids[0]: spiffe://other.org/billing is not in the sidecar's trust domain example.org",
+                "clusters[0].endpoints: mesh endpoints (spiffe_ids) must be https://",
+            ],
+        );
+        refused(
+            ok.replace("role = \"inbound\"", "role = \"outbound\"")
+                .replace("127.0.0.1:0", "0.0.0.0:15001"),
+            &["listeners[0].address: an outbound listener is plain HTTP for the local service"],
+        );
     }
 
     #[test]

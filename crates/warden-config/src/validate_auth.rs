@@ -362,10 +362,11 @@ pub(crate) fn route_auth(c: &Config, r: &AuthRules, p: &str, e: &mut ConfigError
             "list the credentials this route accepts (e.g. [\"jwt\"]), or write auth = \"none\"",
         );
     }
-    let client_cert_listener = c
-        .listeners
-        .iter()
-        .any(|l| l.tls.as_ref().is_some_and(|t| t.client_auth.is_some()));
+    // A sidecar's inbound listener always verifies its peers' SVIDs.
+    let client_cert_listener = c.listeners.iter().any(|l| {
+        l.role == crate::model::ListenerRole::Inbound
+            || l.tls.as_ref().is_some_and(|t| t.client_auth.is_some())
+    });
     for (i, a) in r.accept.iter().enumerate() {
         let ap = format!("{p}.accept[{i}]");
         let ok = match a.split_once(':') {
@@ -381,7 +382,8 @@ pub(crate) fn route_auth(c: &Config, r: &AuthRules, p: &str, e: &mut ConfigError
                     if !client_cert_listener {
                         e.push(
                             ap.clone(),
-                            "no listener verifies client certificates (tls.client_auth)",
+                            "no listener verifies client certificates (tls.client_auth, or a \
+                             sidecar's inbound listener)",
                         );
                     }
                     true

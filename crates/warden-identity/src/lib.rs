@@ -13,6 +13,7 @@ pub mod csr;
 pub mod settings;
 pub mod spiffe;
 pub mod svid;
+pub mod testing;
 pub mod tls;
 
 pub use ca::{CaError, CaKey, Signer, X509Svid};

@@ -224,3 +224,101 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         self.algs.supported_schemes()
     }
 }
+
+/// A workload's identity as the data plane uses it: the current X.509-SVID as rustls wants
+/// it, and the trust bundle. The sidecar's agent implements it; the proxy only reads it, so
+/// certificates rotate under running listeners and pools without a reload.
+pub trait WorkloadIdentity: Send + Sync + std::fmt::Debug {
+    /// The current SVID and its key; `None` before the first one, or once it has expired.
+    fn certified_key(&self) -> Option<Arc<rustls::sign::CertifiedKey>>;
+    /// The trust domain's bundle.
+    fn bundle(&self) -> Arc<BundleSource>;
+    /// The SPIFFE ID, when known.
+    fn spiffe_id(&self) -> Option<SpiffeId>;
+}
+
+/// An identity not issued yet: no SVID, an empty bundle. `warden check` compiles a sidecar's
+/// config with it (the TLS configs build, nothing would verify).
+#[derive(Debug)]
+pub struct Unissued(Arc<BundleSource>);
+
+impl Unissued {
+    /// For trust domain `td`.
+    pub fn new(td: TrustDomain) -> Arc<Self> {
+        Arc::new(Self(BundleSource::new(td, Vec::new())))
+    }
+}
+
+impl WorkloadIdentity for Unissued {
+    fn certified_key(&self) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        None
+    }
+
+    fn bundle(&self) -> Arc<BundleSource> {
+        self.0.clone()
+    }
+
+    fn spiffe_id(&self) -> Option<SpiffeId> {
+        None
+    }
+}
+
+/// Serves the workload's current SVID to every TLS client (no SNI choice: one identity).
+#[derive(Debug)]
+struct SvidResolver(Arc<dyn WorkloadIdentity>);
+
+impl rustls::server::ResolvesServerCert for SvidResolver {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.certified_key()
+    }
+}
+
+impl rustls::client::ResolvesClientCert for SvidResolver {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.certified_key()
+    }
+
+    fn has_certs(&self) -> bool {
+        self.0.certified_key().is_some()
+    }
+}
+
+/// The server config of a mesh inbound listener: the workload's SVID, clients must present
+/// an SVID of the bundle (refused in the handshake otherwise), no session resumption.
+pub fn inbound_server_config(
+    identity: Arc<dyn WorkloadIdentity>,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let verifier = SpiffeClientVerifier::new(identity.bundle(), Allowed::AnyInTrustDomain);
+    let mut c = rustls::ServerConfig::builder_with_provider(warden_crypto::provider())
+        .with_protocol_versions(warden_crypto::TLS_VERSIONS)?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(SvidResolver(identity)));
+    c.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    c.send_tls13_tickets = 0;
+    c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(c))
+}
+
+/// The client config for calling a peer in the mesh: presents the workload's SVID, accepts
+/// only a server SVID of the bundle with one of `allowed` IDs, no session resumption.
+pub fn outbound_client_config(
+    identity: Arc<dyn WorkloadIdentity>,
+    allowed: Allowed,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let verifier = SpiffeServerVerifier::new(identity.bundle(), allowed);
+    let mut c = rustls::ClientConfig::builder_with_provider(warden_crypto::provider())
+        .with_protocol_versions(warden_crypto::TLS_VERSIONS)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(Arc::new(SvidResolver(identity)));
+    c.resumption = rustls::client::Resumption::disabled();
+    Ok(c)
+}

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+use warden_identity::testing::TestCa;
 use warden_identity::tls::{Allowed, BundleSource, SpiffeClientVerifier, SpiffeServerVerifier};
-use warden_identity::{csr, svid, CaKey, Signer, SpiffeId, TrustDomain};
+use warden_identity::{svid, SpiffeId, TrustDomain};
 
 fn now() -> i64 {
     SystemTime::now()
@@ -25,44 +25,17 @@ fn td() -> TrustDomain {
     TrustDomain::new("example.org").unwrap()
 }
 
-struct Ca {
-    root: CaKey,
-    signer: Signer,
+fn ca(created: i64) -> TestCa {
+    TestCa::new(&td(), created)
 }
 
-fn ca(created: i64) -> Ca {
-    let root = CaKey::new_root(&td(), created, 30 * 24 * 3600).unwrap();
-    let inter = root
-        .new_intermediate(&td(), created, 7 * 24 * 3600)
-        .unwrap();
-    Ca {
-        signer: Signer::new(td(), inter, Vec::new()).unwrap(),
-        root,
-    }
-}
-
-/// An SVID for `path` issued at `at` for `ttl`: its chain and key.
 fn svid_for(
-    ca: &Ca,
+    ca: &TestCa,
     path: &str,
     at: i64,
     ttl: i64,
 ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let der = CertificateParams::default()
-        .serialize_request(&key)
-        .unwrap()
-        .der()
-        .to_vec();
-    let id = td().id(path).unwrap();
-    let s = ca
-        .signer
-        .issue(&csr::check(&der, &id).unwrap(), &id, at, ttl)
-        .unwrap();
-    (
-        s.chain.into_iter().map(CertificateDer::from).collect(),
-        PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-    )
+    ca.svid(path, at, ttl)
 }
 
 /// Resumption is off on both sides, as the mesh will have it: a resumed session skips

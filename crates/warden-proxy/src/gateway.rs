@@ -200,7 +200,8 @@ impl Gateway {
             Some(source) => {
                 let secrets = source.prepare(&config).await.map_err(failed)?;
                 let extensions = old.extensions.clone();
-                Snapshot::compile_with(config, Some(&old), &metrics, extensions, secrets)
+                let identity = old.identity.clone();
+                Snapshot::compile_with(config, Some(&old), &metrics, extensions, secrets, identity)
             }
             None => Snapshot::compile(config, Some(&old), &metrics),
         }
@@ -254,7 +255,10 @@ impl Gateway {
 fn shape(c: &Config) -> Vec<(String, std::net::SocketAddr, bool)> {
     c.listeners
         .iter()
-        .map(|l| (l.name.clone(), l.address, l.tls.is_some()))
+        .map(|l| {
+            let tls = l.tls.is_some() || l.role == warden_config::ListenerRole::Inbound;
+            (l.name.clone(), l.address, tls)
+        })
         .collect()
 }
 

@@ -60,6 +60,7 @@ impl InMemory {
             &metrics,
             filters.into(),
             Arc::new(warden_config::LocalSecrets),
+            None,
         )?;
         crate::series::sync(&metrics, None, &snapshot);
         let gw = Gateway::new(snapshot, metrics, AccessLog::disabled(), None, None);

@@ -71,7 +71,15 @@ pub enum StartError {
 
 /// Checks that a config compiles (certificates load, keys match) without binding anything.
 pub fn check(config: Config) -> Result<(), Vec<CompileError>> {
-    Snapshot::compile(config, None, &Arc::new(Metrics::new())).map(|_| ())
+    check_with(config, Arc::new(warden_config::LocalSecrets))
+}
+
+/// A sidecar config is checked against an identity not issued yet: its TLS configs build
+/// without asking the authority for anything.
+fn unissued(config: &Config) -> Option<Identity> {
+    let td = config.sidecar.as_ref()?.trust_domain.as_str();
+    let td = warden_identity::TrustDomain::new(td).ok()?;
+    Some(warden_identity::tls::Unissued::new(td))
 }
 
 /// [`check`], reading secret references through `secrets`.
@@ -80,7 +88,16 @@ pub fn check_with(
     secrets: Arc<dyn warden_config::SecretResolver>,
 ) -> Result<(), Vec<CompileError>> {
     let metrics = Arc::new(Metrics::new());
-    Snapshot::compile_with(config, None, &metrics, Arc::from(Vec::new()), secrets).map(|_| ())
+    let identity = unissued(&config);
+    Snapshot::compile_with(
+        config,
+        None,
+        &metrics,
+        Arc::from(Vec::new()),
+        secrets,
+        identity,
+    )
+    .map(|_| ())
 }
 
 /// A running gateway.
@@ -91,13 +108,16 @@ pub struct GatewayHandle {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// A sidecar's workload identity as the data plane reads it (its SVID and trust bundle).
+pub type Identity = Arc<dyn warden_identity::tls::WorkloadIdentity>;
+
 /// Starts the gateway: compiles the config, binds listeners (port 0 picks a free port, see
 /// [`GatewayHandle::listener_addr`]), starts the admin listener and the file watcher.
 pub async fn start(
     config: Config,
     config_path: Option<PathBuf>,
 ) -> Result<GatewayHandle, StartError> {
-    start_with_secrets(config, config_path, None).await
+    Builder::new(config).config_path(config_path).start().await
 }
 
 /// [`start`], with the source of the config's secrets (kept for every reload): the config is
@@ -107,6 +127,66 @@ pub async fn start_with_secrets(
     config_path: Option<PathBuf>,
     secrets: Option<Arc<dyn SecretSource>>,
 ) -> Result<GatewayHandle, StartError> {
+    let mut b = Builder::new(config).config_path(config_path);
+    if let Some(s) = secrets {
+        b = b.secrets(s);
+    }
+    b.start().await
+}
+
+/// Builds the data plane for the roles its listeners name: `gateway` listeners need nothing
+/// more; a sidecar's `inbound` listeners and mesh clusters (`spiffe_ids`) need its
+/// [`Identity`]. One process can serve any mix of them.
+pub struct Builder {
+    config: Config,
+    config_path: Option<PathBuf>,
+    secrets: Option<Arc<dyn SecretSource>>,
+    identity: Option<Identity>,
+}
+
+impl Builder {
+    /// A data plane for `config`.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            config_path: None,
+            secrets: None,
+            identity: None,
+        }
+    }
+
+    /// The file the config came from: reloads read it again, and it is watched when
+    /// `reload.watch` is on.
+    pub fn config_path(mut self, path: Option<PathBuf>) -> Self {
+        self.config_path = path;
+        self
+    }
+
+    /// Where secret references are read from (kept for every reload).
+    pub fn secrets(mut self, secrets: Arc<dyn SecretSource>) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    /// The sidecar's workload identity (kept for every reload).
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Compiles the config, binds every listener and starts serving.
+    pub async fn start(self) -> Result<GatewayHandle, StartError> {
+        start_parts(self).await
+    }
+}
+
+async fn start_parts(b: Builder) -> Result<GatewayHandle, StartError> {
+    let Builder {
+        config,
+        config_path,
+        secrets,
+        identity,
+    } = b;
     let metrics = Arc::new(Metrics::new());
     let access_log = if config.access_log.enabled {
         AccessLog::open(&config.access_log.path, metrics.access_log_dropped.clone()).map_err(
@@ -120,13 +200,18 @@ pub async fn start_with_secrets(
     };
     // Before the snapshot: clusters build one upstream client per data-plane thread.
     workers::init(config.server.data_threads).map_err(StartError::Threads)?;
-    let snapshot = match &secrets {
-        Some(source) => {
-            let resolver = source.prepare(&config).await.map_err(StartError::Compile)?;
-            Snapshot::compile_with(config, None, &metrics, Arc::from(Vec::new()), resolver)
-        }
-        None => Snapshot::compile(config, None, &metrics),
-    }
+    let resolver: Arc<dyn warden_config::SecretResolver> = match &secrets {
+        Some(source) => source.prepare(&config).await.map_err(StartError::Compile)?,
+        None => Arc::new(warden_config::LocalSecrets),
+    };
+    let snapshot = Snapshot::compile_with(
+        config,
+        None,
+        &metrics,
+        Arc::from(Vec::new()),
+        resolver,
+        identity,
+    )
     .map_err(StartError::Compile)?;
     series::sync(&metrics, None, &snapshot);
     let config = snapshot.config.clone();

@@ -63,6 +63,9 @@ pub struct Snapshot {
     pub(crate) extensions: Arc<[Arc<dyn Filter>]>,
     /// Reads secret references (`env:`, `file:`); kept across reloads.
     pub(crate) secrets: Arc<dyn SecretResolver>,
+    /// The workload identity of a sidecar (its SVID and bundle), for `inbound` listeners and
+    /// mesh clusters; kept across reloads.
+    pub(crate) identity: Option<crate::Identity>,
     /// Verifiers, caches and policies of the `[auth]` section.
     pub(crate) auth: Arc<warden_auth::Authenticator>,
     /// The shared Redis rate-limit store, when a limit uses it.
@@ -87,24 +90,39 @@ impl Snapshot {
             || Arc::new(warden_config::LocalSecrets) as Arc<dyn SecretResolver>,
             |p| p.secrets.clone(),
         );
-        Self::compile_with(config, previous, metrics, extensions, secrets)
+        let identity = previous.and_then(|p| p.identity.clone());
+        Self::compile_with(config, previous, metrics, extensions, secrets, identity)
     }
 
     /// [`Snapshot::compile`], with filters added at the end of every route's chain (after the
-    /// built-in ones: they see the request as it will be forwarded) and the resolver that
-    /// reads secret references. A reload keeps both.
+    /// built-in ones: they see the request as it will be forwarded), the resolver that reads
+    /// secret references, and a sidecar's workload identity. A reload keeps all three.
     pub(crate) fn compile_with(
         config: Config,
         previous: Option<&Snapshot>,
         metrics: &Arc<Metrics>,
         extensions: Arc<[Arc<dyn Filter>]>,
         secrets: Arc<dyn SecretResolver>,
+        identity: Option<crate::Identity>,
     ) -> Result<Snapshot, Vec<CompileError>> {
         let mut errors = Vec::new();
         let mut listeners = HashMap::new();
         for (i, l) in config.listeners.iter().enumerate() {
-            let (tls, certs) = match &l.tls {
-                Some(t) => {
+            let (tls, certs) = match (&l.tls, l.role) {
+                (_, warden_config::ListenerRole::Inbound) => {
+                    match crate::tls::inbound_config(
+                        identity.as_ref(),
+                        l.http2,
+                        &format!("listeners[{i}].role"),
+                    ) {
+                        Ok(c) => (Some(c), None),
+                        Err(e) => {
+                            errors.push(e);
+                            (None, None)
+                        }
+                    }
+                }
+                (Some(t), _) => {
                     let kept = previous
                         .and_then(|p| p.listeners.get(&l.name))
                         .and_then(|s| s.certs.as_ref());
@@ -126,7 +144,7 @@ impl Snapshot {
                         }
                     }
                 }
-                None => (None, None),
+                (None, _) => (None, None),
             };
             listeners.insert(
                 l.name.clone(),
@@ -150,6 +168,7 @@ impl Snapshot {
                     &format!("clusters[{i}]"),
                     metrics.clone(),
                     secrets.as_ref(),
+                    identity.as_ref(),
                 ) {
                     Ok(c) => Arc::new(c),
                     Err(e) => {
@@ -328,6 +347,7 @@ impl Snapshot {
             fallback_chain: Chain::fallback(global_headers),
             extensions,
             secrets,
+            identity,
             auth,
             rate_limit_store,
             listener_routers: listener_routers(&config, &routes),
@@ -693,6 +713,7 @@ mod tests {
             &metrics,
             Arc::from(Vec::new()),
             store.clone(),
+            None,
         )
         .expect("compiles with the store's secret");
         assert!(Snapshot::compile(config, Some(&snap), &metrics).is_ok());

@@ -117,3 +117,52 @@ pub(crate) fn client_config(
     };
     stack::client_config(&t.ca, client.as_ref()).map_err(named)
 }
+
+/// The server config of a sidecar's `inbound` listener: the workload's SVID, peers verified
+/// against its trust bundle (see `warden_identity::tls`).
+pub(crate) fn inbound_config(
+    identity: Option<&crate::Identity>,
+    http2: bool,
+    path: &str,
+) -> Result<Arc<ServerConfig>, CompileError> {
+    let identity = identity.ok_or_else(|| {
+        CompileError::new(
+            path,
+            "an inbound listener needs the sidecar's identity ([sidecar])",
+        )
+    })?;
+    let alpn: &[&[u8]] = if http2 {
+        &[b"h2", b"http/1.1"]
+    } else {
+        &[b"http/1.1"]
+    };
+    warden_identity::tls::inbound_server_config(identity.clone(), alpn)
+        .map_err(|e| CompileError::new(path, e.to_string()))
+}
+
+/// The client config of a mesh cluster: presents the sidecar's SVID and accepts only an
+/// endpoint SVID with one of `ids`.
+pub(crate) fn mesh_client_config(
+    identity: Option<&crate::Identity>,
+    ids: &[String],
+    path: &str,
+) -> Result<rustls::ClientConfig, CompileError> {
+    let identity = identity.ok_or_else(|| {
+        CompileError::new(
+            path,
+            "mesh endpoints need the sidecar's identity ([sidecar])",
+        )
+    })?;
+    let mut allowed = Vec::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        allowed.push(
+            warden_identity::SpiffeId::parse(id)
+                .map_err(|e| CompileError::new(format!("{path}[{i}]"), e.to_string()))?,
+        );
+    }
+    warden_identity::tls::outbound_client_config(
+        identity.clone(),
+        warden_identity::tls::Allowed::Only(allowed),
+    )
+    .map_err(|e| CompileError::new(path, e.to_string()))
+}

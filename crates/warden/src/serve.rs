@@ -23,7 +23,13 @@ pub(crate) async fn serve(path: PathBuf) -> anyhow::Result<()> {
     // Every config's `vault:` references are fetched before it is compiled, and watched.
     let secrets = crate::vault_secrets::VaultSecrets::new();
     let source: std::sync::Arc<dyn warden_proxy::SecretSource> = secrets.clone();
-    let handle = warden_proxy::start_with_secrets(config, Some(path.clone()), Some(source)).await?;
+    let mut builder = warden_proxy::Builder::new(config.clone())
+        .config_path(Some(path.clone()))
+        .secrets(source);
+    if let Some(sc) = &config.sidecar {
+        builder = builder.identity(sidecar_identity(sc).await?);
+    }
+    let handle = builder.start().await?;
     tokio::spawn(crate::vault_secrets::watch(
         secrets,
         handle.gateway().clone(),
@@ -35,6 +41,41 @@ pub(crate) async fn serve(path: PathBuf) -> anyhow::Result<()> {
         tracing::info!(addr = %a, "admin listening");
     }
     signals.run_until_stopped(handle, authority).await
+}
+
+/// The sidecar's identity: the first SVID from the authority with the join token (a sidecar
+/// that cannot get one does not start), then renewed by the agent.
+pub(crate) async fn sidecar_identity(
+    sc: &warden_config::SidecarConfig,
+) -> anyhow::Result<warden_proxy::Identity> {
+    use rustls_pki_types::pem::PemObject;
+    let roots = match &sc.authority_ca {
+        Some(path) => Some(
+            rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .with_context(|| format!("sidecar.authority_ca: cannot read {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let token = sc
+        .join_token
+        .read()
+        .map_err(|e| anyhow::anyhow!("sidecar.join_token: {e}"))?;
+    let token = String::from_utf8(token.trim_ascii().to_vec())
+        .map_err(|_| anyhow::anyhow!("sidecar.join_token: not UTF-8"))?;
+    let opts = warden_agent::AgentOptions {
+        authority: warden_agent::AuthorityClient::new(&sc.authority, roots, sc.timeout.0)
+            .map_err(|e| anyhow::anyhow!("sidecar.authority: {e}"))?,
+        trust_domain: warden_identity::TrustDomain::new(&sc.trust_domain)
+            .map_err(|e| anyhow::anyhow!("sidecar.trust_domain: {e}"))?,
+        join_token: zeroize::Zeroizing::new(token),
+        renew_at: 0.5,
+    };
+    let agent = warden_agent::Agent::start(opts)
+        .await
+        .map_err(|e| anyhow::anyhow!("sidecar: no workload identity: {e}"))?;
+    tracing::info!(spiffe_id = %agent.current().id, "sidecar identity obtained");
+    Ok(agent)
 }
 
 /// The process signals Warden acts on.

@@ -2,6 +2,10 @@
 //! path), `serve` with SIGHUP (reload) and SIGTERM (drain, exit 0), and the annotated example
 //! config (valid, and covering every option of the schema).
 
+mod common;
+
+use common::free_port;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -219,14 +223,6 @@ fn check_names_the_line_of_a_toml_syntax_error() {
 }
 
 // ---- warden serve -----------------------------------------------------------------------
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A `warden serve` child process, killed if a test ends without stopping it.
 struct Served {

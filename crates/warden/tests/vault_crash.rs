@@ -10,6 +10,10 @@
 //!
 //! A longer soak: `WARDEN_CRASH_ROUNDS=50 cargo nextest run -p warden -E 'test(vault_crash)'`.
 
+mod common;
+
+use common::free_port;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,14 +33,6 @@ use tokio::net::TcpStream;
 const BIN: &str = env!("CARGO_BIN_EXE_warden");
 const ROOT_TOKEN: &str = "hvs.crashtestroottoken0000000000000000000";
 const CLIENTS: usize = 8;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Setup {
     dir: tempfile::TempDir,

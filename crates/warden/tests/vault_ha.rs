@@ -5,6 +5,10 @@
 //! within seconds and serves what the old one had acknowledged; the old one, restarted and
 //! unsealed, comes back as a standby.
 
+mod common;
+
+use common::free_port;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -14,14 +18,6 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_warden");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One HTTP/1.1 exchange (`Connection: close`): status, lower-cased headers, body.
 struct Reply {

@@ -364,6 +364,7 @@ mod tests {
             &metrics,
             extra,
             Arc::new(warden_config::LocalSecrets),
+            None,
         )
         .expect("compiles");
         let names = |s: &Snapshot, route: &str| s.router.by_name(route).unwrap().chain.names();

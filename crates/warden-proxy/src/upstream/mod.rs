@@ -204,6 +204,7 @@ impl Cluster {
         path: &str,
         metrics: Arc<Metrics>,
         secrets: &dyn SecretResolver,
+        identity: Option<&crate::Identity>,
     ) -> Result<Self, CompileError> {
         let name = Arc::new(c.name.clone());
         let cap = Arc::new(EjectionCap::new(
@@ -241,7 +242,14 @@ impl Cluster {
         }
         // Before the client reads the files: a change in between makes the next reload rebuild.
         let tls_files = tls_fingerprint(c, secrets);
-        let connector = Arc::new(build_connector(c, path, scheme, metrics.clone(), secrets)?);
+        let connector = Arc::new(build_connector(
+            c,
+            path,
+            scheme,
+            metrics.clone(),
+            secrets,
+            identity,
+        )?);
         let pools = (0..=crate::workers::count())
             .map(|_| ThreadPool {
                 endpoints: endpoints
@@ -461,17 +469,21 @@ fn tls_fingerprint(c: &ClusterConfig, secrets: &dyn SecretResolver) -> Option<u6
 }
 
 /// How the cluster's connections are opened: TLS for `https://` endpoints (the cluster's CA
-/// and client certificate, or no trusted roots without a `[tls]` section), timeouts, protocol
-/// and idle limits.
+/// and client certificate, the sidecar's SVID for mesh endpoints, or no trusted roots
+/// without a `[tls]` section), timeouts, protocol and idle limits.
 fn build_connector(
     c: &ClusterConfig,
     path: &str,
     scheme: Scheme,
     metrics: Arc<Metrics>,
     secrets: &dyn SecretResolver,
+    identity: Option<&crate::Identity>,
 ) -> Result<Connector, CompileError> {
     // Built (and so checked) whenever configured, used for `https://` endpoints.
     let config = match &c.tls {
+        _ if !c.spiffe_ids.is_empty() => {
+            crate::tls::mesh_client_config(identity, &c.spiffe_ids, &format!("{path}.spiffe_ids"))?
+        }
         Some(t) => crate::tls::client_config(t, &format!("{path}.tls"), secrets)?,
         None => rustls::ClientConfig::builder_with_provider(warden_crypto::provider())
             .with_protocol_versions(warden_crypto::TLS_VERSIONS)

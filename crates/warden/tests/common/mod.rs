@@ -23,3 +23,12 @@ pub fn json_out(o: &Output) -> Value {
     );
     serde_json::from_slice(&o.stdout).expect("JSON on stdout")
 }
+
+/// A port free on 127.0.0.1 a moment ago (for `warden serve` configs that need a fixed one).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

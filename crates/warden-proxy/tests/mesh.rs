@@ -1,0 +1,320 @@
+//! Sidecars in a mesh over real sockets: sidecar A's `outbound` listener forwards to sidecar
+//! B's `inbound` listener over mTLS with both SVIDs; B authorizes A by SPIFFE ID and passes
+//! its identity to the local service. Refused: a server SVID that is not the expected ID
+//! (502), a valid SVID the route does not allow (403), a peer from another CA, an expired
+//! SVID, no certificate and plain text (all in the handshake). Rotating a sidecar's SVID
+//! changes the certificate it presents without a reload.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::sign::CertifiedKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use warden_identity::testing::TestCa;
+use warden_identity::tls::{BundleSource, WorkloadIdentity};
+use warden_identity::{SpiffeId, TrustDomain};
+use warden_test_util::{raw, Upstream};
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn td() -> TrustDomain {
+    TrustDomain::new("example.org").unwrap()
+}
+
+fn ca() -> TestCa {
+    TestCa::new(&td(), now() - 3 * 3600)
+}
+
+/// An SVID for `path`, issued at `at` for an hour.
+fn svid(
+    ca: &TestCa,
+    path: &str,
+    at: i64,
+) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    ca.svid(path, at, 3600)
+}
+
+/// A workload identity held in memory (the agent's role, without an authority).
+#[derive(Debug)]
+struct Held {
+    key: ArcSwap<CertifiedKey>,
+    bundle: Arc<BundleSource>,
+    id: SpiffeId,
+}
+
+impl Held {
+    fn new(ca: &TestCa, path: &str) -> Arc<Self> {
+        Arc::new(Self {
+            key: ArcSwap::new(certified(svid(ca, path, now()))),
+            bundle: BundleSource::new(td(), vec![ca.root.cert_der().to_vec()]),
+            id: td().id(path).unwrap(),
+        })
+    }
+}
+
+fn certified(
+    (chain, key): (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+) -> Arc<CertifiedKey> {
+    let key = warden_crypto::provider()
+        .key_provider
+        .load_private_key(key)
+        .unwrap();
+    Arc::new(CertifiedKey::new(chain, key))
+}
+
+impl WorkloadIdentity for Held {
+    fn certified_key(&self) -> Option<Arc<CertifiedKey>> {
+        Some(self.key.load_full())
+    }
+    fn bundle(&self) -> Arc<BundleSource> {
+        self.bundle.clone()
+    }
+    fn spiffe_id(&self) -> Option<SpiffeId> {
+        Some(self.id.clone())
+    }
+}
+
+const HEAD: &str = r#"
+[admin]
+address = "127.0.0.1:0"
+[access_log]
+enabled = false
+[reload]
+watch = false
+[sidecar]
+authority = "http://127.0.0.1:1"
+trust_domain = "example.org"
+join_token = "env:WARDEN_TEST_UNUSED_JOIN_TOKEN"
+"#;
+
+struct Sidecar {
+    handle: warden_proxy::GatewayHandle,
+    _dir: tempfile::TempDir,
+}
+
+impl Sidecar {
+    async fn start(toml: &str, identity: Arc<Held>) -> Sidecar {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warden.toml");
+        std::fs::write(&path, format!("{HEAD}{toml}")).unwrap();
+        let config = warden_config::load(&path).unwrap_or_else(|e| panic!("config:\n{e}"));
+        let handle = warden_proxy::Builder::new(config)
+            .config_path(Some(path))
+            .identity(identity)
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("sidecar did not start: {e}"));
+        Sidecar { handle, _dir: dir }
+    }
+
+    fn addr(&self, name: &str) -> SocketAddr {
+        self.handle.listener_addr(name).unwrap()
+    }
+}
+
+fn inbound_toml(local: &Upstream, allowed: &str) -> String {
+    format!(
+        r#"
+[[listeners]]
+name = "inbound"
+address = "127.0.0.1:0"
+role = "inbound"
+[[clusters]]
+name = "local"
+endpoints = ["{}"]
+[[routes]]
+name = "svc"
+cluster = "local"
+path_prefix = "/"
+[routes.auth]
+accept = ["client_cert"]
+subjects = ["{allowed}"]
+"#,
+        local.url()
+    )
+}
+
+fn outbound_toml(peer: SocketAddr) -> String {
+    format!(
+        r#"
+[[listeners]]
+name = "outbound"
+address = "127.0.0.1:0"
+role = "outbound"
+[[clusters]]
+name = "b"
+endpoints = ["https://{peer}"]
+spiffe_ids = ["spiffe://example.org/b"]
+[[clusters]]
+name = "impostor"
+endpoints = ["https://{peer}"]
+spiffe_ids = ["spiffe://example.org/billing"]
+[[routes]]
+name = "to-b"
+cluster = "b"
+path_prefix = "/b/"
+auth = "none"
+[[routes]]
+name = "to-impostor"
+cluster = "impostor"
+path_prefix = "/billing/"
+auth = "none"
+"#
+    )
+}
+
+async fn get(addr: SocketAddr, path: &str) -> u16 {
+    let res = raw::exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n").as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
+    raw::statuses(&res).first().copied().unwrap_or(0)
+}
+
+/// A direct TLS request to `addr` presenting `cert` (or none): the status, or 0 when the
+/// handshake or the exchange failed.
+async fn direct(
+    addr: SocketAddr,
+    bundle: &Arc<BundleSource>,
+    cert: Option<Arc<CertifiedKey>>,
+) -> u16 {
+    direct_with_leaf(addr, bundle, cert).await.0
+}
+
+/// [`direct`], and the certificate the server presented.
+async fn direct_with_leaf(
+    addr: SocketAddr,
+    bundle: &Arc<BundleSource>,
+    cert: Option<Arc<CertifiedKey>>,
+) -> (u16, Option<CertificateDer<'static>>) {
+    #[derive(Debug)]
+    struct One(Option<Arc<CertifiedKey>>);
+    impl rustls::client::ResolvesClientCert for One {
+        fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+            self.0.clone()
+        }
+        fn has_certs(&self) -> bool {
+            self.0.is_some()
+        }
+    }
+    let verifier = warden_identity::tls::SpiffeServerVerifier::new(
+        bundle.clone(),
+        warden_identity::tls::Allowed::AnyInTrustDomain,
+    );
+    let mut config = rustls::ClientConfig::builder_with_provider(warden_crypto::provider())
+        .with_protocol_versions(warden_crypto::TLS_VERSIONS)
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(Arc::new(One(cert)));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let Ok(mut tls) = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("b").unwrap(), tcp)
+        .await
+    else {
+        return (0, None);
+    };
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first().cloned());
+    if tls
+        .write_all(b"GET /x HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return (0, leaf);
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+    let status = raw::statuses(&String::from_utf8_lossy(&out))
+        .first()
+        .copied()
+        .unwrap_or(0);
+    (status, leaf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_talk_over_mtls_and_authorize_by_spiffe_id() {
+    let ca = ca();
+    let local = Upstream::start("service-b").await;
+    let b_id = Held::new(&ca, "/b");
+    let b = Sidecar::start(
+        &inbound_toml(&local, "spiffe://example.org/a"),
+        b_id.clone(),
+    )
+    .await;
+    let a = Sidecar::start(&outbound_toml(b.addr("inbound")), Held::new(&ca, "/a")).await;
+
+    // A → B: mTLS both ways, A's identity reaches the service.
+    assert_eq!(get(a.addr("outbound"), "/b/hello").await, 200);
+    let seen = local.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].headers["x-warden-subject"],
+        "spiffe://example.org/a"
+    );
+    assert_eq!(seen[0].headers["x-warden-auth"], "client_cert");
+
+    // B is not the SPIFFE ID this cluster expects: refused before any request is sent.
+    assert_eq!(get(a.addr("outbound"), "/billing/x").await, 502);
+    assert_eq!(local.requests().len(), 1);
+
+    // C has a valid SVID, but B's route allows only A: 403 from B.
+    let c = Sidecar::start(&outbound_toml(b.addr("inbound")), Held::new(&ca, "/c")).await;
+    assert_eq!(get(c.addr("outbound"), "/b/hello").await, 403);
+    assert_eq!(local.requests().len(), 1);
+
+    // Straight to B's inbound listener.
+    let bundle = b_id.bundle();
+    let a_cert = certified(svid(&ca, "/a", now()));
+    assert_eq!(direct(b.addr("inbound"), &bundle, Some(a_cert)).await, 200);
+    let rogue = ca_other();
+    assert_eq!(
+        direct(
+            b.addr("inbound"),
+            &bundle,
+            Some(certified(svid(&rogue, "/a", now())))
+        )
+        .await,
+        0
+    );
+    let expired = certified(svid(&ca, "/a", now() - 2 * 3600));
+    assert_eq!(direct(b.addr("inbound"), &bundle, Some(expired)).await, 0);
+    assert_eq!(direct(b.addr("inbound"), &bundle, None).await, 0);
+    assert_eq!(
+        get(b.addr("inbound"), "/plain").await,
+        0,
+        "plain text is refused"
+    );
+    assert_eq!(local.requests().len(), 2);
+
+    // B's SVID rotates under the running listener: the next handshake presents the new one,
+    // and A's calls keep working.
+    let a_cert = certified(svid(&ca, "/a", now()));
+    let (_, before) = direct_with_leaf(b.addr("inbound"), &bundle, Some(a_cert.clone())).await;
+    assert_eq!(before.as_ref(), Some(&b_id.key.load().cert[0]));
+    b_id.key.store(certified(svid(&ca, "/b", now())));
+    let (status, after) = direct_with_leaf(b.addr("inbound"), &bundle, Some(a_cert)).await;
+    assert_eq!(status, 200);
+    assert_eq!(after.as_ref(), Some(&b_id.key.load().cert[0]));
+    assert_ne!(after, before);
+    assert_eq!(get(a.addr("outbound"), "/b/again").await, 200);
+    assert_eq!(local.requests().len(), 5);
+}
+
+fn ca_other() -> TestCa {
+    ca()
+}

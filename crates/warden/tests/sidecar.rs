@@ -1,0 +1,176 @@
+//! Two sidecars and an authority as separate `warden serve` processes: each sidecar gets
+//! its SVID from the authority's CA with a one-time join token at start; a call into sidecar
+//! A's outbound listener reaches the service behind sidecar B over mTLS, with A's SPIFFE ID
+//! as the caller's identity. A sidecar whose token was already used does not start, and says
+//! why.
+
+mod common;
+
+use common::free_port;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Request;
+use serde_json::{json, Value};
+use warden_test_util::client::{self, Answer};
+use warden_test_util::Upstream;
+
+const ADMIN: &str = "admin-token-0123456789abcdef";
+
+/// A `warden serve` process, killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(dir: &Path, name: &str, toml: &str) -> Proc {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(&cfg, toml).unwrap();
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    Proc(
+        Command::new(common::BIN)
+            .args(["serve", "--config", cfg.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Waits until `port` accepts connections (or the process exits: then its log).
+async fn wait_port(p: &mut Proc, port: u16, dir: &Path, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        if let Ok(Some(status)) = p.0.try_wait() {
+            let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+            panic!("{name} exited ({status}):\n{log}");
+        }
+        assert!(Instant::now() < deadline, "{name} did not listen on {port}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn admin(port: u16, path: &str, body: Value) -> Value {
+    let req = Request::post(path)
+        .header("host", "authority")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let a = client::send_h1(SocketAddr::from(([127, 0, 0, 1], port)), req).await;
+    assert!(a.status < 300, "{path}: {} {:?}", a.status, a.body);
+    a.json()
+}
+
+/// Registers `path` and writes a join token for it to `<dir>/<name>.token`.
+async fn join_token(port: u16, dir: &Path, path: &str, name: &str) -> String {
+    let e = admin(
+        port,
+        "/admin/workloads",
+        json!({"spiffe_id": format!("spiffe://example.org{path}")}),
+    )
+    .await;
+    let id = e["id"].as_str().unwrap();
+    let t = admin(
+        port,
+        &format!("/admin/workloads/{id}/join-token"),
+        json!({}),
+    )
+    .await;
+    let file = dir.join(format!("{name}.token"));
+    std::fs::write(&file, t["token"].as_str().unwrap()).unwrap();
+    file.to_str().unwrap().to_owned()
+}
+
+fn sidecar_head(auth_port: u16, token_file: &str) -> String {
+    format!(
+        "[reload]\nwatch = false\n[access_log]\nenabled = false\n[admin]\nenabled = false\n\
+         [sidecar]\nauthority = \"http://127.0.0.1:{auth_port}\"\ntrust_domain = \"example.org\"\n\
+         join_token = \"file:{token_file}\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_get_svids_from_the_authority_and_carry_calls_over_mtls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("kek"), [3u8; 32]).unwrap();
+    std::fs::write(d.join("admin"), ADMIN).unwrap();
+    let (auth_port, gw_port) = (free_port(), free_port());
+    let mut authority = serve(
+        d,
+        "authority",
+        &format!(
+            "[reload]\nwatch = false\n[access_log]\nenabled = false\n[admin]\nenabled = false\n\
+             [[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:{gw_port}\"\n\
+             [authority]\nenabled = true\nlisten = \"127.0.0.1:{auth_port}\"\n\
+             storage = \"{}\"\nkey_encryption_key = \"file:{}\"\nadmin_token = \"file:{}\"\n\
+             [authority.ca]\ntrust_domain = \"example.org\"\n",
+            d.join("authority.db").display(),
+            d.join("kek").display(),
+            d.join("admin").display(),
+        ),
+    );
+    wait_port(&mut authority, auth_port, d, "authority").await;
+
+    let service = Upstream::start("service-b").await;
+    let (b_port, a_port) = (free_port(), free_port());
+    let b_token = join_token(auth_port, d, "/b", "b").await;
+    let mut b = serve(
+        d,
+        "b",
+        &format!(
+            "{}[[listeners]]\nname = \"inbound\"\naddress = \"127.0.0.1:{b_port}\"\nrole = \"inbound\"\n\
+             [[clusters]]\nname = \"local\"\nendpoints = [\"{}\"]\n\
+             [[routes]]\nname = \"svc\"\ncluster = \"local\"\npath_prefix = \"/\"\n\
+             [routes.auth]\naccept = [\"client_cert\"]\nsubjects = [\"spiffe://example.org/a\"]\n",
+            sidecar_head(auth_port, &b_token),
+            service.url()
+        ),
+    );
+    wait_port(&mut b, b_port, d, "b").await;
+    let a_token = join_token(auth_port, d, "/a", "a").await;
+    let a_toml = format!(
+        "{}[[listeners]]\nname = \"outbound\"\naddress = \"127.0.0.1:{a_port}\"\nrole = \"outbound\"\n\
+         [[clusters]]\nname = \"b\"\nendpoints = [\"https://127.0.0.1:{b_port}\"]\n\
+         spiffe_ids = [\"spiffe://example.org/b\"]\n\
+         [[routes]]\nname = \"to-b\"\ncluster = \"b\"\npath_prefix = \"/\"\nauth = \"none\"\n",
+        sidecar_head(auth_port, &a_token)
+    );
+    let mut a = serve(d, "a", &a_toml);
+    wait_port(&mut a, a_port, d, "a").await;
+
+    let res: Answer = client::get(SocketAddr::from(([127, 0, 0, 1], a_port)), "/hello").await;
+    assert_eq!(res.status, 200, "{:?}", res.body);
+    let seen = service.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].headers["x-warden-subject"],
+        "spiffe://example.org/a"
+    );
+
+    // The same token again: the second sidecar does not start, and says why.
+    let again = Command::new(common::BIN)
+        .args(["serve", "--config", d.join("a.toml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("no workload identity"), "{stderr}");
+    assert!(stderr.contains("invalid_token"), "{stderr}");
+}
