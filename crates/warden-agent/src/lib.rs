@@ -408,6 +408,18 @@ impl warden_identity::tls::WorkloadIdentity for Agent {
     fn spiffe_id(&self) -> Option<SpiffeId> {
         Some(self.current().id.clone())
     }
+
+    fn status(&self) -> warden_identity::tls::IdentityStatus {
+        let (since, error) = match self.health.load().as_ref() {
+            Health::Stale { since, error } => (Some(*since), Some(error.clone())),
+            _ => (None, None),
+        };
+        warden_identity::tls::IdentityStatus {
+            not_after: Some(self.current().not_after),
+            renewal_failing_since: since,
+            last_error: error,
+        }
+    }
 }
 
 fn validity(leaf: &[u8]) -> Result<(i64, i64), AgentError> {

@@ -235,6 +235,21 @@ pub trait WorkloadIdentity: Send + Sync + std::fmt::Debug {
     fn bundle(&self) -> Arc<BundleSource>;
     /// The SPIFFE ID, when known.
     fn spiffe_id(&self) -> Option<SpiffeId>;
+    /// How the identity stands, for readiness and metrics.
+    fn status(&self) -> IdentityStatus {
+        IdentityStatus::default()
+    }
+}
+
+/// How a workload identity stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityStatus {
+    /// When the current SVID expires (Unix seconds); `None` while there is none.
+    pub not_after: Option<i64>,
+    /// Since when renewing has been failing (Unix seconds); `None` while it works.
+    pub renewal_failing_since: Option<i64>,
+    /// The last renewal error.
+    pub last_error: Option<String>,
 }
 
 /// An identity not issued yet: no SVID, an empty bundle. `warden check` compiles a sidecar's

@@ -28,6 +28,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 /// OpenMetrics for scrapers that ask for it (Prometheus does, in its Accept header), the
 /// classic text format otherwise (curl, promtool, older scrapers).
 async fn metrics(State(gw): State<Arc<Gateway>>, headers: axum::http::HeaderMap) -> Response {
+    identity_gauges(&gw);
     let wants_open_metrics = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -54,12 +55,52 @@ async fn metrics(State(gw): State<Arc<Gateway>>, headers: axum::http::HeaderMap)
     }
 }
 
+/// Ready once every listener is bound; a sidecar also needs a current SVID. A sidecar whose
+/// renewals fail is still ready while its SVID is valid, and says so.
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
-    if gw.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    if !gw.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
     }
+    let Some(identity) = gw.snapshot().identity.clone() else {
+        return (StatusCode::OK, "ready\n").into_response();
+    };
+    if identity.certified_key().is_none() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no workload identity (the SVID has expired or was never issued)\n",
+        )
+            .into_response();
+    }
+    let status = identity.status();
+    match (status.renewal_failing_since, status.not_after) {
+        (Some(since), Some(not_after)) => (
+            StatusCode::OK,
+            format!(
+                "ready; SVID renewal failing since {since} ({}); the SVID expires at {not_after}\n",
+                status.last_error.unwrap_or_default()
+            ),
+        )
+            .into_response(),
+        _ => (StatusCode::OK, "ready\n").into_response(),
+    }
+}
+
+/// Sets the sidecar's SVID gauges from its identity, before a scrape.
+fn identity_gauges(gw: &Gateway) {
+    let Some(identity) = gw.snapshot().identity.clone() else {
+        return;
+    };
+    let status = identity.status();
+    let m = gw.metrics();
+    m.set_sidecar(true);
+    m.sidecar_svid_expiry.set(
+        status
+            .not_after
+            .filter(|_| identity.certified_key().is_some())
+            .unwrap_or(0),
+    );
+    m.sidecar_svid_renewal_failing
+        .set(i64::from(status.renewal_failing_since.is_some()));
 }
 
 /// The public keys of the gateway's internal tokens, for services that verify them.

@@ -48,6 +48,10 @@ struct Held {
     key: ArcSwap<CertifiedKey>,
     bundle: Arc<BundleSource>,
     id: SpiffeId,
+    /// As the agent does once the SVID has expired: nothing to present.
+    expired: std::sync::atomic::AtomicBool,
+    /// As the agent reports while the authority is unreachable.
+    failing: std::sync::Mutex<Option<(i64, String)>>,
 }
 
 impl Held {
@@ -56,6 +60,8 @@ impl Held {
             key: ArcSwap::new(certified(svid(ca, path, now()))),
             bundle: BundleSource::new(td(), vec![ca.root.cert_der().to_vec()]),
             id: td().id(path).unwrap(),
+            expired: Default::default(),
+            failing: Default::default(),
         })
     }
 }
@@ -72,13 +78,21 @@ fn certified(
 
 impl WorkloadIdentity for Held {
     fn certified_key(&self) -> Option<Arc<CertifiedKey>> {
-        Some(self.key.load_full())
+        (!self.expired.load(std::sync::atomic::Ordering::Relaxed)).then(|| self.key.load_full())
     }
     fn bundle(&self) -> Arc<BundleSource> {
         self.bundle.clone()
     }
     fn spiffe_id(&self) -> Option<SpiffeId> {
         Some(self.id.clone())
+    }
+    fn status(&self) -> warden_identity::tls::IdentityStatus {
+        let failing = self.failing.lock().unwrap().clone();
+        warden_identity::tls::IdentityStatus {
+            not_after: Some(now() + 3600),
+            renewal_failing_since: failing.as_ref().map(|f| f.0),
+            last_error: failing.map(|f| f.1),
+        }
     }
 }
 
@@ -317,4 +331,65 @@ async fn sidecars_talk_over_mtls_and_authorize_by_spiffe_id() {
 
 fn ca_other() -> TestCa {
     ca()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_says_when_renewal_fails_and_stops_serving_once_its_svid_has_expired() {
+    let ca = ca();
+    let local = Upstream::start("service").await;
+    let b_id = Held::new(&ca, "/b");
+    let b = Sidecar::start(
+        &inbound_toml(&local, "spiffe://example.org/a"),
+        b_id.clone(),
+    )
+    .await;
+    let admin = b.handle.admin_addr().unwrap();
+    let ready = |_: ()| async move { warden_test_util::client::get(admin, "/readyz").await };
+    let r = ready(()).await;
+    assert_eq!((r.status, &r.body[..]), (200, &b"ready\n"[..]));
+    let metrics = warden_test_util::authcfg::metrics(admin).await;
+    let expiry =
+        warden_test_util::authcfg::series(&metrics, "warden_sidecar_svid_expiry_timestamp_seconds")
+            .unwrap();
+    assert!(expiry > now() as f64, "{metrics}");
+    assert_eq!(
+        warden_test_util::authcfg::series(&metrics, "warden_sidecar_svid_renewal_failing"),
+        Some(0.0)
+    );
+
+    // The authority is unreachable: still serving with the current SVID, and saying so.
+    *b_id.failing.lock().unwrap() =
+        Some((now(), "authority unreachable: connection refused".into()));
+    let r = ready(()).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("renewal failing"),
+        "{:?}",
+        r.body
+    );
+    let metrics = warden_test_util::authcfg::metrics(admin).await;
+    assert_eq!(
+        warden_test_util::authcfg::series(&metrics, "warden_sidecar_svid_renewal_failing"),
+        Some(1.0)
+    );
+    let a_cert = certified(svid(&ca, "/a", now()));
+    let bundle = b_id.bundle();
+    assert_eq!(
+        direct(b.addr("inbound"), &bundle, Some(a_cert.clone())).await,
+        200
+    );
+
+    // Expired: not ready, and the handshake fails rather than present an expired identity.
+    b_id.expired
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let r = ready(()).await;
+    assert_eq!(r.status, 503);
+    assert!(String::from_utf8_lossy(&r.body).contains("no workload identity"));
+    assert_eq!(direct(b.addr("inbound"), &bundle, Some(a_cert)).await, 0);
+    let metrics = warden_test_util::authcfg::metrics(admin).await;
+    assert_eq!(
+        warden_test_util::authcfg::series(&metrics, "warden_sidecar_svid_expiry_timestamp_seconds"),
+        Some(0.0)
+    );
+    assert_eq!(local.requests().len(), 1);
 }

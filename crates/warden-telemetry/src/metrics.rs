@@ -305,6 +305,13 @@ pub struct Metrics {
     /// such series, so an `== 0` alert does not fire on it.
     pub rate_limit_store_up: Gauge,
     rate_limit_store_shown: Arc<AtomicBool>,
+    /// A sidecar's SVID: when it expires (Unix seconds; 0 while it has none). Exported only
+    /// by sidecars ([`Metrics::set_sidecar`]).
+    pub sidecar_svid_expiry: Gauge,
+    /// 1 while renewing the sidecar's SVID fails (the authority unreachable or refusing),
+    /// 0 otherwise. Exported only by sidecars.
+    pub sidecar_svid_renewal_failing: Gauge,
+    sidecar_shown: Arc<AtomicBool>,
     /// Series created per route (see [`RouteSeries`]).
     route_series: Mutex<Vec<(Arc<String>, RouteSeries)>>,
     /// Messages on the Redis revocation channel that were not applied, by reason (`unsigned`,
@@ -492,6 +499,21 @@ impl Metrics {
             on: rate_limit_store_shown.clone(),
             gauge: rate_limit_store_up.clone(),
         }));
+        let sidecar_svid_expiry = Gauge::default();
+        let sidecar_svid_renewal_failing = Gauge::default();
+        let sidecar_shown = Arc::new(AtomicBool::new(false));
+        registry.register_collector(Box::new(Switched {
+            name: "sidecar_svid_expiry_timestamp_seconds",
+            help: "When the sidecar's X.509-SVID expires, Unix seconds (0: none)",
+            on: sidecar_shown.clone(),
+            gauge: sidecar_svid_expiry.clone(),
+        }));
+        registry.register_collector(Box::new(Switched {
+            name: "sidecar_svid_renewal_failing",
+            help: "1 while renewing the sidecar's X.509-SVID fails (authority unreachable or refusing)",
+            on: sidecar_shown.clone(),
+            gauge: sidecar_svid_renewal_failing.clone(),
+        }));
         let revocation_messages_dropped = Family::<Reason, Counter>::default();
         registry.register(
             "revocation_messages_dropped",
@@ -526,6 +548,9 @@ impl Metrics {
             auth_allowed,
             rate_limit_store_errors,
             rate_limit_store_up,
+            sidecar_svid_expiry,
+            sidecar_svid_renewal_failing,
+            sidecar_shown,
             rate_limit_store_shown,
             route_series: Mutex::new(Vec::new()),
             revocation_messages_dropped,
@@ -540,6 +565,11 @@ impl Metrics {
         }
         self.rate_limit_store_shown
             .store(configured, Ordering::Release);
+    }
+
+    /// Exports the sidecar's SVID gauges (only a process with a workload identity has them).
+    pub fn set_sidecar(&self, on: bool) {
+        self.sidecar_shown.store(on, Ordering::Release);
     }
 
     fn remember(&self, route: &Arc<String>, series: RouteSeries) {
