@@ -16,6 +16,7 @@
 //! it reports [`Health::Expired`], and the sidecar must refuse rather than serve with it.
 
 mod client;
+pub mod workload_api;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -236,6 +236,11 @@ pub struct SidecarConfig {
     /// Time allowed for each call to the authority.
     #[serde(default = "d::sidecar_timeout")]
     pub timeout: Dur,
+    /// Serve the SPIFFE Workload API on this Unix socket (mode 0600, its directory made
+    /// 0700): the local workload's SPIFFE libraries get the SVID, its key and the bundles
+    /// from it. Unset: no Workload API.
+    #[serde(default)]
+    pub workload_api_socket: Option<PathBuf>,
 }
 
 /// TLS on a listener.

@@ -52,6 +52,11 @@ impl BundleSource {
         &self.td
     }
 
+    /// The current roots.
+    pub fn roots(&self) -> Arc<Vec<CertificateDer<'static>>> {
+        self.roots.load_full()
+    }
+
     fn verify(
         &self,
         end_entity: &CertificateDer<'_>,

@@ -75,6 +75,20 @@ pub(crate) async fn sidecar_identity(
         .await
         .map_err(|e| anyhow::anyhow!("sidecar: no workload identity: {e}"))?;
     tracing::info!(spiffe_id = %agent.current().id, "sidecar identity obtained");
+    if let Some(path) = &sc.workload_api_socket {
+        // The task serves until the process ends.
+        drop(
+            warden_agent::workload_api::serve(agent.clone(), path)
+                .await
+                .with_context(|| {
+                    format!(
+                        "sidecar.workload_api_socket: cannot listen on {}",
+                        path.display()
+                    )
+                })?,
+        );
+        tracing::info!(socket = %path.display(), "SPIFFE Workload API listening");
+    }
     Ok(agent)
 }
 

@@ -1,0 +1,135 @@
+//! The Workload API on a Unix socket, driven by grpcio with py-spiffe's stubs and parsers:
+//! the X.509-SVID, bundles and JWT bundles; the security header enforced; a renewal pushed
+//! on the open stream. Also: the socket is only for the sidecar's user (mode 0600).
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Request;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use warden_agent::{Agent, AgentOptions, AuthorityClient};
+use warden_config::{AuthorityConfig, CaConfig, SecretRef};
+use warden_identity::TrustDomain;
+use warden_store::Store;
+use zeroize::Zeroizing;
+
+const ADMIN: &str = "admin-token-0123456789abcdef";
+
+async fn admin(addr: std::net::SocketAddr, path: &str, body: Value) -> Value {
+    let req = Request::post(path)
+        .header("host", "a")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let a = warden_test_util::client::send_h1(addr, req).await;
+    assert!(a.status < 300, "{path}: {} {:?}", a.status, a.body);
+    a.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_with_py_spiffe_stubs_gets_the_svid_and_bundles_and_sees_a_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_file = dir.path().join("admin");
+    std::fs::write(&admin_file, ADMIN).unwrap();
+    let cfg = AuthorityConfig {
+        enabled: true,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_token: Some(SecretRef::File(admin_file)),
+        ca: Some(CaConfig {
+            trust_domain: "example.org".into(),
+            ..CaConfig::default()
+        }),
+        ..AuthorityConfig::default()
+    };
+    let store = Store::open(dir.path().join("a.db").to_str().unwrap(), &[2u8; 32])
+        .await
+        .unwrap();
+    let auth = warden_authority::start_with(&cfg, store, Arc::new(warden_authority::SystemClock))
+        .await
+        .unwrap();
+    let addr = auth.addr();
+    let e = admin(
+        addr,
+        "/admin/workloads",
+        json!({"spiffe_id": "spiffe://example.org/web"}),
+    )
+    .await;
+    let t = admin(
+        addr,
+        &format!("/admin/workloads/{}/join-token", e["id"].as_str().unwrap()),
+        json!({}),
+    )
+    .await;
+    let agent = Agent::start(AgentOptions {
+        authority: AuthorityClient::new(&format!("http://{addr}"), None, Duration::from_secs(5))
+            .unwrap(),
+        trust_domain: TrustDomain::new("example.org").unwrap(),
+        join_token: Zeroizing::new(t["token"].as_str().unwrap().to_owned()),
+        renew_at: 0.5,
+    })
+    .await
+    .unwrap();
+
+    let socket = dir.path().join("run/agent.sock");
+    let _server = warden_agent::workload_api::serve(agent.clone(), &socket)
+        .await
+        .unwrap();
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let dir_mode = std::fs::metadata(socket.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(dir_mode, 0o700);
+
+    let python = warden_test_util::interop::venv_python().await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts/interop/test_workload_api.py");
+    let mut child = tokio::process::Command::new(python)
+        .arg(script)
+        .env(
+            "SPIFFE_ENDPOINT_SOCKET",
+            format!("unix://{}", socket.display()),
+        )
+        .env("EXPECTED_SPIFFE_ID", "spiffe://example.org/web")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("py-spiffe printed nothing in 60 s")
+        .unwrap();
+    let Some(first) = first.filter(|l| l.starts_with("first ")) else {
+        let out = child.wait_with_output().await.unwrap();
+        panic!(
+            "py-spiffe failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    agent.renew().await.unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output())
+        .await
+        .expect("py-spiffe did not finish")
+        .unwrap();
+    let mut out = Vec::new();
+    while let Ok(Some(l)) = lines.next_line().await {
+        out.push(l);
+    }
+    assert!(
+        rest.status.success(),
+        "py-spiffe failed ({first}, {out:?}):\n{}",
+        String::from_utf8_lossy(&rest.stderr)
+    );
+    assert!(out.iter().any(|l| l.starts_with("rotated ")), "{out:?}");
+    assert_eq!(out.last().map(String::as_str), Some("ok"));
+}
