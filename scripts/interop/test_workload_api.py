@@ -1,75 +1,80 @@
-"""The sidecar's SPIFFE Workload API driven by grpcio with py-spiffe's own protobuf stubs
-(`spiffe._proto`) and parsers (`X509Svid.parse_raw`, `X509Bundle.parse_raw`,
-`JwtBundle.parse`), all unmodified.
+"""The sidecar's SPIFFE Workload API driven by the real, unmodified `spiffe` package
+(py-spiffe), as a workload uses it: `WorkloadApiClient` on the sidecar's Unix socket.
 
-py-spiffe's `WorkloadApiClient` itself cannot be used yet: since grpc 1.57 a `unix:` target
-sends the percent-encoded socket path as `:authority` (grpc/grpc#38142), which the Rust h2
-server refuses as a malformed authority (hyperium/h2#487). The channel below sets
-`grpc.default_authority = localhost`, as grpc-go and Kubernetes do for Unix sockets; see
-docs/identity.md.
-
-Reads the socket from SPIFFE_ENDPOINT_SOCKET (unix:///path). Prints `first <serial>` once it
-has the first X.509-SVID from the stream, then waits (up to 30 s) for the sidecar to push a
-renewed one and prints `rotated <serial>` and `ok`. The Rust test renews the SVID when it
-reads the first line. Exits non-zero on any failed check.
+Reads the socket from SPIFFE_ENDPOINT_SOCKET (unix:///path). Fetches the X.509-SVID, the
+X.509 context, the X.509 and JWT bundles; checks with py-spiffe's own gRPC stubs that a call
+without the `workload.spiffe.io` header is refused and that JWT-SVIDs are not offered yet.
+Then watches the X.509 context stream: prints `first <serial>`, waits (up to 30 s) for the
+sidecar to push a renewed SVID, prints `rotated <serial>` and `ok`. The Rust test renews the
+SVID when it reads the first line. Exits non-zero on any failed check.
 """
 
 import os
 import sys
+import threading
 
 import grpc
-from spiffe import TrustDomain
+from spiffe import TrustDomain, WorkloadApiClient
 from spiffe._proto import workload_pb2, workload_pb2_grpc
-from spiffe.bundle.jwt_bundle.jwt_bundle import JwtBundle
-from spiffe.bundle.x509_bundle.x509_bundle import X509Bundle
-from spiffe.svid.x509_svid import X509Svid
 
 socket = os.environ["SPIFFE_ENDPOINT_SOCKET"]
 expected_id = os.environ["EXPECTED_SPIFFE_ID"]
 td = TrustDomain("example.org")
-HEADER = [("workload.spiffe.io", "true")]
 
-channel = grpc.insecure_channel(socket, options=[("grpc.default_authority", "localhost")])
-stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
+client = WorkloadApiClient(socket_path=socket)
 
-# X.509-SVID: chain and key as py-spiffe parses them.
-stream = stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), metadata=HEADER, timeout=60)
-first = next(stream)
-assert len(first.svids) == 1, first
-raw = first.svids[0]
-assert raw.spiffe_id == expected_id, raw.spiffe_id
-svid = X509Svid.parse_raw(raw.x509_svid, raw.x509_svid_key)
+svid = client.fetch_x509_svid()
 assert str(svid.spiffe_id) == expected_id, svid.spiffe_id
 assert len(svid.cert_chain) == 2, len(svid.cert_chain)
-bundle = X509Bundle.parse_raw(td, raw.bundle)
-assert len(bundle.x509_authorities) >= 1
-print(f"first {svid.leaf.serial_number:x}", flush=True)
+assert svid.private_key is not None
 
-# Bundles.
-b = next(stub.FetchX509Bundles(workload_pb2.X509BundlesRequest(), metadata=HEADER, timeout=10))
-assert "spiffe://example.org" in b.bundles, list(b.bundles)
-assert len(X509Bundle.parse_raw(td, b.bundles["spiffe://example.org"]).x509_authorities) >= 1
-j = next(stub.FetchJWTBundles(workload_pb2.JWTBundlesRequest(), metadata=HEADER, timeout=10))
-JwtBundle.parse(td, j.bundles["spiffe://example.org"])
+bundles = client.fetch_x509_bundles()
+bundle = bundles.get_bundle_for_trust_domain(td)
+assert bundle is not None and len(bundle.x509_authorities) >= 1
+
+context = client.fetch_x509_context()
+assert str(context.default_svid.spiffe_id) == expected_id
+
+assert client.fetch_jwt_bundles().get_bundle_for_trust_domain(td) is not None
 
 # The standard's security header is required; JWT-SVIDs are not issued yet.
+channel = grpc.insecure_channel(socket)
+stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
 try:
     next(stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), timeout=10))
     sys.exit("a call without the workload.spiffe.io header was answered")
 except grpc.RpcError as e:
     assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.code()
 try:
-    stub.FetchJWTSVID(workload_pb2.JWTSVIDRequest(audience=["x"]), metadata=HEADER, timeout=10)
+    stub.FetchJWTSVID(
+        workload_pb2.JWTSVIDRequest(audience=["x"]),
+        metadata=[("workload.spiffe.io", "true")],
+        timeout=10,
+    )
     sys.exit("FetchJWTSVID answered")
 except grpc.RpcError as e:
     assert e.code() == grpc.StatusCode.UNIMPLEMENTED, e.code()
-
-# The renewal arrives on the open stream, without asking again.
-second = next(stream)
-renewed = X509Svid.parse_raw(second.svids[0].x509_svid, second.svids[0].x509_svid_key)
-assert renewed.leaf.serial_number != svid.leaf.serial_number
-assert str(renewed.spiffe_id) == expected_id
-print(f"rotated {renewed.leaf.serial_number:x}", flush=True)
-stream.cancel()
 channel.close()
+
+# A renewal arrives on the stream the client keeps open.
+seen = []
+errors = []
+rotated = threading.Event()
+
+
+def on_success(ctx):
+    serial = ctx.default_svid.leaf.serial_number
+    seen.append(serial)
+    if len(seen) == 1:
+        print(f"first {serial:x}", flush=True)
+    elif serial != seen[0]:
+        print(f"rotated {serial:x}", flush=True)
+        rotated.set()
+
+
+handle = client.stream_x509_contexts(on_success, errors.append)
+if not rotated.wait(30):
+    sys.exit(f"no rotation seen on the stream: {seen} {errors}")
+handle.cancel()
+client.close()
 print("ok", flush=True)

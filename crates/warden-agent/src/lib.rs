@@ -15,6 +15,7 @@
 //! back-off (1 s doubling to 30 s), and reports [`Health::Stale`]; once the SVID has expired
 //! it reports [`Health::Expired`], and the sidecar must refuse rather than serve with it.
 
+mod authority_shim;
 mod client;
 pub mod workload_api;
 

@@ -16,6 +16,9 @@
 //! attestation: one sidecar serves one workload, which is the sidecar model (SPIRE's agent
 //! instead attests each caller by its process).
 //!
+//! grpc clients on `unix:` targets send the socket path as `:authority`, which h2 refuses;
+//! the connection goes through [`crate::authority_shim`], which puts `localhost` there.
+//!
 //! The protobuf messages are written out here with `prost` derives (field numbers from the
 //! standard's `workload.proto`), and the service is dispatched by hand as `tonic-build` would
 //! generate it, so the build needs no `protoc`.
@@ -388,7 +391,21 @@ pub async fn serve(agent: Arc<Agent>, path: &Path) -> std::io::Result<tokio::tas
             };
             let svc = svc.clone();
             tokio::spawn(async move {
-                let io = hyper_util::rt::TokioIo::new(stream);
+                // h2 reads the client's frames through the authority shim.
+                let (ours, theirs) = tokio::io::duplex(64 * 1024);
+                let (client_r, mut client_w) = stream.into_split();
+                let (mut ours_r, ours_w) = tokio::io::split(ours);
+                tokio::spawn(async move {
+                    if let Err(e) = crate::authority_shim::client_to_server(client_r, ours_w).await
+                    {
+                        tracing::debug!(error = %e, "Workload API client stream ended");
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut ours_r, &mut client_w).await;
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut client_w).await;
+                });
+                let io = hyper_util::rt::TokioIo::new(theirs);
                 let service = hyper_util::service::TowerToHyperService::new(svc);
                 if let Err(e) =
                     hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())

@@ -1,4 +1,4 @@
-//! The Workload API on a Unix socket, driven by grpcio with py-spiffe's stubs and parsers:
+//! The Workload API on a Unix socket, driven by py-spiffe's `WorkloadApiClient`, unmodified:
 //! the X.509-SVID, bundles and JWT bundles; the security header enforced; a renewal pushed
 //! on the open stream. Also: the socket is only for the sidecar's user (mode 0600).
 
@@ -33,7 +33,7 @@ async fn admin(addr: std::net::SocketAddr, path: &str, body: Value) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpcio_with_py_spiffe_stubs_gets_the_svid_and_bundles_and_sees_a_rotation() {
+async fn py_spiffe_gets_the_svid_and_bundles_and_sees_a_rotation_on_its_stream() {
     let dir = tempfile::tempdir().unwrap();
     let admin_file = dir.path().join("admin");
     std::fs::write(&admin_file, ADMIN).unwrap();
