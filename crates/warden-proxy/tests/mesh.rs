@@ -393,3 +393,100 @@ async fn a_sidecar_says_when_renewal_fails_and_stops_serving_once_its_svid_has_e
     );
     assert_eq!(local.requests().len(), 1);
 }
+
+/// GETs through `addr` from four tasks until `stop`; the statuses that were not 200.
+fn load(
+    addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, Vec<u16>)> {
+    tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let (mut ok, mut bad) = (0u64, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match get(addr, "/b/load").await {
+                        200 => ok += 1,
+                        s => bad.push(s),
+                    }
+                }
+                (ok, bad)
+            }));
+        }
+        let mut total = (0, Vec::new());
+        for t in tasks {
+            let (ok, bad) = t.await.unwrap();
+            total.0 += ok;
+            total.1.extend(bad);
+        }
+        total
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_rotation_and_svid_renewals_under_load_fail_no_request() {
+    let old = ca();
+    let new = ca_other();
+    let local = Upstream::start("service-b").await;
+    let b_id = Held::new(&old, "/b");
+    let a_id = Held::new(&old, "/a");
+    let b = Sidecar::start(
+        &inbound_toml(&local, "spiffe://example.org/a"),
+        b_id.clone(),
+    )
+    .await;
+    // No idle upstream connections: every request is a new mTLS handshake, A to B, with
+    // the SVIDs and bundles of the moment.
+    let a_toml = outbound_toml(b.addr("inbound")).replacen(
+        "spiffe_ids = [\"spiffe://example.org/b\"]",
+        "spiffe_ids = [\"spiffe://example.org/b\"]\npool_max_idle = 0",
+        1,
+    );
+    let a = Sidecar::start(&a_toml, a_id.clone()).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let running = load(a.addr("outbound"), stop.clone());
+    let pause = || tokio::time::sleep(Duration::from_millis(300));
+    pause().await;
+    // 1. Both roots in every bundle (the new root is published ahead).
+    let both = vec![old.root.cert_der().to_vec(), new.root.cert_der().to_vec()];
+    a_id.bundle.update(both.clone());
+    b_id.bundle.update(both);
+    pause().await;
+    // 2. Each sidecar renews onto the new CA, one after the other.
+    b_id.key.store(certified(svid(&new, "/b", now())));
+    pause().await;
+    a_id.key.store(certified(svid(&new, "/a", now())));
+    pause().await;
+    // 3. The old root leaves the bundles.
+    a_id.bundle.update(vec![new.root.cert_der().to_vec()]);
+    b_id.bundle.update(vec![new.root.cert_der().to_vec()]);
+    pause().await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = running.await.unwrap();
+    assert!(ok > 20, "too little load to mean anything: {ok}");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        ok + failed.len() as u64
+    );
+
+    // New handshakes: B presents its new SVID; an SVID of the old CA is now refused.
+    let bundle = b_id.bundle();
+    let (status, leaf) = direct_with_leaf(
+        b.addr("inbound"),
+        &bundle,
+        Some(certified(svid(&new, "/a", now()))),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(leaf.as_ref(), Some(&b_id.key.load().cert[0]));
+    let (status, _) = direct_with_leaf(
+        b.addr("inbound"),
+        &bundle,
+        Some(certified(svid(&old, "/a", now()))),
+    )
+    .await;
+    assert_eq!(status, 0);
+}
