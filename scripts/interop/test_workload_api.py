@@ -2,8 +2,10 @@
 (py-spiffe), as a workload uses it: `WorkloadApiClient` on the sidecar's Unix socket.
 
 Reads the socket from SPIFFE_ENDPOINT_SOCKET (unix:///path). Fetches the X.509-SVID, the
-X.509 context, the X.509 and JWT bundles; checks with py-spiffe's own gRPC stubs that a call
-without the `workload.spiffe.io` header is refused and that JWT-SVIDs are not offered yet.
+X.509 context, the X.509 and JWT bundles, and a JWT-SVID it verifies against the JWT bundle
+(printed as `jwt <token>` for the Rust test to present to a gateway); checks with py-spiffe's
+own gRPC stubs that a call without the `workload.spiffe.io` header is refused, that an
+empty audience is refused and that validation is not offered yet.
 Then watches the X.509 context stream: prints `first <serial>`, waits (up to 30 s) for the
 sidecar to push a renewed SVID, prints `rotated <serial>` and `ok`. The Rust test renews the
 SVID when it reads the first line. Exits non-zero on any failed check.
@@ -16,6 +18,7 @@ import threading
 import grpc
 from spiffe import TrustDomain, WorkloadApiClient
 from spiffe._proto import workload_pb2, workload_pb2_grpc
+from spiffe.svid.jwt_svid import JwtSvid
 
 socket = os.environ["SPIFFE_ENDPOINT_SOCKET"]
 expected_id = os.environ["EXPECTED_SPIFFE_ID"]
@@ -35,9 +38,23 @@ assert bundle is not None and len(bundle.x509_authorities) >= 1
 context = client.fetch_x509_context()
 assert str(context.default_svid.spiffe_id) == expected_id
 
-assert client.fetch_jwt_bundles().get_bundle_for_trust_domain(td) is not None
+jwt_bundle = client.fetch_jwt_bundles().get_bundle_for_trust_domain(td)
+assert jwt_bundle is not None
 
-# The standard's security header is required; JWT-SVIDs are not issued yet.
+# A JWT-SVID, signed by the authority's token service, verified with the JWT bundle.
+token = client.fetch_jwt_svid(audience={"payments"})
+assert str(token.spiffe_id) == expected_id, token.spiffe_id
+assert token.audience == {"payments"}, token.audience
+verified = JwtSvid.parse_and_validate(token.token, jwt_bundle, {"payments"})
+assert str(verified.spiffe_id) == expected_id
+try:
+    JwtSvid.parse_and_validate(token.token, jwt_bundle, {"billing"})
+    sys.exit("a JWT-SVID for another audience validated")
+except Exception:
+    pass
+print(f"jwt {token.token}", flush=True)
+
+# The standard's security header is required; validation is not offered yet.
 channel = grpc.insecure_channel(socket)
 stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
 try:
@@ -46,14 +63,23 @@ try:
 except grpc.RpcError as e:
     assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.code()
 try:
-    stub.FetchJWTSVID(
-        workload_pb2.JWTSVIDRequest(audience=["x"]),
+    stub.ValidateJWTSVID(
+        workload_pb2.ValidateJWTSVIDRequest(audience="payments", svid=token.token),
         metadata=[("workload.spiffe.io", "true")],
         timeout=10,
     )
-    sys.exit("FetchJWTSVID answered")
+    sys.exit("ValidateJWTSVID answered")
 except grpc.RpcError as e:
     assert e.code() == grpc.StatusCode.UNIMPLEMENTED, e.code()
+try:
+    stub.FetchJWTSVID(
+        workload_pb2.JWTSVIDRequest(audience=[]),
+        metadata=[("workload.spiffe.io", "true")],
+        timeout=10,
+    )
+    sys.exit("FetchJWTSVID without an audience answered")
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.code()
 channel.close()
 
 # A renewal arrives on the stream the client keeps open.

@@ -270,8 +270,7 @@ impl Agent {
         let (key, csr) = new_key()?;
         let old = KeyPair::try_from(current.key.as_slice())
             .map_err(|e| AgentError::Local(format!("current key: {e}")))?;
-        let mut msg = b"warden-ca-renew-v1\0".to_vec();
-        msg.extend_from_slice(&csr);
+        let msg = warden_identity::proof::renew_message(&csr);
         let proof = old
             .sign(&msg)
             .map_err(|e| AgentError::Local(format!("proof: {e}")))?;
@@ -303,6 +302,41 @@ impl Agent {
         self.svid.send_replace(Arc::new(svid));
         self.health.store(Arc::new(Health::Fresh));
         Ok(())
+    }
+
+    /// A JWT-SVID for `audience`, signed by the authority's token service, proving this
+    /// workload with its current X.509-SVID.
+    pub async fn fetch_jwt_svid(&self, audience: &[String]) -> Result<String, AgentError> {
+        let current = self.current();
+        let key = KeyPair::try_from(current.key.as_slice())
+            .map_err(|e| AgentError::Local(format!("current key: {e}")))?;
+        let iat = unix_now();
+        let proof = key
+            .sign(&warden_identity::proof::jwt_svid_message(iat, audience))
+            .map_err(|e| AgentError::Local(format!("proof: {e}")))?;
+        let chain_pem: String = current
+            .chain
+            .iter()
+            .map(|c| warden_identity::ca::pem_cert(c))
+            .collect();
+        let answer = self
+            .opts
+            .authority
+            .post_json(
+                "/ca/v1/jwt-svid",
+                &json!({
+                    "svid": chain_pem,
+                    "audience": audience,
+                    "iat": iat,
+                    "proof": URL_SAFE_NO_PAD.encode(proof),
+                }),
+            )
+            .await?;
+        answer
+            .get("token")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| AgentError::BadAnswer("no `token`".into()))
     }
 
     fn apply_bundle(&self, doc: &Value) {

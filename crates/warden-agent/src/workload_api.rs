@@ -4,8 +4,8 @@
 //! - `FetchX509SVID` streams the current X.509-SVID (chain and PKCS#8 key, DER) with the
 //!   bundle's roots, and again at every renewal; `FetchX509Bundles` streams the bundle's
 //!   roots; `FetchJWTBundles` streams the bundle's JWT authorities as a JWK set.
-//! - `FetchJWTSVID` and `ValidateJWTSVID` answer `UNIMPLEMENTED` until the token service
-//!   issues JWT-SVIDs.
+//! - `FetchJWTSVID` asks the authority for a JWT-SVID for the audiences (signed by its token
+//!   service); `ValidateJWTSVID` answers `UNIMPLEMENTED` for now.
 //! - Every call must carry the metadata `workload.spiffe.io: true` (the standard's guard
 //!   against requests forged by a browser or an SSRF); without it: `INVALID_ARGUMENT`.
 //!
@@ -306,6 +306,41 @@ streaming!(
     }
 );
 
+struct FetchJwtSvid(WorkloadApi);
+
+impl UnaryService<JwtSvidRequest> for FetchJwtSvid {
+    type Response = JwtSvidResponse;
+    type Future = BoxFuture<Response<JwtSvidResponse>, Status>;
+    fn call(&mut self, req: Request<JwtSvidRequest>) -> Self::Future {
+        let agent = self.0.agent.clone();
+        Box::pin(async move {
+            check_header(&req)?;
+            let req = req.into_inner();
+            if req.audience.is_empty() {
+                return Err(Status::invalid_argument("audience must be specified"));
+            }
+            let id = agent.current().id.to_string();
+            if !req.spiffe_id.is_empty() && req.spiffe_id != id {
+                return Err(Status::permission_denied(format!(
+                    "this workload is {id}, not {}",
+                    req.spiffe_id
+                )));
+            }
+            let token = agent
+                .fetch_jwt_svid(&req.audience)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            Ok(Response::new(JwtSvidResponse {
+                svids: vec![JwtSvid {
+                    spiffe_id: id,
+                    svid: token,
+                    hint: String::new(),
+                }],
+            }))
+        })
+    }
+}
+
 struct Unimplemented<Req, Res>(std::marker::PhantomData<fn(Req) -> Res>);
 
 impl<Req: Send + 'static, Res: Send + 'static> UnaryService<Req> for Unimplemented<Req, Res> {
@@ -315,7 +350,7 @@ impl<Req: Send + 'static, Res: Send + 'static> UnaryService<Req> for Unimplement
         Box::pin(async move {
             check_header(&req)?;
             Err(Status::unimplemented(
-                "JWT-SVIDs are not issued by this sidecar yet",
+                "JWT-SVID validation is not offered by this sidecar yet: verify against the JWT bundle",
             ))
         })
     }
@@ -351,8 +386,7 @@ where
             }),
             "/SpiffeWorkloadAPI/FetchJWTSVID" => Box::pin(async move {
                 let mut grpc = Grpc::new(ProstCodec::default());
-                let svc = Unimplemented::<JwtSvidRequest, JwtSvidResponse>(Default::default());
-                Ok(grpc.unary(svc, req).await)
+                Ok(grpc.unary(FetchJwtSvid(api), req).await)
             }),
             "/SpiffeWorkloadAPI/ValidateJWTSVID" => Box::pin(async move {
                 let mut grpc = Grpc::new(ProstCodec::default());

@@ -105,16 +105,23 @@ async fn py_spiffe_gets_the_svid_and_bundles_and_sees_a_rotation_on_its_stream()
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .expect("py-spiffe printed nothing in 60 s")
-        .unwrap();
-    let Some(first) = first.filter(|l| l.starts_with("first ")) else {
-        let out = child.wait_with_output().await.unwrap();
-        panic!(
-            "py-spiffe failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let mut jwt = None;
+    let first = loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("py-spiffe printed nothing in 60 s")
+            .unwrap();
+        match line {
+            Some(l) if l.starts_with("jwt ") => jwt = Some(l[4..].to_owned()),
+            Some(l) if l.starts_with("first ") => break l,
+            _ => {
+                let out = child.wait_with_output().await.unwrap();
+                panic!(
+                    "py-spiffe failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
     };
     agent.renew().await.unwrap();
     let rest = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output())
@@ -132,4 +139,44 @@ async fn py_spiffe_gets_the_svid_and_bundles_and_sees_a_rotation_on_its_stream()
     );
     assert!(out.iter().any(|l| l.starts_with("rotated ")), "{out:?}");
     assert_eq!(out.last().map(String::as_str), Some("ok"));
+
+    // The JWT-SVID the workload got is a bearer credential the gateway accepts: its JWT
+    // verification against the authority's JWKS, audience `payments`, the SPIFFE ID as the
+    // caller.
+    let jwt = jwt.expect("py-spiffe printed its JWT-SVID");
+    let up = warden_test_util::Upstream::start("payments").await;
+    let toml = format!(
+        "{}[[auth.jwt]]\nname = \"authority\"\nissuer = \"{}\"\naudiences = [\"payments\"]\n\
+         algorithms = [\"ES256\"]\njwks_url = \"http://{addr}/oauth2/jwks\"\n{}{}",
+        warden_test_util::base_toml(),
+        cfg.issuer,
+        warden_test_util::authcfg::cluster("c", &up),
+        warden_test_util::authcfg::route(
+            "pay",
+            "/",
+            "c",
+            Some("accept = [\"jwt\"]\nsubjects = [\"spiffe://example.org/*\"]")
+        ),
+    );
+    let gw = warden_test_util::Gateway::start(&toml).await;
+    let call = |token: String| {
+        let addr = gw.addr("main");
+        async move {
+            let req = Request::get("/pay")
+                .header("host", "gw")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            warden_test_util::client::send_h1(addr, req).await
+        }
+    };
+    let res = call(jwt.clone()).await;
+    assert_eq!(res.status, 200, "{:?}", res.body);
+    assert_eq!(
+        up.requests()[0].headers["x-warden-subject"],
+        "spiffe://example.org/web"
+    );
+    // For another audience: refused.
+    let other = agent.fetch_jwt_svid(&["billing".to_owned()]).await.unwrap();
+    assert_eq!(call(other).await.status, 401);
 }

@@ -313,6 +313,9 @@ impl Services {
                 )
             }
         };
+        if let Some(ca) = &ca {
+            ca.set_jwt_authorities(jwt_authorities(&authority));
+        }
         let (stop, rx) = watch::channel(false);
         let mut tasks = Vec::new();
         // Before the services answer, so that no revocation is made before the publisher
@@ -348,6 +351,7 @@ impl Services {
                     tracing::error!(error = %e, "authority upkeep failed; retrying at the next tick");
                 }
                 if let Some(ca) = &upkeep_ca {
+                    ca.set_jwt_authorities(jwt_authorities(&upkeep));
                     if let Err(e) = ca.tick(upkeep.now()).await {
                         tracing::error!(error = %e, "CA key rotation failed; retrying at the next tick");
                     }
@@ -446,4 +450,15 @@ impl Services {
             .await
             .map(|_| ())
     }
+}
+
+/// The token service's published keys, as the trust bundle's JWT authorities (JWT-SVIDs are
+/// signed with them).
+fn jwt_authorities(authority: &Authority) -> Vec<serde_json::Value> {
+    authority
+        .jwks()
+        .get("keys")
+        .and_then(serde_json::Value::as_array)
+        .cloned()
+        .unwrap_or_default()
 }

@@ -175,3 +175,116 @@ async fn a_workload_is_registered_joins_renews_and_loses_renewal_when_revoked(ba
     assert_eq!(bundle2.x509_authorities, bundle.x509_authorities);
 }
 both_backends!(a_workload_is_registered_joins_renews_and_loses_renewal_when_revoked);
+
+async fn jwt_svids_are_issued_to_svid_holders_once_per_proof_and_never_to_the_revoked(
+    backend: Backend,
+) {
+    let h = ca_harness(backend).await;
+    let addr = h.addr();
+    let web = "spiffe://example.org/web";
+    let reg = h
+        .admin("POST", "/admin/workloads", Some(json!({"spiffe_id": web})))
+        .await;
+    let entry = reg.json()["id"].as_str().unwrap().to_owned();
+    let tok = h
+        .admin(
+            "POST",
+            &format!("/admin/workloads/{entry}/join-token"),
+            None,
+        )
+        .await;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let csr = CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap();
+    let got = post(
+        addr,
+        "/ca/v1/svid",
+        json!({"join_token": tok.json()["token"], "csr": csr.pem().unwrap()}),
+    )
+    .await;
+    let pem = got.json()["svid"].as_str().unwrap().to_owned();
+    let request = |iat: i64, aud: &[&str], signer: &KeyPair| {
+        let aud: Vec<String> = aud.iter().map(|a| a.to_string()).collect();
+        let msg = warden_identity::proof::jwt_svid_message(iat, &aud);
+        use base64::Engine;
+        let proof =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signer.sign(&msg).unwrap());
+        json!({"svid": pem, "audience": aud, "iat": iat, "proof": proof})
+    };
+
+    let body = request(h.now(), &["payments"], &key);
+    let ok = post(addr, "/ca/v1/jwt-svid", body.clone()).await;
+    assert_eq!(ok.status, 200, "{:?}", ok.body);
+    let token = ok.json()["token"].as_str().unwrap().to_owned();
+    let parts: Vec<&str> = token.split('.').collect();
+    let header: Value =
+        serde_json::from_slice(&warden_crypto::jws::b64url_decode(parts[0].as_bytes()).unwrap()).unwrap();
+    let claims: Value =
+        serde_json::from_slice(&warden_crypto::jws::b64url_decode(parts[1].as_bytes()).unwrap()).unwrap();
+    assert_eq!(header["typ"], "JWT");
+    assert_eq!(claims["sub"], web);
+    assert_eq!(claims["aud"], "payments");
+    assert_eq!(claims["iss"], common::ISSUER);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        300
+    );
+    // Its key is a JWT authority of the trust bundle (and in the JWKS).
+    let bundle = client::get(addr, "/ca/v1/bundle").await.json();
+    assert!(bundle["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["use"] == "jwt-svid" && k["kid"] == header["kid"]));
+
+    // The same request again: refused (a proof works once).
+    let replay = post(addr, "/ca/v1/jwt-svid", body).await;
+    assert_eq!(replay.status, 403);
+    assert_eq!(replay.json()["error"], "invalid_proof");
+    // A stale iat, a proof by another key, no audience: refused.
+    let stale = post(
+        addr,
+        "/ca/v1/jwt-svid",
+        request(h.now() - 120, &["payments"], &key),
+    )
+    .await;
+    assert_eq!(stale.status, 403);
+    let other = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let forged = post(
+        addr,
+        "/ca/v1/jwt-svid",
+        request(h.now(), &["payments"], &other),
+    )
+    .await;
+    assert_eq!(forged.status, 403);
+    assert_eq!(forged.json()["error"], "invalid_proof");
+    let none = post(addr, "/ca/v1/jwt-svid", request(h.now(), &[], &key)).await;
+    assert_eq!(none.status, 400);
+    // Revoked: no more JWT-SVIDs.
+    h.admin("POST", &format!("/admin/workloads/{entry}/revoke"), None)
+        .await;
+    let revoked = post(
+        addr,
+        "/ca/v1/jwt-svid",
+        request(h.now(), &["payments"], &key),
+    )
+    .await;
+    assert_eq!(revoked.status, 403);
+    assert_eq!(revoked.json()["error"], "revoked");
+    let trail: Vec<_> = h
+        .store
+        .audit_since(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event.action == "jwt_svid.issue")
+        .map(|r| r.event.outcome)
+        .collect();
+    assert_eq!(trail.iter().filter(|o| *o == "success").count(), 1);
+    assert!(
+        trail.iter().filter(|o| *o == "failure").count() >= 4,
+        "{trail:?}"
+    );
+}
+both_backends!(jwt_svids_are_issued_to_svid_holders_once_per_proof_and_never_to_the_revoked);

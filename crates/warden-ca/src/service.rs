@@ -19,7 +19,7 @@ use warden_identity::CaSettings;
 /// What a renewal's proof signs, before the new CSR's DER: the workload signs
 /// `RENEW_CONTEXT || csr` with the key of its current SVID (ECDSA P-256 with SHA-256, DER
 /// signature; or Ed25519).
-pub const RENEW_CONTEXT: &[u8] = b"warden-ca-renew-v1\0";
+pub use warden_identity::proof::RENEW_CONTEXT;
 
 /// An issued SVID, as handed to the workload.
 #[derive(Debug, Clone)]
@@ -429,10 +429,29 @@ impl Ca {
         now: i64,
         source: Option<&str>,
     ) -> Result<Issued, CaServiceError> {
-        const ACTION: &str = "svid.renew";
+        let signed = warden_identity::proof::renew_message(csr_der);
+        let entry = self
+            .authenticate("svid.renew", chain, &signed, proof, now, source)
+            .await?;
+        self.issue_for_entry(&entry, csr_der, now, "renewal", source)
+            .await
+    }
+
+    /// Checks that `chain` (leaf first) is a valid SVID of this CA for a registered,
+    /// unrevoked workload, issued since its registration, and that `proof` is its key's
+    /// signature over `signed`; returns the registration. A refusal is audited as `action`.
+    pub async fn authenticate(
+        &self,
+        action: &str,
+        chain: &[Vec<u8>],
+        signed: &[u8],
+        proof: &[u8],
+        now: i64,
+        source: Option<&str>,
+    ) -> Result<Entry, CaServiceError> {
         let Some(leaf) = chain.first() else {
             let e = CaServiceError::refused("invalid_svid", "no certificate");
-            return Err(self.refuse(ACTION, None, e, source).await);
+            return Err(self.refuse(action, None, e, source).await);
         };
         let id = {
             let ring = self.ring.load();
@@ -453,7 +472,7 @@ impl Ca {
             Ok(id) => id,
             Err(e) => {
                 let e = CaServiceError::refused("invalid_svid", format!("current SVID: {e}"));
-                return Err(self.refuse(ACTION, None, e, source).await);
+                return Err(self.refuse(action, None, e, source).await);
             }
         };
         let subject = Some(id.to_string());
@@ -461,42 +480,71 @@ impl Ca {
             Some(x) => x,
             None => {
                 let e = CaServiceError::refused("invalid_svid", "current SVID does not parse");
-                return Err(self.refuse(ACTION, subject, e, source).await);
+                return Err(self.refuse(action, subject, e, source).await);
             }
         };
-        let mut signed = RENEW_CONTEXT.to_vec();
-        signed.extend_from_slice(csr_der);
         if ring::signature::UnparsedPublicKey::new(spki_alg, &spki_key)
-            .verify(&signed, proof)
+            .verify(signed, proof)
             .is_err()
         {
             let e = CaServiceError::refused(
                 "invalid_proof",
-                "proof is not a signature over the CSR by the current SVID's key",
+                "proof is not a signature by the current SVID's key over this request",
             );
-            return Err(self.refuse(ACTION, subject, e, source).await);
+            return Err(self.refuse(action, subject, e, source).await);
         }
         let entry = match self.get(id.as_str()).await {
             Ok(e) => e,
             Err(CaServiceError::NotFound) => {
                 let e = CaServiceError::refused("revoked", format!("{id} is not registered"));
-                return Err(self.refuse(ACTION, subject, e, source).await);
+                return Err(self.refuse(action, subject, e, source).await);
             }
             Err(e) => return Err(e),
         };
         if entry.is_revoked() {
             let e = CaServiceError::refused("revoked", format!("{id} is revoked"));
-            return Err(self.refuse(ACTION, subject, e, source).await);
+            return Err(self.refuse(action, subject, e, source).await);
         }
         if issued_at < entry.created - BACKDATE_SECS {
             let e = CaServiceError::refused(
                 "revoked",
                 format!("current SVID predates {id}'s registration"),
             );
-            return Err(self.refuse(ACTION, subject, e, source).await);
+            return Err(self.refuse(action, subject, e, source).await);
         }
-        self.issue_for_entry(&entry, csr_der, now, "renewal", source)
-            .await
+        Ok(entry)
+    }
+
+    /// Audits an event of the CA's (for issuance done elsewhere, such as JWT-SVIDs signed by
+    /// the token service); a failure to audit fails the caller.
+    pub async fn record(
+        &self,
+        action: &str,
+        subject: &str,
+        detail: Value,
+        source: Option<&str>,
+    ) -> Result<(), CaServiceError> {
+        self.audit(
+            action,
+            "workload",
+            Some(subject.to_owned()),
+            true,
+            detail,
+            source,
+        )
+        .await
+        .map_err(Into::into)
+    }
+
+    /// Audits a refusal of the CA's made elsewhere, and returns it.
+    pub async fn refused(
+        &self,
+        action: &str,
+        subject: Option<String>,
+        err: CaServiceError,
+        source: Option<&str>,
+    ) -> CaServiceError {
+        self.refuse(action, subject, err, source).await
     }
 
     /// Issues an SVID for `entry` over the key in `csr_der`, however the workload proved

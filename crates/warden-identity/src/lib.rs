@@ -10,6 +10,7 @@
 pub mod bundle;
 pub mod ca;
 pub mod csr;
+pub mod proof;
 pub mod settings;
 pub mod spiffe;
 pub mod svid;

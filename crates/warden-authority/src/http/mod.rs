@@ -9,6 +9,7 @@
 //! | GET | `/oauth2/jwks` | anyone |
 //! | GET | `/.well-known/oauth-authorization-server`, `/.well-known/openid-configuration` | anyone |
 //! | GET, POST | `/ca/v1/bundle`, `/ca/v1/svid`, `/ca/v1/svid/renew` (with `[authority.ca]`; see `warden_ca::http`) | anyone, workloads with a join token or their SVID |
+//! | POST | `/ca/v1/jwt-svid` (with `[authority.ca]`; see `jwt_svid.rs`) | workloads proving their X.509-SVID |
 //! | GET, POST | `/admin/workloads`, `/admin/workloads/{entry}`, `.../revoke`, `.../join-token` (with `[authority.ca]`) | `Bearer` admin token |
 //! | GET, POST, PATCH | `/admin/clients`, `/admin/clients/{id}` (PATCH: auth methods, introspect), `/admin/clients/{id}/secrets`, `/admin/clients/{id}/secrets/{secret_id}` (DELETE), `/admin/clients/{id}/disable`, `/admin/clients/{id}/enable` | `Bearer` admin token |
 
@@ -22,6 +23,7 @@ use crate::authority::Authority;
 
 mod admin;
 mod discovery;
+mod jwt_svid;
 mod oauth;
 
 /// Largest request body accepted (forms and admin JSON).
@@ -70,8 +72,13 @@ pub fn router(a: Arc<Authority>, ca: Option<Arc<warden_ca::Ca>>) -> Router {
         .with_state(a.clone());
     let Some(ca) = ca else { return token };
     let clock = a.clone();
+    let jwt = Router::new()
+        .route("/ca/v1/jwt-svid", post(jwt_svid::issue))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(jwt_svid::JwtSvids::new(a.clone(), ca.clone()));
     let api = warden_ca::http::Api::new(ca, Arc::new(move || clock.now()));
     token
+        .merge(jwt)
         .merge(warden_ca::http::router::<crate::client_auth::Peer>(
             api.clone(),
         ))
