@@ -268,17 +268,7 @@ impl Agent {
     pub async fn renew(&self) -> Result<(), AgentError> {
         let current = self.current();
         let (key, csr) = new_key()?;
-        let old = KeyPair::try_from(current.key.as_slice())
-            .map_err(|e| AgentError::Local(format!("current key: {e}")))?;
-        let msg = warden_identity::proof::renew_message(&csr);
-        let proof = old
-            .sign(&msg)
-            .map_err(|e| AgentError::Local(format!("proof: {e}")))?;
-        let chain_pem: String = current
-            .chain
-            .iter()
-            .map(|c| warden_identity::ca::pem_cert(c))
-            .collect();
+        let (chain_pem, proof) = proved(&current, &warden_identity::proof::renew_message(&csr))?;
         let answer = self
             .opts
             .authority
@@ -307,18 +297,9 @@ impl Agent {
     /// A JWT-SVID for `audience`, signed by the authority's token service, proving this
     /// workload with its current X.509-SVID.
     pub async fn fetch_jwt_svid(&self, audience: &[String]) -> Result<String, AgentError> {
-        let current = self.current();
-        let key = KeyPair::try_from(current.key.as_slice())
-            .map_err(|e| AgentError::Local(format!("current key: {e}")))?;
         let iat = unix_now();
-        let proof = key
-            .sign(&warden_identity::proof::jwt_svid_message(iat, audience))
-            .map_err(|e| AgentError::Local(format!("proof: {e}")))?;
-        let chain_pem: String = current
-            .chain
-            .iter()
-            .map(|c| warden_identity::ca::pem_cert(c))
-            .collect();
+        let msg = warden_identity::proof::jwt_svid_message(iat, audience);
+        let (chain_pem, proof) = proved(&self.current(), &msg)?;
         let answer = self
             .opts
             .authority
@@ -417,6 +398,22 @@ impl Agent {
             }
         }
     }
+}
+
+/// The SVID's chain as PEM and its key's signature over `msg`: how the workload proves
+/// itself to the CA.
+fn proved(svid: &Svid, msg: &[u8]) -> Result<(String, Vec<u8>), AgentError> {
+    let key = KeyPair::try_from(svid.key.as_slice())
+        .map_err(|e| AgentError::Local(format!("current key: {e}")))?;
+    let proof = key
+        .sign(msg)
+        .map_err(|e| AgentError::Local(format!("proof: {e}")))?;
+    let chain_pem = svid
+        .chain
+        .iter()
+        .map(|c| warden_identity::ca::pem_cert(c))
+        .collect();
+    Ok((chain_pem, proof))
 }
 
 /// The SVID as rustls serves it (the key loaded by Warden's crypto provider).

@@ -219,9 +219,11 @@ async fn jwt_svids_are_issued_to_svid_holders_once_per_proof_and_never_to_the_re
     let token = ok.json()["token"].as_str().unwrap().to_owned();
     let parts: Vec<&str> = token.split('.').collect();
     let header: Value =
-        serde_json::from_slice(&warden_crypto::jws::b64url_decode(parts[0].as_bytes()).unwrap()).unwrap();
+        serde_json::from_slice(&warden_crypto::jws::b64url_decode(parts[0].as_bytes()).unwrap())
+            .unwrap();
     let claims: Value =
-        serde_json::from_slice(&warden_crypto::jws::b64url_decode(parts[1].as_bytes()).unwrap()).unwrap();
+        serde_json::from_slice(&warden_crypto::jws::b64url_decode(parts[1].as_bytes()).unwrap())
+            .unwrap();
     assert_eq!(header["typ"], "JWT");
     assert_eq!(claims["sub"], web);
     assert_eq!(claims["aud"], "payments");

@@ -63,14 +63,17 @@ impl Api {
     }
 }
 
-fn reply(status: StatusCode, v: Value) -> Response {
+/// A JSON answer with `Cache-Control: no-store`.
+pub fn reply(status: StatusCode, v: Value) -> Response {
     let mut res = (status, Json(v)).into_response();
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
 
-fn failed(e: CaServiceError) -> Response {
+/// The JSON answer for a refusal or failure (`{"error", "error_description"}`; server
+/// errors are logged and answered without detail). `Cache-Control: no-store`.
+pub fn failed(e: CaServiceError) -> Response {
     let (status, code) = e.status();
     if status.is_server_error() {
         tracing::error!(error = %e, "CA request failed");

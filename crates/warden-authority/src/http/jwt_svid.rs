@@ -17,20 +17,19 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use base64::Engine;
 use ring::digest::{digest, SHA256};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
+use warden_ca::http::{failed, reply};
 use warden_ca::{Ca, CaServiceError};
 use warden_identity::proof::{jwt_svid_message, JWT_SVID_REQUEST_SKEW};
 
 use crate::authority::Authority;
 use crate::client_auth::Peer;
-use crate::error::no_store;
 
 /// The default JWT-SVID lifetime, seconds.
 pub(crate) const DEFAULT_TTL: i64 = 300;
@@ -82,24 +81,6 @@ struct Body {
     proof: String,
     #[serde(default)]
     ttl: Option<i64>,
-}
-
-fn reply(status: StatusCode, v: Value) -> Response {
-    let mut res = (status, Json(v)).into_response();
-    no_store(&mut res);
-    res
-}
-
-fn failed(e: CaServiceError) -> Response {
-    let (status, code) = e.status();
-    if status.is_server_error() {
-        tracing::error!(error = %e, "JWT-SVID request failed");
-        return reply(status, json!({ "error": code }));
-    }
-    reply(
-        status,
-        json!({ "error": code, "error_description": e.to_string() }),
-    )
 }
 
 const ACTION: &str = "jwt_svid.issue";
