@@ -5,7 +5,7 @@ Reads the socket from SPIFFE_ENDPOINT_SOCKET (unix:///path). Fetches the X.509-S
 X.509 context, the X.509 and JWT bundles, and a JWT-SVID it verifies against the JWT bundle
 (printed as `jwt <token>` for the Rust test to present to a gateway); checks with py-spiffe's
 own gRPC stubs that a call without the `workload.spiffe.io` header is refused, that an
-empty audience is refused and that validation is not offered yet.
+empty audience is refused, and that ValidateJWTSVID returns the claims.
 Then watches the X.509 context stream: prints `first <serial>`, waits (up to 30 s) for the
 sidecar to push a renewed SVID, prints `rotated <serial>` and `ok`. The Rust test renews the
 SVID when it reads the first line. Exits non-zero on any failed check.
@@ -54,7 +54,18 @@ except Exception:
     pass
 print(f"jwt {token.token}", flush=True)
 
-# The standard's security header is required; validation is not offered yet.
+# The sidecar validates it too (the Workload API's ValidateJWTSVID), and refuses it for
+# another audience or once tampered with.
+validated = client.validate_jwt_svid(token.token, "payments")
+assert str(validated.spiffe_id) == expected_id
+for bad_token, aud in ((token.token, "billing"), (token.token[:-4] + "AAAA", "payments")):
+    try:
+        client.validate_jwt_svid(bad_token, aud)
+        sys.exit(f"ValidateJWTSVID accepted a bad token for {aud}")
+    except Exception:
+        pass
+
+# The standard's security header is required.
 channel = grpc.insecure_channel(socket)
 stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
 try:
@@ -62,15 +73,14 @@ try:
     sys.exit("a call without the workload.spiffe.io header was answered")
 except grpc.RpcError as e:
     assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.code()
-try:
-    stub.ValidateJWTSVID(
-        workload_pb2.ValidateJWTSVIDRequest(audience="payments", svid=token.token),
-        metadata=[("workload.spiffe.io", "true")],
-        timeout=10,
-    )
-    sys.exit("ValidateJWTSVID answered")
-except grpc.RpcError as e:
-    assert e.code() == grpc.StatusCode.UNIMPLEMENTED, e.code()
+reply = stub.ValidateJWTSVID(
+    workload_pb2.ValidateJWTSVIDRequest(audience="payments", svid=token.token),
+    metadata=[("workload.spiffe.io", "true")],
+    timeout=10,
+)
+assert reply.spiffe_id == expected_id, reply.spiffe_id
+assert reply.claims["sub"] == expected_id, reply.claims
+assert reply.claims["aud"] == "payments", reply.claims
 try:
     stub.FetchJWTSVID(
         workload_pb2.JWTSVIDRequest(audience=[]),

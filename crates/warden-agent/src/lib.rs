@@ -320,6 +320,79 @@ impl Agent {
             .ok_or_else(|| AgentError::BadAnswer("no `token`".into()))
     }
 
+    /// Validates a JWT-SVID against the bundle's JWT authorities: its signature (by `kid`,
+    /// an asymmetric algorithm that fits the key), `exp`, that `audience` is among its `aud`,
+    /// and that `sub` is a SPIFFE ID of the trust domain. Returns the ID and the claims.
+    pub fn validate_jwt_svid(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<(SpiffeId, serde_json::Map<String, Value>), String> {
+        use warden_crypto::jws::{b64url_decode, Alg, Jwk};
+        let parts: Vec<&str> = token.split('.').collect();
+        let [h, c, s] = parts.as_slice() else {
+            return Err("not a compact JWS".into());
+        };
+        let json = |p: &str| -> Result<Value, String> {
+            let bytes = b64url_decode(p.as_bytes()).ok_or("bad base64url")?;
+            serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+        };
+        let header = json(h)?;
+        let alg = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .and_then(Alg::parse)
+            .filter(|a| !a.is_hmac())
+            .ok_or("alg missing, unknown or symmetric")?;
+        let kid = header.get("kid").and_then(Value::as_str).ok_or("no kid")?;
+        let doc = self.bundle_document();
+        let jwk = doc
+            .get("keys")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|k| {
+                k.get("use").and_then(Value::as_str) == Some("jwt-svid")
+                    && k.get("kid").and_then(Value::as_str) == Some(kid)
+            })
+            .ok_or_else(|| format!("no JWT authority with kid {kid:?} in the bundle"))?;
+        let mut jwk = jwk.clone();
+        if let Some(o) = jwk.as_object_mut() {
+            o.remove("use");
+        }
+        let key = Jwk::from_json(&jwk).map_err(|e| e.to_string())?;
+        let sig = b64url_decode(s.as_bytes()).ok_or("bad signature encoding")?;
+        let signed = &token[..h.len() + 1 + c.len()];
+        if !key.key.verify(alg, signed.as_bytes(), &sig) {
+            return Err("signature does not verify".into());
+        }
+        let claims = match json(c)? {
+            Value::Object(m) => m,
+            _ => return Err("claims are not an object".into()),
+        };
+        let exp = claims.get("exp").and_then(Value::as_i64).ok_or("no exp")?;
+        if exp <= unix_now() {
+            return Err("expired".into());
+        }
+        let auds: Vec<&str> = match claims.get("aud") {
+            Some(Value::String(a)) => vec![a.as_str()],
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        if !auds.contains(&audience) {
+            return Err(format!("audience {audience:?} not in aud"));
+        }
+        let sub = claims.get("sub").and_then(Value::as_str).ok_or("no sub")?;
+        let id = SpiffeId::parse(sub).map_err(|e| format!("sub {e}"))?;
+        if !id.is_member_of(&self.opts.trust_domain) {
+            return Err(format!(
+                "{id} is not in trust domain {}",
+                self.opts.trust_domain
+            ));
+        }
+        Ok((id, claims))
+    }
+
     fn apply_bundle(&self, doc: &Value) {
         match Self::roots_of(&self.opts.trust_domain, doc) {
             Ok(roots) => {

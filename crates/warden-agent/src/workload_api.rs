@@ -5,7 +5,8 @@
 //!   bundle's roots, and again at every renewal; `FetchX509Bundles` streams the bundle's
 //!   roots; `FetchJWTBundles` streams the bundle's JWT authorities as a JWK set.
 //! - `FetchJWTSVID` asks the authority for a JWT-SVID for the audiences (signed by its token
-//!   service); `ValidateJWTSVID` answers `UNIMPLEMENTED` for now.
+//!   service); `ValidateJWTSVID` checks one against the bundle's JWT authorities and returns
+//!   its claims (as `google.protobuf.Struct`).
 //! - Every call must carry the metadata `workload.spiffe.io: true` (the standard's guard
 //!   against requests forged by a browser or an SSRF); without it: `INVALID_ARGUMENT`.
 //!
@@ -147,13 +148,79 @@ pub struct ValidateJwtSvidRequest {
     pub svid: String,
 }
 
-/// `ValidateJWTSVIDResponse` (the claims, a `google.protobuf.Struct`, are left out: the call
-/// is not implemented yet).
+/// `ValidateJWTSVIDResponse`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ValidateJwtSvidResponse {
     /// The SPIFFE ID.
     #[prost(string, tag = "1")]
     pub spiffe_id: String,
+    /// The token's claims.
+    #[prost(message, optional, tag = "2")]
+    pub claims: Option<Struct>,
+}
+
+/// `google.protobuf.Struct`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Struct {
+    /// The fields.
+    #[prost(btree_map = "string, message", tag = "1")]
+    pub fields: std::collections::BTreeMap<String, ProtoValue>,
+}
+
+/// `google.protobuf.Value`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProtoValue {
+    /// One of the kinds.
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6")]
+    pub kind: Option<Kind>,
+}
+
+/// `google.protobuf.Value.kind`.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Kind {
+    /// `NULL_VALUE` (0).
+    #[prost(int32, tag = "1")]
+    NullValue(i32),
+    /// A number.
+    #[prost(double, tag = "2")]
+    NumberValue(f64),
+    /// A string.
+    #[prost(string, tag = "3")]
+    StringValue(String),
+    /// A boolean.
+    #[prost(bool, tag = "4")]
+    BoolValue(bool),
+    /// An object.
+    #[prost(message, tag = "5")]
+    StructValue(Struct),
+    /// An array.
+    #[prost(message, tag = "6")]
+    ListValue(ListValue),
+}
+
+/// `google.protobuf.ListValue`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListValue {
+    /// The values.
+    #[prost(message, repeated, tag = "1")]
+    pub values: Vec<ProtoValue>,
+}
+
+fn to_proto(v: &serde_json::Value) -> ProtoValue {
+    use serde_json::Value as J;
+    let kind = match v {
+        J::Null => Kind::NullValue(0),
+        J::Bool(b) => Kind::BoolValue(*b),
+        J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        J::String(s) => Kind::StringValue(s.clone()),
+        J::Array(a) => Kind::ListValue(ListValue {
+            values: a.iter().map(to_proto).collect(),
+        }),
+        J::Object(o) => Kind::StructValue(Struct {
+            fields: o.iter().map(|(k, v)| (k.clone(), to_proto(v))).collect(),
+        }),
+    };
+    ProtoValue { kind: Some(kind) }
 }
 
 /// A stream of messages to a client.
@@ -341,17 +408,34 @@ impl UnaryService<JwtSvidRequest> for FetchJwtSvid {
     }
 }
 
-struct Unimplemented<Req, Res>(std::marker::PhantomData<fn(Req) -> Res>);
+struct ValidateJwtSvid(WorkloadApi);
 
-impl<Req: Send + 'static, Res: Send + 'static> UnaryService<Req> for Unimplemented<Req, Res> {
-    type Response = Res;
-    type Future = BoxFuture<Response<Res>, Status>;
-    fn call(&mut self, req: Request<Req>) -> Self::Future {
+impl UnaryService<ValidateJwtSvidRequest> for ValidateJwtSvid {
+    type Response = ValidateJwtSvidResponse;
+    type Future = BoxFuture<Response<ValidateJwtSvidResponse>, Status>;
+    fn call(&mut self, req: Request<ValidateJwtSvidRequest>) -> Self::Future {
+        let agent = self.0.agent.clone();
         Box::pin(async move {
             check_header(&req)?;
-            Err(Status::unimplemented(
-                "JWT-SVID validation is not offered by this sidecar yet: verify against the JWT bundle",
-            ))
+            let req = req.into_inner();
+            if req.audience.is_empty() || req.svid.is_empty() {
+                return Err(Status::invalid_argument(
+                    "audience and svid must be specified",
+                ));
+            }
+            let (id, claims) = agent
+                .validate_jwt_svid(&req.svid, &req.audience)
+                .map_err(Status::invalid_argument)?;
+            let claims = Struct {
+                fields: claims
+                    .iter()
+                    .map(|(k, v)| (k.clone(), to_proto(v)))
+                    .collect(),
+            };
+            Ok(Response::new(ValidateJwtSvidResponse {
+                spiffe_id: id.to_string(),
+                claims: Some(claims),
+            }))
         })
     }
 }
@@ -390,10 +474,7 @@ where
             }),
             "/SpiffeWorkloadAPI/ValidateJWTSVID" => Box::pin(async move {
                 let mut grpc = Grpc::new(ProstCodec::default());
-                let svc = Unimplemented::<ValidateJwtSvidRequest, ValidateJwtSvidResponse>(
-                    Default::default(),
-                );
-                Ok(grpc.unary(svc, req).await)
+                Ok(grpc.unary(ValidateJwtSvid(api), req).await)
             }),
             _ => Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) }),
         }
