@@ -4,7 +4,8 @@
 #   2. start `warden dev` in a fresh data dir and wait for 127.0.0.1:8080,
 #   3. HTTP and HTTPS requests reach the built-in echo service; the JWT-protected /api/ route
 #      takes the printed token (from credentials.json) and refuses requests without it; the
-#      API-key route takes the printed key; the authority issues, introspects and revokes
+#      API-key route takes the printed key; /mesh/ crosses two sidecars with SPIFFE identities
+#      verified at each hop; the authority issues, introspects and revokes
 #      tokens for real Python clients (scripts/interop.sh: authlib, PyJWT; hvac against the dev
 #      vault), and the gateway
 #      refuses a revoked token within 5 s,
@@ -13,7 +14,8 @@
 #   5. SIGTERM stops warden with exit status 0.
 # Any failed check prints why and exits 1. The background warden is stopped on every exit.
 #
-# `warden dev` uses the fixed ports 8080, 8443 and 9901: they must be free.
+# `warden dev` uses the fixed ports 8080, 8443, 9901, 8200 and the mesh's 15001, 15002 and
+# 15101: they must be free.
 #
 # Usage: scripts/dev-smoke.sh            (WARDEN_BIN=/path/to/warden to skip the build)
 
@@ -169,6 +171,11 @@ expect "/keyed/ with the printed API key" 200 '"x-warden-subject": "dev-service"
 case "$API_KEY" in *x) WRONG_KEY="${API_KEY%?}y" ;; *) WRONG_KEY="${API_KEY%?}x" ;; esac
 expect "/keyed/ with a wrong key gets 401" 401 'invalid_token' \
     -H "x-api-key: $WRONG_KEY" http://localhost:8080/keyed/report
+
+expect "/mesh/: gateway → sidecar A → service A → sidecar B → service B, SPIFFE IDs verified" \
+    200 '"caller_verified_by_my_sidecar": "spiffe://warden.dev/service-a"' http://localhost:8080/mesh/
+expect "/mesh/: sidecar A verified the gateway" \
+    200 '"caller_verified_by_my_sidecar": "spiffe://warden.dev/gateway"' http://localhost:8080/mesh/
 
 step "interop: authlib and PyJWT against the authority and the gateway"
 # hvac too, against the dev vault with the root token warden dev wrote.

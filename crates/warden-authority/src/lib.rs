@@ -164,6 +164,11 @@ impl AuthorityHandle {
         format!("{scheme}://{}", self.addr)
     }
 
+    /// The certificate authority, when `[authority.ca]` is set and the authority is unsealed.
+    pub fn ca(&self) -> Option<Arc<warden_ca::Ca>> {
+        self.services.live().and_then(|live| live.ca.clone())
+    }
+
     /// The token service (clients, keys, upkeep), for embedding and tests.
     ///
     /// # Panics

@@ -4,7 +4,10 @@
 //! at `/v1` with a KV v2 engine at `secret/`) on 127.0.0.1:8200 with a demo client and a
 //! root token, and a built-in echo service behind three routes:
 //! `/public/` (no auth), `/api/` (a JWT from the authority, 5 requests a second per caller) and
-//! `/keyed/` (an API key from the dev key file).
+//! `/keyed/` (an API key from the dev key file). The authority's CA (trust domain
+//! `warden.dev`) gives SPIFFE identities to a small mesh behind `/mesh/`: the gateway calls
+//! service A through its sidecar, service A calls service B through both sidecars, mTLS at
+//! every hop (see `mesh.rs`).
 //!
 //! Everything it generates lives in the data dir, including the config it runs, so the user
 //! can edit that file and watch the gateway reload it. What a user copies (the client id and
@@ -18,6 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 mod echo;
+mod mesh;
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
@@ -90,6 +94,17 @@ key_encryption_key = "file:{dir}/authority.kek"
 admin_token = "file:{dir}/authority-admin.token"
 revocation_feed_token = "file:{dir}/revocation-feed.token"
 
+# The certificate authority of the dev mesh (SPIFFE IDs spiffe://{trust_domain}/...).
+[authority.ca]
+trust_domain = "{trust_domain}"
+
+# The gateway's own workload identity, to call the mesh over mTLS (warden dev gives it the
+# SVID in-process; a gateway on its own would use a join token from `warden workload token`).
+[sidecar]
+authority = "http://{authority}"
+trust_domain = "{trust_domain}"
+join_token = "env:WARDEN_JOIN_TOKEN"
+
 # The gateway trusts the authority's tokens: keys from its JWKS, revocations from its feed.
 [[auth.jwt]]
 name = "authority"
@@ -142,6 +157,19 @@ requests = 5
 per = "1s"
 burst = 10
 
+# The dev mesh: gateway → sidecar A → service A → sidecar B → service B, mTLS with SPIFFE
+# identities at every hop; the answer shows the identity each sidecar verified.
+[[clusters]]
+name = "mesh"
+endpoints = ["https://{mesh_a}"]
+spiffe_ids = ["spiffe://{trust_domain}/service-a"]
+
+[[routes]]
+name = "mesh"
+auth = "none"
+cluster = "mesh"
+path_prefix = "/mesh/"
+
 # An API key (x-api-key header, or Authorization: ApiKey <key>).
 [[routes]]
 name = "keyed"
@@ -153,6 +181,8 @@ accept = ["api_key"]
         dir = dir.display(),
         authority = AUTHORITY,
         audience = DEV_AUDIENCE,
+        trust_domain = mesh::TRUST_DOMAIN,
+        mesh_a = mesh::A_INBOUND,
     )
 }
 
@@ -213,7 +243,14 @@ pub(crate) async fn dev(given: Option<PathBuf>, root_token: Option<String>) -> a
             .and_then(|v| v["root_token"].as_str().map(str::to_owned))
     });
     let root_token = dev_vault(&authority, root_id.as_deref()).await?;
-    let handle = warden_proxy::start(config, Some(config_path.clone())).await?;
+    let mesh = mesh::start(&authority, &dir, now)
+        .await
+        .context("starting the dev mesh")?;
+    let handle = warden_proxy::Builder::new(config)
+        .config_path(Some(config_path.clone()))
+        .identity(mesh.gateway.clone())
+        .start()
+        .await?;
     let mut creds = serde_json::json!({
         "client_id": DEV_CLIENT,
         "client_secret": *client_secret,
@@ -244,6 +281,8 @@ Warden dev is running.
   vault      http://{AUTHORITY}/v1  Vault's HTTP API (hvac, the vault CLI); KV v2 at secret/,
                                     transit at transit/
   upstream   echo service on {echo} (answers with the request it received)
+  mesh       gateway → sidecar A ({mesh_a}) → service A → sidecar B → service B, mTLS with
+             SPIFFE IDs of {trust_domain}; service A's Workload API: {socket}
   config     {config} (edit it; the gateway reloads on save)
 
 Credentials (also in {dir}/credentials.json):
@@ -266,6 +305,8 @@ Try:
   curl -s -u {DEV_CLIENT}:$CLIENT_SECRET -d token=$TOKEN http://{AUTHORITY}/oauth2/revoke
   curl -s http://127.0.0.1:8080/keyed/report -H "x-api-key: $API_KEY"
   curl -s --cacert {dir}/ca.pem https://localhost:8443/public/hello
+  # the mesh: each hop's SPIFFE ID, as verified by the next sidecar
+  curl -s http://127.0.0.1:8080/mesh/
   curl -s http://127.0.0.1:9901/metrics
   # write a secret to the vault and read it back (KV v2 at secret/):
   curl -s -H "X-Vault-Token: $VAULT_TOKEN" -d '{{"data":{{"password":"s3cr3t"}}}}' \
@@ -282,9 +323,14 @@ Try:
         config = config_path.display(),
         secret = *client_secret,
         root = *root_token,
+        mesh_a = mesh::A_INBOUND,
+        trust_domain = mesh::TRUST_DOMAIN,
+        socket = mesh.socket.display(),
     );
     let _ = token;
-    signals.run_until_stopped(handle, Some(authority)).await
+    let stopped = signals.run_until_stopped(handle, Some(authority)).await;
+    drop(mesh);
+    stopped
 }
 
 /// The dev vault: a KV v2 engine at `secret/`, a transit engine at `transit/` and a root
