@@ -290,3 +290,26 @@ async fn jwt_svids_are_issued_to_svid_holders_once_per_proof_and_never_to_the_re
     );
 }
 both_backends!(jwt_svids_are_issued_to_svid_holders_once_per_proof_and_never_to_the_revoked);
+
+async fn guessing_join_tokens_gets_an_address_throttled(backend: Backend) {
+    let h = ca_harness(backend).await;
+    let addr = h.addr();
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let csr = CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap();
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        let guess = json!({"join_token": format!("wjt_guess{i}"), "csr": csr.pem().unwrap()});
+        statuses.push(post(addr, "/ca/v1/svid", guess).await.status);
+    }
+    // 30 failures per minute per address (the token service's `failed_auth.per_address`):
+    // the failure that finds the bucket empty blocks the address; from then on, 429 without
+    // looking at the token.
+    let refused = statuses.iter().take_while(|s| **s == 403).count();
+    assert!((30..=31).contains(&refused), "{statuses:?}");
+    assert!(statuses[refused..].iter().all(|s| *s == 429), "{statuses:?}");
+    // The bundle stays public.
+    assert_eq!(client::get(addr, "/ca/v1/bundle").await.status, 200);
+}
+both_backends!(guessing_join_tokens_gets_an_address_throttled);

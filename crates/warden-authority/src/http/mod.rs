@@ -77,14 +77,38 @@ pub fn router(a: Arc<Authority>, ca: Option<Arc<warden_ca::Ca>>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(jwt_svid::JwtSvids::new(a.clone(), ca.clone()));
     let api = warden_ca::http::Api::new(ca, Arc::new(move || clock.now()));
-    token
-        .merge(jwt)
+    // The workloads' endpoints share the token service's failure throttle per address: a
+    // guesser of join tokens or proofs is slowed down, and cannot flood the audit log.
+    let workloads = jwt
         .merge(warden_ca::http::router::<crate::client_auth::Peer>(
             api.clone(),
         ))
-        .merge(
-            warden_ca::http::admin_router::<crate::client_auth::Peer>(api).route_layer(
-                axum::middleware::from_fn_with_state(a, admin::require_admin),
-            ),
-        )
+        .route_layer(axum::middleware::from_fn_with_state(a.clone(), ca_throttle));
+    token.merge(workloads).merge(
+        warden_ca::http::admin_router::<crate::client_auth::Peer>(api).route_layer(
+            axum::middleware::from_fn_with_state(a, admin::require_admin),
+        ),
+    )
+}
+
+/// Refuses (429) a POST from an address blocked for failed authentications, and counts each
+/// refusal of a workload's proof (403) as a failure of its address. The bundle (GET) stays
+/// public.
+async fn ca_throttle(
+    axum::extract::State(a): axum::extract::State<Arc<Authority>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<crate::client_auth::Peer>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if req.method() == axum::http::Method::GET {
+        return next.run(req).await;
+    }
+    if let Some(wait) = a.throttle.blocked(None, peer.ip) {
+        return oauth::too_many(wait);
+    }
+    let res = next.run(req).await;
+    if res.status() == axum::http::StatusCode::FORBIDDEN {
+        a.throttle.failure(None, peer.ip);
+    }
+    res
 }
