@@ -308,7 +308,10 @@ async fn guessing_join_tokens_gets_an_address_throttled(backend: Backend) {
     // looking at the token.
     let refused = statuses.iter().take_while(|s| **s == 403).count();
     assert!((30..=31).contains(&refused), "{statuses:?}");
-    assert!(statuses[refused..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert!(
+        statuses[refused..].iter().all(|s| *s == 429),
+        "{statuses:?}"
+    );
     // The bundle stays public.
     assert_eq!(client::get(addr, "/ca/v1/bundle").await.status, 200);
 }
