@@ -63,12 +63,17 @@ pub struct Slot {
 /// The CA's keys as loaded at one moment.
 #[derive(Debug)]
 pub struct KeyRing {
-    /// Unexpired roots, oldest first: the bundle's X.509 authorities.
+    /// Our own unexpired roots, oldest first (none under an upstream CA).
     pub roots: Vec<Slot>,
+    /// The bundle's X.509 authorities: our roots, or the upstream chain's root.
+    pub root_certs: Vec<Vec<u8>>,
     /// Unexpired intermediates, oldest first.
     pub intermediates: Vec<Slot>,
     /// Signs SVIDs now: the newest intermediate of the signing root.
     pub signer: Option<Signer>,
+    /// With an upstream CA: the certificates between our intermediates and the root (for
+    /// verifying a presented SVID); empty otherwise.
+    pub upstream_chain: Vec<Vec<u8>>,
     /// The bundle's sequence number.
     pub sequence: u64,
 }
@@ -120,6 +125,9 @@ impl KeyRing {
         settings: &CaSettings,
         now: i64,
     ) -> Result<(KeyRing, bool), CaServiceError> {
+        if let Some(up) = &settings.upstream {
+            return Self::step_upstream(store, settings, up, now).await;
+        }
         let td = &settings.trust_domain;
         let mut changed = false;
         let mut roots = load(store, ROOTS).await?;
@@ -215,12 +223,89 @@ impl KeyRing {
         };
         Ok((
             KeyRing {
+                root_certs: roots.iter().map(|r| r.key.cert_der().to_vec()).collect(),
                 roots,
                 intermediates: inters,
                 signer,
+                upstream_chain: Vec::new(),
                 sequence: meta.sequence,
             },
             changed || intermediate_made,
+        ))
+    }
+
+    /// The rotation step under an upstream CA: no root of our own (the bundle holds the
+    /// upstream root); our intermediates, stored with root slot `-1`, are signed by the
+    /// upstream key and replaced at half-life as usual, never outliving the upstream CA.
+    async fn step_upstream(
+        store: &Store,
+        settings: &CaSettings,
+        up: &warden_identity::UpstreamCa,
+        now: i64,
+    ) -> Result<(KeyRing, bool), CaServiceError> {
+        const UPSTREAM: i64 = -1;
+        let td = &settings.trust_domain;
+        let mut made = false;
+        let mut inters = load(store, INTERMEDIATES).await?;
+        for i in inters.iter().filter(|i| i.key.not_after() <= now) {
+            store
+                .delete(&format!(
+                    "{INTERMEDIATES}{:020}-{:020}",
+                    i.activates_at, i.root
+                ))
+                .await?;
+        }
+        // Only ours under this upstream CA: an upstream swapped in config starts afresh.
+        let upstream_cert = up.key.cert_der();
+        let signed_by_upstream =
+            |i: &Slot| i.root == UPSTREAM && issued_by(i.key.cert_der(), upstream_cert);
+        inters.retain(|i| i.key.not_after() > now && signed_by_upstream(i));
+        let replace = inters.last().is_none_or(|i| {
+            let life = i.key.not_after() - i.key.not_before();
+            i.key.not_after() - now < life / 2
+        });
+        if replace {
+            let key = up
+                .key
+                .new_intermediate(td, now, settings.intermediate_ttl)?;
+            let name = format!("{INTERMEDIATES}{now:020}-{UPSTREAM:020}");
+            if store
+                .put_if_absent(&name, &encode(&key, now, UPSTREAM, now))
+                .await?
+            {
+                tracing::info!(trust_domain = %td, "CA: new signing intermediate under the upstream CA");
+                made = true;
+            }
+            inters = load(store, INTERMEDIATES).await?;
+            inters.retain(|i| i.key.not_after() > now && signed_by_upstream(i));
+        }
+        let signer = inters
+            .last()
+            .map(|i| {
+                let key = CaKey::from_parts(i.key.cert_der().to_vec(), i.key.key_pkcs8().to_vec())?;
+                Signer::new(td.clone(), key, up.chain.clone())
+            })
+            .transpose()?;
+        let mut meta: Meta = match store.get(META).await? {
+            Some(raw) => serde_json::from_slice(&raw).unwrap_or_default(),
+            None => Meta::default(),
+        };
+        if meta.sequence == 0 {
+            meta.sequence = u64::try_from(now).unwrap_or(1).max(1);
+            store
+                .put(META, &serde_json::to_vec(&meta).unwrap_or_default())
+                .await?;
+        }
+        Ok((
+            KeyRing {
+                root_certs: up.roots.clone(),
+                roots: Vec::new(),
+                intermediates: inters,
+                signer,
+                upstream_chain: up.chain.clone(),
+                sequence: meta.sequence,
+            },
+            made,
         ))
     }
 
@@ -228,14 +313,22 @@ impl KeyRing {
     pub fn bundle(&self, settings: &CaSettings, jwt: Vec<serde_json::Value>) -> Bundle {
         Bundle {
             trust_domain: settings.trust_domain.clone(),
-            x509_authorities: self
-                .roots
-                .iter()
-                .map(|r| r.key.cert_der().to_vec())
-                .collect(),
+            x509_authorities: self.root_certs.clone(),
             jwt_authorities: jwt,
             sequence: self.sequence,
             refresh_hint: Some(settings.refresh_hint),
         }
     }
+}
+
+/// Whether `cert`'s issuer is `ca`'s subject (and its signature verifies with `ca`'s key).
+fn issued_by(cert: &[u8], ca: &[u8]) -> bool {
+    use x509_parser::prelude::FromDer;
+    let (Ok((_, c)), Ok((_, issuer))) = (
+        x509_parser::certificate::X509Certificate::from_der(cert),
+        x509_parser::certificate::X509Certificate::from_der(ca),
+    ) else {
+        return false;
+    };
+    c.issuer() == issuer.subject() && c.verify_signature(Some(issuer.public_key())).is_ok()
 }

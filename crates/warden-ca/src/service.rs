@@ -89,7 +89,7 @@ impl Ca {
     async fn audit_rotation(&self) -> Result<(), StoreError> {
         let (roots, sequence) = {
             let ring = self.ring.load();
-            (ring.roots.len(), ring.sequence)
+            (ring.root_certs.len(), ring.sequence)
         };
         self.audit(
             "ca.rotate",
@@ -126,12 +126,7 @@ impl Ca {
 
     /// The bundle's root certificates, DER.
     pub fn roots(&self) -> Vec<Vec<u8>> {
-        self.ring
-            .load()
-            .roots
-            .iter()
-            .map(|r| r.key.cert_der().to_vec())
-            .collect()
+        self.ring.load().root_certs.clone()
     }
 
     /// When the signing intermediate expires (Unix seconds), if there is one.
@@ -461,10 +456,17 @@ impl Ca {
                     .iter()
                     .map(|i| CertificateDer::from(i.key.cert_der().to_vec())),
             );
+            certs.extend(
+                ring.upstream_chain
+                    .iter()
+                    .cloned()
+                    .map(CertificateDer::from),
+            );
             let roots: Vec<_> = ring
-                .roots
+                .root_certs
                 .iter()
-                .map(|r| CertificateDer::from(r.key.cert_der().to_vec()))
+                .cloned()
+                .map(CertificateDer::from)
                 .collect();
             svid::verify(&certs, &self.settings.trust_domain, &roots, now, true)
         };

@@ -341,3 +341,76 @@ async fn the_root_rotates_with_both_roots_in_the_bundle_while_it_rolls() {
         .iter()
         .any(|(a, o)| a == "ca.rotate" && o == "success"));
 }
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+#[tokio::test]
+async fn an_upstream_ca_signs_the_intermediate_and_its_root_is_the_bundle() {
+    let td = TrustDomain::new("example.org").unwrap();
+    let enterprise = warden_identity::testing::TestCa::new(&td, T0 - 3600);
+    let root = enterprise.root.cert_der().to_vec();
+    let root_pem = pem("CERTIFICATE", &root);
+    let key_pem = pem("PRIVATE KEY", enterprise.root.key_pkcs8());
+    let up = warden_identity::UpstreamCa::load(root_pem.as_bytes(), key_pem.as_bytes()).unwrap();
+    assert_eq!(up.roots, vec![root.clone()]);
+    assert!(up.chain.is_empty());
+    // Refused: a CA that may not sign CAs, a chain without its root, a key that is not the
+    // CA's.
+    let inter = enterprise.signer.key();
+    let inter_chain = format!("{}{root_pem}", pem("CERTIFICATE", inter.cert_der()));
+    let inter_key = pem("PRIVATE KEY", inter.key_pkcs8());
+    let e = warden_identity::UpstreamCa::load(inter_chain.as_bytes(), inter_key.as_bytes())
+        .unwrap_err();
+    assert!(e.contains("pathLenConstraint"), "{e}");
+    let no_root = pem("CERTIFICATE", inter.cert_der());
+    assert!(warden_identity::UpstreamCa::load(no_root.as_bytes(), inter_key.as_bytes()).is_err());
+    let e =
+        warden_identity::UpstreamCa::load(root_pem.as_bytes(), inter_key.as_bytes()).unwrap_err();
+    assert!(e.contains("does not match"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let mut s = settings();
+    s.upstream = Some(up);
+    let ca = Ca::open(store.clone(), s, T0).await.unwrap();
+    // The bundle is the enterprise root; no root of Warden's own.
+    assert_eq!(ca.roots(), vec![root.clone()]);
+    ca.register(WEB, None, T0, "admin", None).await.unwrap();
+    let token = ca.join_token(WEB, None, T0, "admin", None).await.unwrap();
+    let (key, csr) = key_and_csr();
+    let svid = ca
+        .issue_with_join_token(&token.token, &csr, T0, None)
+        .await
+        .unwrap();
+    assert_eq!(svid.chain.len(), 2, "leaf and Warden's intermediate");
+    let only_enterprise_root = [CertificateDer::from(root)];
+    assert_eq!(
+        svid::verify(
+            &chain(&svid.chain),
+            &td,
+            &only_enterprise_root,
+            T0 + 1,
+            true
+        )
+        .unwrap()
+        .as_str(),
+        WEB
+    );
+    // Renewal verifies through the upstream root too.
+    let (_, csr2) = key_and_csr();
+    ca.renew(&svid.chain[..1], &csr2, &proof(&key, &csr2), T0 + 10, None)
+        .await
+        .unwrap();
+}

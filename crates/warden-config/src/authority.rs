@@ -114,6 +114,20 @@ pub struct CaConfig {
     pub max_join_token_ttl: Dur,
     /// `spiffe_refresh_hint` of the bundle, and its `Cache-Control: max-age`.
     pub bundle_refresh_hint: Dur,
+    /// An upstream CA (an enterprise PKI's root or intermediate) that signs the online
+    /// intermediate instead of a root Warden makes. Unset: Warden makes and rotates its own.
+    pub upstream: Option<UpstreamCaConfig>,
+}
+
+/// `[authority.ca.upstream]`: the CA certificate and key that sign Warden's intermediate.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamCaConfig {
+    /// PEM file: the upstream CA's certificate first, then its chain up to and including
+    /// the self-signed root (which becomes the trust bundle's X.509 authority).
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8 PEM): `file:PATH` or `env:NAME`.
+    pub key: SecretRef,
 }
 
 impl Default for CaConfig {
@@ -136,6 +150,7 @@ impl CaConfig {
             join_token_ttl: d(s.join_token_ttl),
             max_join_token_ttl: d(s.max_join_token_ttl),
             bundle_refresh_hint: Dur::secs(s.refresh_hint),
+            upstream: None,
         }
     }
 
@@ -158,9 +173,33 @@ impl CaConfig {
             join_token_ttl: s(self.join_token_ttl),
             max_join_token_ttl: s(self.max_join_token_ttl),
             refresh_hint: self.bundle_refresh_hint.0.as_secs(),
+            upstream: match &self.upstream {
+                None => None,
+                Some(u) => Some(
+                    u.load()
+                        .map_err(|why| ("authority.ca.upstream".to_owned(), why))?,
+                ),
+            },
         };
         settings.validate()?;
         Ok(settings)
+    }
+}
+
+impl UpstreamCaConfig {
+    /// Reads and checks the certificate chain and key.
+    fn load(&self) -> Result<warden_identity::UpstreamCa, String> {
+        let cert = std::fs::read(&self.cert)
+            .map_err(|e| format!("cannot read cert {}: {e}", self.cert.display()))?;
+        let key = self.key.read().map_err(|e| format!("key: {e}"))?;
+        let up = warden_identity::UpstreamCa::load(&cert, &key)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        if up.key.not_after() <= now {
+            return Err("the upstream CA certificate has expired".into());
+        }
+        Ok(up)
     }
 }
 

@@ -123,7 +123,10 @@ impl CaKey {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let nb = now - BACKDATE_SECS;
         let na = now + ttl_secs;
-        let mut params = ca_params(td, "Warden root CA", 1, nb, na)?;
+        // Names carry the time they were made: two roots (or intermediates) valid at once,
+        // or ours under an upstream CA made by Warden too, never share a name, so chain
+        // building never has to tell them apart by key.
+        let mut params = ca_params(td, &format!("Warden root CA {now}"), 1, nb, na)?;
         params.use_authority_key_identifier_extension = false;
         let cert = params.self_signed(&key)?;
         Ok(Self {
@@ -146,7 +149,7 @@ impl CaKey {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let nb = now - BACKDATE_SECS;
         let na = (now + ttl_secs).min(self.not_after);
-        let params = ca_params(td, "Warden signing CA", 0, nb, na)?;
+        let params = ca_params(td, &format!("Warden signing CA {now}"), 0, nb, na)?;
         let cert = params.signed_by(&key, &issuer)?;
         Ok(Self {
             cert_der: cert.der().to_vec(),

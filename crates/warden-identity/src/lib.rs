@@ -19,5 +19,5 @@ pub mod tls;
 
 pub use ca::{CaError, CaKey, Signer, X509Svid};
 pub use csr::{CheckedCsr, CsrError, KeyKind};
-pub use settings::CaSettings;
+pub use settings::{CaSettings, UpstreamCa};
 pub use spiffe::{IdError, SpiffeId, TrustDomain};

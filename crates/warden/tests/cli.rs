@@ -421,10 +421,28 @@ fn example_config_is_valid() {
         "expected the example to name certificate, key and CA files: {files:?}"
     );
     let ca = warden_crypto::DevCa::new("example test CA").unwrap();
+    // The upstream CA of [authority.ca.upstream]: a CA certificate and its own key.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let upstream = warden_identity::testing::TestCa::new(
+        &warden_identity::TrustDomain::new("example.org").unwrap(),
+        now,
+    );
     for f in &files {
         let path = dir.path().join(f);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        if let Some(stem) = f.strip_suffix(".pem") {
+        if f == "upstream-ca-chain.pem" {
+            let root = warden_identity::ca::pem_cert(upstream.root.cert_der());
+            std::fs::write(&path, root).unwrap();
+        } else if f == "upstream-ca.p8" {
+            let pem = format!(
+                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+                base64_lines(upstream.root.key_pkcs8())
+            );
+            std::fs::write(&path, pem).unwrap();
+        } else if let Some(stem) = f.strip_suffix(".pem") {
             if files.contains(&format!("{stem}.key")) {
                 let leaf = ca.server_cert(&["localhost", "api.example.com"]).unwrap();
                 std::fs::write(&path, &leaf.cert_pem).unwrap();
