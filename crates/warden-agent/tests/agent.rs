@@ -2,83 +2,21 @@
 //! renewal with a new key (seen by subscribers), the bundle, a revoked workload's renewal
 //! refused, a used token and an unreachable authority refused at start.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::Request;
-use serde_json::{json, Value};
-use warden_agent::{Agent, AgentError, AgentOptions, AuthorityClient, Health};
-use warden_config::{AuthorityConfig, CaConfig, SecretRef};
-use warden_identity::TrustDomain;
-use warden_store::Store;
-use zeroize::Zeroizing;
-
-const ADMIN: &str = "admin-token-0123456789abcdef";
-
-async fn authority(dir: &std::path::Path) -> warden_authority::AuthorityHandle {
-    let admin = dir.join("admin");
-    std::fs::write(&admin, ADMIN).unwrap();
-    let cfg = AuthorityConfig {
-        enabled: true,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_token: Some(SecretRef::File(admin)),
-        ca: Some(CaConfig {
-            trust_domain: "example.org".into(),
-            ..CaConfig::default()
-        }),
-        ..AuthorityConfig::default()
-    };
-    let store = Store::open(dir.join("a.db").to_str().unwrap(), &[1u8; 32])
-        .await
-        .unwrap();
-    warden_authority::start_with(&cfg, store, Arc::new(warden_authority::SystemClock))
-        .await
-        .unwrap()
-}
-
-async fn admin(addr: std::net::SocketAddr, path: &str, body: Value) -> Value {
-    let req = Request::post(path)
-        .header("host", "a")
-        .header("authorization", format!("Bearer {ADMIN}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    let a = warden_test_util::client::send_h1(addr, req).await;
-    assert!(a.status < 300, "{path}: {} {:?}", a.status, a.body);
-    a.json()
-}
-
-fn options(addr: std::net::SocketAddr, token: &str) -> AgentOptions {
-    AgentOptions {
-        authority: AuthorityClient::new(&format!("http://{addr}"), None, Duration::from_secs(5))
-            .unwrap(),
-        trust_domain: TrustDomain::new("example.org").unwrap(),
-        join_token: Zeroizing::new(token.to_owned()),
-        renew_at: 0.5,
-    }
-}
+use common::{admin, authority, options, register};
+use serde_json::json;
+use warden_agent::{Agent, AgentError, AuthorityClient, Health};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_joins_renews_and_stops_renewing_once_revoked() {
     let dir = tempfile::tempdir().unwrap();
-    let auth = authority(dir.path()).await;
+    let (auth, _) = authority(dir.path()).await;
     let addr = auth.addr();
-    let entry = admin(
-        addr,
-        "/admin/workloads",
-        json!({"spiffe_id": "spiffe://example.org/web"}),
-    )
-    .await;
-    let id = entry["id"].as_str().unwrap();
-    let token = admin(
-        addr,
-        &format!("/admin/workloads/{id}/join-token"),
-        json!({}),
-    )
-    .await;
-    let token = token["token"].as_str().unwrap();
+    let (id, token) = register(addr, "spiffe://example.org/web").await;
+    let token = token.as_str();
 
     let agent = Agent::start(options(addr, token)).await.unwrap();
     let first = agent.current();

@@ -2,79 +2,26 @@
 //! the X.509-SVID, bundles and JWT bundles; the security header enforced; a renewal pushed
 //! on the open stream. Also: the socket is only for the sidecar's user (mode 0600).
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{authority, options, register};
 use http_body_util::Full;
 use hyper::Request;
-use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use warden_agent::{Agent, AgentOptions, AuthorityClient};
-use warden_config::{AuthorityConfig, CaConfig, SecretRef};
-use warden_identity::TrustDomain;
-use warden_store::Store;
-use zeroize::Zeroizing;
-
-const ADMIN: &str = "admin-token-0123456789abcdef";
-
-async fn admin(addr: std::net::SocketAddr, path: &str, body: Value) -> Value {
-    let req = Request::post(path)
-        .header("host", "a")
-        .header("authorization", format!("Bearer {ADMIN}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    let a = warden_test_util::client::send_h1(addr, req).await;
-    assert!(a.status < 300, "{path}: {} {:?}", a.status, a.body);
-    a.json()
-}
+use warden_agent::Agent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn py_spiffe_gets_the_svid_and_bundles_and_sees_a_rotation_on_its_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let admin_file = dir.path().join("admin");
-    std::fs::write(&admin_file, ADMIN).unwrap();
-    let cfg = AuthorityConfig {
-        enabled: true,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_token: Some(SecretRef::File(admin_file)),
-        ca: Some(CaConfig {
-            trust_domain: "example.org".into(),
-            ..CaConfig::default()
-        }),
-        ..AuthorityConfig::default()
-    };
-    let store = Store::open(dir.path().join("a.db").to_str().unwrap(), &[2u8; 32])
-        .await
-        .unwrap();
-    let auth = warden_authority::start_with(&cfg, store, Arc::new(warden_authority::SystemClock))
-        .await
-        .unwrap();
+    let (auth, cfg) = authority(dir.path()).await;
     let addr = auth.addr();
-    let e = admin(
-        addr,
-        "/admin/workloads",
-        json!({"spiffe_id": "spiffe://example.org/web"}),
-    )
-    .await;
-    let t = admin(
-        addr,
-        &format!("/admin/workloads/{}/join-token", e["id"].as_str().unwrap()),
-        json!({}),
-    )
-    .await;
-    let agent = Agent::start(AgentOptions {
-        authority: AuthorityClient::new(&format!("http://{addr}"), None, Duration::from_secs(5))
-            .unwrap(),
-        trust_domain: TrustDomain::new("example.org").unwrap(),
-        join_token: Zeroizing::new(t["token"].as_str().unwrap().to_owned()),
-        renew_at: 0.5,
-    })
-    .await
-    .unwrap();
+    let (_, token) = register(addr, "spiffe://example.org/web").await;
+    let agent = Agent::start(options(addr, &token)).await.unwrap();
 
     let socket = dir.path().join("run/agent.sock");
     let _server = warden_agent::workload_api::serve(agent.clone(), &socket)

@@ -117,6 +117,37 @@ async fn load(store: &Store, prefix: &str) -> Result<Vec<Slot>, CaServiceError> 
     Ok(out)
 }
 
+/// Loads the intermediates, deleting those past their expiry (nothing they signed is still
+/// valid).
+async fn live_intermediates(store: &Store, now: i64) -> Result<Vec<Slot>, CaServiceError> {
+    let mut inters = load(store, INTERMEDIATES).await?;
+    for i in inters.iter().filter(|i| i.key.not_after() <= now) {
+        store
+            .delete(&format!(
+                "{INTERMEDIATES}{:020}-{:020}",
+                i.activates_at, i.root
+            ))
+            .await?;
+    }
+    inters.retain(|i| i.key.not_after() > now);
+    Ok(inters)
+}
+
+/// The bundle's sequence number: set on first use, moved past `now` when the roots changed.
+async fn sequence(store: &Store, now: i64, changed: bool) -> Result<u64, CaServiceError> {
+    let mut meta: Meta = match store.get(META).await? {
+        Some(raw) => serde_json::from_slice(&raw).unwrap_or_default(),
+        None => Meta::default(),
+    };
+    if changed || meta.sequence == 0 {
+        meta.sequence = (meta.sequence + 1).max(u64::try_from(now).unwrap_or(0));
+        store
+            .put(META, &serde_json::to_vec(&meta).unwrap_or_default())
+            .await?;
+    }
+    Ok(meta.sequence)
+}
+
 impl KeyRing {
     /// Loads the keys, running one rotation step first; the flag tells whether the step
     /// made or dropped a key (a root change also moves the bundle's sequence).
@@ -161,16 +192,7 @@ impl KeyRing {
         let signing_root = roots.iter().rev().find(|r| r.activates_at <= now);
 
         let mut intermediate_made = false;
-        let mut inters = load(store, INTERMEDIATES).await?;
-        for i in inters.iter().filter(|i| i.key.not_after() <= now) {
-            store
-                .delete(&format!(
-                    "{INTERMEDIATES}{:020}-{:020}",
-                    i.activates_at, i.root
-                ))
-                .await?;
-        }
-        inters.retain(|i| i.key.not_after() > now);
+        let mut inters = live_intermediates(store, now).await?;
         if let Some(root) = signing_root {
             let current = inters
                 .iter()
@@ -197,16 +219,7 @@ impl KeyRing {
             }
         }
 
-        let mut meta: Meta = match store.get(META).await? {
-            Some(raw) => serde_json::from_slice(&raw).unwrap_or_default(),
-            None => Meta::default(),
-        };
-        if changed || meta.sequence == 0 {
-            meta.sequence = (meta.sequence + 1).max(u64::try_from(now).unwrap_or(0));
-            store
-                .put(META, &serde_json::to_vec(&meta).unwrap_or_default())
-                .await?;
-        }
+        let sequence = sequence(store, now, changed).await?;
 
         let signer = match signing_root {
             Some(root) => inters
@@ -228,7 +241,7 @@ impl KeyRing {
                 intermediates: inters,
                 signer,
                 upstream_chain: Vec::new(),
-                sequence: meta.sequence,
+                sequence,
             },
             changed || intermediate_made,
         ))
@@ -246,20 +259,12 @@ impl KeyRing {
         const UPSTREAM: i64 = -1;
         let td = &settings.trust_domain;
         let mut made = false;
-        let mut inters = load(store, INTERMEDIATES).await?;
-        for i in inters.iter().filter(|i| i.key.not_after() <= now) {
-            store
-                .delete(&format!(
-                    "{INTERMEDIATES}{:020}-{:020}",
-                    i.activates_at, i.root
-                ))
-                .await?;
-        }
+        let mut inters = live_intermediates(store, now).await?;
         // Only ours under this upstream CA: an upstream swapped in config starts afresh.
         let upstream_cert = up.key.cert_der();
         let signed_by_upstream =
             |i: &Slot| i.root == UPSTREAM && issued_by(i.key.cert_der(), upstream_cert);
-        inters.retain(|i| i.key.not_after() > now && signed_by_upstream(i));
+        inters.retain(|i| signed_by_upstream(i));
         let replace = inters.last().is_none_or(|i| {
             let life = i.key.not_after() - i.key.not_before();
             i.key.not_after() - now < life / 2
@@ -286,16 +291,7 @@ impl KeyRing {
                 Signer::new(td.clone(), key, up.chain.clone())
             })
             .transpose()?;
-        let mut meta: Meta = match store.get(META).await? {
-            Some(raw) => serde_json::from_slice(&raw).unwrap_or_default(),
-            None => Meta::default(),
-        };
-        if meta.sequence == 0 {
-            meta.sequence = u64::try_from(now).unwrap_or(1).max(1);
-            store
-                .put(META, &serde_json::to_vec(&meta).unwrap_or_default())
-                .await?;
-        }
+        let sequence = sequence(store, now, false).await?;
         Ok((
             KeyRing {
                 root_certs: up.roots.clone(),
@@ -303,7 +299,7 @@ impl KeyRing {
                 intermediates: inters,
                 signer,
                 upstream_chain: up.chain.clone(),
-                sequence: meta.sequence,
+                sequence,
             },
             made,
         ))

@@ -52,8 +52,8 @@ pub(crate) struct JoinRecord {
     pub(crate) expires_at: i64,
 }
 
-/// A join token as handed to its creator.
-#[derive(Debug, Clone, Serialize)]
+/// A join token as handed to its creator (its `Debug` hides the token).
+#[derive(Clone, Serialize)]
 pub struct JoinToken {
     /// The token: shown once.
     pub token: String,
@@ -63,6 +63,17 @@ pub struct JoinToken {
     pub spiffe_id: SpiffeId,
     /// When it stops working (Unix seconds).
     pub expires_at: i64,
+}
+
+impl std::fmt::Debug for JoinToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinToken")
+            .field("token", &"**REDACTED**")
+            .field("entry", &self.entry)
+            .field("spiffe_id", &self.spiffe_id)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// The entry id of `id`.

@@ -111,6 +111,21 @@ impl Ca {
         if changed {
             self.audit_rotation().await?;
         }
+        self.sweep_join_tokens(now).await
+    }
+
+    /// Deletes join tokens that expired without being used.
+    async fn sweep_join_tokens(&self, now: i64) -> Result<(), CaServiceError> {
+        for key in self.store.list(registry::JOIN).await? {
+            let Some(raw) = self.store.get(&key).await? else {
+                continue;
+            };
+            let expired =
+                serde_json::from_slice::<JoinRecord>(&raw).map_or(true, |r| r.expires_at <= now);
+            if expired {
+                self.store.delete(&key).await?;
+            }
+        }
         Ok(())
     }
 
@@ -373,8 +388,9 @@ impl Ca {
         })
     }
 
-    /// Issues the first SVID of a workload that presents a join token: the token is used
-    /// up whether or not the CSR is then accepted.
+    /// Issues the first SVID of a workload that presents a join token. The token is used up
+    /// only when the SVID is issued: a CSR refused for its content leaves it for a corrected
+    /// one, so a workload's mistake does not cost it the token.
     pub async fn issue_with_join_token(
         &self,
         token: &str,
@@ -392,23 +408,35 @@ impl Ca {
         let Some(raw) = self.store.get(&key).await? else {
             return Err(self.refuse(ACTION, None, unknown(), source).await);
         };
-        // Whoever deletes it used it; a second presentation finds nothing.
-        if !self.store.delete(&key).await? {
-            return Err(self.refuse(ACTION, None, unknown(), source).await);
-        }
         let record: JoinRecord =
             serde_json::from_slice(&raw).map_err(|e| CaServiceError::Corrupt(e.to_string()))?;
         if record.expires_at <= now {
+            self.store.delete(&key).await?;
             let e = CaServiceError::refused("invalid_token", "join token expired");
             return Err(self.refuse(ACTION, None, e, source).await);
         }
         let entry = match self.get(&record.entry).await {
             Ok(e) => e,
             Err(CaServiceError::NotFound) => {
-                return Err(self.refuse(ACTION, None, unknown(), source).await)
+                self.store.delete(&key).await?;
+                return Err(self.refuse(ACTION, None, unknown(), source).await);
             }
             Err(e) => return Err(e),
         };
+        let subject = Some(entry.spiffe_id.to_string());
+        if entry.is_revoked() {
+            self.store.delete(&key).await?;
+            let e = CaServiceError::refused("revoked", format!("{} is revoked", entry.spiffe_id));
+            return Err(self.refuse(ACTION, subject, e, source).await);
+        }
+        if let Err(e) = csr::check(csr_der, &entry.spiffe_id) {
+            let e = CaServiceError::Invalid(format!("csr: {e}"));
+            return Err(self.refuse(ACTION, subject, e, source).await);
+        }
+        // Whoever deletes it uses it: of two presentations at once, one issues.
+        if !self.store.delete(&key).await? {
+            return Err(self.refuse(ACTION, subject, unknown(), source).await);
+        }
         self.issue_for_entry(&entry, csr_der, now, "join_token", source)
             .await
     }

@@ -127,6 +127,13 @@ async fn a_workload_gets_its_svid_over_http_and_bad_requests_get_json_errors() {
         .as_str()
         .unwrap()
         .contains("csr"));
+    // A refused CSR does not use the token up: the corrected request gets its SVID.
+    let key3 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let csr3 = CertificateParams::default()
+        .serialize_request(&key3)
+        .unwrap();
+    let body = json!({ "join_token": token2, "csr": csr3.pem().unwrap() }).to_string();
+    assert_eq!(post(addr, "/ca/v1/svid", &body).await.status, 200);
     let extra = post(
         addr,
         "/ca/v1/svid",

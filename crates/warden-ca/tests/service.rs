@@ -215,6 +215,10 @@ async fn join_tokens_expire_and_one_token_wins_once_under_concurrent_use() {
         .join_token(WEB, Some(5), T0, "admin", None)
         .await
         .unwrap();
+    let unused = ca
+        .join_token(WEB, Some(5), T0, "admin", None)
+        .await
+        .unwrap();
     let (_, csr) = key_and_csr();
     let e = ca
         .issue_with_join_token(&short.token, &csr, T0 + 5, None)
@@ -230,6 +234,15 @@ async fn join_tokens_expire_and_one_token_wins_once_under_concurrent_use() {
         ),
         "invalid_request"
     );
+    // A token never presented is swept once expired (the one presented late is gone too).
+    assert_eq!(store.list("ca/join/").await.unwrap().len(), 1);
+    ca.tick(T0 + 6).await.unwrap();
+    assert!(store.list("ca/join/").await.unwrap().is_empty());
+    let e = ca
+        .issue_with_join_token(&unused.token, &csr, T0 + 6, None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "invalid_token");
 
     let token = ca.join_token(WEB, None, T0, "admin", None).await.unwrap();
     let mut tasks = Vec::new();
