@@ -222,27 +222,7 @@ wait_quiet() { # wait_quiet NAME: until the CPUs are < QUIET_BUSY % busy over 2 
 # ---------------------------------------------------------------- configs
 
 write_upstream_conf() { # as in proxy.sh
-    local d="$TMP/upstream"
-    mkdir -p "$d"
-    cat >"$d/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-worker_rlimit_nofile $NOFILE;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_timeout 300s;
-    keepalive_requests 1000000;
-$(nginx_temp_paths "$d")
-    server {
-        listen $HOST:$UPSTREAM_PORT backlog=4096;
-        location / { return 200 "ok\n"; }
-    }
-}
-EOF
+    write_ok_upstream
 }
 
 write_haproxy_conf() { # write_haproxy_conf FILE [PUBKEY_PEM]: without a key, plain proxying

@@ -59,6 +59,30 @@ EOT
 
 # bench_init NAME: log/die with the script's name, a temp dir, the PIDS table, exit traps
 # that stop everything started (upstream last) and keep the temp dir on failure.
+write_ok_upstream() { # write_ok_upstream: nginx on $HOST:$UPSTREAM_PORT answering 200 "ok", in $TMP/upstream
+    local d="$TMP/upstream"
+    mkdir -p "$d"
+    cat >"$d/nginx.conf" <<EOT
+daemon off;
+master_process off;
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+worker_rlimit_nofile $NOFILE;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_timeout 300s;
+    keepalive_requests 1000000;
+$(nginx_temp_paths "$d")
+    server {
+        listen $HOST:$UPSTREAM_PORT backlog=4096;
+        location / { return 200 "ok\n"; }
+    }
+}
+EOT
+}
+
 bench_init() {
     BENCH_NAME=$1
     export PATH="$PATH:/usr/sbin:/sbin" LC_ALL=C

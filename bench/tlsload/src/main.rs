@@ -6,8 +6,12 @@
 //! server's certificate chain (the server still does all of its work: key exchange and
 //! signature), so the proxy, not the client, is what the figure measures.
 //!
+//! With `--cert CHAIN.pem --key KEY.pem` it presents that client certificate (mTLS: the
+//! server verifies the chain and the client's signature on every handshake), as a mesh
+//! peer does (`bench/sidecar.sh`).
+//!
 //! ```text
-//! tlsload --addr 127.0.0.1:18443 --path /bench -c 32 -t 1 -d 10 [--warmup 2]
+//! tlsload --addr 127.0.0.1:18443 --path /bench -c 32 -t 1 -d 10 [--warmup 2] [--cert F --key F]
 //! ```
 //! Prints one line: `handshakes_per_sec=… ok=… errors=… p50_ms=… p99_ms=…`.
 
@@ -17,7 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -68,6 +73,8 @@ struct Args {
     threads: usize,
     duration: Duration,
     warmup: Duration,
+    cert: Option<String>,
+    key: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -79,6 +86,8 @@ fn parse_args() -> Result<Args, String> {
         threads: 1,
         duration: Duration::from_secs(10),
         warmup: Duration::from_secs(0),
+        cert: None,
+        key: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -92,11 +101,16 @@ fn parse_args() -> Result<Args, String> {
             "-t" => a.threads = num(val()?)? as usize,
             "-d" => a.duration = Duration::from_secs(num(val()?)?),
             "--warmup" => a.warmup = Duration::from_secs(num(val()?)?),
+            "--cert" => a.cert = Some(val()?),
+            "--key" => a.key = Some(val()?),
             _ => return Err(format!("unknown argument `{flag}`")),
         }
     }
     if a.connections == 0 || a.threads == 0 {
         return Err("-c and -t must be at least 1".into());
+    }
+    if a.cert.is_some() != a.key.is_some() {
+        return Err("--cert and --key go together".into());
     }
     Ok(a)
 }
@@ -156,12 +170,30 @@ fn main() {
         }
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider.clone())
+    let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("TLS 1.3")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(NoVerify(provider)));
+    let mut config = match (&a.cert, &a.key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .unwrap_or_else(|e| {
+                    eprintln!("tlsload: --cert {cert}: {e}");
+                    std::process::exit(2);
+                });
+            let key = PrivateKeyDer::from_pem_file(key).unwrap_or_else(|e| {
+                eprintln!("tlsload: --key {key}: {e}");
+                std::process::exit(2);
+            });
+            builder.with_client_auth_cert(chain, key).unwrap_or_else(|e| {
+                eprintln!("tlsload: client certificate: {e}");
+                std::process::exit(2);
+            })
+        }
+        _ => builder.with_no_client_auth(),
+    };
     config.resumption = rustls::client::Resumption::disabled();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = TlsConnector::from(Arc::new(config));

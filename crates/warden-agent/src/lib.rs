@@ -4,7 +4,10 @@
 //! its one-time join token to the authority's CA (`POST /ca/v1/svid`), and holds the SVID it
 //! gets. From then on it renews at about half the SVID's life (± a tenth of it, so a fleet
 //! started together does not renew together) with a new key, proving itself with the current
-//! one (`POST /ca/v1/svid/renew`), and refreshes the trust bundle at its refresh hint.
+//! one (`POST /ca/v1/svid/renew`), and refreshes the trust bundle at its refresh hint, with
+//! the bundles of the trust domains the authority federates with
+//! (`GET /ca/v1/bundles/federated`): peers of those domains are verified against their own
+//! roots.
 //!
 //! Consumers read the current SVID ([`Agent::current`]) or wait for the next
 //! ([`Agent::subscribe`]): the sidecar's TLS configs swap certificates from it without
@@ -17,8 +20,10 @@
 
 mod authority_shim;
 mod client;
+mod state;
 pub mod workload_api;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -125,6 +130,9 @@ pub struct AgentOptions {
     pub join_token: Zeroizing<String>,
     /// The fraction of an SVID's life after which it is renewed (0.5).
     pub renew_at: f64,
+    /// Where the SVID, its key and the bundle are kept across restarts (see [`state`]);
+    /// `None`: in memory only.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// The identity agent.
@@ -133,6 +141,10 @@ pub struct Agent {
     svid: watch::Sender<Arc<Svid>>,
     bundle: Arc<BundleSource>,
     bundle_doc: ArcSwap<Value>,
+    /// Federated trust domains' bundle documents.
+    federated_docs: ArcSwap<BTreeMap<TrustDomain, Value>>,
+    /// Bumped whenever the SVID or a bundle changes (the Workload API's streams follow it).
+    updates: watch::Sender<u64>,
     health: ArcSwap<Health>,
     /// The current SVID as rustls serves it.
     certified: ArcSwap<rustls::sign::CertifiedKey>,
@@ -166,10 +178,28 @@ fn b64(b: &[u8]) -> String {
 }
 
 impl Agent {
-    /// Gets the first SVID with the join token and starts renewing it and refreshing the
-    /// bundle. Fails when the first SVID cannot be had (a sidecar without an identity does
-    /// not start).
+    /// Gets the first SVID and starts renewing it and refreshing the bundle. With a
+    /// `state_dir` holding an SVID that has not expired, that one is renewed with its own key
+    /// (and served while the authority cannot be reached); otherwise the join token gets a
+    /// new one. Fails when no SVID can be had (a sidecar without an identity does not start).
     pub async fn start(opts: AgentOptions) -> Result<Arc<Agent>, AgentError> {
+        if let Some(dir) = &opts.state_dir {
+            state::prepare(dir)?;
+            match state::load(dir) {
+                Ok(Some(stored)) => match Self::resume(&opts, stored).await {
+                    Ok(agent) => return Ok(Self::run(agent)),
+                    Err(e) if opts.join_token.is_empty() => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the stored identity cannot be used; joining with the join token");
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "ignoring the stored identity"),
+            }
+        }
+        if opts.join_token.is_empty() {
+            return Err(AgentError::Local("no join token".into()));
+        }
         let (key, csr) = new_key()?;
         let answer = opts
             .authority
@@ -178,21 +208,106 @@ impl Agent {
                 &json!({ "join_token": opts.join_token.as_str(), "csr": b64(&csr) }),
             )
             .await?;
-        let svid = Self::svid_from(&opts.trust_domain, &answer, key)?;
+        let svid = Self::svid_from(&opts.trust_domain, &answer, key.serialize_der())?;
         let bundle_doc = answer.get("bundle").cloned().unwrap_or(Value::Null);
+        let agent = Self::assemble(opts, svid, bundle_doc)?;
+        agent.save();
+        tracing::info!(spiffe_id = %agent.current().id, not_after = agent.current().not_after, "obtained an X.509-SVID");
+        Ok(Self::run(agent))
+    }
+
+    fn assemble(
+        opts: AgentOptions,
+        svid: Svid,
+        bundle_doc: Value,
+    ) -> Result<Arc<Agent>, AgentError> {
         let roots = Self::roots_of(&opts.trust_domain, &bundle_doc)?;
-        let agent = Arc::new(Agent {
+        Ok(Arc::new(Agent {
             certified: ArcSwap::new(certified(&svid)?),
             bundle: BundleSource::new(opts.trust_domain.clone(), roots),
             bundle_doc: ArcSwap::from_pointee(bundle_doc),
+            federated_docs: ArcSwap::from_pointee(BTreeMap::new()),
+            updates: watch::channel(0).0,
             svid: watch::channel(Arc::new(svid)).0,
             health: ArcSwap::from_pointee(Health::Fresh),
             opts,
-        });
-        tracing::info!(spiffe_id = %agent.current().id, not_after = agent.current().not_after, "obtained an X.509-SVID");
+        }))
+    }
+
+    /// Takes up a stored SVID: renews it at once, or, while the authority cannot be
+    /// reached, keeps serving with it (stale) until a renewal works.
+    async fn resume(opts: &AgentOptions, stored: state::Stored) -> Result<Arc<Agent>, AgentError> {
+        let leaf = stored
+            .chain
+            .first()
+            .ok_or_else(|| AgentError::Local("stored SVID is empty".into()))?;
+        let id = warden_identity::svid::leaf_id(leaf)
+            .map_err(|e| AgentError::Local(format!("stored SVID: {e}")))?;
+        if !id.is_member_of(&opts.trust_domain) {
+            return Err(AgentError::Local(format!(
+                "stored SVID {id} is not in trust domain {}",
+                opts.trust_domain
+            )));
+        }
+        let (not_before, not_after) = validity(leaf)?;
+        if not_after <= unix_now() {
+            return Err(AgentError::Local(format!("stored SVID {id} has expired")));
+        }
+        let svid = Svid {
+            id,
+            chain: stored.chain,
+            key: stored.key,
+            not_before,
+            not_after,
+        };
+        certified(&svid)?
+            .keys_match()
+            .map_err(|e| AgentError::Local(format!("stored SVID and key: {e}")))?;
+        let agent = Self::assemble(opts.clone(), svid, stored.bundle)?;
+        match agent.renew().await {
+            Ok(()) => {
+                tracing::info!(spiffe_id = %agent.current().id, "took up the stored identity and renewed it");
+            }
+            Err(AgentError::Unreachable(e)) => {
+                tracing::warn!(spiffe_id = %agent.current().id, not_after = agent.current().not_after, error = %e,
+                    "the authority is unreachable: serving with the stored SVID until a renewal works");
+                agent.health.store(Arc::new(Health::Stale {
+                    since: unix_now(),
+                    error: format!("authority unreachable: {e}"),
+                }));
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(agent)
+    }
+
+    /// Starts the renewal and bundle loops.
+    fn run(agent: Arc<Agent>) -> Arc<Agent> {
         tokio::spawn(Self::renew_loop(Arc::downgrade(&agent)));
         tokio::spawn(Self::bundle_loop(Arc::downgrade(&agent)));
-        Ok(agent)
+        let first = agent.clone();
+        // Federated bundles are best effort at start: the own domain works without them,
+        // and the bundle loop tries again.
+        tokio::spawn(async move {
+            if let Err(e) = first.refresh_federated().await {
+                tracing::warn!(error = %e, "cannot fetch the federated bundles yet");
+            }
+        });
+        agent
+    }
+
+    /// Stores the SVID and the bundle in the state directory, if there is one. A failure is
+    /// logged: the identity in memory stays good, only a restart would need a join token.
+    fn save(&self) {
+        let Some(dir) = &self.opts.state_dir else {
+            return;
+        };
+        let svid = self.current();
+        let saved = state::save_svid(dir, &svid.chain, &svid.key)
+            .and_then(|()| state::save_bundle(dir, &self.bundle_doc.load()));
+        if let Err(e) = saved {
+            tracing::error!(error = %e, "cannot store the identity; a restart will need a new join token");
+        }
     }
 
     /// The current SVID.
@@ -215,6 +330,20 @@ impl Agent {
         self.bundle_doc.load_full()
     }
 
+    /// The federated trust domains' bundle documents, as last fetched.
+    pub fn federated_documents(&self) -> Arc<BTreeMap<TrustDomain, Value>> {
+        self.federated_docs.load_full()
+    }
+
+    /// A receiver that sees every change of the SVID or of a bundle.
+    pub fn updates(&self) -> watch::Receiver<u64> {
+        self.updates.subscribe()
+    }
+
+    fn changed(&self) {
+        self.updates.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// How the identity stands now.
     pub fn health(&self) -> Health {
         let h = self.health.load();
@@ -224,7 +353,7 @@ impl Agent {
         h.as_ref().clone()
     }
 
-    fn svid_from(td: &TrustDomain, answer: &Value, key: KeyPair) -> Result<Svid, AgentError> {
+    fn svid_from(td: &TrustDomain, answer: &Value, key: Vec<u8>) -> Result<Svid, AgentError> {
         let pem = answer
             .get("svid")
             .and_then(Value::as_str)
@@ -246,7 +375,7 @@ impl Agent {
         Ok(Svid {
             id,
             chain,
-            key: Zeroizing::new(key.serialize_der()),
+            key: Zeroizing::new(key),
             not_before,
             not_after,
         })
@@ -277,7 +406,7 @@ impl Agent {
                 &json!({ "svid": chain_pem, "csr": b64(&csr), "proof": URL_SAFE_NO_PAD.encode(proof) }),
             )
             .await?;
-        let svid = Self::svid_from(&self.opts.trust_domain, &answer, key)?;
+        let svid = Self::svid_from(&self.opts.trust_domain, &answer, key.serialize_der())?;
         if svid.id != current.id {
             return Err(AgentError::BadAnswer(format!(
                 "renewal answered for {}, not {}",
@@ -291,6 +420,8 @@ impl Agent {
         self.certified.store(certified(&svid)?);
         self.svid.send_replace(Arc::new(svid));
         self.health.store(Arc::new(Health::Fresh));
+        self.changed();
+        self.save();
         Ok(())
     }
 
@@ -345,7 +476,25 @@ impl Agent {
             .filter(|a| !a.is_hmac())
             .ok_or("alg missing, unknown or symmetric")?;
         let kid = header.get("kid").and_then(Value::as_str).ok_or("no kid")?;
-        let doc = self.bundle_document();
+        // The bundle is chosen by the trust domain `sub` names: this domain's, or a
+        // federated one's (the claims count only once the signature verifies with it).
+        let unverified = json(c)?;
+        let sub = unverified
+            .get("sub")
+            .and_then(Value::as_str)
+            .ok_or("no sub")?;
+        let id = SpiffeId::parse(sub).map_err(|e| format!("sub {e}"))?;
+        let doc = if id.is_member_of(&self.opts.trust_domain) {
+            self.bundle_document()
+        } else {
+            let federated = self.federated_documents();
+            let doc = federated
+                .iter()
+                .find(|(td, _)| id.is_member_of(td))
+                .map(|(_, d)| d.clone())
+                .ok_or_else(|| format!("{id} is of a trust domain with no bundle here"))?;
+            Arc::new(doc)
+        };
         let jwk = doc
             .get("keys")
             .and_then(Value::as_array)
@@ -382,31 +531,75 @@ impl Agent {
         if !auds.contains(&audience) {
             return Err(format!("audience {audience:?} not in aud"));
         }
-        let sub = claims.get("sub").and_then(Value::as_str).ok_or("no sub")?;
-        let id = SpiffeId::parse(sub).map_err(|e| format!("sub {e}"))?;
-        if !id.is_member_of(&self.opts.trust_domain) {
-            return Err(format!(
-                "{id} is not in trust domain {}",
-                self.opts.trust_domain
-            ));
-        }
         Ok((id, claims))
     }
 
     fn apply_bundle(&self, doc: &Value) {
+        if **self.bundle_doc.load() == *doc {
+            return;
+        }
         match Self::roots_of(&self.opts.trust_domain, doc) {
             Ok(roots) => {
                 self.bundle.update(roots);
                 self.bundle_doc.store(Arc::new(doc.clone()));
+                self.changed();
+                self.save();
             }
             Err(e) => tracing::warn!(error = %e, "ignored a trust bundle"),
         }
     }
 
-    /// Fetches the bundle now.
+    /// Fetches the bundle and the federated bundles now.
     pub async fn refresh_bundle(&self) -> Result<(), AgentError> {
         let doc = self.opts.authority.get_json("/ca/v1/bundle").await?;
         self.apply_bundle(&doc);
+        self.refresh_federated().await
+    }
+
+    /// Fetches the federated trust domains' bundles: each that checks out replaces the one
+    /// held (one that does not keeps the last good one); a domain no longer listed is
+    /// dropped.
+    async fn refresh_federated(&self) -> Result<(), AgentError> {
+        let answer = self
+            .opts
+            .authority
+            .get_json("/ca/v1/bundles/federated")
+            .await?;
+        let listed = answer
+            .get("bundles")
+            .and_then(Value::as_object)
+            .ok_or_else(|| AgentError::BadAnswer("no `bundles` object".into()))?;
+        let held = self.federated_docs.load_full();
+        let mut docs = BTreeMap::new();
+        let mut roots = BTreeMap::new();
+        for (name, doc) in listed {
+            let Ok(td) = TrustDomain::new(name) else {
+                tracing::warn!(trust_domain = %name, "ignored a federated bundle with a bad name");
+                continue;
+            };
+            if td == self.opts.trust_domain {
+                continue;
+            }
+            let doc = match Self::roots_of(&td, doc) {
+                Ok(_) => doc,
+                Err(e) => {
+                    tracing::warn!(trust_domain = %td, error = %e, "ignored a federated bundle");
+                    match held.get(&td) {
+                        Some(old) => old,
+                        None => continue,
+                    }
+                }
+            };
+            if let Ok(r) = Self::roots_of(&td, doc) {
+                roots.insert(td.clone(), r);
+                docs.insert(td, doc.clone());
+            }
+        }
+        if *held != docs {
+            self.bundle.update_federated(roots);
+            self.federated_docs.store(Arc::new(docs));
+            self.changed();
+        }
         Ok(())
     }
 

@@ -2,10 +2,12 @@
 //! want their identity directly: py-spiffe, go-spiffe and java-spiffe work unchanged.
 //!
 //! - `FetchX509SVID` streams the current X.509-SVID (chain and PKCS#8 key, DER) with the
-//!   bundle's roots, and again at every renewal; `FetchX509Bundles` streams the bundle's
-//!   roots; `FetchJWTBundles` streams the bundle's JWT authorities as a JWK set.
+//!   bundle's roots and the federated trust domains' roots, and again at every renewal or
+//!   bundle change; `FetchX509Bundles` streams every trust domain's roots (this one's and the
+//!   federated ones'); `FetchJWTBundles` their JWT authorities as JWK sets.
 //! - `FetchJWTSVID` asks the authority for a JWT-SVID for the audiences (signed by its token
-//!   service); `ValidateJWTSVID` checks one against the bundle's JWT authorities and returns
+//!   service); `ValidateJWTSVID` checks one against the JWT authorities of the trust domain
+//!   its `sub` names (this one or a federated one) and returns
 //!   its claims (as `google.protobuf.Struct`).
 //! - Every call must carry the metadata `workload.spiffe.io: true` (the standard's guard
 //!   against requests forged by a browser or an SSRF); without it: `INVALID_ARGUMENT`.
@@ -254,6 +256,49 @@ impl WorkloadApi {
         concat(self.agent.bundle().roots().iter())
     }
 
+    /// The federated trust domains' roots, by trust domain ID.
+    fn federated_roots(&self) -> HashMap<String, Vec<u8>> {
+        self.agent
+            .bundle()
+            .federated()
+            .iter()
+            .map(|(td, roots)| (td.id_string(), concat(roots.iter())))
+            .collect()
+    }
+
+    /// This domain's and the federated domains' roots, by trust domain ID.
+    fn all_roots(&self) -> HashMap<String, Vec<u8>> {
+        let mut all = self.federated_roots();
+        all.insert(self.td_id(), self.roots());
+        all
+    }
+
+    /// This domain's and the federated domains' JWT authorities, as JWK sets by trust
+    /// domain ID.
+    fn jwt_bundles(&self) -> HashMap<String, Vec<u8>> {
+        let set = |doc: &serde_json::Value| {
+            let keys: Vec<serde_json::Value> = doc
+                .get("keys")
+                .and_then(serde_json::Value::as_array)
+                .map(|k| {
+                    k.iter()
+                        .filter(|k| k.get("use").and_then(|u| u.as_str()) == Some("jwt-svid"))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            serde_json::json!({ "keys": keys }).to_string().into_bytes()
+        };
+        let mut all: HashMap<String, Vec<u8>> = self
+            .agent
+            .federated_documents()
+            .iter()
+            .map(|(td, doc)| (td.id_string(), set(doc)))
+            .collect();
+        all.insert(self.td_id(), set(&self.agent.bundle_document()));
+        all
+    }
+
     fn x509_response(&self, svid: &Svid) -> X509SvidResponse {
         X509SvidResponse {
             svids: vec![X509Svid {
@@ -264,7 +309,7 @@ impl WorkloadApi {
                 hint: String::new(),
             }],
             crl: Vec::new(),
-            federated_bundles: HashMap::new(),
+            federated_bundles: self.federated_roots(),
         }
     }
 
@@ -272,17 +317,18 @@ impl WorkloadApi {
         self.agent.bundle().trust_domain().id_string()
     }
 
-    /// A stream that yields `make` now and after every change of the SVID, until the client
-    /// goes away.
+    /// A stream that yields `make` now and after every change of the SVID or of a bundle,
+    /// until the client goes away.
     fn watch<T: Send + 'static>(
         &self,
         make: impl Fn(&WorkloadApi, &Svid) -> T + Send + 'static,
     ) -> Stream<T> {
         let api = self.clone();
-        let mut rx: watch::Receiver<Arc<Svid>> = self.agent.subscribe();
+        let mut rx: watch::Receiver<u64> = self.agent.updates();
         Box::pin(async_stream(move |tx| async move {
             loop {
-                let svid = rx.borrow_and_update().clone();
+                rx.borrow_and_update();
+                let svid = api.agent.current();
                 if tx.send(Ok(make(&api, &svid))).await.is_err() {
                     return;
                 }
@@ -344,7 +390,7 @@ streaming!(
     |api| {
         api.watch(|api, _| X509BundlesResponse {
             crl: Vec::new(),
-            bundles: HashMap::from([(api.td_id(), api.roots())]),
+            bundles: api.all_roots(),
         })
     }
 );
@@ -353,22 +399,8 @@ streaming!(
     JwtBundlesRequest,
     JwtBundlesResponse,
     |api| {
-        api.watch(|api, _| {
-            let doc = api.agent.bundle_document();
-            let keys: Vec<serde_json::Value> = doc
-                .get("keys")
-                .and_then(serde_json::Value::as_array)
-                .map(|k| {
-                    k.iter()
-                        .filter(|k| k.get("use").and_then(|u| u.as_str()) == Some("jwt-svid"))
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default();
-            let set = serde_json::json!({ "keys": keys });
-            JwtBundlesResponse {
-                bundles: HashMap::from([(api.td_id(), set.to_string().into_bytes())]),
-            }
+        api.watch(|api, _| JwtBundlesResponse {
+            bundles: api.jwt_bundles(),
         })
     }
 );

@@ -59,3 +59,61 @@ async fn the_agent_joins_renews_and_stops_renewing_once_revoked() {
     assert!(AuthorityClient::new("ftp://x", None, Duration::from_secs(1)).is_err());
     assert!(AuthorityClient::new("https://x:1", None, Duration::from_secs(1)).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_takes_up_its_stored_svid_even_while_the_authority_is_down() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (auth, _) = authority(dir.path()).await;
+    let addr = auth.addr();
+    let (id, token) = register(addr, "spiffe://example.org/restart").await;
+    let state = dir.path().join("state");
+    let with_state = |addr, token: &str| {
+        let mut o = options(addr, token);
+        o.state_dir = Some(state.clone());
+        o
+    };
+
+    let first = Agent::start(with_state(addr, &token)).await.unwrap();
+    let leaf = first.current().chain[0].clone();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("svid.key")), 0o600);
+    assert_eq!(mode(&state.join("svid.pem")), 0o600);
+    drop(first);
+
+    // Restarted: the join token is used up, the stored SVID is renewed with its own key.
+    let second = Agent::start(with_state(addr, &token)).await.unwrap();
+    assert_eq!(second.current().id.as_str(), "spiffe://example.org/restart");
+    assert_ne!(second.current().chain[0], leaf);
+    assert_eq!(second.health(), Health::Fresh);
+    let renewed = second.current().chain[0].clone();
+    drop(second);
+
+    // Restarted while the authority cannot be reached: it serves with the stored SVID and
+    // says renewal is failing.
+    let dead = warden_test_util::flaky::dead_endpoint().await;
+    let third = Agent::start(with_state(dead, "")).await.unwrap();
+    assert_eq!(third.current().chain[0], renewed);
+    assert!(
+        matches!(third.health(), Health::Stale { .. }),
+        "{:?}",
+        third.health()
+    );
+    assert!(warden_identity::tls::WorkloadIdentity::certified_key(&*third).is_some());
+    drop(third);
+
+    // Revoked: the stored SVID is refused at the restart, and with no usable join token the
+    // agent does not start, saying why.
+    admin(addr, &format!("/admin/workloads/{id}/revoke"), json!({})).await;
+    let e = Agent::start(with_state(addr, "")).await.unwrap_err();
+    assert!(
+        matches!(&e, AgentError::Refused { code, .. } if code == "revoked"),
+        "{e}"
+    );
+
+    // A state directory other users can read is refused: it holds a private key.
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let e = Agent::start(with_state(addr, &token)).await.unwrap_err();
+    assert!(e.to_string().contains("open to other users"), "{e}");
+}

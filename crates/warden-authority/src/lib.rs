@@ -36,6 +36,7 @@ pub mod client_auth;
 pub mod clients;
 pub mod clock;
 mod error;
+mod federation;
 pub mod form;
 pub mod grants;
 pub mod http;

@@ -321,6 +321,9 @@ impl Services {
         // Before the services answer, so that no revocation is made before the publisher
         // listens.
         tasks.extend(publisher::spawn(&self.config, &authority, rx.clone())?);
+        if let (Some(c), Some(ca)) = (&self.config.ca, &ca) {
+            tasks.extend(crate::federation::spawn(c, ca, self.clock.clone(), rx.clone()).await?);
+        }
         if let Some(every) = authority.audit.aggregate_interval() {
             let flusher = authority.clone();
             let mut rx_flush = rx.clone();

@@ -4,6 +4,7 @@
 //! | method | path | who | body → answer |
 //! | --- | --- | --- | --- |
 //! | GET | `/ca/v1/bundle` | anyone | the SPIFFE trust bundle (JWK set) |
+//! | GET | `/ca/v1/bundles/federated` | anyone | `{"bundles": {"<trust domain>": <JWK set>}}` |
 //! | POST | `/ca/v1/svid` | a workload with a join token | `{"join_token", "csr"}` → SVID |
 //! | POST | `/ca/v1/svid/renew` | a workload with its current SVID | `{"svid", "csr", "proof"}` → SVID |
 //! | GET, POST | `/admin/workloads` | admin | list; `{"spiffe_id", "svid_ttl"?}` → 201 entry |
@@ -147,6 +148,7 @@ fn issued(api: &Api, svid: Issued) -> Response {
 pub fn router<P: PeerAddr>(api: Api) -> Router {
     Router::new()
         .route("/ca/v1/bundle", get(bundle))
+        .route("/ca/v1/bundles/federated", get(federated))
         .route("/ca/v1/svid", post(join::<P>))
         .route("/ca/v1/svid/renew", post(renew::<P>))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -166,7 +168,16 @@ pub fn admin_router<P: PeerAddr>(api: Api) -> Router {
 }
 
 async fn bundle(State(api): State<Api>) -> Response {
-    let mut res = Json(api.ca.bundle().as_ref().clone()).into_response();
+    cacheable(&api, api.ca.bundle().as_ref().clone())
+}
+
+async fn federated(State(api): State<Api>) -> Response {
+    cacheable(&api, api.ca.federated_document())
+}
+
+/// `doc` with `Cache-Control: max-age` of the bundle's refresh hint.
+fn cacheable(api: &Api, doc: Value) -> Response {
+    let mut res = Json(doc).into_response();
     let age = format!("max-age={}", api.ca.settings().refresh_hint);
     if let Ok(v) = HeaderValue::from_str(&age) {
         res.headers_mut().insert(header::CACHE_CONTROL, v);

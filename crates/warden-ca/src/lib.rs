@@ -12,6 +12,9 @@
 //! - **Issuance** ([`Ca::issue_with_join_token`], [`Ca::renew`]): the workload's CSR is
 //!   checked by `warden_identity::csr` and its key certified; the CA never makes or sees a
 //!   workload key. Every issuance, renewal and refusal is an audit event in the store's chain.
+//! - **Federation** ([`federation`]): the bundles of other trust domains, fetched by the
+//!   authority from their bundle endpoints, checked, kept in the store and served to
+//!   workloads, so their sidecars accept those domains' workloads.
 //! - **HTTP** ([`http`]): the bundle, issuance and renewal, and admin handlers the authority
 //!   mounts behind its admin token.
 //!
@@ -19,6 +22,7 @@
 //! lapses within that hour, and revocation stops renewal at once (see `docs/identity.md`).
 
 pub mod error;
+pub mod federation;
 pub mod http;
 pub mod keys;
 pub mod registry;

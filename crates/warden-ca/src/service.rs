@@ -39,10 +39,11 @@ pub struct Issued {
 /// The certificate authority.
 pub struct Ca {
     settings: CaSettings,
-    store: Store,
+    pub(crate) store: Store,
     ring: ArcSwap<KeyRing>,
     jwt: ArcSwap<Vec<Value>>,
     bundle: ArcSwap<Value>,
+    pub(crate) federated: ArcSwap<crate::federation::FederatedBundles>,
 }
 
 impl std::fmt::Debug for Ca {
@@ -79,7 +80,9 @@ impl Ca {
             ring: ArcSwap::from_pointee(ring),
             jwt: ArcSwap::from_pointee(Vec::new()),
             bundle: ArcSwap::from_pointee(bundle),
+            federated: ArcSwap::from_pointee(Default::default()),
         });
+        ca.federated.store(Arc::new(ca.load_federated().await?));
         if changed {
             ca.audit_rotation().await?;
         }
@@ -168,7 +171,7 @@ impl Ca {
         }
     }
 
-    async fn audit(
+    pub(crate) async fn audit(
         &self,
         action: &str,
         actor: &str,

@@ -427,3 +427,97 @@ async fn an_upstream_ca_signs_the_intermediate_and_its_root_is_the_bundle() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn federated_bundles_are_checked_kept_across_restarts_audited_and_forgotten_when_unlisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    let ca = Ca::open(store.clone(), settings(), T0).await.unwrap();
+    let partner_td = TrustDomain::new("partner.org").unwrap();
+    let partner = Ca::open(
+        Store::open(dir.path().join("partner.db").to_str().unwrap(), &[8u8; 32])
+            .await
+            .unwrap(),
+        CaSettings::new(partner_td.clone()),
+        T0,
+    )
+    .await
+    .unwrap();
+    let doc = serde_json::to_vec(&*partner.bundle()).unwrap();
+    assert!(ca.federated_bundles().is_empty());
+    assert_eq!(
+        ca.federated_document(),
+        serde_json::json!({ "bundles": {} })
+    );
+
+    // Taken: served to workloads under its trust domain.
+    assert!(ca
+        .set_federated_bundle(&partner_td, &doc, T0)
+        .await
+        .unwrap());
+    let served = ca.federated_document();
+    assert_eq!(served["bundles"]["partner.org"], *partner.bundle());
+    assert_eq!(
+        ca.federated_bundles()[&partner_td].bundle.x509_authorities,
+        partner.roots()
+    );
+    // The same again is no change (and no second audit event).
+    assert!(!ca
+        .set_federated_bundle(&partner_td, &doc, T0 + 60)
+        .await
+        .unwrap());
+
+    // Bad documents are refused with their reason; the last good bundle stays.
+    for bad in [
+        &b"not json"[..],
+        br#"{"keys": []}"#,
+        br#"{"keys": [{"use": "x509-svid", "kty": "EC", "x5c": ["AAAA"]}]}"#,
+    ] {
+        let e = ca
+            .set_federated_bundle(&partner_td, bad, T0 + 120)
+            .await
+            .unwrap_err();
+        assert_eq!(code(&e), "invalid_request", "{e}");
+    }
+    assert_eq!(
+        ca.federated_bundles()[&partner_td].bundle.x509_authorities,
+        partner.roots()
+    );
+    // Our own trust domain cannot come in as a federated one.
+    let own = ca
+        .set_federated_bundle(&TrustDomain::new("example.org").unwrap(), &doc, T0)
+        .await
+        .unwrap_err();
+    assert!(own.to_string().contains("own trust domain"), "{own}");
+
+    // Kept in the store: a restarted CA serves it before any fetch.
+    drop(ca);
+    let ca = Ca::open(store.clone(), settings(), T0 + 300).await.unwrap();
+    assert_eq!(
+        ca.federated_document()["bundles"]["partner.org"],
+        *partner.bundle()
+    );
+
+    // No longer configured: forgotten, also in the store.
+    ca.retain_federated(&[]).await.unwrap();
+    assert!(ca.federated_bundles().is_empty());
+    let ca = Ca::open(store.clone(), settings(), T0 + 400).await.unwrap();
+    assert!(ca.federated_bundles().is_empty());
+
+    let audited = actions(&store).await;
+    let fed: Vec<_> = audited
+        .iter()
+        .filter(|(a, _)| a.starts_with("ca.federation"))
+        .map(|(a, o)| (a.as_str(), o.as_str()))
+        .collect();
+    assert_eq!(
+        fed,
+        vec![
+            ("ca.federation.update", "success"),
+            ("ca.federation.refused", "failure"),
+            ("ca.federation.refused", "failure"),
+            ("ca.federation.refused", "failure"),
+            ("ca.federation.remove", "success"),
+        ]
+    );
+}

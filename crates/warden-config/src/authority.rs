@@ -117,6 +117,34 @@ pub struct CaConfig {
     /// An upstream CA (an enterprise PKI's root or intermediate) that signs the online
     /// intermediate instead of a root Warden makes. Unset: Warden makes and rotates its own.
     pub upstream: Option<UpstreamCaConfig>,
+    /// Trust domains whose workloads this domain's sidecars accept (SPIFFE Federation):
+    /// their bundles are fetched from their bundle endpoints and handed to the workloads.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub federation: Vec<FederationConfig>,
+}
+
+/// `[[authority.ca.federation]]`: another trust domain and where its bundle is published.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// The other trust domain (`partner.example`).
+    pub trust_domain: String,
+    /// Its bundle endpoint: an `https://` URL serving its SPIFFE bundle (a Warden authority's
+    /// is `https://host:port/ca/v1/bundle`; SPIRE's is its federation endpoint). The
+    /// endpoint is authenticated with Web PKI (SPIFFE's `https_web` profile).
+    pub bundle_endpoint: String,
+    /// PEM file with the CA that signed the endpoint's certificate, for a private PKI.
+    /// Unset: the Mozilla root set.
+    #[serde(default)]
+    pub endpoint_ca: Option<PathBuf>,
+}
+
+impl FederationConfig {
+    /// The trust domain, checked.
+    pub fn trust_domain(&self) -> Result<warden_identity::TrustDomain, String> {
+        warden_identity::TrustDomain::new(&self.trust_domain)
+            .map_err(|e| format!("{:?} {e}", self.trust_domain))
+    }
 }
 
 /// `[authority.ca.upstream]`: the CA certificate and key that sign Warden's intermediate.
@@ -151,6 +179,7 @@ impl CaConfig {
             max_join_token_ttl: d(s.max_join_token_ttl),
             bundle_refresh_hint: Dur::secs(s.refresh_hint),
             upstream: None,
+            federation: Vec::new(),
         }
     }
 
@@ -182,7 +211,53 @@ impl CaConfig {
             },
         };
         settings.validate()?;
+        self.check_federation(&settings.trust_domain)?;
         Ok(settings)
+    }
+
+    fn check_federation(&self, own: &warden_identity::TrustDomain) -> Result<(), (String, String)> {
+        let mut seen = Vec::new();
+        for (i, f) in self.federation.iter().enumerate() {
+            let p = format!("authority.ca.federation[{i}]");
+            let td = f
+                .trust_domain()
+                .map_err(|why| (format!("{p}.trust_domain"), why))?;
+            if &td == own {
+                return Err((
+                    format!("{p}.trust_domain"),
+                    "is this CA's own trust domain".into(),
+                ));
+            }
+            if seen.contains(&td) {
+                return Err((format!("{p}.trust_domain"), format!("{td} is listed twice")));
+            }
+            seen.push(td);
+            let rest = f.bundle_endpoint.strip_prefix("https://").ok_or_else(|| {
+                (
+                    format!("{p}.bundle_endpoint"),
+                    "must be an https:// URL (a bundle fetched in the clear could be swapped)"
+                        .to_owned(),
+                )
+            })?;
+            if rest.is_empty() || rest.starts_with('/') || rest.contains(['@', '#', ' ']) {
+                return Err((
+                    format!("{p}.bundle_endpoint"),
+                    format!(
+                        "{:?} is not an https://host[:port]/path URL",
+                        f.bundle_endpoint
+                    ),
+                ));
+            }
+            if let Some(ca) = &f.endpoint_ca {
+                std::fs::metadata(ca).map_err(|e| {
+                    (
+                        format!("{p}.endpoint_ca"),
+                        format!("cannot read {}: {e}", ca.display()),
+                    )
+                })?;
+            }
+        }
+        Ok(())
     }
 }
 

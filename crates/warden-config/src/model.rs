@@ -241,6 +241,11 @@ pub struct SidecarConfig {
     /// from it. Unset: no Workload API.
     #[serde(default)]
     pub workload_api_socket: Option<PathBuf>,
+    /// Keep the SVID, its key and the bundle in this directory (0700, files 0600), so a
+    /// restarted sidecar renews its stored SVID instead of needing a new join token, and
+    /// serves with it while the authority is unreachable. Unset: in memory only.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// TLS on a listener.

@@ -286,13 +286,13 @@ const MAX_CONNECTIONS_PER_ENDPOINT: usize = 65_536;
 
 /// A cluster of mesh endpoints (`spiffe_ids`).
 fn mesh_cluster(c: &Config, cl: &ClusterConfig, p: &str, e: &mut ConfigErrors) {
-    let Some(sc) = &c.sidecar else {
+    if c.sidecar.is_none() {
         e.push(
             format!("{p}.spiffe_ids"),
             "mesh endpoints use the sidecar's SVID: add a [sidecar] section",
         );
         return;
-    };
+    }
     if cl.tls.is_some() {
         e.push(
             format!("{p}.tls"),
@@ -310,16 +310,10 @@ fn mesh_cluster(c: &Config, cl: &ClusterConfig, p: &str, e: &mut ConfigErrors) {
         );
     }
     for (i, id) in cl.spiffe_ids.iter().enumerate() {
-        match warden_identity::SpiffeId::parse(id) {
-            Err(why) => e.push(format!("{p}.spiffe_ids[{i}]"), format!("{id:?} {why}")),
-            Ok(id) if id.trust_domain_name() != sc.trust_domain => e.push(
-                format!("{p}.spiffe_ids[{i}]"),
-                format!(
-                    "{id} is not in the sidecar's trust domain {}",
-                    sc.trust_domain
-                ),
-            ),
-            Ok(_) => {}
+        // An ID of another trust domain is a federated peer: the handshake verifies it
+        // against that domain's bundle, and refuses it while there is none.
+        if let Err(why) = warden_identity::SpiffeId::parse(id) {
+            e.push(format!("{p}.spiffe_ids[{i}]"), format!("{id:?} {why}"));
         }
     }
 }
@@ -878,13 +872,19 @@ join_token = "env:WARDEN_JOIN_TOKEN"
             &["sidecar.trust_domain"],
         );
         refused(
-            ok.replace("spiffe://example.org/billing", "spiffe://other.org/billing")
+            ok.replace("spiffe://example.org/billing", "spiffe://Other.org/billing")
                 .replace("https://10.0.0.2", "http://10.0.0.2"),
             &[
-                "clusters[0].spiffe_ids[0]: spiffe://other.org/billing is not in the sidecar's trust domain example.org",
+                "clusters[0].spiffe_ids[0]: \"spiffe://Other.org/billing\"",
                 "clusters[0].endpoints: mesh endpoints (spiffe_ids) must be https://",
             ],
         );
+        // A federated trust domain's workload is a valid peer.
+        crate::parse(&ok.replace(
+            "spiffe://example.org/billing",
+            "spiffe://partner.org/billing",
+        ))
+        .expect("a peer of a federated trust domain");
         refused(
             ok.replace("role = \"inbound\"", "role = \"outbound\"")
                 .replace("127.0.0.1:0", "0.0.0.0:15001"),

@@ -28,6 +28,9 @@ pub enum SvidError {
     /// A SPIFFE ID from another trust domain.
     #[error("{0} is not in trust domain {1}")]
     WrongTrustDomain(String, String),
+    /// A SPIFFE ID of a trust domain that is neither this one nor a federated one.
+    #[error("{0} is of a trust domain with no trust bundle here (not federated)")]
+    NoBundle(String),
     /// The leaf is a CA or may sign certificates or CRLs.
     #[error("leaf certificate is a CA or may sign certificates")]
     LeafIsCa,

@@ -10,6 +10,7 @@
 //! their session caches to the bundle in force: otherwise a peer whose root left the bundle
 //! keeps resuming until its ticket expires (`tests/mtls.rs` shows the difference).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -24,11 +25,18 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use crate::spiffe::{SpiffeId, TrustDomain};
 use crate::svid::{self, SvidError};
 
-/// A trust domain's current roots, shared by the verifiers that use them.
+/// Roots (DER) of the federated trust domains, by trust domain.
+pub type FederatedRoots = BTreeMap<TrustDomain, Vec<CertificateDer<'static>>>;
+
+/// A trust domain's current roots, and those of the trust domains it federates with,
+/// shared by the verifiers that use them. A peer's chain is verified against the roots of
+/// the trust domain its SPIFFE ID names, and only those: a federated domain's CA cannot
+/// vouch for an ID of this domain or of a third one.
 #[derive(Debug)]
 pub struct BundleSource {
     td: TrustDomain,
     roots: ArcSwap<Vec<CertificateDer<'static>>>,
+    federated: ArcSwap<FederatedRoots>,
 }
 
 impl BundleSource {
@@ -37,7 +45,25 @@ impl BundleSource {
         Arc::new(Self {
             td,
             roots: ArcSwap::from_pointee(roots.into_iter().map(CertificateDer::from).collect()),
+            federated: ArcSwap::from_pointee(BTreeMap::new()),
         })
+    }
+
+    /// Replaces the federated trust domains' roots (this domain's own entry, if any, is
+    /// ignored: its roots come only from [`BundleSource::update`]).
+    pub fn update_federated(&self, mut federated: BTreeMap<TrustDomain, Vec<Vec<u8>>>) {
+        federated.remove(&self.td);
+        self.federated.store(Arc::new(
+            federated
+                .into_iter()
+                .map(|(td, roots)| (td, roots.into_iter().map(CertificateDer::from).collect()))
+                .collect(),
+        ));
+    }
+
+    /// The federated trust domains' roots.
+    pub fn federated(&self) -> Arc<FederatedRoots> {
+        self.federated.load_full()
     }
 
     /// Replaces the roots (a new bundle); handshakes from now on use them.
@@ -68,7 +94,16 @@ impl BundleSource {
         chain.push(end_entity.clone());
         chain.extend(intermediates.iter().cloned());
         let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        svid::verify(&chain, &self.td, &self.roots.load(), now, client).map_err(refusal)
+        let id = svid::leaf_id(end_entity).map_err(refusal)?;
+        if id.is_member_of(&self.td) {
+            return svid::verify(&chain, &self.td, &self.roots.load(), now, client)
+                .map_err(refusal);
+        }
+        let federated = self.federated.load();
+        let Some((td, roots)) = federated.iter().find(|(td, _)| id.is_member_of(td)) else {
+            return Err(refusal(SvidError::NoBundle(id.to_string())));
+        };
+        svid::verify(&chain, td, roots, now, client).map_err(refusal)
     }
 }
 
@@ -87,8 +122,9 @@ fn refusal(e: SvidError) -> rustls::Error {
 /// Which peer IDs a verifier accepts.
 #[derive(Debug, Clone)]
 pub enum Allowed {
-    /// Any ID in the trust domain (authorization happens later, per route).
-    AnyInTrustDomain,
+    /// Any ID of the trust domain or of a federated one (authorization happens later, per
+    /// route).
+    AnyTrusted,
     /// Only these.
     Only(Vec<SpiffeId>),
 }
@@ -96,7 +132,7 @@ pub enum Allowed {
 impl Allowed {
     fn check(&self, id: &SpiffeId) -> Result<(), rustls::Error> {
         match self {
-            Allowed::AnyInTrustDomain => Ok(()),
+            Allowed::AnyTrusted => Ok(()),
             Allowed::Only(ids) if ids.contains(id) => Ok(()),
             Allowed::Only(_) => Err(rustls::Error::InvalidCertificate(CertificateError::Other(
                 OtherError(Arc::new(NotAllowed(id.to_string()))),
@@ -316,7 +352,7 @@ pub fn inbound_server_config(
     identity: Arc<dyn WorkloadIdentity>,
     alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
-    let verifier = SpiffeClientVerifier::new(identity.bundle(), Allowed::AnyInTrustDomain);
+    let verifier = SpiffeClientVerifier::new(identity.bundle(), Allowed::AnyTrusted);
     let mut c = rustls::ServerConfig::builder_with_provider(warden_crypto::provider())
         .with_protocol_versions(warden_crypto::TLS_VERSIONS)?
         .with_client_cert_verifier(verifier)

@@ -49,7 +49,7 @@ fn server_config(
         .unwrap()
         .with_client_cert_verifier(SpiffeClientVerifier::new(
             bundle.clone(),
-            Allowed::AnyInTrustDomain,
+            Allowed::AnyTrusted,
         ))
         .with_single_cert(cert.0, cert.1)
         .unwrap();
@@ -130,7 +130,7 @@ async fn workloads_with_svids_of_the_bundle_talk_and_others_are_refused_in_the_h
     let theirs = ca(t - 3600);
     let foreign = client_config(
         &bundle,
-        Allowed::AnyInTrustDomain,
+        Allowed::AnyTrusted,
         Some(svid_for(&theirs, "/client", t, 3600)),
     );
     let (ok, peer) = exchange(server.clone(), foreign).await;
@@ -143,7 +143,7 @@ async fn workloads_with_svids_of_the_bundle_talk_and_others_are_refused_in_the_h
     );
 
     // No client certificate at all.
-    let anonymous = client_config(&bundle, Allowed::AnyInTrustDomain, None);
+    let anonymous = client_config(&bundle, Allowed::AnyTrusted, None);
     let (ok, peer) = exchange(server.clone(), anonymous).await;
     assert!(!ok);
     assert!(peer.is_err());
@@ -151,7 +151,7 @@ async fn workloads_with_svids_of_the_bundle_talk_and_others_are_refused_in_the_h
     // An expired SVID (issued two hours ago for one hour).
     let expired = client_config(
         &bundle,
-        Allowed::AnyInTrustDomain,
+        Allowed::AnyTrusted,
         Some(svid_for(&ours, "/client", t - 2 * 3600, 3600)),
     );
     let (ok, peer) = exchange(server.clone(), expired).await;
@@ -181,4 +181,59 @@ async fn workloads_with_svids_of_the_bundle_talk_and_others_are_refused_in_the_h
     ]);
     let (ok, _) = exchange(server, good).await;
     assert!(ok);
+}
+
+#[tokio::test]
+async fn a_federated_trust_domain_vouches_for_its_own_ids_and_no_others() {
+    let t = now();
+    let ours = ca(t - 3600);
+    let partner_td = TrustDomain::new("partner.org").unwrap();
+    let partner = TestCa::new(&partner_td, t - 3600);
+    let bundle = BundleSource::new(td(), vec![ours.root.cert_der().to_vec()]);
+    let server = server_config(&bundle, svid_for(&ours, "/server", t, 3600));
+    let as_client = |cert| client_config(&bundle, Allowed::AnyTrusted, Some(cert));
+
+    // Before federation, a partner workload is refused, and the server says why.
+    let (ok, peer) = exchange(server.clone(), as_client(partner.svid("/caller", t, 3600))).await;
+    assert!(!ok);
+    let err = peer.unwrap_err();
+    assert!(
+        err.contains("NoBundle(\"spiffe://partner.org/caller\")"),
+        "{err}"
+    );
+
+    // Federated: partner.org's roots verify partner.org's IDs.
+    bundle.update_federated([(partner_td.clone(), vec![partner.root.cert_der().to_vec()])].into());
+    let (ok, peer) = exchange(server.clone(), as_client(partner.svid("/caller", t, 3600))).await;
+    assert!(ok);
+    assert_eq!(peer.unwrap().as_str(), "spiffe://partner.org/caller");
+
+    // A CA whose root is in the bundle as partner.org's cannot vouch for an ID of
+    // example.org, nor can partner.org's own CA be passed off under another trust domain.
+    let rogue = ca(t - 60);
+    bundle.update_federated(
+        [(
+            partner_td.clone(),
+            vec![
+                partner.root.cert_der().to_vec(),
+                rogue.root.cert_der().to_vec(),
+            ],
+        )]
+        .into(),
+    );
+    let (ok, peer) = exchange(server.clone(), as_client(rogue.svid("/admin", t, 3600))).await;
+    assert!(!ok);
+    assert!(peer.is_err());
+
+    // An entry for this trust domain among the federated ones is ignored: our own roots
+    // come only from our own bundle.
+    bundle.update_federated([(td(), vec![rogue.root.cert_der().to_vec()])].into());
+    let (ok, _) = exchange(server.clone(), as_client(rogue.svid("/admin", t, 3600))).await;
+    assert!(!ok);
+    assert!(bundle.federated().is_empty());
+
+    // Federation withdrawn: partner workloads are refused again.
+    bundle.update_federated(Default::default());
+    let (ok, _) = exchange(server, as_client(partner.svid("/caller", t, 3600))).await;
+    assert!(!ok);
 }

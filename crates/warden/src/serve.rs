@@ -57,12 +57,17 @@ pub(crate) async fn sidecar_identity(
         ),
         None => None,
     };
-    let token = sc
-        .join_token
-        .read()
-        .map_err(|e| anyhow::anyhow!("sidecar.join_token: {e}"))?;
-    let token = String::from_utf8(token.trim_ascii().to_vec())
-        .map_err(|_| anyhow::anyhow!("sidecar.join_token: not UTF-8"))?;
+    // With a state directory the token is only needed for the first start: a restart
+    // renews the stored SVID, so an unreadable token is not fatal yet.
+    let token = match sc.join_token.read() {
+        Ok(t) => String::from_utf8(t.trim_ascii().to_vec())
+            .map_err(|_| anyhow::anyhow!("sidecar.join_token: not UTF-8"))?,
+        Err(e) if sc.state_dir.is_some() => {
+            tracing::warn!(error = %e, "sidecar.join_token cannot be read; relying on the stored identity");
+            String::new()
+        }
+        Err(e) => anyhow::bail!("sidecar.join_token: {e}"),
+    };
     let opts = warden_agent::AgentOptions {
         authority: warden_agent::AuthorityClient::new(&sc.authority, roots, sc.timeout.0)
             .map_err(|e| anyhow::anyhow!("sidecar.authority: {e}"))?,
@@ -70,6 +75,7 @@ pub(crate) async fn sidecar_identity(
             .map_err(|e| anyhow::anyhow!("sidecar.trust_domain: {e}"))?,
         join_token: zeroize::Zeroizing::new(token),
         renew_at: 0.5,
+        state_dir: sc.state_dir.clone(),
     };
     let agent = warden_agent::Agent::start(opts)
         .await

@@ -6,12 +6,11 @@
 
 mod common;
 
-use common::free_port;
+use common::{free_port, serve, wait_port};
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -21,49 +20,6 @@ use warden_test_util::client::{self, Answer};
 use warden_test_util::Upstream;
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
-
-/// A `warden serve` process, killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(dir: &Path, name: &str, toml: &str) -> Proc {
-    let cfg = dir.join(format!("{name}.toml"));
-    std::fs::write(&cfg, toml).unwrap();
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    Proc(
-        Command::new(common::BIN)
-            .args(["serve", "--config", cfg.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
-}
-
-/// Waits until `port` accepts connections (or the process exits: then its log).
-async fn wait_port(p: &mut Proc, port: u16, dir: &Path, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        if let Ok(Some(status)) = p.0.try_wait() {
-            let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
-            panic!("{name} exited ({status}):\n{log}");
-        }
-        assert!(Instant::now() < deadline, "{name} did not listen on {port}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn admin(port: u16, path: &str, body: Value) -> Value {
     let req = Request::post(path)
@@ -97,6 +53,20 @@ async fn join_token(port: u16, dir: &Path, path: &str, name: &str) -> String {
     file.to_str().unwrap().to_owned()
 }
 
+/// An authority with a CA for `example.org`, its store and secrets in `d`.
+fn authority_toml(d: &Path, auth_port: u16, gw_port: u16) -> String {
+    format!(
+        "[reload]\nwatch = false\n[access_log]\nenabled = false\n[admin]\nenabled = false\n\
+         [[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:{gw_port}\"\n\
+         [authority]\nenabled = true\nlisten = \"127.0.0.1:{auth_port}\"\n\
+         storage = \"{}\"\nkey_encryption_key = \"file:{}\"\nadmin_token = \"file:{}\"\n\
+         [authority.ca]\ntrust_domain = \"example.org\"\n",
+        d.join("authority.db").display(),
+        d.join("kek").display(),
+        d.join("admin").display(),
+    )
+}
+
 fn sidecar_head(auth_port: u16, token_file: &str) -> String {
     format!(
         "[reload]\nwatch = false\n[access_log]\nenabled = false\n[admin]\nenabled = false\n\
@@ -112,20 +82,7 @@ async fn sidecars_get_svids_from_the_authority_and_carry_calls_over_mtls() {
     std::fs::write(d.join("kek"), [3u8; 32]).unwrap();
     std::fs::write(d.join("admin"), ADMIN).unwrap();
     let (auth_port, gw_port) = (free_port(), free_port());
-    let mut authority = serve(
-        d,
-        "authority",
-        &format!(
-            "[reload]\nwatch = false\n[access_log]\nenabled = false\n[admin]\nenabled = false\n\
-             [[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:{gw_port}\"\n\
-             [authority]\nenabled = true\nlisten = \"127.0.0.1:{auth_port}\"\n\
-             storage = \"{}\"\nkey_encryption_key = \"file:{}\"\nadmin_token = \"file:{}\"\n\
-             [authority.ca]\ntrust_domain = \"example.org\"\n",
-            d.join("authority.db").display(),
-            d.join("kek").display(),
-            d.join("admin").display(),
-        ),
-    );
+    let mut authority = serve(d, "authority", &authority_toml(d, auth_port, gw_port));
     wait_port(&mut authority, auth_port, d, "authority").await;
 
     let service = Upstream::start("service-b").await;
@@ -173,4 +130,77 @@ async fn sidecars_get_svids_from_the_authority_and_carry_calls_over_mtls() {
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(stderr.contains("no workload identity"), "{stderr}");
     assert!(stderr.contains("invalid_token"), "{stderr}");
+}
+
+/// A GET through A right after B restarted: A's pooled connection to the old B died with it,
+/// and a request that meets the dead connection is retried (at most three times).
+async fn get_after_restart(a: SocketAddr, path: &str) -> u16 {
+    let mut status = 0;
+    for _ in 0..3 {
+        status = client::get(a, path).await.status;
+        if status == 200 {
+            break;
+        }
+    }
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_killed_and_restarted_keeps_its_identity_even_with_the_authority_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("kek"), [3u8; 32]).unwrap();
+    std::fs::write(d.join("admin"), ADMIN).unwrap();
+    let (auth_port, gw_port) = (free_port(), free_port());
+    let mut authority = serve(d, "authority", &authority_toml(d, auth_port, gw_port));
+    wait_port(&mut authority, auth_port, d, "authority").await;
+
+    let service = Upstream::start("service-b").await;
+    let (b_port, a_port) = (free_port(), free_port());
+    let b_token = join_token(auth_port, d, "/b", "b").await;
+    let b_toml = format!(
+        "{}state_dir = \"{}\"\n\
+         [[listeners]]\nname = \"inbound\"\naddress = \"127.0.0.1:{b_port}\"\nrole = \"inbound\"\n\
+         [[clusters]]\nname = \"local\"\nendpoints = [\"{}\"]\n\
+         [[routes]]\nname = \"svc\"\ncluster = \"local\"\npath_prefix = \"/\"\n\
+         [routes.auth]\naccept = [\"client_cert\"]\nsubjects = [\"spiffe://example.org/a\"]\n",
+        sidecar_head(auth_port, &b_token),
+        d.join("b-state").display(),
+        service.url()
+    );
+    let mut b = serve(d, "b", &b_toml);
+    wait_port(&mut b, b_port, d, "b").await;
+    let a_token = join_token(auth_port, d, "/a", "a").await;
+    let mut a = serve(
+        d,
+        "a",
+        &format!(
+            "{}[[listeners]]\nname = \"outbound\"\naddress = \"127.0.0.1:{a_port}\"\nrole = \"outbound\"\n\
+             [[clusters]]\nname = \"b\"\nendpoints = [\"https://127.0.0.1:{b_port}\"]\n\
+             spiffe_ids = [\"spiffe://example.org/b\"]\n\
+             [[routes]]\nname = \"to-b\"\ncluster = \"b\"\npath_prefix = \"/\"\nauth = \"none\"\n",
+            sidecar_head(auth_port, &a_token)
+        ),
+    );
+    wait_port(&mut a, a_port, d, "a").await;
+    let a_addr = SocketAddr::from(([127, 0, 0, 1], a_port));
+    assert_eq!(client::get(a_addr, "/one").await.status, 200);
+
+    // kill -9 and start again with the same config: its join token is used up, so only the
+    // stored SVID can bring it back.
+    drop(b);
+    let mut b = serve(d, "b", &b_toml);
+    wait_port(&mut b, b_port, d, "b").await;
+    assert_eq!(get_after_restart(a_addr, "/two").await, 200);
+
+    // Again with the authority down: B serves with its stored SVID.
+    drop(authority);
+    drop(b);
+    let mut b = serve(d, "b", &b_toml);
+    wait_port(&mut b, b_port, d, "b").await;
+    assert_eq!(get_after_restart(a_addr, "/three").await, 200);
+    let log = std::fs::read_to_string(d.join("b.log")).unwrap();
+    assert!(log.contains("serving with the stored SVID"), "{log}");
+    let paths: Vec<String> = service.requests().iter().map(|r| r.uri.clone()).collect();
+    assert!(paths.contains(&"/two".to_owned()) && paths.contains(&"/three".to_owned()));
 }

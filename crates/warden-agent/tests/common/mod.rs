@@ -78,5 +78,6 @@ pub fn options(addr: SocketAddr, token: &str) -> AgentOptions {
         trust_domain: TrustDomain::new("example.org").unwrap(),
         join_token: Zeroizing::new(token.to_owned()),
         renew_at: 0.5,
+        state_dir: None,
     }
 }

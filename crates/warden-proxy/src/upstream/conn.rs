@@ -38,7 +38,7 @@ use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -118,6 +118,9 @@ pub(crate) struct EndpointPool {
     h2: Mutex<Option<H2Sender>>,
     /// Held while an HTTP/2 connection is being opened, so a burst opens one.
     h2_opening: tokio::sync::Mutex<()>,
+    /// Connections opened so far: which of a host name's addresses the next one tries
+    /// first.
+    turn: AtomicUsize,
 }
 
 /// An idle HTTP/1.1 connection.
@@ -158,6 +161,7 @@ impl EndpointPool {
             connector,
             idle: Mutex::new(VecDeque::new()),
             sweeping: AtomicBool::new(false),
+            turn: AtomicUsize::new(0),
             h2: Mutex::new(None),
             h2_opening: tokio::sync::Mutex::new(()),
         }
@@ -333,7 +337,8 @@ impl EndpointPool {
     async fn open(&self) -> Result<Io, BoxError> {
         let c = &self.connector;
         let open = async {
-            let tcp = connect_tcp(self.authority.as_str()).await?;
+            let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+            let tcp = connect_tcp(self.authority.as_str(), turn).await?;
             let stream = match &c.tls {
                 None => Stream::Plain(tcp),
                 Some((tls, name)) => {
@@ -376,11 +381,16 @@ impl EndpointPool {
     }
 }
 
-/// Connects to the first address of `authority` that answers, with `TCP_NODELAY` and
-/// keep-alive probes on.
-async fn connect_tcp(authority: &str) -> io::Result<TcpStream> {
+/// Connects to `authority` with `TCP_NODELAY` and keep-alive probes on. A host name is
+/// resolved (DNS, or whatever the system's resolver consults) for every new connection, so a
+/// change of its addresses is followed without a reload; its addresses take turns being
+/// tried first (`turn`: the connections opened so far), so connections spread over every
+/// address the name has (a headless service's pods, say), and one that does not answer is
+/// skipped for the next.
+async fn connect_tcp(authority: &str, turn: usize) -> io::Result<TcpStream> {
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(authority).await?.collect();
     let mut last = None;
-    for addr in tokio::net::lookup_host(authority).await? {
+    for addr in in_turn(&addrs, turn) {
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -394,6 +404,16 @@ async fn connect_tcp(authority: &str) -> io::Result<TcpStream> {
         }
     }
     Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
+}
+
+/// `addrs` starting at the `turn`-th (modulo their number), wrapping around.
+fn in_turn<T: Copy>(addrs: &[T], turn: usize) -> impl Iterator<Item = T> + '_ {
+    let start = if addrs.is_empty() {
+        0
+    } else {
+        turn % addrs.len()
+    };
+    addrs[start..].iter().chain(&addrs[..start]).copied()
 }
 
 /// A response body from an endpoint. On HTTP/1.1 it carries its connection, polls it as the
@@ -574,5 +594,20 @@ impl Write for Io {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_turn;
+
+    #[test]
+    fn a_names_addresses_take_turns_being_tried_first_and_all_are_tried() {
+        let addrs = [1, 2, 3];
+        let firsts: Vec<i32> = (0..6).map(|t| in_turn(&addrs, t).next().unwrap()).collect();
+        assert_eq!(firsts, [1, 2, 3, 1, 2, 3]);
+        assert_eq!(in_turn(&addrs, 4).collect::<Vec<_>>(), [2, 3, 1]);
+        assert_eq!(in_turn(&[9], 5).collect::<Vec<_>>(), [9]);
+        assert_eq!(in_turn::<i32>(&[], 5).count(), 0);
     }
 }

@@ -70,6 +70,7 @@ async fn identity(ca: &warden_ca::Ca, name: &str, now: i64) -> anyhow::Result<Ar
         trust_domain: warden_identity::TrustDomain::new(TRUST_DOMAIN)?,
         join_token: zeroize::Zeroizing::new(token.token),
         renew_at: 0.5,
+        state_dir: None,
     };
     Agent::start(opts)
         .await

@@ -32,3 +32,54 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A `warden serve` process, killed (SIGKILL) when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `warden serve` with `toml` written to `<dir>/<name>.toml`, its stderr to `<name>.log`.
+pub fn serve(dir: &std::path::Path, name: &str, toml: &str) -> Proc {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(&cfg, toml).unwrap();
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    Proc(
+        Command::new(BIN)
+            .args(["serve", "--config", cfg.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// What `name` logged so far.
+pub fn log_of(dir: &std::path::Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
+}
+
+/// Waits until 127.0.0.1:`port` accepts connections; panics with the log if `p` exits.
+pub async fn wait_port(p: &mut Proc, port: u16, dir: &std::path::Path, name: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        if let Ok(Some(status)) = p.0.try_wait() {
+            panic!("{name} exited ({status}):\n{}", log_of(dir, name));
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} did not listen on {port}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
