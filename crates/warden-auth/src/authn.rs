@@ -36,6 +36,10 @@ pub struct Authenticator {
     api_key_header: HeaderName,
     introspectors: Vec<Arc<Introspector>>,
     cert: ClientCertConfig,
+    /// Identities of client certificates already seen (by DER), so a keep-alive connection's
+    /// requests do not parse and hash its certificate each time; emptied when full. A
+    /// reload builds a new authenticator, so a changed `client_cert` config starts afresh.
+    cert_ids: std::sync::Mutex<std::collections::HashMap<Box<[u8]>, Arc<Identity>>>,
     cache: Arc<TokenCache>,
     policies: Option<Policies>,
     internal: InternalSigner,
@@ -248,6 +252,7 @@ impl Authenticator {
                 .unwrap_or_else(|_| HeaderName::from_static("x-api-key")),
             introspectors,
             cert: cfg.client_cert.clone(),
+            cert_ids: Default::default(),
             cache,
             policies,
             internal,
@@ -256,6 +261,27 @@ impl Authenticator {
             poller,
             revocation_secrets,
         })
+    }
+
+    /// The identity a verified client certificate carries, from the cache when seen before.
+    fn cert_identity(&self, der: &[u8]) -> Result<Arc<Identity>, AuthError> {
+        const MAX_CACHED: usize = 1024;
+        let lock = || self.cert_ids.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = lock().get(der) {
+            return Ok(id.clone());
+        }
+        let id = crate::cert::identity(der, &self.cert)
+            .map(Arc::new)
+            .map_err(|e| AuthError::Invalid {
+                api_key: false,
+                reason: e.reason(),
+            })?;
+        let mut ids = lock();
+        if ids.len() >= MAX_CACHED {
+            ids.clear();
+        }
+        ids.insert(der.into(), id.clone());
+        Ok(id)
     }
 
     /// Whether every issuer has its keys (`/readyz`).
@@ -434,12 +460,7 @@ impl Authenticator {
                 }
                 Accept::ClientCert => {
                     if let Some(der) = peer_cert {
-                        return crate::cert::identity(der, &self.cert)
-                            .map(Arc::new)
-                            .map_err(|e| AuthError::Invalid {
-                                api_key: false,
-                                reason: e.reason(),
-                            });
+                        return self.cert_identity(der);
                     }
                 }
             }

@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc's malloc: the request paths allocate many small, short-lived
 /// objects (headers, JSON values), where glibc's allocator measured about a fifth of the
-/// vault's CPU time under load (`bench/vault.sh`, `perf`).
+/// vault's CPU time under load (`bench/vault.sh`, `perf`). Built with `no_thp`: mimalloc
+/// otherwise asks for transparent huge pages on its arenas, and a sidecar's few MiB of heap
+/// then sat in 2 MiB pages, 10 of its 11 MiB of anonymous memory (`bench/sidecar.sh`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
