@@ -622,6 +622,60 @@ mod tests {
     }
 
     #[test]
+    fn federation_mistakes_are_named_with_their_field() {
+        let base = "enabled = true\nseal = { mode = \"shares\" }\n\
+                    [authority.ca]\ntrust_domain = \"example.org\"\n";
+        let fed = |entries: &[(&str, &str, &str)]| {
+            let mut t = base.to_owned();
+            for (td, url, extra) in entries {
+                t.push_str(&format!(
+                    "[[authority.ca.federation]]\ntrust_domain = \"{td}\"\n\
+                     bundle_endpoint = \"{url}\"\n{extra}"
+                ));
+            }
+            errors(&t)
+        };
+        let ok = "https://auth.partner.org:8200/ca/v1/bundle";
+        assert_eq!(fed(&[("partner.org", ok, "")]), Vec::<String>::new());
+        for (entries, want) in [
+            (
+                vec![("partner.org", "http://auth.partner.org/ca/v1/bundle", "")],
+                "authority.ca.federation[0].bundle_endpoint: must be an https:// URL",
+            ),
+            (
+                vec![("example.org", ok, "")],
+                "authority.ca.federation[0].trust_domain: is this CA's own trust domain",
+            ),
+            (
+                vec![("partner.org", ok, ""), ("partner.org", ok, "")],
+                "authority.ca.federation[1].trust_domain: partner.org is listed twice",
+            ),
+            (
+                vec![("Partner.org", ok, "")],
+                "authority.ca.federation[0].trust_domain: \"Partner.org\"",
+            ),
+            (
+                vec![(
+                    "partner.org",
+                    ok,
+                    "endpoint_ca = \"/nonexistent/warden-partner-ca.pem\"\n",
+                )],
+                "authority.ca.federation[0].endpoint_ca: cannot read /nonexistent/",
+            ),
+            (
+                vec![("partner.org", "https:///ca/v1/bundle", "")],
+                "authority.ca.federation[0].bundle_endpoint: \"https:///ca/v1/bundle\" is not",
+            ),
+        ] {
+            let errs = fed(&entries);
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "{want} not in {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
     fn seal_mode_decides_whether_a_key_encryption_key_is_wanted() {
         // Key shares: no key in config (it comes from the shares), and none required.
         assert_eq!(
