@@ -264,11 +264,22 @@ impl Authenticator {
     }
 
     /// The identity a verified client certificate carries, from the cache when seen before.
-    fn cert_identity(&self, der: &[u8]) -> Result<Arc<Identity>, AuthError> {
+    /// The handshake checked the certificate's validity; a keep-alive connection can outlive
+    /// it, so each request checks its end again (a mesh SVID lives an hour).
+    fn cert_identity(&self, der: &[u8], now: i64) -> Result<Arc<Identity>, AuthError> {
         const MAX_CACHED: usize = 1024;
+        let unexpired = |id: Arc<Identity>| {
+            if id.expires_at.is_some_and(|end| end <= now) {
+                return Err(AuthError::Invalid {
+                    api_key: false,
+                    reason: "certificate_expired",
+                });
+            }
+            Ok(id)
+        };
         let lock = || self.cert_ids.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(id) = lock().get(der) {
-            return Ok(id.clone());
+            return unexpired(id.clone());
         }
         let id = crate::cert::identity(der, &self.cert)
             .map(Arc::new)
@@ -281,7 +292,8 @@ impl Authenticator {
             ids.clear();
         }
         ids.insert(der.into(), id.clone());
-        Ok(id)
+        drop(ids);
+        unexpired(id)
     }
 
     /// Whether every issuer has its keys (`/readyz`).
@@ -460,7 +472,7 @@ impl Authenticator {
                 }
                 Accept::ClientCert => {
                     if let Some(der) = peer_cert {
-                        return self.cert_identity(der);
+                        return self.cert_identity(der, now);
                     }
                 }
             }

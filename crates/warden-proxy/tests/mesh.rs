@@ -69,11 +69,13 @@ async fn direct(
 }
 
 /// [`direct`], and the certificate the server presented.
-async fn direct_with_leaf(
+/// A TLS connection to `addr` presenting `cert`, verifying the server against `bundle`;
+/// `None` when the handshake fails.
+async fn mtls(
     addr: SocketAddr,
     bundle: &Arc<BundleSource>,
     cert: Option<Arc<CertifiedKey>>,
-) -> (u16, Option<CertificateDer<'static>>) {
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     #[derive(Debug)]
     struct One(Option<Arc<CertifiedKey>>);
     impl rustls::client::ResolvesClientCert for One {
@@ -96,10 +98,18 @@ async fn direct_with_leaf(
         .with_client_cert_resolver(Arc::new(One(cert)));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let Ok(mut tls) = tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("b").unwrap(), tcp)
         .await
-    else {
+        .ok()
+}
+
+async fn direct_with_leaf(
+    addr: SocketAddr,
+    bundle: &Arc<BundleSource>,
+    cert: Option<Arc<CertifiedKey>>,
+) -> (u16, Option<CertificateDer<'static>>) {
+    let Some(mut tls) = mtls(addr, bundle, cert).await else {
         return (0, None);
     };
     let leaf = tls
@@ -190,6 +200,48 @@ async fn sidecars_talk_over_mtls_and_authorize_by_spiffe_id() {
     assert_ne!(after, before);
     assert_eq!(get(a.addr("outbound"), "/b/again").await, 200);
     assert_eq!(local.requests().len(), 5);
+}
+
+/// What one read on `tls` returns (a response head and body that fit in one read).
+async fn read(tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> String {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_svid_that_expires_while_its_connection_is_open_is_refused_on_the_next_request() {
+    let ca = ca();
+    let local = Upstream::start("service").await;
+    let b_id = Held::new(&ca, "/b");
+    let b = Sidecar::start(
+        &inbound_toml(&local, "spiffe://example.org/a"),
+        b_id.clone(),
+    )
+    .await;
+    // Valid for two more seconds: the handshake accepts it.
+    let a_cert = certified(ca.svid("/a", now() - 3598, 3600));
+    let mut tls = mtls(b.addr("inbound"), &b_id.bundle(), Some(a_cert))
+        .await
+        .expect("handshake while the SVID is valid");
+    tls.write_all(b"GET /first HTTP/1.1\r\nhost: svc\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read(&mut tls).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+
+    // Expired, on the same connection: refused, and the service never sees it.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    tls.write_all(b"GET /second HTTP/1.1\r\nhost: svc\r\n\r\n")
+        .await
+        .unwrap();
+    let second = read(&mut tls).await;
+    assert!(second.starts_with("HTTP/1.1 401"), "{second}");
+    let seen: Vec<String> = local.requests().iter().map(|r| r.uri.clone()).collect();
+    assert_eq!(seen, ["/first"]);
 }
 
 fn ca_other() -> TestCa {
