@@ -69,6 +69,13 @@ async fn direct(
 }
 
 /// [`direct`], and the certificate the server presented.
+/// Sidecar B (`spiffe://example.org/b`) in front of `local`, allowing only A.
+async fn sidecar_b(ca: &TestCa, local: &Upstream) -> (Arc<Held>, Sidecar) {
+    let b_id = Held::new(ca, "/b");
+    let b = Sidecar::start(&inbound_toml(local, "spiffe://example.org/a"), b_id.clone()).await;
+    (b_id, b)
+}
+
 /// A TLS connection to `addr` presenting `cert`, verifying the server against `bundle`;
 /// `None` when the handshake fails.
 async fn mtls(
@@ -137,12 +144,7 @@ async fn direct_with_leaf(
 async fn sidecars_talk_over_mtls_and_authorize_by_spiffe_id() {
     let ca = ca();
     let local = Upstream::start("service-b").await;
-    let b_id = Held::new(&ca, "/b");
-    let b = Sidecar::start(
-        &inbound_toml(&local, "spiffe://example.org/a"),
-        b_id.clone(),
-    )
-    .await;
+    let (b_id, b) = sidecar_b(&ca, &local).await;
     let a = Sidecar::start(&outbound_toml(b.addr("inbound")), Held::new(&ca, "/a")).await;
 
     // A → B: mTLS both ways, A's identity reaches the service.
@@ -216,12 +218,7 @@ async fn read(tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) 
 async fn a_client_svid_that_expires_while_its_connection_is_open_is_refused_on_the_next_request() {
     let ca = ca();
     let local = Upstream::start("service").await;
-    let b_id = Held::new(&ca, "/b");
-    let b = Sidecar::start(
-        &inbound_toml(&local, "spiffe://example.org/a"),
-        b_id.clone(),
-    )
-    .await;
+    let (b_id, b) = sidecar_b(&ca, &local).await;
     // Valid for two more seconds: the handshake accepts it.
     let a_cert = certified(ca.svid("/a", now() - 3598, 3600));
     let mut tls = mtls(b.addr("inbound"), &b_id.bundle(), Some(a_cert))
@@ -252,12 +249,7 @@ fn ca_other() -> TestCa {
 async fn a_sidecar_says_when_renewal_fails_and_stops_serving_once_its_svid_has_expired() {
     let ca = ca();
     let local = Upstream::start("service").await;
-    let b_id = Held::new(&ca, "/b");
-    let b = Sidecar::start(
-        &inbound_toml(&local, "spiffe://example.org/a"),
-        b_id.clone(),
-    )
-    .await;
+    let (b_id, b) = sidecar_b(&ca, &local).await;
     let admin = b.handle.admin_addr().unwrap();
     let ready = |_: ()| async move { warden_test_util::client::get(admin, "/readyz").await };
     let r = ready(()).await;
