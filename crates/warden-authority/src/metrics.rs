@@ -38,6 +38,7 @@ pub struct Metrics {
     data_key_term: Gauge,
     data_key_age: Gauge,
     vault_requests: Family<Labels, Counter>,
+    federated_fetched: Family<Labels, Gauge>,
     mounts: Mutex<HashSet<String>>,
 }
 
@@ -67,6 +68,7 @@ impl Metrics {
             data_key_term: Gauge::default(),
             data_key_age: Gauge::default(),
             vault_requests: Family::default(),
+            federated_fetched: Family::default(),
             mounts: Mutex::new(HashSet::new()),
             registry: Registry::default(),
         };
@@ -114,6 +116,12 @@ impl Metrics {
             "vault_requests",
             "Vault API requests, by mount (first path segment; `sys`, `auth`, ...) and status",
             m.vault_requests.clone(),
+        );
+        registry.register(
+            "ca_federated_bundle_fetched_timestamp_seconds",
+            "When each federated trust domain's bundle was last fetched and accepted (Unix \
+             seconds; alert when it falls behind the bundle's refresh hint)",
+            m.federated_fetched.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -184,6 +192,17 @@ impl Metrics {
         self.signing_key_age.set(signing_key_age.max(0));
         self.data_key_term.set(term);
         self.data_key_age.set(dek_age.max(0));
+    }
+
+    /// Sets the federated bundles' fetch times (trust domain, Unix seconds): the configured
+    /// trust domains, so the label set is bounded by the config.
+    pub(crate) fn set_federation(&self, fetched: &[(String, i64)]) {
+        self.federated_fetched.clear();
+        for (td, at) in fetched {
+            self.federated_fetched
+                .get_or_create(&vec![("trust_domain", td.clone())])
+                .set(*at);
+        }
     }
 
     /// The text exposition.

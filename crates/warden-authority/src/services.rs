@@ -411,6 +411,17 @@ impl Services {
                 term = i64::from(s.term);
                 dek_age = now - s.install_time_ms / 1000;
             }
+            let fetched: Vec<(String, i64)> = live
+                .ca
+                .iter()
+                .flat_map(|ca| {
+                    ca.federated_bundles()
+                        .iter()
+                        .map(|(td, f)| (td.to_string(), f.fetched_at))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            self.metrics.set_federation(&fetched);
         }
         self.metrics
             .set_state(self.is_sealed(), key_age, term, dek_age);

@@ -225,6 +225,25 @@ async fn workloads_of_federated_trust_domains_call_each_other_and_strangers_are_
         example.federated(&pki).await,
         vec!["partner.org".to_owned()]
     );
+    // Operators see when each federated bundle was last fetched.
+    let req = Request::get("/metrics")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let metrics = String::from_utf8(example.call(&pki, req).await.body.to_vec()).unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("warden_authority_ca_federated_bundle_fetched_timestamp_seconds{")
+                && l.contains("trust_domain=\"partner.org\"")
+        })
+        .unwrap_or_else(|| panic!("no federation gauge in:\n{metrics}"));
+    let at: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - at).abs() < 120.0, "{line}");
     let stranger = Domain::start(d, &pki, "stranger", "stranger.org", free_port(), &[]).await;
 
     // The service of example.org, behind its inbound sidecar, allows partner.org's caller.
