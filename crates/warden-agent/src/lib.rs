@@ -198,7 +198,9 @@ impl Agent {
             }
         }
         if opts.join_token.is_empty() {
-            return Err(AgentError::Local("no join token".into()));
+            return Err(AgentError::Local(
+                "no usable stored identity and no join token (sidecar.join_token)".into(),
+            ));
         }
         let (key, csr) = new_key()?;
         let answer = opts

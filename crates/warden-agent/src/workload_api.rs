@@ -7,8 +7,8 @@
 //!   federated ones'); `FetchJWTBundles` their JWT authorities as JWK sets.
 //! - `FetchJWTSVID` asks the authority for a JWT-SVID for the audiences (signed by its token
 //!   service); `ValidateJWTSVID` checks one against the JWT authorities of the trust domain
-//!   its `sub` names (this one or a federated one) and returns
-//!   its claims (as `google.protobuf.Struct`).
+//!   its `sub` names (this one or a federated one) and returns its claims (as
+//!   `google.protobuf.Struct`).
 //! - Every call must carry the metadata `workload.spiffe.io: true` (the standard's guard
 //!   against requests forged by a browser or an SSRF); without it: `INVALID_ARGUMENT`.
 //!

@@ -127,8 +127,7 @@ impl Ca {
                 return Err(e);
             }
         };
-        let current = self.federated.load();
-        let same = current.get(td).is_some_and(|f| {
+        let same = self.federated.load().get(td).is_some_and(|f| {
             f.bundle.x509_authorities == bundle.x509_authorities
                 && f.bundle.jwt_authorities == bundle.jwt_authorities
         });
@@ -149,31 +148,35 @@ impl Ca {
             self.audit("ca.federation.update", "system", None, true, detail, None)
                 .await?;
         }
-        let mut next = current.as_ref().clone();
-        next.insert(
-            td.clone(),
-            Federated {
-                bundle,
-                document,
-                fetched_at: now,
-            },
-        );
-        self.federated.store(Arc::new(next));
+        let held = Federated {
+            bundle,
+            document,
+            fetched_at: now,
+        };
+        // One fetcher per trust domain runs at once: read-copy-update, so two landing
+        // together do not drop each other's bundle.
+        self.federated.rcu(|current| {
+            let mut next = current.as_ref().clone();
+            next.insert(td.clone(), held.clone());
+            next
+        });
         Ok(!same)
     }
 
     /// Forgets federated trust domains not in `keep` (a config that no longer names them).
     pub async fn retain_federated(&self, keep: &[TrustDomain]) -> Result<(), CaServiceError> {
         let current = self.federated.load_full();
-        let mut next = current.as_ref().clone();
         for td in current.keys().filter(|td| !keep.contains(td)) {
             self.store.delete(&format!("{FEDERATION}{td}")).await?;
-            next.remove(td);
+            self.federated.rcu(|held| {
+                let mut next = held.as_ref().clone();
+                next.remove(td);
+                next
+            });
             let detail = json!({ "trust_domain": td.to_string() });
             self.audit("ca.federation.remove", "system", None, true, detail, None)
                 .await?;
         }
-        self.federated.store(Arc::new(next));
         Ok(())
     }
 }

@@ -428,21 +428,24 @@ async fn an_upstream_ca_signs_the_intermediate_and_its_root_is_the_bundle() {
         .unwrap();
 }
 
+/// The CA of another trust domain, on its own store in `dir`.
+async fn other_domain(dir: &tempfile::TempDir, td: &TrustDomain) -> Arc<Ca> {
+    let path = dir.path().join(format!("{td}.db"));
+    let store = Store::open(path.to_str().unwrap(), &[8u8; 32])
+        .await
+        .unwrap();
+    Ca::open(store, CaSettings::new(td.clone()), T0)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn federated_bundles_are_checked_kept_across_restarts_audited_and_forgotten_when_unlisted() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(&dir).await;
     let ca = Ca::open(store.clone(), settings(), T0).await.unwrap();
     let partner_td = TrustDomain::new("partner.org").unwrap();
-    let partner = Ca::open(
-        Store::open(dir.path().join("partner.db").to_str().unwrap(), &[8u8; 32])
-            .await
-            .unwrap(),
-        CaSettings::new(partner_td.clone()),
-        T0,
-    )
-    .await
-    .unwrap();
+    let partner = other_domain(&dir, &partner_td).await;
     let doc = serde_json::to_vec(&*partner.bundle()).unwrap();
     assert!(ca.federated_bundles().is_empty());
     assert_eq!(
@@ -498,6 +501,23 @@ async fn federated_bundles_are_checked_kept_across_restarts_audited_and_forgotte
         *partner.bundle()
     );
 
+    // Two domains' fetchers landing at once both stay.
+    let other_td = TrustDomain::new("other.org").unwrap();
+    let other = other_domain(&dir, &other_td).await;
+    let other_doc = serde_json::to_vec(&*other.bundle()).unwrap();
+    let (a, b) = tokio::join!(
+        ca.set_federated_bundle(&other_td, &other_doc, T0 + 310),
+        ca.set_federated_bundle(&partner_td, &doc, T0 + 310),
+    );
+    assert!(a.unwrap());
+    b.unwrap();
+    let held: Vec<String> = ca
+        .federated_bundles()
+        .keys()
+        .map(|t| t.to_string())
+        .collect();
+    assert_eq!(held, ["other.org", "partner.org"]);
+
     // No longer configured: forgotten, also in the store.
     ca.retain_federated(&[]).await.unwrap();
     assert!(ca.federated_bundles().is_empty());
@@ -517,6 +537,8 @@ async fn federated_bundles_are_checked_kept_across_restarts_audited_and_forgotte
             ("ca.federation.refused", "failure"),
             ("ca.federation.refused", "failure"),
             ("ca.federation.refused", "failure"),
+            ("ca.federation.update", "success"),
+            ("ca.federation.remove", "success"),
             ("ca.federation.remove", "success"),
         ]
     );

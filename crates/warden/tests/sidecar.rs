@@ -75,6 +75,36 @@ fn sidecar_head(auth_port: u16, token_file: &str) -> String {
     )
 }
 
+/// Sidecar B: an inbound listener on `port` in front of `service`, allowing only A;
+/// `sidecar_extra` goes into its `[sidecar]` section.
+fn b_toml(
+    auth_port: u16,
+    token: &str,
+    sidecar_extra: &str,
+    port: u16,
+    service: &Upstream,
+) -> String {
+    format!(
+        "{}{sidecar_extra}[[listeners]]\nname = \"inbound\"\naddress = \"127.0.0.1:{port}\"\nrole = \"inbound\"\n\
+         [[clusters]]\nname = \"local\"\nendpoints = [\"{}\"]\n\
+         [[routes]]\nname = \"svc\"\ncluster = \"local\"\npath_prefix = \"/\"\n\
+         [routes.auth]\naccept = [\"client_cert\"]\nsubjects = [\"spiffe://example.org/a\"]\n",
+        sidecar_head(auth_port, token),
+        service.url()
+    )
+}
+
+/// Sidecar A: an outbound listener on `port` forwarding everything to B over mTLS.
+fn a_toml(auth_port: u16, token: &str, port: u16, b_port: u16) -> String {
+    format!(
+        "{}[[listeners]]\nname = \"outbound\"\naddress = \"127.0.0.1:{port}\"\nrole = \"outbound\"\n\
+         [[clusters]]\nname = \"b\"\nendpoints = [\"https://127.0.0.1:{b_port}\"]\n\
+         spiffe_ids = [\"spiffe://example.org/b\"]\n\
+         [[routes]]\nname = \"to-b\"\ncluster = \"b\"\npath_prefix = \"/\"\nauth = \"none\"\n",
+        sidecar_head(auth_port, token)
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecars_get_svids_from_the_authority_and_carry_calls_over_mtls() {
     let dir = tempfile::tempdir().unwrap();
@@ -88,28 +118,10 @@ async fn sidecars_get_svids_from_the_authority_and_carry_calls_over_mtls() {
     let service = Upstream::start("service-b").await;
     let (b_port, a_port) = (free_port(), free_port());
     let b_token = join_token(auth_port, d, "/b", "b").await;
-    let mut b = serve(
-        d,
-        "b",
-        &format!(
-            "{}[[listeners]]\nname = \"inbound\"\naddress = \"127.0.0.1:{b_port}\"\nrole = \"inbound\"\n\
-             [[clusters]]\nname = \"local\"\nendpoints = [\"{}\"]\n\
-             [[routes]]\nname = \"svc\"\ncluster = \"local\"\npath_prefix = \"/\"\n\
-             [routes.auth]\naccept = [\"client_cert\"]\nsubjects = [\"spiffe://example.org/a\"]\n",
-            sidecar_head(auth_port, &b_token),
-            service.url()
-        ),
-    );
+    let mut b = serve(d, "b", &b_toml(auth_port, &b_token, "", b_port, &service));
     wait_port(&mut b, b_port, d, "b").await;
     let a_token = join_token(auth_port, d, "/a", "a").await;
-    let a_toml = format!(
-        "{}[[listeners]]\nname = \"outbound\"\naddress = \"127.0.0.1:{a_port}\"\nrole = \"outbound\"\n\
-         [[clusters]]\nname = \"b\"\nendpoints = [\"https://127.0.0.1:{b_port}\"]\n\
-         spiffe_ids = [\"spiffe://example.org/b\"]\n\
-         [[routes]]\nname = \"to-b\"\ncluster = \"b\"\npath_prefix = \"/\"\nauth = \"none\"\n",
-        sidecar_head(auth_port, &a_token)
-    );
-    let mut a = serve(d, "a", &a_toml);
+    let mut a = serve(d, "a", &a_toml(auth_port, &a_token, a_port, b_port));
     wait_port(&mut a, a_port, d, "a").await;
 
     let res: Answer = client::get(SocketAddr::from(([127, 0, 0, 1], a_port)), "/hello").await;
@@ -158,30 +170,12 @@ async fn a_sidecar_killed_and_restarted_keeps_its_identity_even_with_the_authori
     let service = Upstream::start("service-b").await;
     let (b_port, a_port) = (free_port(), free_port());
     let b_token = join_token(auth_port, d, "/b", "b").await;
-    let b_toml = format!(
-        "{}state_dir = \"{}\"\n\
-         [[listeners]]\nname = \"inbound\"\naddress = \"127.0.0.1:{b_port}\"\nrole = \"inbound\"\n\
-         [[clusters]]\nname = \"local\"\nendpoints = [\"{}\"]\n\
-         [[routes]]\nname = \"svc\"\ncluster = \"local\"\npath_prefix = \"/\"\n\
-         [routes.auth]\naccept = [\"client_cert\"]\nsubjects = [\"spiffe://example.org/a\"]\n",
-        sidecar_head(auth_port, &b_token),
-        d.join("b-state").display(),
-        service.url()
-    );
+    let state = format!("state_dir = \"{}\"\n", d.join("b-state").display());
+    let b_toml = b_toml(auth_port, &b_token, &state, b_port, &service);
     let mut b = serve(d, "b", &b_toml);
     wait_port(&mut b, b_port, d, "b").await;
     let a_token = join_token(auth_port, d, "/a", "a").await;
-    let mut a = serve(
-        d,
-        "a",
-        &format!(
-            "{}[[listeners]]\nname = \"outbound\"\naddress = \"127.0.0.1:{a_port}\"\nrole = \"outbound\"\n\
-             [[clusters]]\nname = \"b\"\nendpoints = [\"https://127.0.0.1:{b_port}\"]\n\
-             spiffe_ids = [\"spiffe://example.org/b\"]\n\
-             [[routes]]\nname = \"to-b\"\ncluster = \"b\"\npath_prefix = \"/\"\nauth = \"none\"\n",
-            sidecar_head(auth_port, &a_token)
-        ),
-    );
+    let mut a = serve(d, "a", &a_toml(auth_port, &a_token, a_port, b_port));
     wait_port(&mut a, a_port, d, "a").await;
     let a_addr = SocketAddr::from(([127, 0, 0, 1], a_port));
     assert_eq!(client::get(a_addr, "/one").await.status, 200);
@@ -201,6 +195,14 @@ async fn a_sidecar_killed_and_restarted_keeps_its_identity_even_with_the_authori
     assert_eq!(get_after_restart(a_addr, "/three").await, 200);
     let log = std::fs::read_to_string(d.join("b.log")).unwrap();
     assert!(log.contains("serving with the stored SVID"), "{log}");
-    let paths: Vec<String> = service.requests().iter().map(|r| r.uri.clone()).collect();
-    assert!(paths.contains(&"/two".to_owned()) && paths.contains(&"/three".to_owned()));
+    // Every call that reached the service carried A's identity, verified by the restarted B.
+    let seen = service.requests();
+    let paths: Vec<&str> = seen.iter().map(|r| r.uri.as_str()).collect();
+    assert!(
+        paths.contains(&"/two") && paths.contains(&"/three"),
+        "{paths:?}"
+    );
+    assert!(seen
+        .iter()
+        .all(|r| r.headers["x-warden-subject"] == "spiffe://example.org/a"));
 }
