@@ -107,11 +107,13 @@ async fn renew(ctx: &Ctx<'_>, arg: &str) -> Result<VaultResponse> {
         .leases
         .renew(ctx.vault, &id, increment)
         .await?;
-    let now = ctx.vault.now();
+    // What the renewal granted, from the instant it was made: reading the clock again here
+    // could cross a second boundary and answer one second short of the increment.
+    let granted_at = entry.last_renewal.unwrap_or_else(|| ctx.vault.now());
     Ok(VaultResponse {
         lease_id: entry.lease_id.clone(),
         renewable: entry.renewable,
-        lease_duration: (entry.expire_time - now).max(0) as u64,
+        lease_duration: (entry.expire_time - granted_at).max(0) as u64,
         ..Default::default()
     })
 }
