@@ -25,6 +25,9 @@ pub struct TokenCache {
     per_shard: usize,
     revoked: Mutex<HashMap<String, i64>>,
     max_revoked: usize,
+    /// Bumped on every revocation, for holders of long-lived sessions opened with a token
+    /// (upgraded WebSockets) to check theirs.
+    revocations: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -45,6 +48,7 @@ impl TokenCache {
             per_shard: max_entries.div_ceil(SHARDS).max(1),
             revoked: Mutex::new(HashMap::new()),
             max_revoked: max_entries.max(1024),
+            revocations: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -123,7 +127,14 @@ impl TokenCache {
             s.retain(|_, e| e.identity.jti.as_deref() != Some(jti));
             evicted += before - s.len();
         }
+        self.revocations.send_modify(|n| *n = n.wrapping_add(1));
         evicted
+    }
+
+    /// Changes with every revocation: a session opened with a token waits on this, then
+    /// asks [`is_revoked`](Self::is_revoked) about its `jti`.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.subscribe()
     }
 
     /// Whether a token id was revoked (and its token has not yet expired).
@@ -171,6 +182,18 @@ mod tests {
             c.insert(k, id("x"), "iss".into(), 10_000, 0);
         }
         assert!(c.len() <= 160, "{}", c.len());
+    }
+
+    #[test]
+    fn a_revocation_wakes_whoever_watches_for_revocations() {
+        let c = TokenCache::new(100);
+        let mut rx = c.revocations();
+        assert!(!rx.has_changed().unwrap());
+        c.revoke("j1", 1000, 0);
+        assert!(rx.has_changed().unwrap());
+        rx.borrow_and_update();
+        assert!(c.is_revoked("j1", 10));
+        assert!(!rx.has_changed().unwrap());
     }
 
     #[test]

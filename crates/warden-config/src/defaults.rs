@@ -363,3 +363,23 @@ impl Default for VaultClientConfig {
 pub(crate) fn sidecar_timeout() -> Dur {
     Dur::secs(10)
 }
+
+pub(crate) fn websocket_idle_timeout() -> Dur {
+    Dur::secs(300)
+}
+
+pub(crate) fn websocket_max_lifetime() -> Dur {
+    Dur::secs(24 * 3600)
+}
+
+pub(crate) fn websocket_max_connections() -> usize {
+    10_000
+}
+
+pub(crate) fn websocket_policy_close_code() -> u16 {
+    1008
+}
+
+pub(crate) fn websocket_going_away_close_code() -> u16 {
+    1001
+}

@@ -567,6 +567,38 @@ pub struct RouteConfig {
     /// and a limit that passed counts the request even when a later one refuses it.
     #[serde(default)]
     pub rate_limits: Vec<RateLimitConfig>,
+    /// WebSocket upgrades on this route (`Upgrade: websocket`). Without this section the
+    /// route refuses them with 403.
+    #[serde(default)]
+    pub websocket: Option<WebSocketConfig>,
+}
+
+/// How a route carries WebSockets: the upgrade request goes through the route's filters like
+/// any request, then the two connections are spliced until one side closes or a limit below
+/// ends it with a close frame.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Close an upgraded connection when no byte has gone either way for this long.
+    #[serde(default = "d::websocket_idle_timeout")]
+    pub idle_timeout: Dur,
+    /// Close an upgraded connection this long after the upgrade, however busy.
+    #[serde(default = "d::websocket_max_lifetime")]
+    pub max_lifetime: Dur,
+    /// Upgraded connections open at once on this route (per process); an upgrade beyond
+    /// gets 503.
+    #[serde(default = "d::websocket_max_connections")]
+    pub max_connections: usize,
+    /// Close the connection when the token it was opened with is revoked.
+    #[serde(default = "d::yes")]
+    pub close_on_revocation: bool,
+    /// The close code sent to both sides when the token is revoked (policy violation).
+    #[serde(default = "d::websocket_policy_close_code")]
+    pub policy_close_code: u16,
+    /// The close code sent to both sides on a drain, the idle timeout or the maximum
+    /// lifetime (going away).
+    #[serde(default = "d::websocket_going_away_close_code")]
+    pub going_away_close_code: u16,
 }
 
 /// A rate limit on a route (GCRA: `requests` per `per`, with `burst` at once).

@@ -185,6 +185,19 @@ pub(crate) fn validate(c: &Config, e: &mut ConfigErrors) {
             );
         }
         route(r, &p, e);
+        if r.websocket.is_some()
+            && c.clusters
+                .iter()
+                .any(|cl| cl.name == r.cluster && cl.protocol == UpstreamProtocol::Http2)
+        {
+            e.push(
+                format!("{p}.websocket"),
+                format!(
+                    "cluster `{}` speaks HTTP/2; WebSockets go to HTTP/1.1 upstreams only",
+                    r.cluster
+                ),
+            );
+        }
         if let Some(crate::auth::RouteAuth::Rules(rules)) = &r.auth {
             crate::validate_auth::route_auth(c, rules, &format!("{p}.auth"), e);
         }
@@ -558,6 +571,9 @@ fn route(r: &RouteConfig, p: &str, e: &mut ConfigErrors) {
     if let Some(sh) = &r.security_headers {
         security_headers(sh, &format!("{p}.security_headers"), e);
     }
+    if let Some(ws) = &r.websocket {
+        websocket(ws, &format!("{p}.websocket"), e);
+    }
     for (i, l) in r.rate_limits.iter().enumerate() {
         let lp = format!("{p}.rate_limits[{i}]");
         let parts = l.key.parts();
@@ -659,6 +675,35 @@ fn limit_key(key: &str, r: &RouteConfig, path: &str, e: &mut ConfigErrors) {
     }
 }
 
+/// Close codes an endpoint may send (RFC 6455 §7.4): not 1004-1006 or 1015 (reserved, or
+/// never sent on the wire), nor the unassigned ranges.
+fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+fn websocket(ws: &WebSocketConfig, p: &str, e: &mut ConfigErrors) {
+    if ws.idle_timeout.0.is_zero() {
+        e.push(format!("{p}.idle_timeout"), "must be more than zero");
+    }
+    if ws.max_lifetime.0.is_zero() {
+        e.push(format!("{p}.max_lifetime"), "must be more than zero");
+    }
+    if ws.max_connections == 0 {
+        e.push(format!("{p}.max_connections"), "must be at least 1");
+    }
+    for (name, code) in [
+        ("policy_close_code", ws.policy_close_code),
+        ("going_away_close_code", ws.going_away_close_code),
+    ] {
+        if !valid_close_code(code) {
+            e.push(
+                format!("{p}.{name}"),
+                format!("{code} is not a close code an endpoint may send (1000-1003, 1007-1014, 3000-4999)"),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -691,6 +736,51 @@ per = "0s"
         ] {
             assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");
         }
+    }
+
+    #[test]
+    fn websocket_mistakes_name_the_field() {
+        let text = r#"
+[[listeners]]
+name = "l"
+address = "127.0.0.1:0"
+[[clusters]]
+name = "c"
+endpoints = ["http://127.0.0.1:1"]
+protocol = "http2"
+[[routes]]
+name = "r"
+auth = "none"
+cluster = "c"
+[routes.websocket]
+idle_timeout = "0s"
+max_lifetime = "0s"
+max_connections = 0
+policy_close_code = 1006
+going_away_close_code = 999
+"#;
+        let errors = crate::parse(text).unwrap_err().to_string();
+        for needle in [
+            "routes[0].websocket: cluster `c` speaks HTTP/2; WebSockets go to HTTP/1.1 upstreams only",
+            "routes[0].websocket.idle_timeout: must be more than zero",
+            "routes[0].websocket.max_lifetime: must be more than zero",
+            "routes[0].websocket.max_connections: must be at least 1",
+            "routes[0].websocket.policy_close_code: 1006 is not a close code an endpoint may send",
+            "routes[0].websocket.going_away_close_code: 999 is not a close code",
+        ] {
+            assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");
+        }
+        // The defaults hold.
+        let ok = text
+            .replace("protocol = \"http2\"\n", "")
+            .split("idle_timeout")
+            .next()
+            .unwrap()
+            .to_owned();
+        let c = crate::parse(&ok).unwrap();
+        let ws = c.routes[0].websocket.as_ref().unwrap();
+        assert_eq!(ws.idle_timeout.0.as_secs(), 300);
+        assert_eq!((ws.policy_close_code, ws.going_away_close_code), (1008, 1001));
     }
 
     #[test]

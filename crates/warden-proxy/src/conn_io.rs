@@ -42,6 +42,9 @@ pub(crate) struct ConnShared {
     /// The header-read timeout ended the connection while a head was awaited (after the 408
     /// on HTTP/1): a refusal the server loop logs when the connection ends.
     head_timed_out: AtomicBool,
+    /// An accepted WebSocket upgrade, waiting for the server loop to take the connection
+    /// back from hyper after the 101.
+    tunnel: Mutex<Option<crate::websocket::Tunnel>>,
 }
 
 impl ConnShared {
@@ -68,6 +71,16 @@ impl ConnShared {
         if let Some(inspector) = &self.inspector {
             inspector.lock().unwrap_or_else(|p| p.into_inner()).shrink();
         }
+    }
+
+    /// Leaves an accepted upgrade for the server loop.
+    pub(crate) fn hand_off(&self, tunnel: crate::websocket::Tunnel) {
+        *self.tunnel.lock().unwrap_or_else(|p| p.into_inner()) = Some(tunnel);
+    }
+
+    /// The accepted upgrade, if a request left one.
+    pub(crate) fn take_tunnel(&self) -> Option<crate::websocket::Tunnel> {
+        self.tunnel.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// Requests in flight on this connection.
@@ -137,6 +150,11 @@ pub(crate) struct TimedIo<T> {
 }
 
 impl<T> TimedIo<T> {
+    /// The connection itself, without its timers (an upgraded connection has its own).
+    pub(crate) fn into_inner(self) -> T {
+        self.inner
+    }
+
     pub(crate) fn new(
         inner: T,
         shared: Arc<ConnShared>,

@@ -71,6 +71,13 @@ pub enum Reject {
     BadGateway,
     /// The upstream did not answer in time.
     GatewayTimeout,
+    /// A WebSocket upgrade on a route without a `[routes.websocket]` section.
+    UpgradeNotAllowed,
+    /// A WebSocket handshake with a `Sec-WebSocket-Version` other than 13 (answered with 426
+    /// and the version the gateway speaks, RFC 6455 §4.4).
+    WebSocketVersion,
+    /// The route's `websocket.max_connections` upgraded connections are open.
+    TooManyWebSockets,
 }
 
 impl Reject {
@@ -149,6 +156,21 @@ impl Reject {
                 "gateway_timeout",
                 "upstream timed out",
             ),
+            Reject::UpgradeNotAllowed => (
+                StatusCode::FORBIDDEN,
+                "upgrade_not_allowed",
+                "websocket upgrades are not allowed on this route",
+            ),
+            Reject::WebSocketVersion => (
+                StatusCode::UPGRADE_REQUIRED,
+                "websocket_version",
+                "unsupported Sec-WebSocket-Version (13 is supported)",
+            ),
+            Reject::TooManyWebSockets => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "websocket_limit",
+                "too many open websockets on this route, retry later",
+            ),
         }
     }
 
@@ -186,9 +208,18 @@ impl Reject {
             res.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
+        if self == Reject::WebSocketVersion {
+            res.headers_mut().insert(
+                http::header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+        }
         if matches!(
             self,
-            Reject::Overloaded | Reject::NoHealthyUpstream | Reject::UpstreamBusy
+            Reject::Overloaded
+                | Reject::NoHealthyUpstream
+                | Reject::UpstreamBusy
+                | Reject::TooManyWebSockets
         ) {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -208,7 +239,11 @@ impl Reject {
         }
         if matches!(
             self,
-            Reject::BadRequest(_) | Reject::RequestTimeout | Reject::PayloadTooLarge
+            Reject::BadRequest(_)
+                | Reject::RequestTimeout
+                | Reject::PayloadTooLarge
+                | Reject::UpgradeNotAllowed
+                | Reject::WebSocketVersion
         ) {
             // The connection's framing may be in doubt: do not reuse it.
             res.headers_mut()

@@ -66,25 +66,25 @@ impl Upstream<Incoming> for ToCluster {
     async fn forward(self, out: Outgoing<'_, Incoming>) -> Forwarded {
         let state = Arc::new(BodyState::default());
         let body = RequestBody::new(out.body, out.max_body_bytes, state.clone());
-        let sent = out
-            .route
-            .cluster
-            .send(
-                Outbound {
-                    head: out.head,
-                    path_and_query: out.path_and_query,
-                    body,
-                    body_state: &state,
-                    hash_value: out.hash_value,
-                    timeout: out.route.timeout,
-                },
-                out.admission,
-            )
-            .await;
+        let outbound = Outbound {
+            head: out.head,
+            path_and_query: out.path_and_query,
+            body,
+            body_state: &state,
+            hash_value: out.hash_value,
+            timeout: out.route.timeout,
+        };
+        let cluster = &out.route.cluster;
+        let (sent, upgraded) = if out.upgrade {
+            cluster.send_upgrade(outbound, out.admission).await
+        } else {
+            (cluster.send(outbound, out.admission).await, None)
+        };
         Forwarded {
             response: sent.response.map(|r| r.map(ResponseBody::stream)),
             upstream: sent.upstream,
             body: Some(state),
+            upgraded,
         }
     }
 }

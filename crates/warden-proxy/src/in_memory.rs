@@ -146,6 +146,7 @@ where
             response: Ok(res.map(ResponseBody::full)),
             upstream: None,
             body: None,
+            upgraded: None,
         }
     }
 }

@@ -32,6 +32,7 @@ mod server;
 mod snapshot;
 mod tls;
 mod upstream;
+mod websocket;
 mod workers;
 
 pub use body::BodyError;

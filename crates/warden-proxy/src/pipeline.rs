@@ -28,7 +28,8 @@ use crate::handler::{ConnInfo, DASH};
 use crate::headers;
 use crate::router::Route;
 use crate::snapshot::Snapshot;
-use crate::upstream::{Admission, EndpointGuard};
+use crate::upstream::{Admission, EndpointGuard, Upgraded};
+use crate::websocket::{Ended, OpenSlot, Revocation, Tunnel, WebSocketRoute};
 
 /// A request ready for the upstream: filtered head, the target to send, the client's body.
 pub(crate) struct Outgoing<'a, B> {
@@ -43,6 +44,9 @@ pub(crate) struct Outgoing<'a, B> {
     /// The request's cluster slot (bulkhead, adaptive limit).
     pub(crate) admission: Admission,
     pub(crate) max_body_bytes: u64,
+    /// A WebSocket upgrade: sent on a connection of its own, and a 101 brings that
+    /// connection back in [`Forwarded::upgraded`].
+    pub(crate) upgrade: bool,
 }
 
 /// How forwarding ended.
@@ -53,6 +57,8 @@ pub(crate) struct Forwarded {
     pub(crate) upstream: Option<EndpointGuard>,
     /// What happened to the request body.
     pub(crate) body: Option<Arc<BodyState>>,
+    /// The upstream end of an upgraded connection, when the upstream switched protocols.
+    pub(crate) upgraded: Option<Upgraded>,
 }
 
 /// Where filtered requests go.
@@ -65,6 +71,16 @@ pub(crate) trait Upstream<B> {
 struct Tail {
     upstream: Option<EndpointGuard>,
     body: Option<Arc<BodyState>>,
+    /// An accepted WebSocket upgrade, to splice once the 101 is written.
+    tunnel: Option<Accepted>,
+}
+
+/// An upgrade the upstream accepted: what the tunnel needs besides the access-log record.
+struct Accepted {
+    upstream: Upgraded,
+    settings: WebSocketRoute,
+    slot: OpenSlot,
+    revocation: Option<Revocation>,
 }
 
 /// Serves one request through the pipeline.
@@ -139,6 +155,7 @@ where
             head,
             body,
             conn,
+            gw,
             &snap,
             &mut ex,
             &mut tail,
@@ -200,6 +217,29 @@ where
     };
     drop(ex);
     end.at_head(gw);
+    if let Some(accepted) = tail.tunnel.take() {
+        // The 101: the access-log line and the connection's slot wait for the tunnel's end;
+        // an open WebSocket is not a request in flight.
+        drop(in_flight);
+        let Accepted {
+            upstream,
+            settings,
+            slot,
+            revocation,
+        } = accepted;
+        let metrics = gw.metrics().clone();
+        conn.shared.hand_off(Tunnel {
+            upstream,
+            settings,
+            revocation,
+            on_end: Box::new(move |ended: &Ended| {
+                drop(slot);
+                end.at_tunnel_end(&metrics, ended);
+                drop(active);
+            }),
+        });
+        return res;
+    }
     res.body_mut().set_on_finish(Box::new(Finish {
         _active: active,
         _in_flight: in_flight,
@@ -214,6 +254,7 @@ async fn serve<'a, B, U>(
     mut head: http::request::Parts,
     body: B,
     conn: &ConnInfo,
+    gw: &Gateway,
     snap: &'a Snapshot,
     ex: &mut Exchange<'a>,
     tail: &mut Tail,
@@ -224,6 +265,7 @@ where
     U: Upstream<B>,
 {
     let n = normalize::request(&head, conn.http1, snap)?;
+    let handshake = crate::websocket::check_request(&head)?;
     ex.host = n.host;
     ex.host_value = n.host_value;
     ex.path = n.path;
@@ -247,6 +289,9 @@ where
     if !route.allow_trace && (head.method == Method::TRACE || head.method.as_str() == "TRACK") {
         return Err(Reject::MethodNotAllowed);
     }
+    if handshake.is_some() && route.websocket.is_none() {
+        return Err(Reject::UpgradeNotAllowed);
+    }
     ex.client_ip = headers::client_ip(conn.peer.ip(), &head.headers, &snap.trusted_proxies);
     let cluster = &route.cluster;
     // Read before any filter edits the headers.
@@ -262,6 +307,16 @@ where
         Flow::Respond(res) => return Ok(res.map(ResponseBody::full)),
     }
 
+    // The route's limit on open WebSockets, held from here to the tunnel's end.
+    let ws = match (&handshake, &route.websocket) {
+        (Some(hs), Some(settings)) => Some((
+            hs,
+            settings,
+            OpenSlot::take(gw.metrics(), &route.name, settings.max_connections)
+                .ok_or(Reject::TooManyWebSockets)?,
+        )),
+        _ => None,
+    };
     // Bulkhead and adaptive limit: a full cluster answers at once.
     let admission = cluster.admit()?;
     let host_value = std::mem::replace(&mut ex.host_value, HeaderValue::from_static(""));
@@ -277,6 +332,9 @@ where
     headers::propagate_trace(&mut head.headers);
     if !host_value.is_empty() {
         head.headers.insert(header::HOST, host_value);
+    }
+    if let Some((hs, ..)) = &ws {
+        hs.restore_request_headers(&mut head.headers);
     }
     let upstream_path = ex.upstream_path.as_deref().unwrap_or(&ex.path);
     let pq = match head.uri.query() {
@@ -296,13 +354,50 @@ where
             hash_value: ex.hash_value.as_deref(),
             admission,
             max_body_bytes: snap.limits.max_body_bytes,
+            upgrade: ws.is_some(),
         })
         .await;
     tail.upstream = sent.upstream;
     tail.body = sent.body;
     let mut res = sent.response?;
+    // Read before the hop-by-hop headers (`Upgrade`, `Connection`) go.
+    let accepted = ws
+        .as_ref()
+        .is_some_and(|(hs, ..)| hs.accepted_by(res.headers()));
     headers::strip_hop_by_hop(res.headers_mut());
     ex.from_upstream = true;
+    if let Some((_, settings, slot)) = ws {
+        if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            let upstream = sent
+                .upgraded
+                .filter(|_| accepted)
+                .ok_or_else(|| {
+                    tracing::warn!(route = %route.name, "upstream answered a websocket upgrade with a 101 that does not accept it");
+                    Reject::BadGateway
+                })?;
+            crate::websocket::Handshake::restore_response_headers(res.headers_mut());
+            if let Some(g) = tail.upstream.as_mut() {
+                g.release_slots();
+            }
+            tail.tunnel = Some(Accepted {
+                upstream,
+                settings: settings.clone(),
+                slot,
+                revocation: ex
+                    .identity
+                    .as_ref()
+                    .and_then(|id| id.jti.clone())
+                    .map(|jti| Revocation {
+                        cache: snap.auth.cache().clone(),
+                        jti,
+                    }),
+            });
+        }
+    } else if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        // Only an upgrade the gateway asked for may switch protocols.
+        tracing::warn!(route = %route.name, "upstream switched protocols without an upgrade request");
+        return Err(Reject::BadGateway);
+    }
     Ok(res)
 }
 
@@ -352,8 +447,46 @@ impl End {
         metrics.observe_request_duration(&self.route, self.start.elapsed().as_secs_f64());
     }
 
+    /// When an upgraded connection ends: its metrics, and its access-log line with its whole
+    /// duration, the bytes each way and how it ended.
+    fn at_tunnel_end(&self, metrics: &warden_telemetry::Metrics, ended: &Ended) {
+        use warden_telemetry::metrics::{RouteDirection, RouteReason};
+        metrics
+            .websocket_closed
+            .get_or_create(&RouteReason {
+                route: self.route.clone(),
+                reason: ended.closed.as_str(),
+            })
+            .inc();
+        for (direction, n) in [
+            ("to_upstream", ended.to_upstream),
+            ("to_client", ended.to_client),
+        ] {
+            metrics
+                .websocket_bytes
+                .get_or_create(&RouteDirection {
+                    route: self.route.clone(),
+                    direction,
+                })
+                .inc_by(n);
+        }
+        self.write_log(
+            ended.to_upstream,
+            ended.to_client,
+            Some(ended.closed.as_str()),
+        );
+    }
+
     /// The access-log line, when the response body is done.
     fn at_finish(&self, bytes_out: u64) {
+        let bytes_in = self
+            .body
+            .as_ref()
+            .map_or(0, |b| b.bytes.load(Ordering::Relaxed));
+        self.write_log(bytes_in, bytes_out, None);
+    }
+
+    fn write_log(&self, bytes_in: u64, bytes_out: u64, closed: Option<&str>) {
         let (Some(path), Some((log, listener))) = (&self.path, &self.log) else {
             return;
         };
@@ -376,15 +509,13 @@ impl End {
             status: self.status,
             duration_ms: self.start.elapsed().as_secs_f64() * 1000.0,
             upstream: upstream.as_deref().map_or("-", |s| s.as_str()),
-            bytes_in: self
-                .body
-                .as_ref()
-                .map_or(0, |b| b.bytes.load(Ordering::Relaxed)),
+            bytes_in,
             bytes_out,
             client: &client,
             reason: self.reason,
             auth: self.auth,
             subject: self.subject.as_deref(),
+            closed,
         });
     }
 }

@@ -221,5 +221,6 @@ pub(crate) fn record(gw: &Gateway, at: &Where<'_>, refusal: Refusal) {
         reason: Some(reason),
         auth: None,
         subject: None,
+        closed: None,
     });
 }

@@ -45,6 +45,8 @@ pub(crate) struct Route {
     /// The route's filters (IP rules, CORS, auth, rate limits, …), compiled once per
     /// snapshot.
     pub(crate) chain: crate::filters::Chain,
+    /// WebSocket upgrades allowed, and how they are carried.
+    pub(crate) websocket: Option<crate::websocket::WebSocketRoute>,
 }
 
 /// What a rate limit counts by.

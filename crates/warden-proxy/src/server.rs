@@ -412,6 +412,22 @@ where
     };
     let parts = conn.into_parts();
     let (rest, mut io) = parts.io.into_inner().into_parts();
+    if let Some(tunnel) = shared.take_tunnel() {
+        // The 101 is written and hyper has let go: splice the client with the upstream,
+        // starting with what hyper had read past the upgrade request.
+        if result.is_err() {
+            tunnel.abandon();
+            return None;
+        }
+        let mut first = Vec::with_capacity(parts.read_buf.len() + rest.len());
+        first.extend_from_slice(&parts.read_buf);
+        first.extend_from_slice(&rest);
+        drop(parts.read_buf);
+        tunnel
+            .run(io.into_inner(), Bytes::from(first), shutdown.clone())
+            .await;
+        return None;
+    }
     let refusal = if shared.head_timed_out() {
         Some(Refusal::HeaderReadTimeout { answered: true })
     } else {

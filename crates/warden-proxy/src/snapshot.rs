@@ -262,6 +262,10 @@ impl Snapshot {
                 headers,
                 cluster,
                 timeout: r.timeout.unwrap_or(config.server.request_timeout).0,
+                websocket: r
+                    .websocket
+                    .as_ref()
+                    .map(crate::websocket::WebSocketRoute::compile),
                 chain: Chain::compile(ChainParts {
                     security_headers: r
                         .security_headers

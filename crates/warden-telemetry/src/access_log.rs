@@ -55,6 +55,11 @@ pub struct AccessRecord<'a> {
     /// The authenticated subject (never a credential).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<&'a str>,
+    /// How an upgraded (WebSocket) connection ended (`client_closed`, `idle_timeout`, ...).
+    /// Its line is written then: `duration_ms` is its whole life, `bytes_in` and `bytes_out`
+    /// what it carried each way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed: Option<&'a str>,
 }
 
 /// Handle for writing access-log lines. Cheap to clone.
@@ -157,6 +162,7 @@ mod tests {
                 reason: None,
                 auth: None,
                 subject: None,
+                closed: None,
             });
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

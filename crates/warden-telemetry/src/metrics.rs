@@ -32,6 +32,22 @@ impl EncodeLabelSet for RouteStatus {
     }
 }
 
+/// Labels for bytes carried one way on a route (`direction`: `to_upstream` or `to_client`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct RouteDirection {
+    /// Route name.
+    pub route: Arc<String>,
+    /// Which way.
+    pub direction: &'static str,
+}
+
+impl EncodeLabelSet for RouteDirection {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        [("route", self.route.as_str())].encode(encoder)?;
+        [("direction", self.direction)].encode(encoder)
+    }
+}
+
 /// Labels naming a route.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct RouteLabel(pub Arc<String>);
@@ -290,6 +306,16 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     /// Idle HTTP/1 connections whose buffers were released while they wait.
     pub idle_releases: Counter,
+    /// Upgraded (WebSocket) connections open, by route.
+    pub websocket_open: Family<RouteLabel, Gauge>,
+    /// WebSocket upgrades completed (101 from the upstream, tunnel open), by route.
+    pub websocket_upgrades: Family<RouteLabel, Counter>,
+    /// Upgraded connections closed, by route and why (`client_closed`, `upstream_closed`,
+    /// `idle_timeout`, `max_lifetime`, `drain`, `revoked`, `error`).
+    pub websocket_closed: Family<RouteReason, Counter>,
+    /// Bytes carried by upgraded connections, by route and direction, counted when each
+    /// connection ends.
+    pub websocket_bytes: Family<RouteDirection, Counter>,
     /// Requests refused by a rate limit, by route and key kind.
     pub rate_limited: Family<RouteLimitKey, Counter>,
     /// Requests refused by authentication or authorization, by route and reason.
@@ -464,6 +490,30 @@ impl Metrics {
             "Idle HTTP/1 connections whose buffers were released while they wait",
             idle_releases.clone(),
         );
+        let websocket_open = Family::<RouteLabel, Gauge>::default();
+        registry.register(
+            "websocket_connections_open",
+            "Upgraded WebSocket connections open, by route",
+            websocket_open.clone(),
+        );
+        let websocket_upgrades = Family::<RouteLabel, Counter>::default();
+        registry.register(
+            "websocket_upgrades",
+            "WebSocket upgrades completed (the upstream switched protocols), by route",
+            websocket_upgrades.clone(),
+        );
+        let websocket_closed = Family::<RouteReason, Counter>::default();
+        registry.register(
+            "websocket_closed",
+            "Upgraded WebSocket connections closed, by route and reason",
+            websocket_closed.clone(),
+        );
+        let websocket_bytes = Family::<RouteDirection, Counter>::default();
+        registry.register(
+            "websocket_bytes",
+            "Bytes carried by upgraded WebSocket connections, by route and direction, counted when each ends",
+            websocket_bytes.clone(),
+        );
         let rate_limited = Family::<RouteLimitKey, Counter>::default();
         registry.register(
             "rate_limited_requests",
@@ -543,6 +593,10 @@ impl Metrics {
             config_last_reload_ok,
             access_log_dropped,
             idle_releases,
+            websocket_open,
+            websocket_upgrades,
+            websocket_closed,
+            websocket_bytes,
             rate_limited,
             auth_denied,
             auth_allowed,

@@ -123,6 +123,12 @@ pub(crate) struct EndpointPool {
     turn: AtomicUsize,
 }
 
+/// The upstream end of an upgraded connection: the socket, and what was read past the 101.
+pub(crate) struct Upgraded {
+    pub(crate) io: Io,
+    pub(crate) buffered: Bytes,
+}
+
 /// An idle HTTP/1.1 connection.
 struct Idle {
     conn: Box<H1>,
@@ -208,6 +214,49 @@ impl EndpointPool {
                 },
             }
         }
+    }
+
+    /// Sends an upgrade request on a connection of its own (an upgraded connection is never
+    /// pooled). When the endpoint switches protocols (101) the connection comes back with the
+    /// response, as the upstream end of the tunnel, with any bytes already read past the
+    /// response head; any other answer is an ordinary response, its connection pooled after
+    /// its body as usual.
+    pub(crate) async fn send_upgrade(
+        self: &Arc<Self>,
+        req: Request<UpstreamBody>,
+    ) -> Result<(Response<PooledBody>, Option<Upgraded>), BoxError> {
+        let mut conn = self.open_h1().await?;
+        let mut response = std::pin::pin!(conn.sender.send_request(req));
+        let mut ended = false;
+        let res = poll_fn(|cx| {
+            if !ended && conn.conn.poll_without_shutdown(cx).is_ready() {
+                ended = true;
+            }
+            response.as_mut().poll(cx)
+        })
+        .await?;
+        if res.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            let live = (!ended).then(|| Live {
+                conn,
+                ended: false,
+                pool: self.clone(),
+            });
+            return Ok((res.map(|body| PooledBody { body, live }), None));
+        }
+        // hyper stops at the 101 and hands the connection back.
+        if !ended {
+            poll_fn(|cx| conn.conn.poll_without_shutdown(cx)).await?;
+        }
+        let H1 { conn: c, .. } = *conn;
+        let parts = c.into_parts();
+        let upgraded = Upgraded {
+            io: parts.io,
+            buffered: parts.read_buf,
+        };
+        Ok((
+            res.map(|body| PooledBody { body, live: None }),
+            Some(upgraded),
+        ))
     }
 
     /// The most recently returned idle connection still usable; the stale ones met on the
@@ -554,6 +603,35 @@ pub(crate) struct Io {
 impl Drop for Io {
     fn drop(&mut self) {
         self.closed.inc();
+    }
+}
+
+/// Tokio's IO traits too, for the tunnel of an upgraded connection (`crate::websocket`).
+impl AsyncRead for Io {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(self.inner.inner_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.inner.inner_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.inner.inner_mut()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.inner.inner_mut()).poll_shutdown(cx)
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use warden_telemetry::metrics::{ClusterLabel, ClusterResult};
 
 use super::admission::Admission;
-use super::conn::PooledBody;
+use super::conn::{PooledBody, Upgraded};
 use super::replay::{self, Buffered, Replay, UpstreamBody};
 use super::{now_nanos, Cluster, EndpointGuard, EndpointState};
 use crate::body::{BodyState, RequestBody};
@@ -200,6 +200,62 @@ impl Cluster {
             // The failed answer's connection goes back to the pool (or closes) here.
             drop(failure);
             guard = next;
+        }
+    }
+
+    /// Sends an upgrade request (WebSocket): one try, on a connection of its own, within the
+    /// route's timeout and the cluster's response timeout. It is never retried: the client's
+    /// first frames may already be on their way. A 101 comes back with the upstream end of
+    /// the tunnel; any other answer is passed through.
+    pub(crate) async fn send_upgrade(
+        &self,
+        out: Outbound<'_>,
+        admission: Admission,
+    ) -> (Exchanged, Option<Upgraded>) {
+        let mut guard = match self.pick(out.hash_value) {
+            Ok(g) => g,
+            Err(r) => {
+                let ex = Exchanged {
+                    response: Err(r),
+                    upstream: None,
+                };
+                return (ex, None);
+            }
+        };
+        let req = match self.request(
+            Some(out.head),
+            None,
+            &guard.endpoint,
+            &out.path_and_query,
+            UpstreamBody::empty(),
+        ) {
+            Ok(r) => r,
+            Err(r) => return (finish(Err(r), guard, admission), None),
+        };
+        let wait = self.response_timeout.min(out.timeout);
+        let conns = self.connections(guard.endpoint.index);
+        match tokio::time::timeout(wait, conns.send_upgrade(req)).await {
+            Ok(Ok((res, upgraded))) => {
+                self.record(&mut guard, res.status().as_u16() < 500);
+                (finish(Ok(res), guard, admission), upgraded)
+            }
+            Ok(Err(e)) => {
+                self.record_error(&guard.endpoint);
+                self.record(&mut guard, false);
+                tracing::warn!(cluster = %self.name, endpoint = %guard.endpoint.label, error = %error_chain(&*e), "upstream upgrade request failed");
+                let r = if is_timeout(&*e) {
+                    Reject::GatewayTimeout
+                } else {
+                    Reject::BadGateway
+                };
+                (finish(Err(r), guard, admission), None)
+            }
+            Err(_) => {
+                self.record_error(&guard.endpoint);
+                self.record(&mut guard, false);
+                tracing::warn!(cluster = %self.name, endpoint = %guard.endpoint.label, timeout_ms = wait.as_millis() as u64, "upstream did not answer the upgrade in time");
+                (finish(Err(Reject::GatewayTimeout), guard, admission), None)
+            }
         }
     }
 

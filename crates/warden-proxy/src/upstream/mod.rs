@@ -36,7 +36,7 @@ mod retry;
 mod status;
 
 pub(crate) use admission::Admission;
-pub(crate) use conn::PooledBody;
+pub(crate) use conn::{PooledBody, Upgraded};
 pub(crate) use lb::Balancer;
 pub(crate) use replay::UpstreamBody;
 
@@ -122,6 +122,14 @@ impl EndpointGuard {
     /// Keeps the cluster admission slot until this guard is dropped (the response is done).
     pub(crate) fn hold(&mut self, admission: Admission) {
         self.admission = Some(admission);
+    }
+
+    /// Gives back the cluster admission slot and the endpoint request slot, keeping the
+    /// endpoint counted as busy: for an upgraded connection, which is load on its endpoint
+    /// for as long as it is open but holds no pooled connection or request slot.
+    pub(crate) fn release_slots(&mut self) {
+        self.admission = None;
+        self.connection = None;
     }
 }
 
