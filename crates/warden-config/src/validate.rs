@@ -780,7 +780,10 @@ going_away_close_code = 999
         let c = crate::parse(&ok).unwrap();
         let ws = c.routes[0].websocket.as_ref().unwrap();
         assert_eq!(ws.idle_timeout.0.as_secs(), 300);
-        assert_eq!((ws.policy_close_code, ws.going_away_close_code), (1008, 1001));
+        assert_eq!(
+            (ws.policy_close_code, ws.going_away_close_code),
+            (1008, 1001)
+        );
     }
 
     #[test]
