@@ -383,3 +383,7 @@ pub(crate) fn websocket_policy_close_code() -> u16 {
 pub(crate) fn websocket_going_away_close_code() -> u16 {
     1001
 }
+
+pub(crate) fn stream_idle_timeout() -> Dur {
+    Dur::secs(300)
+}

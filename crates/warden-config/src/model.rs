@@ -551,6 +551,11 @@ pub struct RouteConfig {
     /// Override of `server.request_timeout` for this route.
     #[serde(default)]
     pub timeout: Option<Dur>,
+    /// Once the response head is in, the longest the response body may go without a byte
+    /// from the upstream; past it the response is cut off. A stream (server-sent events, a
+    /// long download) may last any time while it keeps moving.
+    #[serde(default = "d::stream_idle_timeout")]
+    pub stream_idle_timeout: Dur,
     /// Only these client networks may use the route (empty: all).
     #[serde(default)]
     pub allow_cidrs: Vec<Cidr>,

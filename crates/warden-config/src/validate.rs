@@ -532,6 +532,9 @@ fn route(r: &RouteConfig, p: &str, e: &mut ConfigErrors) {
             e.push(format!("{p}.timeout"), "must be more than zero");
         }
     }
+    if r.stream_idle_timeout.0.is_zero() {
+        e.push(format!("{p}.stream_idle_timeout"), "must be more than zero");
+    }
     if let Some(c) = &r.cors {
         let cp = format!("{p}.cors");
         if c.allowed_origins.is_empty() {

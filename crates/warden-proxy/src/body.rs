@@ -1,10 +1,12 @@
 //! Bodies: the request body streamed upstream under a size limit, and the response body that,
 //! when finished, writes the access-log line and releases the request's in-flight slots.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -124,8 +126,28 @@ pub(crate) trait OnFinish: Send + Sync {
 
 enum Inner {
     Full(Option<Bytes>),
-    Stream(PooledBody),
+    Stream(PooledBody, StreamIdle),
 }
+
+/// A streamed body's idle timeout: the timer is only made the first time the upstream keeps
+/// the body waiting (most bodies are read without waiting), then pushed back at each frame.
+struct StreamIdle {
+    after: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// A response body cut off because the upstream sent nothing for the route's
+/// `stream_idle_timeout`.
+#[derive(Debug)]
+pub(crate) struct StreamIdleTimeout;
+
+impl std::fmt::Display for StreamIdleTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("response body idle past the route's stream_idle_timeout")
+    }
+}
+
+impl std::error::Error for StreamIdleTimeout {}
 
 /// The response body sent to the client.
 pub(crate) struct ResponseBody {
@@ -143,9 +165,16 @@ impl ResponseBody {
         }
     }
 
-    pub(crate) fn stream(b: PooledBody) -> Self {
+    /// The upstream's body, cut off when it sends nothing for `idle`.
+    pub(crate) fn stream(b: PooledBody, idle: Duration) -> Self {
         Self {
-            inner: Inner::Stream(b),
+            inner: Inner::Stream(
+                b,
+                StreamIdle {
+                    after: idle,
+                    sleep: None,
+                },
+            ),
             bytes: 0,
             on_finish: None,
         }
@@ -169,16 +198,36 @@ impl Drop for ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         let res = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Stream(s) => Pin::new(s).poll_frame(cx),
+            Inner::Stream(s, idle) => match Pin::new(s).poll_frame(cx) {
+                Poll::Ready(r) => {
+                    if let Some(sleep) = &mut idle.sleep {
+                        sleep
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + idle.after);
+                    }
+                    Poll::Ready(r.map(|r| r.map_err(Into::into)))
+                }
+                Poll::Pending => {
+                    let after = idle.after;
+                    let sleep = idle
+                        .sleep
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        tracing::debug!("response body idle past stream_idle_timeout; cut off");
+                        return Poll::Ready(Some(Err(Box::new(StreamIdleTimeout))));
+                    }
+                    Poll::Pending
+                }
+            },
         };
         if let Poll::Ready(Some(Ok(frame))) = &res {
             if let Some(d) = frame.data_ref() {
@@ -191,14 +240,14 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
-            Inner::Stream(s) => s.is_end_stream(),
+            Inner::Stream(s, _) => s.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Inner::Stream(s) => s.size_hint(),
+            Inner::Stream(s, _) => s.size_hint(),
         }
     }
 }

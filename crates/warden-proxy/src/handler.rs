@@ -75,13 +75,16 @@ impl Upstream<Incoming> for ToCluster {
             timeout: out.route.timeout,
         };
         let cluster = &out.route.cluster;
+        let idle = out.route.stream_idle_timeout;
         let (sent, upgraded) = if out.upgrade {
             cluster.send_upgrade(outbound, out.admission).await
         } else {
             (cluster.send(outbound, out.admission).await, None)
         };
         Forwarded {
-            response: sent.response.map(|r| r.map(ResponseBody::stream)),
+            response: sent
+                .response
+                .map(|r| r.map(|b| ResponseBody::stream(b, idle))),
             upstream: sent.upstream,
             body: Some(state),
             upgraded,

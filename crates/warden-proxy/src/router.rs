@@ -42,6 +42,8 @@ pub(crate) struct Route {
     pub(crate) headers: Vec<HeaderCond>,
     pub(crate) cluster: Arc<Cluster>,
     pub(crate) timeout: std::time::Duration,
+    /// The longest a response body may go without a byte from the upstream.
+    pub(crate) stream_idle_timeout: std::time::Duration,
     /// The route's filters (IP rules, CORS, auth, rate limits, …), compiled once per
     /// snapshot.
     pub(crate) chain: crate::filters::Chain,

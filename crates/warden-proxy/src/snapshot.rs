@@ -262,6 +262,7 @@ impl Snapshot {
                 headers,
                 cluster,
                 timeout: r.timeout.unwrap_or(config.server.request_timeout).0,
+                stream_idle_timeout: r.stream_idle_timeout.0,
                 websocket: r
                     .websocket
                     .as_ref()

@@ -410,5 +410,12 @@ async fn a_client_that_stops_reading_holds_the_upstream_back() {
         assert!(chunk[..n].iter().all(|b| *b == 0x5a));
         seen += n as u64;
     }
-    assert!(up.written.load(Ordering::SeqCst) > last, "the flow resumed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while up.written.load(Ordering::SeqCst) <= last {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flow did not resume"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
