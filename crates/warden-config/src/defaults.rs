@@ -187,6 +187,8 @@ impl Default for RetryConfig {
                 .map(crate::types::Parsed::new)
                 .to_vec(),
             statuses: vec![502, 503, 504],
+            // UNAVAILABLE: the server did not process the call.
+            grpc_statuses: vec![14],
             per_try_timeout: Dur::secs(5),
             backoff_base: Dur::millis(25),
             backoff_max: Dur::millis(250),

@@ -395,6 +395,9 @@ pub struct RetryConfig {
     /// Upstream statuses that are retried (connection failures, resets and per-try timeouts
     /// always are).
     pub statuses: Vec<u16>,
+    /// gRPC statuses retried, when a gRPC call's answer carries one in its head (a
+    /// trailers-only answer). gRPC calls are retried whatever `methods` says, on these only.
+    pub grpc_statuses: Vec<u16>,
     /// Time allowed for each try.
     pub per_try_timeout: Dur,
     /// First back-off; it doubles with each retry, with full jitter.
@@ -510,6 +513,11 @@ pub struct HealthCheckConfig {
     /// Statuses counted as healthy; default any 2xx.
     #[serde(default)]
     pub expected_statuses: Vec<u16>,
+    /// Check with the gRPC health protocol instead (`grpc.health.v1.Health/Check` for this
+    /// service, `""` for the server as a whole): healthy when it answers `SERVING`. HTTP/2
+    /// clusters only; `path` and `expected_statuses` are then not used.
+    #[serde(default)]
+    pub grpc_service: Option<String>,
 }
 
 /// One route.

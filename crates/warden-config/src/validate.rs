@@ -442,6 +442,12 @@ fn cluster(c: &ClusterConfig, p: &str, e: &mut ConfigErrors) {
                 );
             }
         }
+        if h.grpc_service.is_some() && c.protocol != UpstreamProtocol::Http2 {
+            e.push(
+                format!("{hp}.grpc_service"),
+                "gRPC health checks need protocol = \"http2\"",
+            );
+        }
     }
     crate::validate_limits::cluster_protection(c, p, e);
 }

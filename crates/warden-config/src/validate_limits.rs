@@ -50,6 +50,14 @@ pub(crate) fn cluster_protection(c: &ClusterConfig, p: &str, e: &mut ConfigError
                 );
             }
         }
+        for s in &r.grpc_statuses {
+            if !(1..=16).contains(s) {
+                e.push(
+                    format!("{rp}.grpc_statuses"),
+                    format!("{s} is not a gRPC error status (1-16)"),
+                );
+            }
+        }
         if r.per_try_timeout.0.is_zero() {
             e.push(format!("{rp}.per_try_timeout"), "must be more than zero");
         }

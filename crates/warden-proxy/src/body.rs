@@ -159,7 +159,9 @@ pub(crate) struct ResponseBody {
 impl ResponseBody {
     pub(crate) fn full(b: Bytes) -> Self {
         Self {
-            inner: Inner::Full(Some(b)),
+            // An empty body is no body: the head ends the stream (a gRPC trailers-only
+            // answer needs END_STREAM on its HEADERS frame).
+            inner: Inner::Full((!b.is_empty()).then_some(b)),
             bytes: 0,
             on_finish: None,
         }

@@ -72,7 +72,7 @@ impl Upstream<Incoming> for ToCluster {
             body,
             body_state: &state,
             hash_value: out.hash_value,
-            timeout: out.route.timeout,
+            timeout: out.timeout,
         };
         let cluster = &out.route.cluster;
         let idle = out.route.stream_idle_timeout;

@@ -19,6 +19,7 @@ mod cors;
 mod error;
 pub mod filters;
 mod gateway;
+mod grpc;
 pub mod h1_inspect;
 mod handler;
 mod headers;

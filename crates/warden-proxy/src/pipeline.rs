@@ -47,6 +47,9 @@ pub(crate) struct Outgoing<'a, B> {
     /// A WebSocket upgrade: sent on a connection of its own, and a 101 brings that
     /// connection back in [`Forwarded::upgraded`].
     pub(crate) upgrade: bool,
+    /// Time allowed up to the response head: the route's timeout, or a gRPC call's
+    /// `grpc-timeout` when shorter.
+    pub(crate) timeout: std::time::Duration,
 }
 
 /// How forwarding ended.
@@ -106,6 +109,8 @@ where
     let snap = gw.snapshot();
     let (head, body) = req.into_parts();
     let request_id = headers::request_id(&head.headers, &snap.request_id_header);
+    // A gRPC call gets its refusals as gRPC statuses.
+    let grpc = crate::grpc::is_grpc(&head.headers);
     let version = head.version;
     let log_path = gw
         .access_log()
@@ -168,7 +173,11 @@ where
         Ok(res) => res,
         Err(reject) => {
             ex.rejected = Some(reject);
-            reject.response().map(ResponseBody::full)
+            if grpc {
+                crate::grpc::refusal(reject).map(ResponseBody::full)
+            } else {
+                reject.response().map(ResponseBody::full)
+            }
         }
     };
 
@@ -344,6 +353,14 @@ where
     let path_and_query =
         PathAndQuery::try_from(pq).map_err(|_| Reject::BadRequest("invalid request target"))?;
     head.version = cluster.version;
+    let mut timeout = route.timeout;
+    if let Some(v) = head.headers.get("grpc-timeout") {
+        if crate::grpc::is_grpc(&head.headers) {
+            let grpc_timeout = crate::grpc::parse_timeout(v)
+                .ok_or(Reject::BadRequest("malformed grpc-timeout"))?;
+            timeout = timeout.min(grpc_timeout);
+        }
+    }
 
     let sent = upstream
         .forward(Outgoing {
@@ -355,6 +372,7 @@ where
             admission,
             max_body_bytes: snap.limits.max_body_bytes,
             upgrade: ws.is_some(),
+            timeout,
         })
         .await;
     tail.upstream = sent.upstream;

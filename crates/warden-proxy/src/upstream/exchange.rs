@@ -125,14 +125,18 @@ impl Cluster {
             ..
         } = out;
         let policy = self.retry.as_ref();
+        // gRPC calls are retried on their status, whatever their method.
+        let grpc = crate::grpc::is_grpc(&head.headers);
         let per_try = policy.map_or(self.response_timeout, |p| {
             p.per_try_timeout.min(self.response_timeout)
         });
-        let (mut first_body, replay) =
-            match self.prepare_body(&head, body, body_state, deadline).await {
-                Ok(b) => b,
-                Err(r) => return finish(Err(r), guard, admission),
-            };
+        let (mut first_body, replay) = match self
+            .prepare_body(&head, grpc, body, body_state, deadline)
+            .await
+        {
+            Ok(b) => b,
+            Err(r) => return finish(Err(r), guard, admission),
+        };
         // Retries need a copy of the head (the first try consumes the original).
         let template: Option<Template> = replay
             .as_ref()
@@ -161,7 +165,15 @@ impl Cluster {
                 return finish(Err(r), guard, admission);
             }
             let retries_left = policy.filter(|p| replay.is_some() && retry < p.attempts);
-            let retry_status = |s: u16| retries_left.is_some_and(|p| p.retries_status(s));
+            let retry_status = |s: u16, h: &HeaderMap| {
+                retries_left.is_some_and(|p| {
+                    if grpc {
+                        p.retries_grpc_answer(s, h)
+                    } else {
+                        p.retries_status(s)
+                    }
+                })
+            };
             let wait = per_try.min(deadline.saturating_duration_since(Instant::now()));
             let failure = match self
                 .try_once(&mut guard, req, wait, &retry_status, body_state)
@@ -170,7 +182,14 @@ impl Cluster {
                 Try::Done(result) => {
                     if let (true, Ok(res)) = (retry > 0, &result) {
                         let status = res.status().as_u16();
-                        if status < 500 && !policy.is_some_and(|p| p.retries_status(status)) {
+                        let retried = policy.is_some_and(|p| {
+                            if grpc {
+                                p.retries_grpc_answer(status, res.headers())
+                            } else {
+                                p.retries_status(status)
+                            }
+                        });
+                        if status < 500 && !retried {
                             self.count_retry("succeeded");
                         }
                     }
@@ -265,6 +284,7 @@ impl Cluster {
     async fn prepare_body(
         &self,
         head: &http::request::Parts,
+        grpc: bool,
         body: RequestBody,
         body_state: &BodyState,
         deadline: Instant,
@@ -272,7 +292,7 @@ impl Cluster {
         let Some(p) = self
             .retry
             .as_ref()
-            .filter(|p| p.retries_method(&head.method))
+            .filter(|p| p.retries_method(&head.method) || (grpc && p.retries_grpc()))
         else {
             return Ok((Some(UpstreamBody::Stream(body)), None));
         };
@@ -294,7 +314,7 @@ impl Cluster {
         guard: &mut EndpointGuard,
         req: Request<UpstreamBody>,
         wait: Duration,
-        retry_status: &(dyn Fn(u16) -> bool + Sync),
+        retry_status: &(dyn Fn(u16, &HeaderMap) -> bool + Sync),
         body_state: &BodyState,
     ) -> Try {
         let started = Instant::now();
@@ -304,7 +324,7 @@ impl Cluster {
                 self.sample(started.elapsed());
                 let status = res.status().as_u16();
                 self.record(guard, status < 500);
-                if retry_status(status) {
+                if retry_status(status, res.headers()) {
                     Try::Failed(Failed::Answer(res))
                 } else {
                     Try::Done(Ok(res))

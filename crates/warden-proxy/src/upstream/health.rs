@@ -1,4 +1,5 @@
-//! Active HTTP health checks: each endpoint is probed with `GET <path>` every interval; after
+//! Active health checks: each endpoint is probed with `GET <path>` (or, with `grpc_service`,
+//! the gRPC health protocol's `Check`) every interval; after
 //! `unhealthy_threshold` failures in a row it leaves the rotation, after `healthy_threshold`
 //! successes in a row it returns. The task holds only a weak reference, so it ends when a
 //! reload drops the cluster.
@@ -6,6 +7,7 @@
 use std::sync::{Arc, Weak};
 
 use http::{Request, Uri};
+use http_body_util::BodyExt;
 
 use super::{Cluster, UpstreamBody};
 
@@ -57,31 +59,66 @@ async fn probe_loop(cluster: Weak<Cluster>, idx: usize) {
 
 async fn probe(c: &Cluster, idx: usize, hc: &warden_config::HealthCheckConfig) -> bool {
     let ep = &c.endpoints[idx];
+    let path = match &hc.grpc_service {
+        Some(_) => "/grpc.health.v1.Health/Check",
+        None => hc.path.as_str(),
+    };
     let uri = if c.version == http::Version::HTTP_2 {
         Uri::builder()
             .scheme(c.scheme.clone())
             .authority(ep.authority.clone())
-            .path_and_query(hc.path.as_str())
+            .path_and_query(path)
             .build()
     } else {
-        Uri::builder().path_and_query(hc.path.as_str()).build()
+        Uri::builder().path_and_query(path).build()
     };
     let Ok(uri) = uri else { return false };
-    let req = Request::get(uri)
+    let req = Request::builder()
+        .uri(uri)
         .version(c.version)
         .header(http::header::HOST, ep.authority.as_str())
-        .header(http::header::USER_AGENT, "warden-health-check")
-        .body(UpstreamBody::empty());
+        .header(http::header::USER_AGENT, "warden-health-check");
+    let req = match &hc.grpc_service {
+        Some(service) => req
+            .method(http::Method::POST)
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers")
+            .body(UpstreamBody::Full {
+                data: Some(crate::grpc::health_request(service)),
+                trailers: None,
+            }),
+        None => req.body(UpstreamBody::empty()),
+    };
     let Ok(req) = req else { return false };
-    match tokio::time::timeout(hc.timeout.0, c.connections(idx).send(req)).await {
-        Ok(Ok(res)) => {
-            let status = res.status().as_u16();
-            if hc.expected_statuses.is_empty() {
+    let check = async {
+        let res = c.connections(idx).send(req).await.ok()?;
+        let status = res.status().as_u16();
+        if hc.grpc_service.is_none() {
+            return Some(if hc.expected_statuses.is_empty() {
                 (200..300).contains(&status)
             } else {
                 hc.expected_statuses.contains(&status)
-            }
+            });
         }
-        _ => false,
-    }
+        // gRPC: a 200 whose message says SERVING and whose status (in the trailers, or in
+        // the head of a trailers-only answer) is OK.
+        let head_status = crate::grpc::head_status(res.headers());
+        let collected = http_body_util::Limited::new(res.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .ok()?;
+        let grpc_status = collected
+            .trailers()
+            .and_then(crate::grpc::head_status)
+            .or(head_status);
+        Some(
+            status == 200
+                && grpc_status == Some(0)
+                && crate::grpc::health_serving(&collected.to_bytes()),
+        )
+    };
+    matches!(
+        tokio::time::timeout(hc.timeout.0, check).await,
+        Ok(Some(true))
+    )
 }

@@ -13,6 +13,7 @@ pub(crate) struct RetryPolicy {
     pub(crate) attempts: u32,
     methods: Vec<Method>,
     statuses: Vec<u16>,
+    grpc_statuses: Vec<u16>,
     pub(crate) per_try_timeout: Duration,
     backoff: Backoff,
     pub(crate) budget: RetryBudget,
@@ -31,6 +32,7 @@ impl RetryPolicy {
                 .filter_map(|m| m.value().cloned())
                 .collect(),
             statuses: c.statuses.clone(),
+            grpc_statuses: c.grpc_statuses.clone(),
             per_try_timeout: c.per_try_timeout.0,
             backoff: Backoff::new(c.backoff_base.0, c.backoff_max.0),
             budget: RetryBudget::new(c.budget_percent, c.min_retries_in_flight),
@@ -46,6 +48,19 @@ impl RetryPolicy {
     /// Whether an upstream answer with this status is retried.
     pub(crate) fn retries_status(&self, status: u16) -> bool {
         self.statuses.contains(&status)
+    }
+
+    /// Whether gRPC calls may be retried at all (they are, whatever their method, when some
+    /// gRPC status is listed).
+    pub(crate) fn retries_grpc(&self) -> bool {
+        self.attempts > 0 && !self.grpc_statuses.is_empty()
+    }
+
+    /// Whether a gRPC answer is retried: its HTTP status is listed, or the `grpc-status` in
+    /// its head (a trailers-only answer) is.
+    pub(crate) fn retries_grpc_answer(&self, status: u16, headers: &http::HeaderMap) -> bool {
+        self.retries_status(status)
+            || crate::grpc::head_status(headers).is_some_and(|s| self.grpc_statuses.contains(&s))
     }
 
     /// The jittered wait before retry `retry` (0 for the first).
@@ -70,6 +85,27 @@ mod tests {
         for n in 0..5 {
             assert!(p.backoff(n) <= Duration::from_millis(250));
         }
+    }
+
+    #[test]
+    fn grpc_calls_are_retried_on_unavailable_only_by_default() {
+        let p = RetryPolicy::new(&RetryConfig::default());
+        assert!(p.retries_grpc());
+        let with = |code: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("grpc-status", http::HeaderValue::from_str(code).unwrap());
+            h
+        };
+        assert!(p.retries_grpc_answer(200, &with("14")));
+        assert!(!p.retries_grpc_answer(200, &with("13")), "INTERNAL");
+        assert!(!p.retries_grpc_answer(200, &with("4")), "DEADLINE_EXCEEDED");
+        assert!(!p.retries_grpc_answer(200, &http::HeaderMap::new()));
+        assert!(p.retries_grpc_answer(503, &http::HeaderMap::new()));
+        let none = RetryPolicy::new(&RetryConfig {
+            grpc_statuses: vec![],
+            ..RetryConfig::default()
+        });
+        assert!(!none.retries_grpc());
     }
 
     #[test]
