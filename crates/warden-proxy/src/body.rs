@@ -91,6 +91,11 @@ impl Body for RequestBody {
                         return Poll::Ready(Some(Err(BodyError::TooLarge)));
                     }
                 }
+                // The sender (hyper's HTTP/2 client, say) stops polling once the body says
+                // it has ended, so the end may never be polled as such.
+                if this.inner.as_ref().is_some_and(|b| b.is_end_stream()) {
+                    this.state.complete.store(true, Ordering::Release);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {

@@ -20,7 +20,7 @@ use warden_telemetry::metrics::{ClusterLabel, ClusterResult};
 
 use super::admission::Admission;
 use super::conn::{PooledBody, Upgraded};
-use super::replay::{self, Buffered, Replay, UpstreamBody};
+use super::replay::{self, Buffered, Replay, Tee, UpstreamBody};
 use super::{now_nanos, Cluster, EndpointGuard, EndpointState};
 use crate::body::{BodyState, RequestBody};
 use crate::error::Reject;
@@ -130,7 +130,7 @@ impl Cluster {
         let per_try = policy.map_or(self.response_timeout, |p| {
             p.per_try_timeout.min(self.response_timeout)
         });
-        let (mut first_body, replay) = match self
+        let (mut first_body, mut replay, tee) = match self
             .prepare_body(&head, grpc, body, body_state, deadline)
             .await
         {
@@ -138,9 +138,12 @@ impl Cluster {
             Err(r) => return finish(Err(r), guard, admission),
         };
         // Retries need a copy of the head (the first try consumes the original).
-        let template: Option<Template> = replay
-            .as_ref()
-            .map(|_| (head.method.clone(), head.version, head.headers.clone()));
+        let template: Option<Template> = (replay.is_some() || tee.is_some())
+            .then(|| (head.method.clone(), head.version, head.headers.clone()));
+        // Whether the body can be sent again: kept whole, or teed and ended within the limit
+        // by the time an answer asks for a retry.
+        let resendable =
+            |replay: &Option<Replay>| replay.is_some() || tee.as_ref().is_some_and(Tee::complete);
         let mut head = Some(head);
         let mut tried: Vec<usize> = Vec::new();
         let mut retry = 0u32;
@@ -164,15 +167,17 @@ impl Cluster {
             if let Err(r) = self.take_connection_slot(&mut guard, deadline).await {
                 return finish(Err(r), guard, admission);
             }
-            let retries_left = policy.filter(|p| replay.is_some() && retry < p.attempts);
+            let attempts_left = policy.filter(|p| retry < p.attempts);
             let retry_status = |s: u16, h: &HeaderMap| {
-                retries_left.is_some_and(|p| {
-                    if grpc {
-                        p.retries_grpc_answer(s, h)
-                    } else {
-                        p.retries_status(s)
-                    }
-                })
+                attempts_left
+                    .filter(|_| resendable(&replay))
+                    .is_some_and(|p| {
+                        if grpc {
+                            p.retries_grpc_answer(s, h)
+                        } else {
+                            p.retries_status(s)
+                        }
+                    })
             };
             let wait = per_try.min(deadline.saturating_duration_since(Instant::now()));
             let failure = match self
@@ -198,7 +203,10 @@ impl Cluster {
                 Try::Failed(f) => f,
             };
             drop(token.take());
-            let Some(p) = retries_left else {
+            if replay.is_none() {
+                replay = tee.as_ref().and_then(Tee::replay);
+            }
+            let Some(p) = attempts_left.filter(|_| replay.is_some()) else {
                 return finish(failure.into_result(), guard, admission);
             };
             let Some(t) = self.load.try_retry(&p.budget) else {
@@ -288,21 +296,31 @@ impl Cluster {
         body: RequestBody,
         body_state: &BodyState,
         deadline: Instant,
-    ) -> Result<(Option<UpstreamBody>, Option<Replay>), Reject> {
+    ) -> Result<(Option<UpstreamBody>, Option<Replay>, Option<Tee>), Reject> {
+        if let Some(p) = self.retry.as_ref().filter(|p| grpc && p.retries_grpc()) {
+            // Streamed at once, a copy kept: a streaming call's messages may wait on the
+            // answers, so the body is never waited for.
+            let copy = Tee::new(p.buffer_body_bytes);
+            let teed = UpstreamBody::Tee {
+                rest: body,
+                copy: copy.clone(),
+            };
+            return Ok((Some(teed), None, Some(copy)));
+        }
         let Some(p) = self
             .retry
             .as_ref()
-            .filter(|p| p.retries_method(&head.method) || (grpc && p.retries_grpc()))
+            .filter(|p| p.retries_method(&head.method))
         else {
-            return Ok((Some(UpstreamBody::Stream(body)), None));
+            return Ok((Some(UpstreamBody::Stream(body)), None, None));
         };
         let declared = content_length(&head.headers);
         let read = replay::buffer(body, p.buffer_body_bytes, declared);
         match tokio::time::timeout_at(deadline, read).await {
             Err(_) => Err(Reject::RequestTimeout),
             Ok(Err(_)) => Err(body_reject(body_state)),
-            Ok(Ok(Buffered::Whole(r))) => Ok((None, Some(r))),
-            Ok(Ok(Buffered::Streamed(b))) => Ok((Some(b), None)),
+            Ok(Ok(Buffered::Whole(r))) => Ok((None, Some(r), None)),
+            Ok(Ok(Buffered::Streamed(b))) => Ok((Some(b), None, None)),
         }
     }
 

@@ -91,7 +91,13 @@ async fn probe(c: &Cluster, idx: usize, hc: &warden_config::HealthCheckConfig) -
     };
     let Ok(req) = req else { return false };
     let check = async {
-        let res = c.connections(idx).send(req).await.ok()?;
+        let res = match c.connections(idx).send(req).await {
+            Ok(res) => res,
+            Err(e) => {
+                tracing::debug!(cluster = %c.name, endpoint = %ep.label, error = %e, "health check failed");
+                return None;
+            }
+        };
         let status = res.status().as_u16();
         if hc.grpc_service.is_none() {
             return Some(if hc.expected_statuses.is_empty() {
@@ -111,11 +117,12 @@ async fn probe(c: &Cluster, idx: usize, hc: &warden_config::HealthCheckConfig) -
             .trailers()
             .and_then(crate::grpc::head_status)
             .or(head_status);
-        Some(
-            status == 200
-                && grpc_status == Some(0)
-                && crate::grpc::health_serving(&collected.to_bytes()),
-        )
+        let body = collected.to_bytes();
+        let serving = crate::grpc::health_serving(&body);
+        if !(status == 200 && grpc_status == Some(0) && serving) {
+            tracing::debug!(cluster = %c.name, endpoint = %ep.label, status, ?grpc_status, body = ?&body[..body.len().min(32)], "gRPC health check not passed");
+        }
+        Some(status == 200 && grpc_status == Some(0) && serving)
     };
     matches!(
         tokio::time::timeout(hc.timeout.0, check).await,

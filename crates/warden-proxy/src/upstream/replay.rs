@@ -6,9 +6,15 @@
 //! a body of unknown length (chunked, or HTTP/2 without a length) is read until it ends or
 //! passes the limit, and in the second case what was read is sent first and the rest streamed
 //! after it — that request is not retried.
+//!
+//! A gRPC call's body is never waited for: a streaming call's messages may wait on the
+//! answers. It is streamed at once through a [`Tee`] that keeps a copy up to the same limit;
+//! a retry is possible when, by the time the answer asks for one, the body has ended within
+//! the limit (a unary call's always has).
 
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -31,6 +37,76 @@ pub(crate) enum UpstreamBody {
         prefix: Option<Bytes>,
         rest: RequestBody,
     },
+    /// The client's body, streamed, with a copy kept for a retry (gRPC).
+    Tee { rest: RequestBody, copy: Tee },
+}
+
+/// The copy a teed body keeps while it streams: shared between the body being sent and the
+/// exchange that may retry it.
+#[derive(Clone)]
+pub(crate) struct Tee(Arc<Mutex<TeeState>>);
+
+struct TeeState {
+    /// `None` once the body passed the limit: it cannot be sent again.
+    data: Option<BytesMut>,
+    trailers: Option<HeaderMap>,
+    ended: bool,
+    limit: u64,
+}
+
+impl Tee {
+    pub(crate) fn new(limit: u64) -> Self {
+        Tee(Arc::new(Mutex::new(TeeState {
+            data: Some(BytesMut::new()),
+            trailers: None,
+            ended: false,
+            limit,
+        })))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, TeeState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The whole body, if it has ended within the limit.
+    pub(crate) fn replay(&self) -> Option<Replay> {
+        let s = self.state();
+        match (&s.data, s.ended) {
+            (Some(d), true) => Some(Replay {
+                data: Bytes::copy_from_slice(d),
+                trailers: s.trailers.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether the body has ended within the limit (so a retry can send it again).
+    pub(crate) fn complete(&self) -> bool {
+        let s = self.state();
+        s.ended && s.data.is_some()
+    }
+
+    fn keep(&self, frame: &Frame<Bytes>) {
+        let mut s = self.state();
+        if let Some(d) = frame.data_ref() {
+            let limit = s.limit;
+            if let Some(data) = &mut s.data {
+                if (data.len() + d.len()) as u64 > limit {
+                    s.data = None;
+                } else {
+                    data.extend_from_slice(d);
+                }
+            }
+        } else if let Some(t) = frame.trailers_ref() {
+            s.trailers
+                .get_or_insert_with(HeaderMap::new)
+                .extend(t.clone());
+        }
+    }
+
+    fn end(&self) {
+        self.state().ended = true;
+    }
 }
 
 /// A buffered body that can be sent any number of times.
@@ -126,12 +202,27 @@ impl Body for UpstreamBody {
                 Some(p) => Poll::Ready(Some(Ok(Frame::data(p)))),
                 None => Pin::new(rest).poll_frame(cx),
             },
+            UpstreamBody::Tee { rest, copy } => {
+                let polled = Pin::new(&mut *rest).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        copy.keep(frame);
+                        // A sender stops polling once the body says it has ended.
+                        if rest.is_end_stream() {
+                            copy.end();
+                        }
+                    }
+                    Poll::Ready(None) => copy.end(),
+                    _ => {}
+                }
+                polled
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamBody::Stream(b) => b.is_end_stream(),
+            UpstreamBody::Stream(b) | UpstreamBody::Tee { rest: b, .. } => b.is_end_stream(),
             UpstreamBody::Full { data, trailers } => data.is_none() && trailers.is_none(),
             UpstreamBody::Prefixed { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
         }
@@ -139,7 +230,7 @@ impl Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpstreamBody::Stream(b) => b.size_hint(),
+            UpstreamBody::Stream(b) | UpstreamBody::Tee { rest: b, .. } => b.size_hint(),
             UpstreamBody::Full { data, trailers } => {
                 let n = data.as_ref().map_or(0, |d| d.len() as u64);
                 if trailers.is_some() {

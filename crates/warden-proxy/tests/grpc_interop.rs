@@ -1,0 +1,172 @@
+//! gRPC through the gateway with grpcio from PyPI, unmodified, as both the client and the
+//! upstream server (scripts/interop/test_grpc.py): unary, server-streaming, client-streaming
+//! and bidirectional calls over HTTP/2 end to end with metadata and trailers; the gateway's
+//! refusals reaching the client as gRPC statuses (UNAUTHENTICATED, PERMISSION_DENIED,
+//! RESOURCE_EXHAUSTED, UNAVAILABLE, DEADLINE_EXCEEDED); `grpc-timeout` honoured by the
+//! gateway; UNAVAILABLE retried; and a gRPC health check following the server's health.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use warden_test_util::authcfg::{access_log_toml, wait_for_lines};
+use warden_test_util::flaky::dead_endpoint;
+use warden_test_util::interop::venv_python;
+use warden_test_util::jwt::TestIssuer;
+use warden_test_util::{base_toml, Gateway};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_calls_of_every_shape_pass_and_refusals_deadlines_retries_and_health_speak_grpc() {
+    let python = venv_python().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/interop/test_grpc.py"
+    );
+    let mut child = Command::new(python)
+        .arg(script)
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("grpc_proxy")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the grpc script");
+    let mut to_script = child.stdin.take().unwrap();
+    let mut from_script = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(120), from_script.next_line())
+            .await
+            .expect("the script answers within two minutes")
+            .unwrap()
+            .expect("the script ended early (its stderr is above)")
+    };
+    let port: u16 = next()
+        .await
+        .strip_prefix("upstream ")
+        .expect("the script starts with its upstream's port")
+        .parse()
+        .unwrap();
+
+    let iss = TestIssuer::new("https://issuer.test");
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("access.log");
+    let down = dead_endpoint().await;
+    let toml = format!(
+        r#"{base}
+[[auth.jwt]]
+name = "t"
+issuer = "{iss}"
+audiences = ["api"]
+algorithms = ["ES256"]
+jwks_file = "{jwks}"
+[[clusters]]
+name = "grpc"
+endpoints = ["http://127.0.0.1:{port}"]
+protocol = "http2"
+[clusters.health_check]
+grpc_service = "warden.test.Echo"
+interval = "200ms"
+timeout = "1s"
+healthy_threshold = 1
+unhealthy_threshold = 1
+[clusters.retries]
+attempts = 2
+[[clusters]]
+name = "down"
+endpoints = ["http://{down}"]
+protocol = "http2"
+[[routes]]
+name = "echo"
+cluster = "grpc"
+path_prefix = "/warden.test.Echo/"
+[routes.auth]
+accept = ["jwt"]
+scopes_all = ["echo"]
+[[routes]]
+name = "limited"
+auth = "none"
+cluster = "grpc"
+path_prefix = "/warden.test.Limited/"
+[[routes.rate_limits]]
+key = "route"
+requests = 1
+per = "1m"
+burst = 1
+[[routes]]
+name = "down"
+auth = "none"
+cluster = "down"
+path_prefix = "/warden.test.Down/"
+"#,
+        base = access_log_toml(&base_toml(), &log),
+        iss = iss.iss,
+        jwks = iss.jwks_file().display(),
+    );
+    let gw = Gateway::start(&toml).await;
+    let token = iss.token(&iss.claims("alice", "api", "echo"));
+    let weak = iss.token(&iss.claims("bob", "api", "other"));
+    to_script
+        .write_all(format!("gateway {} {token} {weak}\n", gw.addr("main")).as_bytes())
+        .await
+        .unwrap();
+    let done = next().await;
+    let r: Value = serde_json::from_str(
+        done.strip_prefix("done ")
+            .unwrap_or_else(|| panic!("unexpected line {done}")),
+    )
+    .unwrap();
+    println!("{r:#}");
+
+    assert_eq!(r["unary"], "echo:hi");
+    assert_eq!(r["trailers"], "from-upstream", "trailers carried back");
+    assert_eq!(r["metadata_seen"], "t1", "metadata carried upstream");
+    assert_eq!(
+        r["server_stream"],
+        serde_json::json!(["s:0", "s:1", "s:2", "s:3", "s:4"])
+    );
+    assert_eq!(r["client_stream"], "a|b|c");
+    assert_eq!(
+        r["bidi"],
+        serde_json::json!(["re:m0", "re:m1", "re:m2", "re:m3"])
+    );
+    assert_eq!(r["no_token"], "UNAUTHENTICATED");
+    assert_eq!(r["missing_scope"], "PERMISSION_DENIED");
+    assert_eq!(
+        r["rate_limited"],
+        serde_json::json!(["UNIMPLEMENTED", "RESOURCE_EXHAUSTED"]),
+        "the first call reaches the server (which has no such service), the second is limited"
+    );
+    assert_eq!(r["no_upstream"], "UNAVAILABLE");
+    assert_eq!(r["deadline"], "DEADLINE_EXCEEDED");
+    assert!(r["deadline_after_s"].as_f64().unwrap() < 2.5, "{r}");
+    assert_eq!(r["flaky"], "ok after 2", "UNAVAILABLE was retried once");
+    assert_eq!(r["while_not_serving"], "UNAVAILABLE");
+    assert_eq!(r["serving_again"], "OK");
+
+    // The gateway itself ended the slow call at its grpc-timeout (not only the client), and
+    // the refused calls are logged with their reasons.
+    let lines = wait_for_lines(&log, 10).await;
+    let records: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let reason_of = |path: &str| -> Vec<String> {
+        records
+            .iter()
+            .filter(|r| r["path"] == path)
+            .filter_map(|r| r["reason"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert!(
+        reason_of("/warden.test.Echo/Slow").contains(&"gateway_timeout".to_owned()),
+        "{lines}"
+    );
+    assert!(
+        reason_of("/warden.test.Limited/Unary").contains(&"rate_limited".to_owned()),
+        "{lines}"
+    );
+    let _ = child.wait().await;
+}
