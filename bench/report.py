@@ -39,6 +39,10 @@ METRICS = {
     "baseline_rss_mib": ("baseline RSS MiB", "lower", 1),
     "idle_rss_mib": ("idle RSS MiB", "lower", 1),
     "kib_per_idle_conn": ("KiB/idle conn", "lower", 2),
+    # websocket.sh
+    "msgs_per_s": ("messages/s", "higher", 0),
+    "cpu_us_per_msg": ("proxy CPU µs/msg", "lower", 1),
+    "kib_per_idle_ws": ("KiB/idle WebSocket", "lower", 2),
 }
 # Counted, not averaged: summed over the rounds and reported as warnings when non-zero.
 COUNTS = ("errors", "non_2xx", "socket_errors", "failed")

@@ -237,6 +237,10 @@ where
             revocation,
         } = accepted;
         let metrics = gw.metrics().clone();
+        metrics
+            .websocket_upgrades
+            .get_or_create(&warden_telemetry::metrics::RouteLabel(end.route.clone()))
+            .inc();
         conn.shared.hand_off(Tunnel {
             upstream,
             settings,

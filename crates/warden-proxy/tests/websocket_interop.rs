@@ -161,6 +161,11 @@ async fn websockets_client_and_server_talk_through_the_gateway_with_auth_reload_
             "{route} {reason}: {text}"
         );
     }
+    assert_eq!(
+        series(&text, "warden_websocket_upgrades_total{route=\"ws\"}"),
+        Some(2.0),
+        "{text}"
+    );
     for route in ["ws", "idle"] {
         assert_eq!(
             series(
