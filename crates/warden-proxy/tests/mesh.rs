@@ -400,3 +400,160 @@ async fn a_ca_rotation_and_svid_renewals_under_load_fail_no_request() {
     .await;
     assert_eq!(status, 0);
 }
+
+/// A WebSocket echo service behind sidecar B: answers the handshake, then echoes bytes.
+/// Returns its address and the upgrade request heads it saw.
+async fn ws_echo_service() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    use base64::Engine as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let end = loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                let key = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .starts_with("sec-websocket-key:")
+                            .then(|| l["sec-websocket-key:".len()..].trim().to_owned())
+                    })
+                    .unwrap_or_default();
+                seen.lock().unwrap().push(head);
+                let digest = ring::digest::digest(
+                    &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+                    format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes(),
+                );
+                let accept = base64::engine::general_purpose::STANDARD.encode(digest.as_ref());
+                let res = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
+                if s.write_all(res.as_bytes()).await.is_err() {
+                    return;
+                }
+                let _ = s.write_all(&buf[end..]).await;
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    (addr, heads)
+}
+
+#[tokio::test]
+async fn a_websocket_crosses_two_sidecars_over_mtls_with_the_callers_spiffe_id() {
+    let ca = ca();
+    let (service, heads) = ws_echo_service().await;
+    let b = Sidecar::start(
+        &format!(
+            r#"
+[[listeners]]
+name = "inbound"
+address = "127.0.0.1:0"
+role = "inbound"
+[[clusters]]
+name = "local"
+endpoints = ["http://{service}"]
+[[routes]]
+name = "svc"
+cluster = "local"
+path_prefix = "/"
+[routes.auth]
+accept = ["client_cert"]
+subjects = ["spiffe://example.org/a"]
+[routes.websocket]
+"#
+        ),
+        Held::new(&ca, "/b"),
+    )
+    .await;
+    let a = Sidecar::start(
+        &format!(
+            r#"
+[[listeners]]
+name = "outbound"
+address = "127.0.0.1:0"
+role = "outbound"
+[[clusters]]
+name = "b"
+endpoints = ["https://{}"]
+spiffe_ids = ["spiffe://example.org/b"]
+[[routes]]
+name = "to-b"
+cluster = "b"
+path_prefix = "/b/"
+auth = "none"
+[routes.websocket]
+"#,
+            b.addr("inbound")
+        ),
+        Held::new(&ca, "/a"),
+    )
+    .await;
+
+    let mut s = tokio::net::TcpStream::connect(a.addr("outbound"))
+        .await
+        .unwrap();
+    s.write_all(b"GET /b/chat HTTP/1.1\r\nHost: b\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let rest = loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("an answer through both sidecars")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break got[i + 4..].to_vec();
+        }
+    };
+    let head = String::from_utf8_lossy(&got);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+    // A masked text frame "ping", echoed back through A → B (mTLS) → service and back.
+    let frame = [
+        0x81,
+        0x84,
+        1,
+        2,
+        3,
+        4,
+        b'p' ^ 1,
+        b'i' ^ 2,
+        b'n' ^ 3,
+        b'g' ^ 4,
+    ];
+    s.write_all(&frame).await.unwrap();
+    let mut echoed = rest;
+    while echoed.len() < frame.len() {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        echoed.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(echoed, frame);
+    let head = heads.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(
+        head.contains("x-warden-subject: spiffe://example.org/a"),
+        "B authorized A by its SPIFFE ID and told the service: {head}"
+    );
+}

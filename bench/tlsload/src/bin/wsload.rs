@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 #[path = "../ws.rs"]
+#[allow(dead_code)] // `accept` is the echo server's
 mod ws;
 
 struct Args {
