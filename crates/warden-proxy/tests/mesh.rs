@@ -3,7 +3,8 @@
 //! its identity to the local service. Refused: a server SVID that is not the expected ID
 //! (502), a valid SVID the route does not allow (403), a peer from another CA, an expired
 //! SVID, no certificate and plain text (all in the handshake). Rotating a sidecar's SVID
-//! changes the certificate it presents without a reload.
+//! changes the certificate it presents without a reload. A WebSocket crosses both sidecars,
+//! authorized at B by the caller's SPIFFE ID.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
