@@ -5,50 +5,17 @@
 //! RESOURCE_EXHAUSTED, UNAVAILABLE, DEADLINE_EXCEEDED); `grpc-timeout` honoured by the
 //! gateway; UNAVAILABLE retried; and a gRPC health check following the server's health.
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
 use warden_test_util::authcfg::{access_log_toml, wait_for_lines};
 use warden_test_util::flaky::dead_endpoint;
-use warden_test_util::interop::venv_python;
+use warden_test_util::interop::Script;
 use warden_test_util::jwt::TestIssuer;
 use warden_test_util::{base_toml, Gateway};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcio_calls_of_every_shape_pass_and_refusals_deadlines_retries_and_health_speak_grpc() {
-    let python = venv_python().await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../scripts/interop/test_grpc.py"
-    );
-    let mut child = Command::new(python)
-        .arg(script)
-        .env_remove("http_proxy")
-        .env_remove("HTTP_PROXY")
-        .env_remove("grpc_proxy")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the grpc script");
-    let mut to_script = child.stdin.take().unwrap();
-    let mut from_script = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut next = async || {
-        tokio::time::timeout(Duration::from_secs(120), from_script.next_line())
-            .await
-            .expect("the script answers within two minutes")
-            .unwrap()
-            .expect("the script ended early (its stderr is above)")
-    };
-    let port: u16 = next()
-        .await
-        .strip_prefix("upstream ")
-        .expect("the script starts with its upstream's port")
-        .parse()
-        .unwrap();
+    let mut script = Script::start("test_grpc.py").await;
+    let port: u16 = script.expect("upstream ").await.parse().unwrap();
 
     let iss = TestIssuer::new("https://issuer.test");
     let log_dir = tempfile::tempdir().unwrap();
@@ -108,16 +75,10 @@ path_prefix = "/warden.test.Down/"
     let gw = Gateway::start(&toml).await;
     let token = iss.token(&iss.claims("alice", "api", "echo"));
     let weak = iss.token(&iss.claims("bob", "api", "other"));
-    to_script
-        .write_all(format!("gateway {} {token} {weak}\n", gw.addr("main")).as_bytes())
-        .await
-        .unwrap();
-    let done = next().await;
-    let r: Value = serde_json::from_str(
-        done.strip_prefix("done ")
-            .unwrap_or_else(|| panic!("unexpected line {done}")),
-    )
-    .unwrap();
+    script
+        .send(&format!("gateway {} {token} {weak}", gw.addr("main")))
+        .await;
+    let r: Value = serde_json::from_str(&script.expect("done ").await).unwrap();
     println!("{r:#}");
 
     assert_eq!(r["unary"], "echo:hi");
@@ -169,5 +130,5 @@ path_prefix = "/warden.test.Down/"
         reason_of("/warden.test.Limited/Unary").contains(&"rate_limited".to_owned()),
         "{lines}"
     );
-    let _ = child.wait().await;
+    script.finish().await;
 }

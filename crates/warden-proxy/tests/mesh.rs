@@ -415,19 +415,9 @@ async fn ws_echo_service() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
             let (mut s, _) = listener.accept().await.unwrap();
             let seen = seen.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let end = loop {
-                    let n = s.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
+                let Some((head, rest)) = raw::read_head(&mut s).await else {
+                    return;
                 };
-                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                 let key = head
                     .lines()
                     .find_map(|l| {
@@ -446,7 +436,7 @@ async fn ws_echo_service() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
                 if s.write_all(res.as_bytes()).await.is_err() {
                     return;
                 }
-                let _ = s.write_all(&buf[end..]).await;
+                let _ = s.write_all(&rest).await;
                 let (mut r, mut w) = s.split();
                 let _ = tokio::io::copy(&mut r, &mut w).await;
             });

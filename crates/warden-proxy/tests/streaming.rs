@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use warden_test_util::{base_toml, Gateway};
+use warden_test_util::{base_toml, raw, Gateway};
 
 /// What the streaming upstream does, by path.
 struct StreamUpstream {
@@ -44,19 +44,10 @@ impl StreamUpstream {
                 let (mut s, _) = listener.accept().await.unwrap();
                 let (rx, f, u) = (rx.clone(), f.clone(), u.clone());
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut tmp = [0u8; 4096];
-                    let end = loop {
-                        let n = s.read(&mut tmp).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&tmp[..n]);
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
+                    let Some((head, rest)) = raw::read_head(&mut s).await else {
+                        return;
                     };
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let mut tmp = [0u8; 4096];
                     let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
                     let stream_head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n";
                     match path.as_str() {
@@ -89,7 +80,7 @@ impl StreamUpstream {
                         }
                         _ => {
                             // `/upload`: a chunked body, recorded chunk by chunk as it comes.
-                            let mut body = buf[end..].to_vec();
+                            let mut body = rest;
                             loop {
                                 // Parse whole chunks from what has arrived.
                                 while let Some(i) = body.windows(2).position(|w| w == b"\r\n") {

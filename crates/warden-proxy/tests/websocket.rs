@@ -51,21 +51,12 @@ impl WsUpstream {
                 let (mut s, _) = listener.accept().await.unwrap();
                 let (h, r, w) = (h.clone(), r.clone(), w.clone());
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    let end = loop {
-                        let n = s.read(&mut chunk).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
+                    let Some((head, rest)) = raw::read_head(&mut s).await else {
+                        return;
                     };
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    h.lock().unwrap().push(head.clone());
-                    r.lock().unwrap().extend_from_slice(&buf[end..]);
+                    h.lock().unwrap().push(head);
+                    r.lock().unwrap().extend_from_slice(&rest);
+                    let mut chunk = [0u8; 4096];
                     let accept = if answer == Answer::WrongAccept {
                         "AAAAAAAAAAAAAAAAAAAAAAAAAAA="
                     } else {
@@ -149,22 +140,12 @@ fn client_frame(text: &[u8]) -> Vec<u8> {
     f
 }
 
-/// Reads a response head (and whatever came with it) from `s`.
+/// Reads a response head (and whatever came with it) from `s`, within 5 s.
 async fn read_head(s: &mut TcpStream) -> (String, Vec<u8>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
-            .await
-            .expect("a response within 5 s")
-            .unwrap();
-        assert!(n > 0, "closed before a response head: {buf:?}");
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..i + 4]).into_owned();
-            return (head, buf[i + 4..].to_vec());
-        }
-    }
+    tokio::time::timeout(Duration::from_secs(5), raw::read_head(s))
+        .await
+        .expect("a response within 5 s")
+        .expect("closed before a response head")
 }
 
 async fn open(gw: &Gateway, path: &str) -> (TcpStream, String, Vec<u8>) {

@@ -5,14 +5,9 @@
 //! route's idle timeout closing a quiet socket with 1001. The access log and the metrics say
 //! how each socket ended.
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
 use warden_test_util::authcfg::{access_log_toml, metrics, series, wait_for_lines};
-use warden_test_util::interop::venv_python;
+use warden_test_util::interop::Script;
 use warden_test_util::jwt::TestIssuer;
 use warden_test_util::servers::JwksServer;
 use warden_test_util::{base_toml, Gateway};
@@ -57,36 +52,8 @@ idle_timeout = "1s"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websockets_client_and_server_talk_through_the_gateway_with_auth_reload_revocation_and_idle_timeout(
 ) {
-    let python = venv_python().await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../scripts/interop/test_websockets.py"
-    );
-    let mut child = Command::new(python)
-        .arg(script)
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the websockets script");
-    let mut to_script = child.stdin.take().unwrap();
-    let mut from_script = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut next = async || {
-        tokio::time::timeout(Duration::from_secs(60), from_script.next_line())
-            .await
-            .expect("the script answers within a minute")
-            .unwrap()
-            .expect("the script ended early (its stderr is above)")
-    };
-
-    let port: u16 = next()
-        .await
-        .strip_prefix("upstream ")
-        .expect("the script starts with its upstream's port")
-        .parse()
-        .unwrap();
+    let mut script = Script::start("test_websockets.py").await;
+    let port: u16 = script.expect("upstream ").await.parse().unwrap();
     let iss = TestIssuer::new("https://issuer.test");
     let feed = JwksServer::start(json!({"revocations": [], "next": 0})).await;
     let log_dir = tempfile::tempdir().unwrap();
@@ -96,30 +63,23 @@ async fn websockets_client_and_server_talk_through_the_gateway_with_auth_reload_
     let gw = Gateway::start(&config(&base, &iss, &feed_url, port, "")).await;
     let claims = iss.claims("alice", "api", "");
     let token = iss.token(&claims);
-    to_script
-        .write_all(format!("gateway ws://{} {token}\n", gw.addr("main")).as_bytes())
-        .await
-        .unwrap();
-
-    assert_eq!(next().await, "open");
+    script
+        .send(&format!("gateway ws://{} {token}", gw.addr("main")))
+        .await;
+    assert_eq!(script.line().await, "open");
     // A reload that changes the routes: the open socket keeps the config it started with.
     let extra = "[[routes]]\nname = \"later\"\nauth = \"none\"\ncluster = \"echo\"\npath_exact = \"/later\"\n";
     gw.rewrite(&config(&base, &iss, &feed_url, port, extra));
     gw.handle.reload().await.expect("the reload applies");
-    to_script.write_all(b"reloaded\n").await.unwrap();
-    assert_eq!(next().await, "still-open");
+    script.send("reloaded").await;
+    assert_eq!(script.line().await, "still-open");
 
     feed.set_body(
         json!({"revocations": [{"jti": claims["jti"], "exp": claims["exp"], "seq": 1}], "next": 1})
             .to_string(),
     );
-    to_script.write_all(b"revoked\n").await.unwrap();
-    let done = next().await;
-    let results: Value = serde_json::from_str(
-        done.strip_prefix("done ")
-            .unwrap_or_else(|| panic!("unexpected line {done}")),
-    )
-    .unwrap();
+    script.send("revoked").await;
+    let results: Value = serde_json::from_str(&script.expect("done ").await).unwrap();
     println!("{results:#}");
 
     assert_eq!(results["unauthenticated"], 401, "{results}");
@@ -212,5 +172,5 @@ async fn websockets_client_and_server_talk_through_the_gateway_with_auth_reload_
             && r["reason"] == "missing_credential"),
         "{lines}"
     );
-    let _ = child.wait().await;
+    script.finish().await;
 }

@@ -40,3 +40,67 @@ pub async fn run_python(script: &str, env: Vec<(String, String)>) -> Output {
     .await
     .expect("the interop script's thread")
 }
+
+/// A Python interop script the test talks to while it runs, one line each way (stdin and
+/// stdout; its stderr goes to the test's). Killed when dropped.
+pub struct Script {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Script {
+    /// Starts `scripts/interop/<script>` with the interop virtualenv, without proxy settings.
+    pub async fn start(script: &str) -> Script {
+        use tokio::io::AsyncBufReadExt;
+        let python = venv_python().await;
+        let mut child = tokio::process::Command::new(python)
+            .arg(repo().join("scripts/interop").join(script))
+            .env_remove("http_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("grpc_proxy")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {script}: {e}"));
+        let stdin = child.stdin.take().expect("piped stdin");
+        let lines = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        Script {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// The script's next line (panics after two minutes, or if it ended: its stderr says why).
+    pub async fn line(&mut self) -> String {
+        tokio::time::timeout(std::time::Duration::from_secs(120), self.lines.next_line())
+            .await
+            .expect("the script answers within two minutes")
+            .expect("reading the script's output")
+            .expect("the script ended early (its stderr is above)")
+    }
+
+    /// The next line, which must start with `prefix`; what follows it.
+    pub async fn expect(&mut self, prefix: &str) -> String {
+        let line = self.line().await;
+        line.strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("expected `{prefix}...` from the script, got {line:?}"))
+            .to_owned()
+    }
+
+    /// Sends the script one line.
+    pub async fn send(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("write to the script");
+    }
+
+    /// Waits for the script to exit.
+    pub async fn finish(mut self) {
+        let _ = self.child.wait().await;
+    }
+}

@@ -32,3 +32,22 @@ pub fn statuses(raw: &str) -> Vec<u16> {
         .filter_map(|(i, _)| raw.get(i + 9..i + 12)?.parse().ok())
         .collect()
 }
+
+/// Reads a message head (through the blank line) from `s`: the head as text and whatever
+/// came after it in the same reads. `None` when the peer closes first (or sends more than
+/// 64 KiB without a blank line).
+pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 || buf.len() > 64 * 1024 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i + 4]).into_owned();
+            return Some((head, buf[i + 4..].to_vec()));
+        }
+    }
+}
