@@ -526,10 +526,16 @@ impl Tunnel {
             revocation,
             on_end,
         } = self;
-        let mut up = upstream.io;
+        let crate::upstream::Upgraded {
+            io: mut up,
+            buffered,
+        } = upstream;
         let mut to_up = Pump::new(&client_buffered);
-        let mut to_client = Pump::new(&upstream.buffered);
+        let mut to_client = Pump::new(&buffered);
+        // Both are views into hyper's read buffers (8 KiB and more): copied, then let go, so
+        // an idle socket does not keep them.
         drop(client_buffered);
+        drop(buffered);
         let opened = Instant::now();
         let mut last = opened;
         let idle = tokio::time::sleep(settings.idle_timeout);

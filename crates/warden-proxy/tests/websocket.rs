@@ -362,41 +362,13 @@ async fn a_drain_sends_each_side_a_going_away_close_frame() {
 async fn a_client_that_stops_reading_holds_the_upstream_back() {
     let up = WsUpstream::start(Answer::Flood).await;
     let gw = Gateway::start(&config(up.addr, "")).await;
-    let (mut s, head, rest) = open(&gw, "/ws").await;
+    let (mut s, head, _) = open(&gw, "/ws").await;
     assert_eq!(status(&head), 101);
     // The client reads nothing more: the upstream's writes must stall once the socket
     // buffers are full, the gateway holding at most a copy buffer in between.
-    let mut last = 0;
-    let mut stalled = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = up.written.load(Ordering::SeqCst);
-        if now > 0 && now == last {
-            stalled = true;
-            break;
-        }
-        last = now;
-    }
-    assert!(stalled, "the upstream kept writing: {last} bytes");
-    assert!(last < 64 << 20, "{last} bytes written with nobody reading");
-    println!("the upstream stalled after {} KiB", last >> 10);
-    // Nothing was lost: reading resumes the flow, byte for byte.
-    let mut seen = rest.len() as u64;
-    let mut chunk = vec![0u8; 64 * 1024];
-    while seen < last {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(chunk[..n].iter().all(|b| *b == 0x5a));
-        seen += n as u64;
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while up.written.load(Ordering::SeqCst) <= last {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the flow did not resume"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let stalled_at = raw::assert_back_pressure(&up.written, &mut s, |chunk| {
+        assert!(chunk.iter().all(|b| *b == 0x5a), "byte for byte");
+    })
+    .await;
+    println!("the upstream stalled after {} KiB", stalled_at >> 10);
 }

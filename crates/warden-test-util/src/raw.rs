@@ -51,3 +51,50 @@ pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<(St
         }
     }
 }
+
+/// Back-pressure, seen from a writer that counts what it wrote into `written` while its
+/// reader (on the far side of the proxy) reads nothing: waits until the count stops growing
+/// and returns it. Panics if it never does (the proxy buffers without bound) or passes
+/// 64 MiB. Then `drain` reads everything that was written from `client` and checks that the
+/// writer resumes.
+pub async fn assert_back_pressure(
+    written: &std::sync::atomic::AtomicU64,
+    client: &mut TcpStream,
+    check: impl Fn(&[u8]),
+) -> u64 {
+    use std::sync::atomic::Ordering;
+    let mut last = 0;
+    let mut stalled = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = written.load(Ordering::SeqCst);
+        if now > 0 && now == last {
+            stalled = true;
+            break;
+        }
+        last = now;
+    }
+    assert!(stalled, "the writer kept writing: {last} bytes");
+    assert!(last < 64 << 20, "{last} bytes written with nobody reading");
+    // Reading resumes the flow.
+    let mut chunk = vec![0u8; 256 * 1024];
+    let mut read = 0u64;
+    while read < last {
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut chunk))
+            .await
+            .expect("the written bytes arrive")
+            .expect("read");
+        assert!(n > 0, "closed after {read} of {last} bytes");
+        check(&chunk[..n]);
+        read += n as u64;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while written.load(Ordering::SeqCst) <= last {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flow did not resume"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    last
+}

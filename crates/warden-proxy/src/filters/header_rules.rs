@@ -14,14 +14,14 @@ pub(crate) struct HeaderRules(pub(crate) UnderscoreHeaders);
 
 impl HeaderRules {
     pub(crate) fn request(&self, ex: &Exchange<'_>, head: &mut http::request::Parts) -> Flow {
-        let te_trailers = crate::grpc::is_grpc(&head.headers)
-            && head
-                .headers
-                .get_all(http::header::TE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+        let te_trailers = head
+            .headers
+            .get_all(http::header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            && crate::grpc::is_grpc(&head.headers);
         headers::strip_hop_by_hop(&mut head.headers);
         if te_trailers {
             head.headers

@@ -126,7 +126,7 @@ impl Cluster {
         } = out;
         let policy = self.retry.as_ref();
         // gRPC calls are retried on their status, whatever their method.
-        let grpc = crate::grpc::is_grpc(&head.headers);
+        let grpc = policy.is_some() && crate::grpc::is_grpc(&head.headers);
         let per_try = policy.map_or(self.response_timeout, |p| {
             p.per_try_timeout.min(self.response_timeout)
         });
