@@ -253,6 +253,32 @@ fn close_frame(code: u16, reason: &str, masked: bool) -> Vec<u8> {
 
 /// Copy buffer per direction while bytes move; none while the direction is quiet.
 const BUF: usize = 16 * 1024;
+/// Copy buffers kept per thread for the next read, so a busy tunnel neither allocates nor
+/// zeroes one per message (1 MiB at most per thread).
+const POOLED: usize = 64;
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A copy buffer of `BUF` bytes, from this thread's pool when it has one.
+fn take_buffer() -> Vec<u8> {
+    BUFFERS
+        .with(|b| b.borrow_mut().pop())
+        .unwrap_or_else(|| vec![0; BUF])
+}
+
+/// Gives a copy buffer back to this thread's pool (others are dropped).
+fn give_buffer(buf: Vec<u8>) {
+    if buf.len() == BUF {
+        BUFFERS.with(|b| {
+            let mut b = b.borrow_mut();
+            if b.len() < POOLED {
+                b.push(buf);
+            }
+        });
+    }
+}
 /// Time allowed to finish the frame in flight and send close frames when the gateway ends a
 /// connection, then for the peers to answer them.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -267,6 +293,12 @@ struct Pump {
     done: bool,
     bytes: u64,
     frames: Frames,
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        give_buffer(std::mem::take(&mut self.buf));
+    }
 }
 
 impl Pump {
@@ -335,18 +367,18 @@ impl Pump {
             if self.eof {
                 ready!(Pin::new(&mut *dst).poll_shutdown(cx))?;
                 self.done = true;
-                self.buf = Vec::new();
+                give_buffer(std::mem::take(&mut self.buf));
                 return Poll::Ready(Ok(()));
             }
             ready!(Pin::new(&mut *dst).poll_flush(cx))?;
             if self.buf.len() < BUF {
-                self.buf = vec![0; BUF];
+                self.buf = take_buffer();
             }
             let mut rb = ReadBuf::new(&mut self.buf);
             match Pin::new(&mut *src).poll_read(cx, &mut rb) {
                 Poll::Pending => {
                     // Quiet: hold no buffer while waiting.
-                    self.buf = Vec::new();
+                    give_buffer(std::mem::take(&mut self.buf));
                     self.start = 0;
                     self.end = 0;
                     return Poll::Pending;
@@ -383,7 +415,7 @@ impl Pump {
                 return Poll::Ready(Ok(()));
             }
             if self.buf.len() < BUF {
-                self.buf = vec![0; BUF];
+                self.buf = take_buffer();
             }
             let mut rb = ReadBuf::new(&mut self.buf);
             ready!(Pin::new(&mut *src).poll_read(cx, &mut rb))?;
