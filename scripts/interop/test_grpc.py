@@ -141,6 +141,7 @@ def main():
             "/warden.test.Down/Unary", request_serializer=ident, response_deserializer=ident
         )(b"x", metadata=auth, timeout=10)
     )
+    results["policy_denied"] = code_of(lambda: m("Forbidden")(b"x", metadata=auth, timeout=10))
     started = time.monotonic()
     results["deadline"] = code_of(lambda: m("Slow")(b"x", metadata=auth, timeout=0.5))
     results["deadline_after_s"] = round(time.monotonic() - started, 2)

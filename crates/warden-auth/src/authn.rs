@@ -528,7 +528,8 @@ impl Authenticator {
         bound_to_cert(id, peer_cert)
     }
 
-    /// Applies the route's rules and, where it asks, the Cedar policies.
+    /// Applies the route's rules and, where it asks, the Cedar policies. `grpc` is a gRPC
+    /// call's service and method (Cedar's `context.grpc_service` and `context.grpc_method`).
     #[allow(clippy::too_many_arguments)]
     pub fn authorize(
         &self,
@@ -539,6 +540,7 @@ impl Authenticator {
         path: &str,
         host: &str,
         client_ip: IpAddr,
+        grpc: Option<(&str, &str)>,
     ) -> Result<(), AuthError> {
         route.check(id, method).map_err(|d| AuthError::Forbidden {
             reason: d.reason,
@@ -558,6 +560,7 @@ impl Authenticator {
                 path,
                 host,
                 client_ip,
+                grpc,
             });
             if !d.allowed {
                 return Err(AuthError::Forbidden {

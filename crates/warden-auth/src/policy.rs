@@ -24,6 +24,17 @@
 //! | `context.path` | `String`, the normalised request path |
 //! | `context.host` | `String`, the request host (lower-case, no port) |
 //! | `context.client_ip` | `ipaddr`, the client address (an IPv4-mapped IPv6 address is given as IPv4) |
+//! | `context.grpc_service` | `String`, a gRPC call's service (`package.Service`); empty for other requests |
+//! | `context.grpc_method` | `String`, a gRPC call's method (`Method`); empty for other requests |
+//!
+//! A gRPC call is a `POST` whose path is `/package.Service/Method`; its action is
+//! `Warden::Action::"POST"`, and policies tell calls apart by `context.grpc_service` and
+//! `context.grpc_method`:
+//!
+//! ```cedar
+//! permit (principal, action, resource == Warden::Route::"orders-grpc")
+//! when { context.grpc_service == "orders.v1.Orders" && context.grpc_method like "Get*" };
+//! ```
 //!
 //! Claims are entity tags rather than a record because claims differ from token to token: a
 //! record needs every attribute declared up front, while tags let a policy ask
@@ -84,6 +95,9 @@ pub const SCHEMA: &str = r#"namespace Warden {
     path: String,
     host: String,
     client_ip: ipaddr,
+    // A gRPC call's service and method; empty for other requests.
+    grpc_service: String,
+    grpc_method: String,
   };
 
   // One action per HTTP method.
@@ -138,6 +152,8 @@ pub struct PolicyRequest<'a> {
     pub host: &'a str,
     /// The client address.
     pub client_ip: IpAddr,
+    /// A gRPC call's service (`package.Service`) and method (`Method`).
+    pub grpc: Option<(&'a str, &'a str)>,
 }
 
 /// The outcome of evaluating the policies for one request.
@@ -360,6 +376,14 @@ impl Policies {
             (
                 "client_ip".to_owned(),
                 RestrictedExpression::new_ip(cedar_ip(req.client_ip)),
+            ),
+            (
+                "grpc_service".to_owned(),
+                string(req.grpc.map_or("", |g| g.0)),
+            ),
+            (
+                "grpc_method".to_owned(),
+                string(req.grpc.map_or("", |g| g.1)),
             ),
         ])
         .map_err(|e| e.to_string())?;
@@ -611,6 +635,7 @@ mod tests {
             path: "/api/things",
             host: "example.com",
             client_ip: IpAddr::from([10, 0, 0, 1]),
+            grpc: None,
         }
     }
 
@@ -844,6 +869,38 @@ mod tests {
             "permit (principal, action, resource) when {{ {long_chain} }};"
         ));
         assert!(errors[0].contains("use a set and `contains`"), "{errors:?}");
+    }
+
+    #[test]
+    fn grpc_calls_are_told_apart_by_service_and_method() {
+        let p = Policies::parse(&[(
+            "grpc.cedar".to_owned(),
+            r#"permit (principal, action == Warden::Action::"POST", resource)
+               when { context.grpc_service == "orders.v1.Orders" && context.grpc_method like "Get*" };"#
+                .to_owned(),
+        )])
+        .expect("valid against the schema");
+        let id = identity(&[]);
+        let call = |service, method| {
+            p.is_authorized(&PolicyRequest {
+                method: "POST",
+                path: "/orders.v1.Orders/x",
+                grpc: Some((service, method)),
+                ..request(&id)
+            })
+            .allowed
+        };
+        assert!(call("orders.v1.Orders", "GetOrder"));
+        assert!(!call("orders.v1.Orders", "DeleteOrder"));
+        assert!(!call("billing.v1.Billing", "GetInvoice"));
+        // Not gRPC: both are empty.
+        assert!(
+            !p.is_authorized(&PolicyRequest {
+                method: "POST",
+                ..request(&id)
+            })
+            .allowed
+        );
     }
 
     #[test]

@@ -25,6 +25,13 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     })
 }
 
+/// A gRPC call's service and method from its path (`/package.Service/Method`).
+pub(crate) fn service_and_method(path: &str) -> Option<(&str, &str)> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    (!service.is_empty() && !method.is_empty() && !method.contains('/'))
+        .then_some((service, method))
+}
+
 /// `grpc-timeout` (gRPC over HTTP/2: at most 8 digits and a unit, `H`, `M`, `S`, `m`, `u` or
 /// `n`); `None` when malformed.
 pub(crate) fn parse_timeout(v: &HeaderValue) -> Option<Duration> {
@@ -198,6 +205,17 @@ mod tests {
         assert!(!with("application/grpc-web"));
         assert!(!with("application/json"));
         assert!(!is_grpc(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn a_call_s_path_names_its_service_and_method() {
+        assert_eq!(
+            service_and_method("/orders.v1.Orders/GetOrder"),
+            Some(("orders.v1.Orders", "GetOrder"))
+        );
+        for bad in ["/", "/svc", "/svc/", "//m", "/a/b/c", "svc/m"] {
+            assert_eq!(service_and_method(bad), None, "{bad}");
+        }
     }
 
     #[test]

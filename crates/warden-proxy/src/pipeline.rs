@@ -127,6 +127,7 @@ where
         tls: conn.tls,
         peer_cert: conn.peer_cert.as_ref().map(|c| c.as_ref()),
         preflight: false,
+        grpc,
         now: started_at
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),

@@ -2,8 +2,9 @@
 //! upstream server (scripts/interop/test_grpc.py): unary, server-streaming, client-streaming
 //! and bidirectional calls over HTTP/2 end to end with metadata and trailers; the gateway's
 //! refusals reaching the client as gRPC statuses (UNAUTHENTICATED, PERMISSION_DENIED,
-//! RESOURCE_EXHAUSTED, UNAVAILABLE, DEADLINE_EXCEEDED); `grpc-timeout` honoured by the
-//! gateway; UNAVAILABLE retried; and a gRPC health check following the server's health.
+//! RESOURCE_EXHAUSTED, UNAVAILABLE, DEADLINE_EXCEEDED); a Cedar policy deciding by the
+//! call's service and method; `grpc-timeout` honoured by the gateway; UNAVAILABLE retried;
+//! and a gRPC health check following the server's health.
 
 use serde_json::Value;
 use warden_test_util::authcfg::{access_log_toml, wait_for_lines};
@@ -21,6 +22,14 @@ async fn grpcio_calls_of_every_shape_pass_and_refusals_deadlines_retries_and_hea
     let log_dir = tempfile::tempdir().unwrap();
     let log = log_dir.path().join("access.log");
     let down = dead_endpoint().await;
+    // Cedar sees the call's service and method: every method of the service but one.
+    let policy = log_dir.path().join("grpc.cedar");
+    std::fs::write(
+        &policy,
+        r#"permit (principal, action == Warden::Action::"POST", resource == Warden::Route::"echo")
+when { context.grpc_service == "warden.test.Echo" && context.grpc_method != "Forbidden" };"#,
+    )
+    .unwrap();
     let toml = format!(
         r#"{base}
 [[auth.jwt]]
@@ -29,6 +38,8 @@ issuer = "{iss}"
 audiences = ["api"]
 algorithms = ["ES256"]
 jwks_file = "{jwks}"
+[auth.policies]
+files = ["{policy}"]
 [[clusters]]
 name = "grpc"
 endpoints = ["http://127.0.0.1:{port}"]
@@ -52,6 +63,7 @@ path_prefix = "/warden.test.Echo/"
 [routes.auth]
 accept = ["jwt"]
 scopes_all = ["echo"]
+policy = true
 [[routes]]
 name = "limited"
 auth = "none"
@@ -69,6 +81,7 @@ cluster = "down"
 path_prefix = "/warden.test.Down/"
 "#,
         base = access_log_toml(&base_toml(), &log),
+        policy = policy.display(),
         iss = iss.iss,
         jwks = iss.jwks_file().display(),
     );
@@ -101,6 +114,10 @@ path_prefix = "/warden.test.Down/"
         "the first call reaches the server (which has no such service), the second is limited"
     );
     assert_eq!(r["no_upstream"], "UNAVAILABLE");
+    assert_eq!(
+        r["policy_denied"], "PERMISSION_DENIED",
+        "a Cedar policy refused the method (the server would say UNIMPLEMENTED)"
+    );
     assert_eq!(r["deadline"], "DEADLINE_EXCEEDED");
     assert!(r["deadline_after_s"].as_f64().unwrap() < 2.5, "{r}");
     assert_eq!(r["flaky"], "ok after 2", "UNAVAILABLE was retried once");

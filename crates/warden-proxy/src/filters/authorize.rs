@@ -26,6 +26,9 @@ impl Authorize {
             &ex.path,
             &ex.host,
             ex.client_ip,
+            ex.grpc
+                .then(|| crate::grpc::service_and_method(&ex.path))
+                .flatten(),
         ) {
             Ok(()) => {
                 ex.authorized = true;

@@ -89,6 +89,8 @@ pub struct Exchange<'a> {
     pub(crate) peer_cert: Option<&'a [u8]>,
     /// A CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`).
     pub(crate) preflight: bool,
+    /// A gRPC call (`content-type: application/grpc`).
+    pub(crate) grpc: bool,
     /// Seconds since the Unix epoch, for token lifetimes.
     pub(crate) now: i64,
     pub(crate) identity: Option<Arc<warden_auth::Identity>>,
