@@ -81,6 +81,9 @@ struct Tail {
 /// An upgrade the upstream accepted: what the tunnel needs besides the access-log record.
 struct Accepted {
     upstream: Upgraded,
+    /// The client's HTTP/2 stream, for an extended CONNECT (HTTP/1.1 connections are taken
+    /// back from hyper instead).
+    client_stream: Option<hyper::upgrade::OnUpgrade>,
     settings: WebSocketRoute,
     slot: OpenSlot,
     revocation: Option<Revocation>,
@@ -233,6 +236,7 @@ where
         drop(in_flight);
         let Accepted {
             upstream,
+            client_stream,
             settings,
             slot,
             revocation,
@@ -242,7 +246,7 @@ where
             .websocket_upgrades
             .get_or_create(&warden_telemetry::metrics::RouteLabel(end.route.clone()))
             .inc();
-        conn.shared.hand_off(Tunnel {
+        let tunnel = Tunnel {
             upstream,
             settings,
             revocation,
@@ -251,7 +255,24 @@ where
                 end.at_tunnel_end(&metrics, ended);
                 drop(active);
             }),
-        });
+        };
+        match client_stream {
+            // HTTP/2: the stream is one of many on its connection, so the tunnel gets a task
+            // of its own, on this thread, once hyper has sent the 200.
+            Some(stream) => {
+                let shutdown = gw.shutdown.subscribe();
+                tokio::spawn(async move {
+                    match stream.await {
+                        Ok(io) => {
+                            let io = hyper_util::rt::TokioIo::new(io);
+                            tunnel.run(io, bytes::Bytes::new(), shutdown).await;
+                        }
+                        Err(_) => tunnel.abandon(),
+                    }
+                });
+            }
+            None => conn.shared.hand_off(tunnel),
+        }
         return res;
     }
     res.body_mut().set_on_finish(Box::new(Finish {
@@ -347,8 +368,13 @@ where
     if !host_value.is_empty() {
         head.headers.insert(header::HOST, host_value);
     }
+    // An HTTP/2 client's stream, once the 200 is sent (RFC 8441).
+    let mut client_stream = None;
     if let Some((hs, ..)) = &ws {
-        hs.restore_request_headers(&mut head.headers);
+        hs.restore_request_headers(&mut head);
+        if hs.h2 {
+            client_stream = head.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        }
     }
     let upstream_path = ex.upstream_path.as_deref().unwrap_or(&ex.path);
     let pq = match head.uri.query() {
@@ -389,7 +415,7 @@ where
         .is_some_and(|(hs, ..)| hs.accepted_by(res.headers()));
     headers::strip_hop_by_hop(res.headers_mut());
     ex.from_upstream = true;
-    if let Some((_, settings, slot)) = ws {
+    if let Some((hs, settings, slot)) = ws {
         if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             let upstream = sent
                 .upgraded
@@ -398,12 +424,15 @@ where
                     tracing::warn!(route = %route.name, "upstream answered a websocket upgrade with a 101 that does not accept it");
                     Reject::BadGateway
                 })?;
-            crate::websocket::Handshake::restore_response_headers(res.headers_mut());
+            let (mut parts, body) = res.into_parts();
+            hs.client_response(&mut parts);
+            res = Response::from_parts(parts, body);
             if let Some(g) = tail.upstream.as_mut() {
                 g.release_slots();
             }
             tail.tunnel = Some(Accepted {
                 upstream,
+                client_stream,
                 settings: settings.clone(),
                 slot,
                 revocation: ex

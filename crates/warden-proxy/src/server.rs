@@ -279,7 +279,10 @@ where
         .max_header_list_size(limits.max_header_bytes as u32)
         .max_concurrent_streams(256)
         .max_pending_accept_reset_streams(50)
-        .max_local_error_reset_streams(1024);
+        .max_local_error_reset_streams(1024)
+        // RFC 8441: WebSockets over HTTP/2 (extended CONNECT with `:protocol websocket`);
+        // any other CONNECT is refused in normalisation.
+        .enable_connect_protocol();
     // Boxed: an HTTP/2 connection's state is large; the task holds it only while it lives.
     let mut conn = Box::pin(b.serve_connection(TokioIo::new(io), service(&info, &gw)));
     let mut draining = false;

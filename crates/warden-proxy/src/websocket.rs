@@ -57,6 +57,29 @@ impl WebSocketRoute {
 #[derive(Clone, Debug)]
 pub(crate) struct Handshake {
     key: HeaderValue,
+    /// Over HTTP/2 (RFC 8441 extended CONNECT): the upstream gets an HTTP/1.1 upgrade with a
+    /// key of the gateway's own, and the client a 200.
+    pub(crate) h2: bool,
+}
+
+/// Whether a request is an RFC 8441 extended CONNECT for `websocket` (HTTP/2).
+pub(crate) fn is_extended_connect(head: &http::request::Parts) -> bool {
+    head.version == Version::HTTP_2
+        && head.method == Method::CONNECT
+        && head
+            .extensions
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// A fresh `Sec-WebSocket-Key`: 16 random bytes in base64.
+fn new_key() -> HeaderValue {
+    let mut key = [0u8; 16];
+    // Should the system's generator fail, a fixed key still frames a valid handshake; the
+    // key only proves the answer is to this request.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key);
+    HeaderValue::from_str(&base64::engine::general_purpose::STANDARD.encode(key))
+        .unwrap_or_else(|_| HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
 }
 
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
@@ -81,6 +104,15 @@ fn single<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h HeaderValue> {
 /// upgrade; the request is then served over HTTP/1.1, as `curl --http2` expects).
 pub(crate) fn check_request(head: &http::request::Parts) -> Result<Option<Handshake>, Reject> {
     let headers = &head.headers;
+    if is_extended_connect(head) {
+        if single(headers, "sec-websocket-version").is_none_or(|v| v.as_bytes() != b"13") {
+            return Err(Reject::WebSocketVersion);
+        }
+        return Ok(Some(Handshake {
+            key: new_key(),
+            h2: true,
+        }));
+    }
     // An upgrade request names `upgrade` in `Connection` (RFC 9110 §7.8); without it an
     // `Upgrade` header is only a hop-by-hop header, dropped like the others.
     if !headers.contains_key(header::UPGRADE) || !has_token(headers, header::CONNECTION, "upgrade")
@@ -124,7 +156,10 @@ pub(crate) fn check_request(head: &http::request::Parts) -> Result<Option<Handsh
                 .is_ok_and(|d| d.len() == 16)
         })
         .ok_or(Reject::BadRequest("invalid Sec-WebSocket-Key"))?;
-    Ok(Some(Handshake { key: key.clone() }))
+    Ok(Some(Handshake {
+        key: key.clone(),
+        h2: false,
+    }))
 }
 
 /// `Sec-WebSocket-Accept` for a key (RFC 6455 §4.2.2).
@@ -136,11 +171,18 @@ pub(crate) fn accept(key: &[u8]) -> String {
 }
 
 impl Handshake {
-    /// The headers a request forwarded to the upstream needs to stay an upgrade (the
-    /// hop-by-hop `Connection` and `Upgrade` were stripped like any others').
-    pub(crate) fn restore_request_headers(&self, headers: &mut HeaderMap) {
+    /// Makes the forwarded request an HTTP/1.1 upgrade: the hop-by-hop `Connection` and
+    /// `Upgrade` were stripped like any others'; an extended CONNECT becomes a `GET` with a
+    /// key of the gateway's own.
+    pub(crate) fn restore_request_headers(&self, head: &mut http::request::Parts) {
+        let headers = &mut head.headers;
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if self.h2 {
+            head.method = Method::GET;
+            headers.insert("sec-websocket-key", self.key.clone());
+            head.extensions.remove::<hyper::ext::Protocol>();
+        }
     }
 
     /// Whether the upstream's 101 is a WebSocket acceptance of this handshake: anything else
@@ -153,7 +195,18 @@ impl Handshake {
                 .is_some_and(|v| v.as_bytes() == expected.as_bytes())
     }
 
-    /// The headers the client's 101 carries besides the upstream's end-to-end ones.
+    /// The client's answer from the upstream's 101: a 101 with `Upgrade` and `Connection`
+    /// again over HTTP/1.1, a 200 without the accept value over HTTP/2 (RFC 8441 §5).
+    pub(crate) fn client_response(&self, res: &mut http::response::Parts) {
+        if self.h2 {
+            res.status = http::StatusCode::OK;
+            res.headers.remove("sec-websocket-accept");
+            return;
+        }
+        Self::restore_response_headers(&mut res.headers);
+    }
+
+    /// The headers an HTTP/1.1 client's 101 carries besides the upstream's end-to-end ones.
     pub(crate) fn restore_response_headers(headers: &mut HeaderMap) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));

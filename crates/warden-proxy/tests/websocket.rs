@@ -54,13 +54,13 @@ impl WsUpstream {
                     let Some((head, rest)) = raw::read_head(&mut s).await else {
                         return;
                     };
-                    h.lock().unwrap().push(head);
+                    h.lock().unwrap().push(head.clone());
                     r.lock().unwrap().extend_from_slice(&rest);
                     let mut chunk = [0u8; 4096];
                     let accept = if answer == Answer::WrongAccept {
-                        "AAAAAAAAAAAAAAAAAAAAAAAAAAA="
+                        "AAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_owned()
                     } else {
-                        ACCEPT
+                        accept_for(&head)
                     };
                     if answer == Answer::Refuse {
                         let body = "no sockets here";
@@ -111,6 +111,24 @@ impl WsUpstream {
     fn upgrades(&self) -> usize {
         self.heads.lock().unwrap().len()
     }
+}
+
+/// `Sec-WebSocket-Accept` for the key in a request head.
+fn accept_for(head: &str) -> String {
+    use base64::Engine as _;
+    let key = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("sec-websocket-key:")
+                .then(|| l["sec-websocket-key:".len()..].trim().to_owned())
+        })
+        .unwrap_or_default();
+    let digest = ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes(),
+    );
+    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
 }
 
 fn config(upstream: SocketAddr, websocket: &str) -> String {
@@ -371,4 +389,70 @@ async fn a_client_that_stops_reading_holds_the_upstream_back() {
     })
     .await;
     println!("the upstream stalled after {} KiB", stalled_at >> 10);
+}
+
+#[tokio::test]
+async fn a_websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let up = WsUpstream::start(Answer::Echo).await;
+    let gw = Gateway::start(&config(up.addr, "")).await;
+    let tcp = TcpStream::connect(gw.addr("main")).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // One ordinary exchange first, so the server's SETTINGS (which allow extended CONNECT)
+    // have arrived. (The test upstream answers every request with a 101, which the gateway
+    // refuses for a request that asked for no upgrade.)
+    let plain = sender
+        .send_request(
+            http::Request::get("http://a/plain")
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 502);
+
+    // Another protocol over extended CONNECT is refused.
+    let mut other = http::Request::connect("http://a/ws/chat")
+        .header("sec-websocket-version", "13")
+        .body(Empty::new())
+        .unwrap();
+    other
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("something-else"));
+    assert_eq!(sender.send_request(other).await.unwrap().status(), 400);
+
+    let mut req = http::Request::connect("http://a/ws/chat")
+        .header("sec-websocket-version", "13")
+        .body(Empty::new())
+        .unwrap();
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let res = sender.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200, "RFC 8441: a 200 opens the stream");
+    assert!(res.headers().get("sec-websocket-accept").is_none());
+    let mut io = TokioIo::new(hyper::upgrade::on(res).await.unwrap());
+    let frame = client_frame(b"over http/2");
+    io.write_all(&frame).await.unwrap();
+    let mut echoed = vec![0u8; frame.len()];
+    tokio::time::timeout(Duration::from_secs(5), io.read_exact(&mut echoed))
+        .await
+        .expect("the echo comes back through the stream")
+        .unwrap();
+    assert_eq!(echoed, frame);
+    // The upstream saw an HTTP/1.1 upgrade with a key of the gateway's own.
+    let heads = up.heads.lock().unwrap().clone();
+    let head = heads
+        .iter()
+        .find(|h| h.starts_with("GET /ws/chat"))
+        .expect("the upgrade");
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains("upgrade: websocket") && lower.contains("sec-websocket-key:"),
+        "{head}"
+    );
 }

@@ -30,7 +30,7 @@ pub(crate) fn request(
     snap: &Snapshot,
 ) -> Result<Normalized, Reject> {
     let limits = &snap.limits;
-    if head.method == Method::CONNECT {
+    if head.method == Method::CONNECT && !crate::websocket::is_extended_connect(head) {
         return Err(Reject::BadRequest("CONNECT is not supported"));
     }
     let (host, host_value) = request_host(head)?;
