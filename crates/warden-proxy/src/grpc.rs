@@ -25,6 +25,9 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     })
 }
 
+/// The `grpc-timeout` header.
+pub(crate) const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
 /// A gRPC call's service and method from its path (`/package.Service/Method`).
 pub(crate) fn service_and_method(path: &str) -> Option<(&str, &str)> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;

@@ -385,12 +385,14 @@ where
         PathAndQuery::try_from(pq).map_err(|_| Reject::BadRequest("invalid request target"))?;
     head.version = cluster.version;
     let mut timeout = route.timeout;
-    if let Some(v) = head.headers.get("grpc-timeout") {
-        if crate::grpc::is_grpc(&head.headers) {
-            let grpc_timeout = crate::grpc::parse_timeout(v)
-                .ok_or(Reject::BadRequest("malformed grpc-timeout"))?;
-            timeout = timeout.min(grpc_timeout);
-        }
+    if let Some(v) = ex
+        .grpc
+        .then(|| head.headers.get(crate::grpc::GRPC_TIMEOUT))
+        .flatten()
+    {
+        let grpc_timeout =
+            crate::grpc::parse_timeout(v).ok_or(Reject::BadRequest("malformed grpc-timeout"))?;
+        timeout = timeout.min(grpc_timeout);
     }
 
     let sent = upstream
