@@ -36,14 +36,14 @@ name = "impostor"
 endpoints = ["https://{peer}"]
 spiffe_ids = ["spiffe://example.org/billing"]
 [[routes]]
-name = "to-b"
-cluster = "b"
-path_prefix = "/b/"
-auth = "none"
-[[routes]]
 name = "to-impostor"
 cluster = "impostor"
 path_prefix = "/billing/"
+auth = "none"
+[[routes]]
+name = "to-b"
+cluster = "b"
+path_prefix = "/b/"
 auth = "none"
 "#
     )
@@ -73,7 +73,11 @@ async fn direct(
 /// Sidecar B (`spiffe://example.org/b`) in front of `local`, allowing only A.
 async fn sidecar_b(ca: &TestCa, local: &Upstream) -> (Arc<Held>, Sidecar) {
     let b_id = Held::new(ca, "/b");
-    let b = Sidecar::start(&inbound_toml(local, "spiffe://example.org/a"), b_id.clone()).await;
+    let b = Sidecar::start(
+        &inbound_toml(&local.url(), "spiffe://example.org/a"),
+        b_id.clone(),
+    )
+    .await;
     (b_id, b)
 }
 
@@ -343,7 +347,7 @@ async fn a_ca_rotation_and_svid_renewals_under_load_fail_no_request() {
     let b_id = Held::new(&old, "/b");
     let a_id = Held::new(&old, "/a");
     let b = Sidecar::start(
-        &inbound_toml(&local, "spiffe://example.org/a"),
+        &inbound_toml(&local.url(), "spiffe://example.org/a"),
         b_id.clone(),
     )
     .await;
@@ -405,7 +409,6 @@ async fn a_ca_rotation_and_svid_renewals_under_load_fail_no_request() {
 /// A WebSocket echo service behind sidecar B: answers the handshake, then echoes bytes.
 /// Returns its address and the upgrade request heads it saw.
 async fn ws_echo_service() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
-    use base64::Engine as _;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -418,20 +421,8 @@ async fn ws_echo_service() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
                 let Some((head, rest)) = raw::read_head(&mut s).await else {
                     return;
                 };
-                let key = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .starts_with("sec-websocket-key:")
-                            .then(|| l["sec-websocket-key:".len()..].trim().to_owned())
-                    })
-                    .unwrap_or_default();
+                let accept = raw::websocket_accept_for(&head);
                 seen.lock().unwrap().push(head);
-                let digest = ring::digest::digest(
-                    &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
-                    format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes(),
-                );
-                let accept = base64::engine::general_purpose::STANDARD.encode(digest.as_ref());
                 let res = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
                 if s.write_all(res.as_bytes()).await.is_err() {
                     return;
@@ -449,49 +440,16 @@ async fn ws_echo_service() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
 async fn a_websocket_crosses_two_sidecars_over_mtls_with_the_callers_spiffe_id() {
     let ca = ca();
     let (service, heads) = ws_echo_service().await;
+    // The usual sidecar configs; the last route of each (B's `svc`, A's `to-b`) carries
+    // WebSockets.
     let b = Sidecar::start(
-        &format!(
-            r#"
-[[listeners]]
-name = "inbound"
-address = "127.0.0.1:0"
-role = "inbound"
-[[clusters]]
-name = "local"
-endpoints = ["http://{service}"]
-[[routes]]
-name = "svc"
-cluster = "local"
-path_prefix = "/"
-[routes.auth]
-accept = ["client_cert"]
-subjects = ["spiffe://example.org/a"]
-[routes.websocket]
-"#
-        ),
+        &(inbound_toml(&format!("http://{service}"), "spiffe://example.org/a")
+            + "[routes.websocket]\n"),
         Held::new(&ca, "/b"),
     )
     .await;
     let a = Sidecar::start(
-        &format!(
-            r#"
-[[listeners]]
-name = "outbound"
-address = "127.0.0.1:0"
-role = "outbound"
-[[clusters]]
-name = "b"
-endpoints = ["https://{}"]
-spiffe_ids = ["spiffe://example.org/b"]
-[[routes]]
-name = "to-b"
-cluster = "b"
-path_prefix = "/b/"
-auth = "none"
-[routes.websocket]
-"#,
-            b.addr("inbound")
-        ),
+        &(outbound_toml(b.addr("inbound")) + "[routes.websocket]\n"),
         Held::new(&ca, "/a"),
     )
     .await;

@@ -523,7 +523,7 @@ fn assert_refused_in_the_handshake(got: &Curled) {
 async fn setup(local: &Upstream) -> (Sidecar, Pki) {
     let ca = ca();
     let identity = Held::new(&ca, "/b");
-    let sidecar = Sidecar::start(&inbound_toml(local, CLIENT), identity.clone()).await;
+    let sidecar = Sidecar::start(&inbound_toml(&local.url(), CLIENT), identity.clone()).await;
     let pki = Pki::new(ca, &identity).await;
     (sidecar, pki)
 }

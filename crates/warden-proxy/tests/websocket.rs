@@ -60,7 +60,7 @@ impl WsUpstream {
                     let accept = if answer == Answer::WrongAccept {
                         "AAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_owned()
                     } else {
-                        accept_for(&head)
+                        raw::websocket_accept_for(&head)
                     };
                     if answer == Answer::Refuse {
                         let body = "no sockets here";
@@ -111,24 +111,6 @@ impl WsUpstream {
     fn upgrades(&self) -> usize {
         self.heads.lock().unwrap().len()
     }
-}
-
-/// `Sec-WebSocket-Accept` for the key in a request head.
-fn accept_for(head: &str) -> String {
-    use base64::Engine as _;
-    let key = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("sec-websocket-key:")
-                .then(|| l["sec-websocket-key:".len()..].trim().to_owned())
-        })
-        .unwrap_or_default();
-    let digest = ring::digest::digest(
-        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
-        format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes(),
-    );
-    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
 }
 
 fn config(upstream: SocketAddr, websocket: &str) -> String {

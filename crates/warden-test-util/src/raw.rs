@@ -98,3 +98,22 @@ pub async fn assert_back_pressure(
     }
     last
 }
+
+/// The `Sec-WebSocket-Accept` a WebSocket server answers the `Sec-WebSocket-Key` of a request
+/// head with (RFC 6455 §4.2.2); the empty key's when the head has none.
+pub fn websocket_accept_for(head: &str) -> String {
+    use base64::Engine as _;
+    let key = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("sec-websocket-key:")
+                .then(|| l["sec-websocket-key:".len()..].trim().to_owned())
+        })
+        .unwrap_or_default();
+    let digest = ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes(),
+    );
+    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+}

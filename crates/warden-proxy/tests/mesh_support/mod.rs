@@ -13,7 +13,6 @@ use rustls::sign::CertifiedKey;
 use warden_identity::testing::TestCa;
 use warden_identity::tls::{BundleSource, WorkloadIdentity};
 use warden_identity::{SpiffeId, TrustDomain};
-use warden_test_util::Upstream;
 
 pub fn now() -> i64 {
     SystemTime::now()
@@ -131,7 +130,9 @@ impl Sidecar {
     }
 }
 
-pub fn inbound_toml(local: &Upstream, allowed: &str) -> String {
+/// An inbound listener whose one route, `svc` (last in the text), sends to `endpoint` what
+/// peers with the SPIFFE ID `allowed` call.
+pub fn inbound_toml(endpoint: &str, allowed: &str) -> String {
     format!(
         r#"
 [[listeners]]
@@ -140,7 +141,7 @@ address = "127.0.0.1:0"
 role = "inbound"
 [[clusters]]
 name = "local"
-endpoints = ["{}"]
+endpoints = ["{endpoint}"]
 [[routes]]
 name = "svc"
 cluster = "local"
@@ -148,7 +149,6 @@ path_prefix = "/"
 [routes.auth]
 accept = ["client_cert"]
 subjects = ["{allowed}"]
-"#,
-        local.url()
+"#
     )
 }
