@@ -2,7 +2,7 @@
 //! renewal with a new key (seen by subscribers), the bundle, a revoked workload's renewal
 //! refused, a used token and an unreachable authority refused at start.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

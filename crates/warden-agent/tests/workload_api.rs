@@ -2,7 +2,7 @@
 //! the X.509-SVID, bundles and JWT bundles; the security header enforced; a renewal pushed
 //! on the open stream. Also: the socket is only for the sidecar's user (mode 0600).
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;

@@ -3,7 +3,7 @@
 //! progress and reset, seal, health, leader, a secret after unsealing) against a new authority
 //! with `seal.mode = "shares"`, with the interop virtualenv of scripts/interop/venv.sh.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@
 //! revocation, every step in the store's audit chain, and a second instance on the same store
 //! serving the same trust bundle.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::{admin_call, Backend, Harness};

@@ -4,7 +4,7 @@
 //! reset, a wrong share, `migrate` refused), reports itself through `sys/seal-status`,
 //! `sys/health` and `sys/leader`, and serves its metrics at `/metrics`.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

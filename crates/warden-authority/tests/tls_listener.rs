@@ -3,7 +3,7 @@
 //! certificates, a broken replacement that keeps the old certificate, and the gateway's
 //! connection timeouts (handshake, request head, idle keep-alive).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! each client authentication method and failure, RFC 6749 errors, throttling, introspection,
 //! revocation and its feed, key rotation, discovery, the admin API, and the audit log.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

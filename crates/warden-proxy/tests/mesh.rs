@@ -17,7 +17,7 @@ use warden_identity::testing::TestCa;
 use warden_identity::tls::{BundleSource, WorkloadIdentity};
 use warden_test_util::{raw, Upstream};
 
-mod mesh_support;
+use crate::mesh_support;
 use mesh_support::*;
 
 fn outbound_toml(peer: SocketAddr) -> String {

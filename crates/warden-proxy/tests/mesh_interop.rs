@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use warden_identity::testing::TestCa;
 use warden_test_util::Upstream;
 
-mod mesh_support;
+use crate::mesh_support;
 use mesh_support::*;
 
 // ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@
 //! how each socket ended.
 
 use serde_json::{json, Value};
-use warden_test_util::authcfg::{access_log_toml, metrics, series, wait_for_lines};
+use warden_test_util::authcfg::{access_log_toml, metrics, metrics_once, series, wait_for_lines};
 use warden_test_util::interop::Script;
 use warden_test_util::jwt::TestIssuer;
 use warden_test_util::servers::JwksServer;
@@ -106,7 +106,13 @@ async fn websockets_client_and_server_talk_through_the_gateway_with_auth_reload_
         );
     }
 
-    let text = metrics(gw.admin()).await;
+    // The tunnel counts its end once both sides are closed, a moment after the client saw it.
+    let text = metrics_once(
+        gw.admin(),
+        "warden_websocket_connections_open{route=\"idle\"}",
+        0.0,
+    )
+    .await;
     for (route, reason) in [
         ("ws", "revoked"),
         ("ws", "client_closed"),

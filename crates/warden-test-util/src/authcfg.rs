@@ -72,6 +72,23 @@ pub async fn metrics(admin: SocketAddr) -> String {
     String::from_utf8_lossy(&res.body).into_owned()
 }
 
+/// The metrics text once `name` (as [`series`] reads it) has `value` (panics after 5 s):
+/// for what is counted when a connection or stream ends, a moment after its client saw it end.
+pub async fn metrics_once(admin: SocketAddr, name: &str, value: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = metrics(admin).await;
+        if series(&text, name) == Some(value) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never became {value}: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The value of one series (`name{labels}` exactly as exported), if present.
 pub fn series(text: &str, name: &str) -> Option<f64> {
     text.lines().find_map(|l| {

@@ -2,7 +2,7 @@
 //! path), `serve` with SIGHUP (reload) and SIGTERM (drain, exit 0), and the annotated example
 //! config (valid, and covering every option of the schema).
 
-mod common;
+use crate::common;
 
 use common::free_port;
 

@@ -2,7 +2,7 @@
 //! creation and changed later, on a store named by `--storage` and `--kek` (issue 15, items 10
 //! and 12).
 
-mod common;
+use crate::common;
 
 use common::{json_out, warden};
 

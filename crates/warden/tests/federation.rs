@@ -5,7 +5,7 @@
 //! verifying the other's SVID against that domain's roots. A third trust domain that nobody
 //! federates with is refused in the handshake.
 
-mod common;
+use crate::common;
 
 use common::{free_port, log_of, serve, wait_port, Proc};
 

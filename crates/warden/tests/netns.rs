@@ -21,7 +21,7 @@
 //!   wdn-<pid>-c  10.213.0.4 eth0 ──┘
 //! ```
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

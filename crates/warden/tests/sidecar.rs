@@ -4,7 +4,7 @@
 //! as the caller's identity. A sidecar whose token was already used does not start, and says
 //! why.
 
-mod common;
+use crate::common;
 
 use common::{free_port, serve, wait_port};
 

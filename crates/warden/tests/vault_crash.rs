@@ -10,7 +10,7 @@
 //!
 //! A longer soak: `WARDEN_CRASH_ROUNDS=50 cargo nextest run -p warden -E 'test(vault_crash)'`.
 
-mod common;
+use crate::common;
 
 use common::free_port;
 

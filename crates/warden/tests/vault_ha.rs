@@ -5,7 +5,7 @@
 //! within seconds and serves what the old one had acknowledged; the old one, restarted and
 //! unsealed, comes back as a standby.
 
-mod common;
+use crate::common;
 
 use common::free_port;
 

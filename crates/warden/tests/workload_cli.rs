@@ -1,7 +1,7 @@
 //! `warden workload`: register, list, show, make a join token, revoke, on the store a config's
 //! `[authority]` names, and clear errors without `[authority.ca]` or for a bad SPIFFE ID.
 
-mod common;
+use crate::common;
 
 use common::{json_out, warden};
 

@@ -1,0 +1,16 @@
+//! The integration tests of `warden`, in one test binary: one module per file beside this one.
+//! (One binary links the crate and its dependencies once, where a binary per file linked
+//! them once per file: far less disk and link time.) Run one file's tests with
+//! `cargo nextest run -p warden -E 'test(/^<file>::/)'`.
+
+mod common;
+
+mod apikey_cli;
+mod cli;
+mod client_cli;
+mod federation;
+mod netns;
+mod sidecar;
+mod vault_crash;
+mod vault_ha;
+mod workload_cli;
