@@ -5,6 +5,7 @@
 //! | `/v1/...` | the vault (Vault's HTTP API; errors `{"errors": [...]}`) | 503, except the seal endpoints |
 //! | `/metrics` | the authority's Prometheus metrics | served |
 //! | `/healthz` | liveness | `ok` |
+//! | `/audit/v1/head` | the audit chain's signed head (`audit_head.rs`), public | 503 |
 //! | anything else | the token service (OAuth, discovery, admin; RFC 6749 errors) | 503 `temporarily_unavailable` |
 //!
 //! On a standby (`[authority.ha]`), `/metrics`, `/healthz` and the vault's `sys/health`,
@@ -34,6 +35,7 @@ pub fn router(services: Arc<Services>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/audit/v1/head", get(audit_head))
         .nest_service("/v1", crate::vault::service(services.clone()))
         .fallback(token_service)
         .with_state(services)
@@ -94,6 +96,38 @@ async fn token_service(State(s): State<Arc<Services>>, req: Request) -> Response
             res.extensions().get::<ErrorCode>().copied(),
         );
     }
+    res
+}
+
+/// The latest signed head of the audit chain (public: it names a count and a hash, nothing
+/// else). Signed now if none was yet.
+async fn audit_head(State(s): State<Arc<Services>>) -> Response {
+    let Some(live) = s.live() else {
+        if s.role() == crate::services::Role::Standby {
+            if let Some(res) = to_active(&s, "/audit/v1/head") {
+                return res;
+            }
+        }
+        return sealed();
+    };
+    let signed = match live.audit_head.latest() {
+        Some(h) => h,
+        None => match live.audit_head.sign(s.store(), live.authority.now()).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign the audit head");
+                let mut res = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({"error": "temporarily_unavailable"})),
+                )
+                    .into_response();
+                no_store(&mut res);
+                return res;
+            }
+        },
+    };
+    let mut res = Json(&*signed).into_response();
+    no_store(&mut res);
     res
 }
 

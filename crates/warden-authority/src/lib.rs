@@ -31,6 +31,7 @@ use warden_store::Store;
 
 pub mod app;
 pub mod audit;
+pub mod audit_head;
 mod authority;
 pub mod client_auth;
 pub mod clients;

@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use warden_config::AuthorityConfig;
 use warden_store::{LeaderInfo, LeaderLock, Store};
 
+use crate::audit_head::HeadSigner;
 use crate::clock::Clock;
 use crate::error::Result;
 use crate::metrics::Metrics;
@@ -47,6 +48,8 @@ pub struct Live {
     pub(crate) vault_router: Router,
     /// The certificate authority, with `[authority.ca]` (its routes are in `token_router`).
     pub ca: Option<Arc<warden_ca::Ca>>,
+    /// Signs and keeps the audit chain's head (`GET /audit/v1/head`).
+    pub audit_head: Arc<HeadSigner>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -316,6 +319,9 @@ impl Services {
         if let Some(ca) = &ca {
             ca.set_jwt_authorities(jwt_authorities(&authority));
         }
+        let audit_head = Arc::new(
+            HeadSigner::open(&self.store, &authority.settings().issuer, self.clock.now()).await?,
+        );
         let (stop, rx) = watch::channel(false);
         let mut tasks = Vec::new();
         // Before the services answer, so that no revocation is made before the publisher
@@ -341,6 +347,13 @@ impl Services {
                 }
             }));
         }
+        tasks.push(spawn_head_signer(
+            audit_head.clone(),
+            self.store.clone(),
+            self.clock.clone(),
+            self.config.audit.head_interval.0,
+            rx.clone(),
+        ));
         let upkeep = authority.clone();
         let upkeep_ca = ca.clone();
         let mut rx_tick = rx;
@@ -364,6 +377,7 @@ impl Services {
         Ok(Live {
             token_router: crate::http::router(authority.clone(), ca.clone()),
             ca,
+            audit_head,
             vault_router: vault.router(),
             vault,
             authority,
@@ -475,4 +489,40 @@ fn jwt_authorities(authority: &Authority) -> Vec<serde_json::Value> {
         .and_then(serde_json::Value::as_array)
         .cloned()
         .unwrap_or_default()
+}
+
+/// Signs the audit chain's head at once and then every `every`, and logs each head that
+/// moved (`audit.head`, with the JWS: the log pipeline keeps them, see `audit_head.rs`).
+fn spawn_head_signer(
+    signer: Arc<HeadSigner>,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            match signer.sign(&store, clock.now()).await {
+                Ok(h) if last != Some(h.seq) => {
+                    last = Some(h.seq);
+                    tracing::info!(
+                        event = "audit.head",
+                        seq = h.seq,
+                        hash = %h.hash,
+                        head = %h.head,
+                        "audit head signed"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot sign the audit head; retrying at the next interval")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    })
 }

@@ -333,6 +333,10 @@ pub struct AuthorityAuditConfig {
     pub sample_every: u64,
     /// With `issuance = "aggregated"`: how often the per-client counts are written.
     pub aggregate_interval: Dur,
+    /// How often the authority signs the chain's head (its newest record's seq and hash) with
+    /// its audit key and publishes it (`GET /audit/v1/head`, and a log line): anyone who
+    /// keeps a signed head can later tell whether newer records were deleted.
+    pub head_interval: Dur,
 }
 
 /// How token issuance is audited (see [`AuthorityAuditConfig::issuance`]).
@@ -569,6 +573,9 @@ pub(crate) fn validate(c: &crate::Config, e: &mut crate::ConfigErrors) {
             format!("{p}.audit.aggregate_interval"),
             "must be at least 1s",
         );
+    }
+    if au.head_interval.0.as_secs() < 1 {
+        e.push(format!("{p}.audit.head_interval"), "must be at least 1s");
     }
 }
 

@@ -321,6 +321,7 @@ impl Default for crate::authority::AuthorityAuditConfig {
             issuance: crate::authority::IssuanceAudit::Every,
             sample_every: 100,
             aggregate_interval: Dur::secs(60),
+            head_interval: Dur::secs(60),
         }
     }
 }

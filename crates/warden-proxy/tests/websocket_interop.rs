@@ -6,7 +6,7 @@
 //! how each socket ended.
 
 use serde_json::{json, Value};
-use warden_test_util::authcfg::{access_log_toml, metrics, metrics_once, series, wait_for_lines};
+use warden_test_util::authcfg::{access_log_toml, metrics_once, series, wait_for_lines};
 use warden_test_util::interop::Script;
 use warden_test_util::jwt::TestIssuer;
 use warden_test_util::servers::JwksServer;

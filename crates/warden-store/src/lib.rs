@@ -623,6 +623,56 @@ impl Store {
         verifier.finish(head_seq, &head_hash)
     }
 
+    /// The audit log's head: the seq and hash of its newest record (`0` and
+    /// [`GENESIS_HASH`] while it is empty).
+    pub async fn audit_head(&self) -> Result<(u64, String)> {
+        self.keys()?;
+        self.inner.backend.audit_head().await
+    }
+
+    /// Whether the log still holds a head recorded earlier (a signed head, see
+    /// `warden-authority`'s `audit_head`): the record at `seq` has `hash`. `Ok(true)` if so;
+    /// `Ok(false)` if it cannot tell because that record was pruned (retention deleted it
+    /// and the checkpoint is past it); `Err(Corrupt)` if the log now ends before `seq` (newer
+    /// records were deleted) or that record's hash differs (the log was rewritten). Verify
+    /// the chain itself with [`Store::verify_audit`].
+    pub async fn audit_holds_head(&self, seq: u64, hash: &str) -> Result<bool> {
+        self.keys()?;
+        let (head_seq, _) = self.inner.backend.audit_head().await?;
+        if head_seq < seq {
+            return Err(StoreError::Corrupt(format!(
+                "the log ends at record {head_seq}, but a signed head names record {seq}: \
+                 the newest {} records were deleted",
+                seq - head_seq
+            )));
+        }
+        let found = if seq == 0 {
+            Some(GENESIS_HASH.to_owned())
+        } else {
+            match self.audit_checkpoint().await? {
+                Some(cp) if cp.seq == seq => Some(cp.hash),
+                Some(cp) if cp.seq > seq => return Ok(false),
+                _ => self
+                    .inner
+                    .backend
+                    .audit_since(seq - 1, 1)
+                    .await?
+                    .into_iter()
+                    .find(|r| r.seq == seq)
+                    .map(|r| r.hash),
+            }
+        };
+        match found {
+            Some(h) if h == hash => Ok(true),
+            Some(h) => Err(StoreError::Corrupt(format!(
+                "record {seq} has hash {h}, but a signed head says {hash}: the log was rewritten"
+            ))),
+            None => Err(StoreError::Corrupt(format!(
+                "record {seq}, named by a signed head, is missing"
+            ))),
+        }
+    }
+
     /// The audit retention checkpoint, after checking its MAC (`Err(Corrupt)` if it does not
     /// authenticate); `None` if nothing was ever pruned.
     pub async fn audit_checkpoint(&self) -> Result<Option<AuditCheckpoint>> {

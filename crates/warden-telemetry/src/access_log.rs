@@ -209,8 +209,97 @@ pub fn format_time(t: std::time::SystemTime) -> String {
     )
 }
 
+/// Reads an RFC 3339 time (`2026-12-05T08:46:57Z`, with optional fractional seconds and a
+/// `Z` or `±HH:MM` offset) as Unix milliseconds; `None` if it is not one.
+pub fn parse_time(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        if part.is_empty() || !part.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok()
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0;
+    if b[i] == b'.' {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let frac = s.get(start..i)?;
+        if frac.is_empty() {
+            return None;
+        }
+        millis = format!("{frac:0<3}")[..3].parse::<i64>().ok()?;
+    }
+    let offset = match s.get(i..)? {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && matches!(o.as_bytes()[0], b'+' | b'-') && o.as_bytes()[3] == b':' => {
+            let (h, m) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            let mins = h * 60 + m;
+            if o.starts_with('-') {
+                -mins
+            } else {
+                mins
+            }
+        }
+        _ => return None,
+    };
+    // Days since 1970-01-01 from a civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset * 60;
+    Some(secs * 1000 + millis)
+}
+
 #[cfg(test)]
 mod time_tests {
+    #[test]
+    fn parses_rfc3339_back_to_the_instant_it_formats() {
+        for ms in [0, 1_795_942_017_123, 951_782_400_000, 4_107_542_400_999] {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
+            assert_eq!(super::parse_time(&super::format_time(t)), Some(ms));
+        }
+        assert_eq!(
+            super::parse_time("2026-11-29T09:46:57+01:00"),
+            Some(1_795_942_017_000)
+        );
+        assert_eq!(
+            super::parse_time("2026-11-29T08:46:57.1234Z"),
+            Some(1_795_942_017_123)
+        );
+        for bad in [
+            "",
+            "2026-11-29",
+            "2026-11-29T08:46:57",
+            "2026-13-29T08:46:57Z",
+            "2026-11-29T08:46:57.Z",
+            "2026-11-29T08:46:57+0100",
+            "24h",
+            "2026-11-29T08:4x:57Z",
+        ] {
+            assert_eq!(super::parse_time(bad), None, "{bad}");
+        }
+    }
+
     #[test]
     fn formats_rfc3339_utc() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_942_017_123);

@@ -7,7 +7,7 @@
 pub mod access_log;
 pub mod metrics;
 
-pub use access_log::{format_time, AccessLog, AccessRecord};
+pub use access_log::{format_time, parse_time, AccessLog, AccessRecord};
 pub use metrics::Metrics;
 
 /// Starts process logging: JSON lines on stderr, level from `RUST_LOG` (default `info`).

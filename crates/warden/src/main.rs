@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod apikey_cmd;
+mod audit_cmd;
 mod client_cmd;
 mod dev;
 mod serve;
@@ -73,6 +74,11 @@ enum Command {
         #[command(subcommand)]
         command: vault_cmd::VaultCommand,
     },
+    /// Check the authority's audit log (hash chain, signed heads) and export it for a SIEM.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cmd::AuditCommand,
+    },
     /// Print the version.
     Version,
 }
@@ -91,6 +97,7 @@ fn main() -> ExitCode {
             root_token,
         } => run(dev::dev(data_dir, root_token)),
         Command::Apikey { command } => apikey_cmd::run(command),
+        Command::Audit { command } => audit_cmd::run(command),
         Command::Client { command } => client_cmd::run(command),
         Command::Vault { command } => vault_cmd::run(command),
         Command::Workload { command } => workload_cmd::run(command),

@@ -6,6 +6,7 @@
 mod common;
 
 mod apikey_cli;
+mod audit_cli;
 mod cli;
 mod client_cli;
 mod federation;

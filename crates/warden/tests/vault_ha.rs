@@ -179,32 +179,10 @@ impl Drop for Authority {
     }
 }
 
-fn fresh_schema() -> String {
-    let url = std::env::var("WARDEN_TEST_DATABASE_URL")
-        .expect("WARDEN_TEST_DATABASE_URL (a PostgreSQL URL) is needed for the HA test");
-    let mut b = [0u8; 6];
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut b)
-        .unwrap();
-    let schema = format!(
-        "wt_ha_{}",
-        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-    );
-    let ok = Command::new("psql")
-        .args([url.as_str(), "-q", "-c", &format!("CREATE SCHEMA {schema}")])
-        .status()
-        .expect("run psql")
-        .success();
-    assert!(ok, "could not create schema {schema}");
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}options=-csearch_path%3D{schema}")
-}
-
 #[test]
 fn a_standby_takes_over_within_seconds_when_the_active_authority_is_killed() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = fresh_schema();
+    let storage = common::fresh_schema("ha");
     let (pa, pb) = (free_port(), free_port());
     let mut a = Authority::start(dir.path(), "a", pa, free_port(), &storage);
 

@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::io::Read;
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -82,4 +83,28 @@ pub async fn wait_port(p: &mut Proc, port: u16, dir: &std::path::Path, name: &st
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// A new schema in `WARDEN_TEST_DATABASE_URL`'s database (panics without it), as a store URL
+/// whose `search_path` is that schema.
+pub fn fresh_schema(prefix: &str) -> String {
+    let url = std::env::var("WARDEN_TEST_DATABASE_URL")
+        .expect("WARDEN_TEST_DATABASE_URL (a PostgreSQL URL) is needed");
+    let mut b = [0u8; 6];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut b)
+        .unwrap();
+    let schema = format!(
+        "wt_{prefix}_{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    );
+    let ok = Command::new("psql")
+        .args([url.as_str(), "-q", "-c", &format!("CREATE SCHEMA {schema}")])
+        .status()
+        .expect("run psql")
+        .success();
+    assert!(ok, "could not create schema {schema}");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-csearch_path%3D{schema}")
 }
