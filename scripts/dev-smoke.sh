@@ -9,7 +9,9 @@
 #      tokens for real Python clients (scripts/interop.sh: authlib, PyJWT; hvac against the dev
 #      vault), and the gateway
 #      refuses a revoked token within 5 s,
-#   4. the admin /metrics output passes `promtool check metrics`
+#   4. the admin /metrics output passes `promtool check metrics`, the alerting rules in
+#      deploy/prometheus pass `promtool check rules` and their unit tests (`promtool test
+#      rules`), and the authority publishes a signed audit head,
 #      (the Debian package `prometheus` is installed when promtool is missing),
 #   5. SIGTERM stops warden with exit status 0.
 # Any failed check prints why and exits 1. The background warden is stopped on every exit.
@@ -209,6 +211,22 @@ if [[ "$prc" != 0 ]]; then
     fail "promtool check metrics rejected the authority's /metrics output (exit status $prc)"
 fi
 step "ok: promtool check metrics (authority)"
+grep -q '^warden_tls_certificate_expiry_timestamp_seconds{listener="' "$METRICS" \
+    || fail "/metrics has no expiry for the HTTPS listener's certificate"
+
+# The alerting rules in deploy/ are valid and fire as their unit tests say (the metrics they
+# query are checked against the registries by crates/warden/tests/deploy_monitoring.rs).
+if PROMTOOL_OUT="$(promtool check rules deploy/prometheus/warden-alerts.yml 2>&1)"; then prc=0; else prc=$?; fi
+[[ "$prc" == 0 ]] || { echo "$PROMTOOL_OUT" >&2; fail "promtool check rules rejected deploy/prometheus/warden-alerts.yml"; }
+if PROMTOOL_OUT="$(promtool test rules deploy/prometheus/warden-alerts.test.yml 2>&1)"; then prc=0; else prc=$?; fi
+[[ "$prc" == 0 ]] || { echo "$PROMTOOL_OUT" >&2; fail "promtool test rules failed on deploy/prometheus/warden-alerts.test.yml"; }
+step "ok: promtool check rules and test rules (deploy/prometheus)"
+
+# The audit chain's signed head is published.
+head_json="$(curl -sS --max-time 10 http://127.0.0.1:8200/audit/v1/head)" || fail "GET :8200/audit/v1/head failed"
+python3 -c 'import json,sys; h=json.loads(sys.argv[1]); assert h["seq"] > 0 and h["head"].count(".") == 2 and h["key"]["crv"] == "Ed25519", h' "$head_json" \
+    || fail "GET /audit/v1/head answered: $head_json"
+step "ok: signed audit head published"
 
 # --- 4b. the vault ----------------------------------------------------------------------------
 ROOT_TOKEN="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["root_token"])' "$CREDS")"

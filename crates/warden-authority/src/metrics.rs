@@ -16,6 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use warden_telemetry::metrics::{register, series_names, MetricType};
 
 /// Distinct vault mount labels kept; requests to further mounts count as `other`.
 pub const MAX_MOUNT_LABELS: usize = 64;
@@ -29,6 +30,7 @@ pub struct GrantTag(pub &'static str);
 /// The authority's metrics.
 pub struct Metrics {
     registry: Registry,
+    families: Vec<(String, MetricType)>,
     grants: Family<Labels, Counter>,
     failures: Family<Labels, Counter>,
     introspections: Family<Labels, Counter>,
@@ -58,6 +60,7 @@ impl Metrics {
     /// Registers every family.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("warden_authority");
+        let mut families = Vec::new();
         let m = Metrics {
             grants: Family::default(),
             failures: Family::default(),
@@ -71,59 +74,84 @@ impl Metrics {
             federated_fetched: Family::default(),
             mounts: Mutex::new(HashSet::new()),
             registry: Registry::default(),
+            families: Vec::new(),
         };
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "token_grants",
             "Access tokens issued, by grant type",
             m.grants.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "token_failures",
             "Token service requests refused, by endpoint and RFC 6749 error code",
             m.failures.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "introspections",
             "Introspection requests answered, by result (active, inactive)",
             m.introspections.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "revocations",
             "Tokens revoked through /oauth2/revoke",
             m.revocations.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "signing_key_age_seconds",
             "Age of the key that signs tokens now (0 while sealed)",
             m.signing_key_age.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "sealed",
             "1 while the authority is sealed, 0 when unsealed",
             m.sealed.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "data_key_term",
             "The store's data-encryption key term (sys/key-status; 0 while sealed)",
             m.data_key_term.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "data_key_age_seconds",
             "Age of the data-encryption key new writes use (0 while sealed)",
             m.data_key_age.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "vault_requests",
             "Vault API requests, by mount (first path segment; `sys`, `auth`, ...) and status",
             m.vault_requests.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "ca_federated_bundle_fetched_timestamp_seconds",
             "When each federated trust domain's bundle was last fetched and accepted (Unix \
              seconds; alert when it falls behind the bundle's refresh hint)",
             m.federated_fetched.clone(),
         );
-        Metrics { registry, ..m }
+        Metrics {
+            registry,
+            families,
+            ..m
+        }
     }
 
     /// Counts one token service response on `endpoint` (`token`, `introspect`, `revoke`).
@@ -203,6 +231,11 @@ impl Metrics {
                 .get_or_create(&vec![("trust_domain", td.clone())])
                 .set(*at);
         }
+    }
+
+    /// Every series name this registry can write, whether or not it holds a series yet.
+    pub fn series_names(&self) -> Vec<String> {
+        series_names("warden_authority", &self.families)
     }
 
     /// The text exposition.

@@ -130,11 +130,26 @@ impl Snapshot {
                     match crate::tls::server_config(t, l.http2, kept, &path, secrets.as_ref()) {
                         Ok((c, store)) => {
                             let counts = metrics.tls_certificate_reloads.clone();
+                            let expiry = metrics
+                                .tls_certificate_expiry
+                                .get_or_create(&warden_telemetry::metrics::ListenerLabel(Arc::new(
+                                    l.name.clone(),
+                                )))
+                                .clone();
+                            let set_expiry = move |s: &warden_crypto::tls::CertStore| {
+                                expiry.set(s.current().earliest_expiry().unwrap_or(0));
+                            };
+                            set_expiry(store.as_ref());
+                            // Weak: the store owns its observer.
+                            let watched = Arc::downgrade(&store);
                             store.observe(Box::new(move |ok| {
                                 let result = if ok { "success" } else { "failure" };
                                 counts
                                     .get_or_create(&warden_telemetry::metrics::Outcome(result))
                                     .inc();
+                                if let Some(s) = watched.upgrade() {
+                                    set_expiry(s.as_ref());
+                                }
                             }));
                             (Some(c), Some(store))
                         }

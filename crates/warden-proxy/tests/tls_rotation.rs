@@ -85,7 +85,24 @@ async fn a_broken_replacement_keeps_the_old_certificate_without_a_reload() {
             .expect("server certificate")
     };
     let first = presented().await;
+    // The listener's certificate expiry is exported (DevCa's leaves live 397 days).
+    let expiry = |m: &str| {
+        series(
+            m,
+            "warden_tls_certificate_expiry_timestamp_seconds{listener=\"tls\"}",
+        )
+        .expect("expiry series")
+    };
+    let first_expiry = expiry(&metrics(gw.admin()).await);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    let days_left = (first_expiry - now) / 86_400.0;
+    assert!((396.0..398.0).contains(&days_left), "{days_left} days left");
     // A key that is not the certificate's: the pair does not load, the old one keeps serving.
+    // (Issued a second later, so that it expires a second later.)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let other = pki.ca.server_cert(&["localhost"]).expect("cert");
     warden_test_util::rotation::replace_atomically(&key, other.key_pem.as_bytes());
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -137,4 +154,6 @@ async fn a_broken_replacement_keeps_the_old_certificate_without_a_reload() {
         Some(1.0),
         "{m}"
     );
+    // The expiry follows the certificate swapped in (the broken pair did not move it).
+    assert!(expiry(&m) > first_expiry, "{m}");
 }

@@ -14,6 +14,7 @@ pub use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 pub use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+pub use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 /// Labels for per-route request metrics.
@@ -257,6 +258,8 @@ fn latency_histogram() -> Histogram {
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
+    /// Every family registered, with its type (see [`Metrics::series_names`]).
+    families: Vec<(String, MetricType)>,
     /// Requests answered, by route and status.
     pub requests: Family<RouteStatus, Counter>,
     /// Time from request head to response head, by route.
@@ -300,6 +303,9 @@ pub struct Metrics {
     /// Listener certificates swapped in from changed files (`success`), or changed files
     /// that did not load, the old certificates kept (`failure`).
     pub tls_certificate_reloads: Family<Outcome, Counter>,
+    /// When the first certificate a TLS listener serves expires (notAfter, Unix seconds), by
+    /// listener; set when the certificates load and each time they are swapped.
+    pub tls_certificate_expiry: Family<ListenerLabel, Gauge>,
     /// 1 when the last reload attempt succeeded, 0 when it failed.
     pub config_last_reload_ok: Gauge,
     /// Access-log lines dropped because the writer fell behind.
@@ -355,8 +361,11 @@ impl Metrics {
     /// A registry with every metric registered under the `warden_` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("warden");
+        let mut families = Vec::new();
         let requests = Family::<RouteStatus, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "requests",
             "Requests answered, by route and status",
             requests.clone(),
@@ -365,91 +374,121 @@ impl Metrics {
             Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(
                 latency_histogram,
             );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "request_duration_seconds",
             "Time from request head to response head, by route",
             request_duration.clone(),
         );
         let rejected = Family::<Reason, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "rejected_requests",
             "Requests and connections refused before routing, by reason",
             rejected.clone(),
         );
         let in_flight = Gauge::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "in_flight_requests",
             "Requests in flight",
             in_flight.clone(),
         );
         let open_connections = Family::<ListenerLabel, Gauge>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "open_connections",
             "Open client connections, by listener",
             open_connections.clone(),
         );
         let listener_info = Family::<ListenerRoleLabel, Gauge>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "listener_info",
             "Each listener by name and role (always 1)",
             listener_info.clone(),
         );
         let connections = Family::<ListenerLabel, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "connections",
             "Client connections accepted, by listener",
             connections.clone(),
         );
         let endpoint_healthy = Family::<EndpointLabel, Gauge>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "upstream_endpoint_healthy",
             "Upstream endpoint health: 1 healthy, 0 unhealthy",
             endpoint_healthy.clone(),
         );
         let upstream_errors = Family::<EndpointLabel, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "upstream_errors",
             "Upstream requests that failed to connect or timed out, by endpoint",
             upstream_errors.clone(),
         );
         let endpoint_ejected = Family::<EndpointLabel, Gauge>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "upstream_endpoint_ejected",
             "Upstream endpoint ejected by outlier detection: 1 ejected (or half-open), 0 not",
             endpoint_ejected.clone(),
         );
         let upstream_ejections = Family::<EndpointLabel, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "upstream_ejections",
             "Upstream endpoint ejections by outlier detection, by endpoint",
             upstream_ejections.clone(),
         );
         let upstream_connections_opened = Family::<EndpointLabel, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "upstream_connections_opened",
             "Upstream connections opened, by endpoint",
             upstream_connections_opened.clone(),
         );
         let upstream_connections_closed = Family::<EndpointLabel, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "upstream_connections_closed",
             "Upstream connections closed, by endpoint",
             upstream_connections_closed.clone(),
         );
         let upstream_retries = Family::<ClusterResult, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "upstream_retries",
             "Upstream retries, by cluster and result (attempted, succeeded, budget_exhausted)",
             upstream_retries.clone(),
         );
         let upstream_rejected = Family::<ClusterReason, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "upstream_rejected",
             "Requests a cluster refused, by reason (bulkhead, adaptive, circuit_open, no_healthy, connection_cap)",
             upstream_rejected.clone(),
         );
         let upstream_concurrency_limit = Family::<ClusterLabel, Gauge>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "upstream_concurrency_limit",
             "Adaptive concurrency limit, by cluster",
             upstream_concurrency_limit.clone(),
@@ -458,7 +497,9 @@ impl Metrics {
         // Both series exist from the start (at 0), so the first failure is an increase.
         let _ = reloads.get_or_create(&Outcome("success"));
         let _ = reloads.get_or_create(&Outcome("failure"));
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "config_reloads",
             "Config reloads, by result",
             reloads.clone(),
@@ -466,68 +507,98 @@ impl Metrics {
         let tls_certificate_reloads = Family::<Outcome, Counter>::default();
         let _ = tls_certificate_reloads.get_or_create(&Outcome("success"));
         let _ = tls_certificate_reloads.get_or_create(&Outcome("failure"));
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "tls_certificate_reloads",
             "Listener certificate files swapped in (success) or refused, the old kept (failure)",
             tls_certificate_reloads.clone(),
         );
+        let tls_certificate_expiry = Family::<ListenerLabel, Gauge>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the first certificate a TLS listener serves expires, Unix seconds, by listener",
+            tls_certificate_expiry.clone(),
+        );
         let config_last_reload_ok = Gauge::default();
         config_last_reload_ok.set(1);
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "config_last_reload_success",
             "1 when the last config reload succeeded, 0 when it failed",
             config_last_reload_ok.clone(),
         );
         let access_log_dropped = Counter::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "access_log_dropped",
             "Access-log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
         );
         let idle_releases = Counter::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "idle_connection_releases",
             "Idle HTTP/1 connections whose buffers were released while they wait",
             idle_releases.clone(),
         );
         let websocket_open = Family::<RouteLabel, Gauge>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "websocket_connections_open",
             "Upgraded WebSocket connections open, by route",
             websocket_open.clone(),
         );
         let websocket_upgrades = Family::<RouteLabel, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "websocket_upgrades",
             "WebSocket upgrades completed (the upstream switched protocols), by route",
             websocket_upgrades.clone(),
         );
         let websocket_closed = Family::<RouteReason, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "websocket_closed",
             "Upgraded WebSocket connections closed, by route and reason",
             websocket_closed.clone(),
         );
         let websocket_bytes = Family::<RouteDirection, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "websocket_bytes",
             "Bytes carried by upgraded WebSocket connections, by route and direction, counted when each ends",
             websocket_bytes.clone(),
         );
         let rate_limited = Family::<RouteLimitKey, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "rate_limited_requests",
             "Requests refused by a rate limit, by route and what the limit counts by",
             rate_limited.clone(),
         );
         let auth_denied = Family::<RouteReason, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "auth_denied_requests",
             "Requests refused by authentication or authorization, by route and reason",
             auth_denied.clone(),
         );
         let auth_allowed = Family::<RouteReason, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "auth_allowed_requests",
             "Requests authenticated and authorized, by route and credential type",
             auth_allowed.clone(),
@@ -536,13 +607,16 @@ impl Metrics {
         let _ = rate_limit_store_errors.get_or_create(&Outcome("local"));
         let _ = rate_limit_store_errors.get_or_create(&Outcome("open"));
         let _ = rate_limit_store_errors.get_or_create(&Outcome("closed"));
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "rate_limit_store_errors",
             "Rate-limit decisions the Redis store could not make, by what the limit did instead (local: this gateway's share decided, open: allowed, closed: refused)",
             rate_limit_store_errors.clone(),
         );
         let rate_limit_store_up = Gauge::default();
         let rate_limit_store_shown = Arc::new(AtomicBool::new(false));
+        families.push(("rate_limit_store_up".to_owned(), MetricType::Gauge));
         registry.register_collector(Box::new(Switched {
             name: "rate_limit_store_up",
             help: "1 while the Redis rate-limit store answers, 0 while it does not (only where a store is configured)",
@@ -552,12 +626,17 @@ impl Metrics {
         let sidecar_svid_expiry = Gauge::default();
         let sidecar_svid_renewal_failing = Gauge::default();
         let sidecar_shown = Arc::new(AtomicBool::new(false));
+        families.push((
+            "sidecar_svid_expiry_timestamp_seconds".to_owned(),
+            MetricType::Gauge,
+        ));
         registry.register_collector(Box::new(Switched {
             name: "sidecar_svid_expiry_timestamp_seconds",
             help: "When the sidecar's X.509-SVID expires, Unix seconds (0: none)",
             on: sidecar_shown.clone(),
             gauge: sidecar_svid_expiry.clone(),
         }));
+        families.push(("sidecar_svid_renewal_failing".to_owned(), MetricType::Gauge));
         registry.register_collector(Box::new(Switched {
             name: "sidecar_svid_renewal_failing",
             help: "1 while renewing the sidecar's X.509-SVID fails (authority unreachable or refusing)",
@@ -565,13 +644,16 @@ impl Metrics {
             gauge: sidecar_svid_renewal_failing.clone(),
         }));
         let revocation_messages_dropped = Family::<Reason, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "revocation_messages_dropped",
             "Messages on the Redis revocation channel not applied, by reason (unsigned, bad_signature, unknown_key, malformed, stale)",
             revocation_messages_dropped.clone(),
         );
         Self {
             registry,
+            families,
             requests,
             request_duration,
             rejected,
@@ -590,6 +672,7 @@ impl Metrics {
             upstream_concurrency_limit,
             reloads,
             tls_certificate_reloads,
+            tls_certificate_expiry,
             config_last_reload_ok,
             access_log_dropped,
             idle_releases,
@@ -806,6 +889,13 @@ impl Metrics {
         self.upstream_connections_closed.remove(endpoint);
     }
 
+    /// Every series name this registry can write, whether or not it holds a series yet
+    /// (families without one are left out of the text): for checking what dashboards and
+    /// alerting rules query.
+    pub fn series_names(&self) -> Vec<String> {
+        series_names("warden", &self.families)
+    }
+
     /// The registry in the classic Prometheus text format (0.0.4), which every scraper and
     /// `promtool` read: counter families are named with their `_total` suffix, and the
     /// OpenMetrics-only `# UNIT` and `# EOF` lines are left out.
@@ -820,6 +910,38 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// Registers `metric` as `name` in `registry`, and records its name and type in `families`.
+pub fn register(
+    registry: &mut Registry,
+    families: &mut Vec<(String, MetricType)>,
+    name: &str,
+    help: &str,
+    metric: impl prometheus_client::registry::Metric,
+) {
+    families.push((name.to_owned(), metric.metric_type()));
+    registry.register(name, help, metric);
+}
+
+/// The series names families registered under `prefix` write, in the classic text format:
+/// a counter as `_total`, a histogram as `_bucket`, `_sum` and `_count`.
+pub fn series_names(prefix: &str, families: &[(String, MetricType)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, kind) in families {
+        let base = format!("{prefix}_{name}");
+        match kind {
+            MetricType::Counter => out.push(format!("{base}_total")),
+            MetricType::Histogram => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    out.push(format!("{base}{suffix}"));
+                }
+            }
+            MetricType::Info => out.push(format!("{base}_info")),
+            _ => out.push(base),
+        }
+    }
+    out
 }
 
 /// Rewrites OpenMetrics text as Prometheus 0.0.4 text. The two differ, for what

@@ -9,6 +9,7 @@ mod apikey_cli;
 mod audit_cli;
 mod cli;
 mod client_cli;
+mod deploy_monitoring;
 mod federation;
 mod netns;
 mod sidecar;

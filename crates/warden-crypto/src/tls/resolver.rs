@@ -72,6 +72,20 @@ impl CertSet {
         self.entries.iter().map(|e| &e.leaf)
     }
 
+    /// When the first of the leaf certificates expires (notAfter, Unix seconds); `None` for
+    /// an empty set. A leaf that does not parse counts as expired (0): it was loaded, so
+    /// rustls took it, and an alert on it is better than silence.
+    pub fn earliest_expiry(&self) -> Option<i64> {
+        use x509_parser::prelude::FromDer;
+        self.entries
+            .iter()
+            .map(|e| {
+                x509_parser::certificate::X509Certificate::from_der(e.leaf.as_ref())
+                    .map_or(0, |(_, c)| c.validity().not_after.timestamp())
+            })
+            .min()
+    }
+
     /// The first certificate (the default, and the client certificate of a client config).
     pub fn first(&self) -> Option<Arc<CertifiedKey>> {
         self.entries.first().map(|e| e.key.clone())
@@ -155,5 +169,25 @@ mod tests {
         assert_eq!(which(Some("unknown.test")), 0, "unknown name: first");
         assert_eq!(which(None), 0, "no SNI: first");
         assert!(CertSet::default().pick(Some("a.test")).is_none());
+    }
+
+    #[test]
+    fn earliest_expiry_is_the_first_leafs_not_after() {
+        let ca = DevCa::new("expiry test ca").expect("ca");
+        let set = CertSet::new(vec![
+            (cert(&ca, &["a.test"]), vec![]),
+            (cert(&ca, &["b.test"]), vec![]),
+        ]);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        // DevCa's leaves live 397 days.
+        let left = set.earliest_expiry().expect("two leaves") - now;
+        assert!(
+            (396 * 86_400..=398 * 86_400).contains(&left),
+            "{left} s left"
+        );
+        assert_eq!(CertSet::default().earliest_expiry(), None);
     }
 }
