@@ -112,6 +112,16 @@ impl Default for AdminConfig {
     }
 }
 
+impl Default for crate::model::SecurityEventsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "stdout".into(),
+            max_lines_per_second: 10,
+        }
+    }
+}
+
 impl Default for AccessLogConfig {
     fn default() -> Self {
         Self {

@@ -113,6 +113,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             "security_headers" => section(value, &key, &mut errors, &mut config.security_headers),
             "admin" => section(value, &key, &mut errors, &mut config.admin),
             "access_log" => section(value, &key, &mut errors, &mut config.access_log),
+            "security_events" => section(value, &key, &mut errors, &mut config.security_events),
             "reload" => section(value, &key, &mut errors, &mut config.reload),
             "auth" => section(value, &key, &mut errors, &mut config.auth),
             "authority" => section(value, &key, &mut errors, &mut config.authority),
@@ -125,7 +126,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             _ => errors.push(
                 key.clone(),
                 "unknown section; expected one of server, forwarding, security_headers, admin, \
-                 access_log, reload, auth, authority, rate_limit_store, vault, sidecar, listeners, \
+                 access_log, security_events, reload, auth, authority, rate_limit_store, vault, sidecar, listeners, \
                  clusters, routes",
             ),
         }

@@ -29,6 +29,10 @@ pub struct Config {
     /// The JSON access log.
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    /// The stream of security decisions (refused credentials, policy denials, rate limits,
+    /// reloads).
+    #[serde(default)]
+    pub security_events: SecurityEventsConfig,
     /// Hot reload of this file.
     #[serde(default)]
     pub reload: ReloadConfig,
@@ -157,6 +161,20 @@ pub struct AccessLogConfig {
     pub enabled: bool,
     /// `stdout`, or a file path to append to.
     pub path: String,
+}
+
+/// The security-event stream: one JSON line per security decision, with a stable `event`
+/// name and `reason` code (counted in `warden_security_events_total` whatever this says).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityEventsConfig {
+    /// Write the stream.
+    pub enabled: bool,
+    /// `stdout`, or a file path to append to.
+    pub path: String,
+    /// Lines written per second for each event and reason; the rest are counted and the
+    /// next line written for that event and reason says how many were suppressed.
+    pub max_lines_per_second: u32,
 }
 
 /// Hot reload.

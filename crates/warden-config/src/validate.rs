@@ -89,6 +89,12 @@ pub(crate) fn validate(c: &Config, e: &mut ConfigErrors) {
     if c.reload.poll_interval.0.is_zero() {
         e.push("reload.poll_interval", "must be more than zero");
     }
+    if c.security_events.path.is_empty() {
+        e.push("security_events.path", "must be `stdout` or a file path");
+    }
+    if c.security_events.max_lines_per_second == 0 {
+        e.push("security_events.max_lines_per_second", "must be at least 1");
+    }
     if c.access_log.path.is_empty() {
         e.push("access_log.path", "must be `stdout` or a file path");
     }

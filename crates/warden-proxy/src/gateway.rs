@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{watch, Notify};
 use warden_config::Config;
 use warden_telemetry::metrics::Outcome;
-use warden_telemetry::{AccessLog, Metrics};
+use warden_telemetry::{AccessLog, Metrics, SecurityEvent, SecurityEvents};
 
 use crate::snapshot::Snapshot;
 
@@ -47,6 +47,7 @@ pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     metrics: Arc<Metrics>,
     access_log: AccessLog,
+    security_events: SecurityEvents,
     in_flight: AtomicUsize,
     connections: AtomicUsize,
     connections_idle: Notify,
@@ -67,10 +68,15 @@ impl Gateway {
         secret_source: Option<Arc<dyn SecretSource>>,
     ) -> Self {
         let listener_shape = shape(snapshot.config());
+        let security_events = SecurityEvents::counting(
+            metrics.security_events.clone(),
+            metrics.security_events_suppressed.clone(),
+        );
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
             access_log,
+            security_events,
             in_flight: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             connections_idle: Notify::new(),
@@ -95,6 +101,17 @@ impl Gateway {
 
     pub(crate) fn access_log(&self) -> &AccessLog {
         &self.access_log
+    }
+
+    /// Writes security events to `events` (counted either way).
+    pub(crate) fn with_security_events(mut self, events: SecurityEvents) -> Self {
+        self.security_events = events;
+        self
+    }
+
+    /// The security-event stream.
+    pub fn security_events(&self) -> &SecurityEvents {
+        &self.security_events
     }
 
     /// True once listeners are bound and the config is loaded, until shutdown begins.
@@ -149,6 +166,29 @@ impl Gateway {
     pub async fn reload(&self) -> Result<(), ReloadError> {
         let _one_at_a_time = self.reload_lock.lock().await;
         let result = self.try_reload().await;
+        // The file's hash names the config that was applied or refused.
+        let hash = match &self.config_path {
+            Some(p) => std::fs::read(p).ok().map(|b| {
+                warden_crypto::jws::sha256(&b)
+                    .iter()
+                    .map(|x| format!("{x:02x}"))
+                    .collect::<String>()
+            }),
+            None => None,
+        };
+        self.security_events.emit(&SecurityEvent {
+            event: "config.reload",
+            reason: if result.is_ok() {
+                "accepted"
+            } else {
+                "refused"
+            },
+            detail: Some(serde_json::json!({
+                "config_sha256": hash,
+                "errors": result.as_ref().err().map(|e| e.errors.len()),
+            })),
+            ..Default::default()
+        });
         match &result {
             Ok(()) => {
                 self.metrics

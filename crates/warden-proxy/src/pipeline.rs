@@ -218,7 +218,14 @@ where
         client: conn.peer,
         reason: ex.rejected.map(Reject::reason),
         auth_denied: match ex.rejected {
-            Some(Reject::Auth(e)) => Some(e.reason()),
+            Some(Reject::Auth(e)) => Some(e),
+            _ => None,
+        },
+        // Who was refused by a policy, for the security event (denials only).
+        denied_subject: match ex.rejected {
+            Some(Reject::Auth(warden_auth::AuthError::Forbidden { .. })) => {
+                ex.identity.as_ref().map(|id| id.subject.clone())
+            }
             _ => None,
         },
         // How the caller authenticated and who, once authorized.
@@ -471,7 +478,8 @@ struct End {
     status: u16,
     client: SocketAddr,
     reason: Option<&'static str>,
-    auth_denied: Option<&'static str>,
+    auth_denied: Option<warden_auth::AuthError>,
+    denied_subject: Option<String>,
     auth: Option<&'static str>,
     subject: Option<String>,
     limited_by: Option<(Arc<str>, Option<Arc<str>>)>,
@@ -486,8 +494,14 @@ impl End {
         let metrics = gw.metrics();
         // Through the registry's per-route methods, so a reload can remove a gone route's
         // series.
-        if let Some(reason) = self.auth_denied {
-            metrics.count_auth_denied(&self.route, reason);
+        if let Some(e) = self.auth_denied {
+            metrics.count_auth_denied(&self.route, e.reason());
+            let event = match e {
+                warden_auth::AuthError::Forbidden { .. } => "authz.denied",
+                warden_auth::AuthError::Unavailable(_) => "authn.unavailable",
+                _ => "authn.failure",
+            };
+            self.security_event(gw, event, e.reason(), None);
         }
         if let Some(method) = self.auth {
             metrics.count_auth_allowed(&self.route, method);
@@ -496,9 +510,32 @@ impl End {
             metrics
                 .rate_limited_counter(&self.route, key, tier.as_ref())
                 .inc();
+            let detail = serde_json::json!({"key": &**key, "tier": tier.as_deref()});
+            self.security_event(gw, "ratelimit.refused", "over_limit", Some(detail));
         }
         metrics.count_request(&self.route, self.status);
         metrics.observe_request_duration(&self.route, self.start.elapsed().as_secs_f64());
+    }
+
+    /// A security decision about this request, on the gateway's event stream.
+    fn security_event(
+        &self,
+        gw: &Gateway,
+        event: &'static str,
+        reason: &'static str,
+        detail: Option<serde_json::Value>,
+    ) {
+        gw.security_events().emit(&warden_telemetry::SecurityEvent {
+            event,
+            reason,
+            route: Some(&self.route),
+            method: Some(self.method.as_str()),
+            client: Some(self.client.ip()),
+            request_id: self.request_id.to_str().ok(),
+            status: Some(self.status),
+            subject: self.denied_subject.as_deref(),
+            detail,
+        });
     }
 
     /// When an upgraded connection ends: its metrics, and its access-log line with its whole

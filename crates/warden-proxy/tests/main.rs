@@ -30,6 +30,7 @@ mod rate_limits_redis;
 mod reload_ops;
 mod resilience;
 mod routing_forwarding;
+mod security_events;
 mod smoke;
 mod streaming;
 mod tls_http2;

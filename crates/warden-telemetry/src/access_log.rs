@@ -107,10 +107,17 @@ impl AccessLog {
 
     /// Queues one record.
     pub fn write(&self, record: &AccessRecord<'_>) {
-        let Some(tx) = &self.tx else { return };
-        let Ok(line) = serde_json::to_string(record) else {
+        if self.tx.is_none() {
             return;
-        };
+        }
+        if let Ok(line) = serde_json::to_string(record) {
+            self.write_line(line);
+        }
+    }
+
+    /// Queues one line (without its newline); dropped and counted when the writer is behind.
+    pub fn write_line(&self, line: String) {
+        let Some(tx) = &self.tx else { return };
         match tx.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {

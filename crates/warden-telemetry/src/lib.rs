@@ -6,9 +6,11 @@
 
 pub mod access_log;
 pub mod metrics;
+pub mod security;
 
 pub use access_log::{format_time, parse_time, AccessLog, AccessRecord};
 pub use metrics::Metrics;
+pub use security::{SecurityEvent, SecurityEvents};
 
 /// Starts process logging: JSON lines on stderr, level from `RUST_LOG` (default `info`).
 pub fn init_logging() {

@@ -59,6 +59,21 @@ impl EncodeLabelSet for RouteLabel {
     }
 }
 
+/// Labels of a security event: its name and reason code (both from the code, bounded).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct EventReason {
+    /// `authn.failure`, `authz.denied`, ….
+    pub event: &'static str,
+    /// The reason code.
+    pub reason: &'static str,
+}
+
+impl EncodeLabelSet for EventReason {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        [("event", self.event), ("reason", self.reason)].encode(encoder)
+    }
+}
+
 /// Labels naming a listener.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ListenerLabel(pub Arc<String>);
@@ -349,6 +364,10 @@ pub struct Metrics {
     /// Messages on the Redis revocation channel that were not applied, by reason (`unsigned`,
     /// `bad_signature`, `unknown_key`, `malformed`, `stale`).
     pub revocation_messages_dropped: Family<Reason, Counter>,
+    /// Security decisions, by event and reason (see [`crate::security`]).
+    pub security_events: Family<EventReason, Counter>,
+    /// Security-event lines left out by the per-event rate (each still counted above).
+    pub security_events_suppressed: Counter,
 }
 
 impl Default for Metrics {
@@ -651,9 +670,27 @@ impl Metrics {
             "Messages on the Redis revocation channel not applied, by reason (unsigned, bad_signature, unknown_key, malformed, stale)",
             revocation_messages_dropped.clone(),
         );
+        let security_events = Family::<EventReason, Counter>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "security_events",
+            "Security decisions (refused credentials, policy denials, rate limits, reloads), by event and reason",
+            security_events.clone(),
+        );
+        let security_events_suppressed = Counter::default();
+        register(
+            &mut registry,
+            &mut families,
+            "security_events_suppressed",
+            "Security-event lines left out by the per-event rate limit (the events are still counted)",
+            security_events_suppressed.clone(),
+        );
         Self {
             registry,
             families,
+            security_events,
+            security_events_suppressed,
             requests,
             request_duration,
             rejected,

@@ -1,0 +1,223 @@
+//! The security-event stream: one JSON line per security decision, with a stable `event`
+//! name and `reason` code, so that a SIEM or an on-call engineer can ask "why was this caller
+//! refused" and "is someone probing us" without parsing free text.
+//!
+//! Every event is counted in `warden_security_events_total{event,reason}` (bounded labels:
+//! both are static strings from the code). Lines are rate-limited per event and reason
+//! (`max_lines_per_second`): a flood of identical refusals becomes a few lines a second, and
+//! the next line written for that event and reason carries `"suppressed": N`, the lines left
+//! out since the one before (also counted in `warden_security_events_suppressed_total`).
+//! Events never carry a credential: the subject (who was authenticated), never the token.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde::Serialize;
+
+use crate::access_log::{format_time, AccessLog};
+use crate::metrics::EventReason;
+
+/// One security decision.
+#[derive(Debug, Default, Serialize)]
+pub struct SecurityEvent<'a> {
+    /// Stable name: `authn.failure`, `authz.denied`, `ratelimit.refused`, `config.reload`, ….
+    pub event: &'static str,
+    /// Stable code within the event (`expired`, `bad_signature`, `accepted`, …).
+    pub reason: &'static str,
+    /// The route, for request decisions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<&'a str>,
+    /// The request's method.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<&'a str>,
+    /// The client's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<IpAddr>,
+    /// The request id (also in the access log and sent upstream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<&'a str>,
+    /// The HTTP status answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Who was authenticated, when a decision came after authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<&'a str>,
+    /// Anything else, non-secret (a config's hash, a rate limit's key kind).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    #[serde(flatten)]
+    event: &'a SecurityEvent<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    suppressed: Option<u64>,
+}
+
+/// Where events go. Cheap to clone.
+#[derive(Clone)]
+pub struct SecurityEvents {
+    out: AccessLog,
+    counts: Family<EventReason, Counter>,
+    suppressed: Counter,
+    per_second: u32,
+    windows: Arc<Mutex<HashMap<(&'static str, &'static str), Window>>>,
+}
+
+/// One event and reason's current second: lines written in it, and lines left out since the
+/// last one written.
+struct Window {
+    started: Instant,
+    written: u32,
+    suppressed: u64,
+}
+
+impl SecurityEvents {
+    /// Events counted in `counts` and `suppressed`, written to `out` (a disabled
+    /// [`AccessLog`] writes nothing) at most `per_second` lines a second per event and reason.
+    pub fn new(
+        out: AccessLog,
+        counts: Family<EventReason, Counter>,
+        suppressed: Counter,
+        per_second: u32,
+    ) -> Self {
+        SecurityEvents {
+            out,
+            counts,
+            suppressed,
+            per_second: per_second.max(1),
+            windows: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Counts only (no lines): for tests and embedders without a stream.
+    pub fn counting(counts: Family<EventReason, Counter>, suppressed: Counter) -> Self {
+        Self::new(AccessLog::disabled(), counts, suppressed, 1)
+    }
+
+    /// Counts `e`, and writes it unless its event and reason are over their rate.
+    pub fn emit(&self, e: &SecurityEvent<'_>) {
+        self.counts
+            .get_or_create(&EventReason {
+                event: e.event,
+                reason: e.reason,
+            })
+            .inc();
+        if !self.out.enabled() {
+            return;
+        }
+        let suppressed = {
+            let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+            let w = windows.entry((e.event, e.reason)).or_insert(Window {
+                started: Instant::now(),
+                written: 0,
+                suppressed: 0,
+            });
+            if w.started.elapsed().as_secs() >= 1 {
+                w.started = Instant::now();
+                w.written = 0;
+            }
+            if w.written >= self.per_second {
+                w.suppressed += 1;
+                self.suppressed.inc();
+                return;
+            }
+            w.written += 1;
+            std::mem::take(&mut w.suppressed)
+        };
+        let line = Line {
+            time: format_time(SystemTime::now()),
+            event: e,
+            suppressed: (suppressed > 0).then_some(suppressed),
+        };
+        if let Ok(text) = serde_json::to_string(&line) {
+            self.out.write_line(text);
+        }
+    }
+}
+
+impl std::fmt::Debug for SecurityEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecurityEvents")
+            .field("writing", &self.out.enabled())
+            .field("per_second", &self.per_second)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(path: &std::path::Path, lines: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.lines().count() >= lines {
+                return text
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect();
+            }
+            assert!(Instant::now() < deadline, "{text}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_flood_is_counted_whole_and_written_at_the_rate_with_what_was_suppressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let counts = Family::<EventReason, Counter>::default();
+        let suppressed = Counter::default();
+        let events = SecurityEvents::new(
+            AccessLog::open(path.to_str().unwrap(), Counter::default()).unwrap(),
+            counts.clone(),
+            suppressed.clone(),
+            3,
+        );
+        let e = SecurityEvent {
+            event: "authn.failure",
+            reason: "bad_signature",
+            route: Some("api"),
+            ..Default::default()
+        };
+        for _ in 0..50 {
+            events.emit(&e);
+        }
+        // Another reason has its own budget.
+        events.emit(&SecurityEvent {
+            event: "authn.failure",
+            reason: "expired",
+            ..Default::default()
+        });
+        let key = |reason| EventReason {
+            event: "authn.failure",
+            reason,
+        };
+        assert_eq!(counts.get_or_create(&key("bad_signature")).get(), 50);
+        assert_eq!(counts.get_or_create(&key("expired")).get(), 1);
+        assert_eq!(suppressed.get(), 47);
+        let lines = read(&path, 4);
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(
+            lines.iter().all(|l| l.get("suppressed").is_none()),
+            "{lines:?}"
+        );
+        assert_eq!(lines[0]["event"], "authn.failure");
+        assert_eq!(lines[0]["reason"], "bad_signature");
+        assert_eq!(lines[0]["route"], "api");
+        assert!(lines[0]["time"].as_str().unwrap().ends_with('Z'));
+        // The next second: the next line says how many were left out.
+        std::thread::sleep(std::time::Duration::from_millis(1050));
+        events.emit(&e);
+        let lines = read(&path, 5);
+        assert_eq!(lines[4]["suppressed"], 47, "{lines:?}");
+    }
+}
