@@ -47,7 +47,6 @@ pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     metrics: Arc<Metrics>,
     access_log: AccessLog,
-    security_events: SecurityEvents,
     in_flight: AtomicUsize,
     connections: AtomicUsize,
     connections_idle: Notify,
@@ -68,15 +67,10 @@ impl Gateway {
         secret_source: Option<Arc<dyn SecretSource>>,
     ) -> Self {
         let listener_shape = shape(snapshot.config());
-        let security_events = SecurityEvents::counting(
-            metrics.security_events.clone(),
-            metrics.security_events_suppressed.clone(),
-        );
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
             access_log,
-            security_events,
             in_flight: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             connections_idle: Notify::new(),
@@ -103,15 +97,9 @@ impl Gateway {
         &self.access_log
     }
 
-    /// Writes security events to `events` (counted either way).
-    pub(crate) fn with_security_events(mut self, events: SecurityEvents) -> Self {
-        self.security_events = events;
-        self
-    }
-
-    /// The security-event stream.
+    /// The security-event stream (the metrics registry's).
     pub fn security_events(&self) -> &SecurityEvents {
-        &self.security_events
+        self.metrics.security_events()
     }
 
     /// True once listeners are bound and the config is loaded, until shutdown begins.
@@ -176,7 +164,7 @@ impl Gateway {
             }),
             None => None,
         };
-        self.security_events.emit(&SecurityEvent {
+        self.security_events().emit(&SecurityEvent {
             event: "config.reload",
             reason: if result.is_ok() {
                 "accepted"

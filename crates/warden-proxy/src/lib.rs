@@ -242,30 +242,26 @@ async fn start_parts(b: Builder) -> Result<GatewayHandle, StartError> {
         None
     };
     snapshot.start_background();
-    let security_events = if config.security_events.enabled {
-        warden_telemetry::SecurityEvents::new(
-            AccessLog::open(
-                &config.security_events.path,
-                metrics.security_events_suppressed.clone(),
-            )
-            .map_err(|source| StartError::AccessLog {
-                path: config.security_events.path.clone(),
-                source,
-            })?,
-            metrics.security_events.clone(),
-            metrics.security_events_suppressed.clone(),
-            config.security_events.max_lines_per_second,
-        )
-    } else {
-        warden_telemetry::SecurityEvents::counting(
-            metrics.security_events.clone(),
+    if config.security_events.enabled {
+        let out = AccessLog::open(
+            &config.security_events.path,
             metrics.security_events_suppressed.clone(),
         )
-    };
-    let gw = Arc::new(
-        Gateway::new(snapshot, metrics, access_log, config_path, secrets)
-            .with_security_events(security_events),
-    );
+        .map_err(|source| StartError::AccessLog {
+            path: config.security_events.path.clone(),
+            source,
+        })?;
+        metrics
+            .security_events()
+            .write_to(out, config.security_events.max_lines_per_second);
+    }
+    let gw = Arc::new(Gateway::new(
+        snapshot,
+        metrics,
+        access_log,
+        config_path,
+        secrets,
+    ));
     let mut tasks = Vec::new();
     let mut listeners = Vec::new();
     for (name, listener) in bound {

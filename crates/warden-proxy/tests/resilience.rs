@@ -381,6 +381,15 @@ async fn breaker_state_shows_in_metrics_and_upstreams() {
         m.contains(&format!("warden_upstream_endpoint_ejected{g} 0")),
         "the healthy endpoint's gauge is exported at 0: {m}"
     );
+    // The breaker opening is a security event too.
+    assert_eq!(
+        series(
+            &m,
+            "warden_security_events_total{event=\"upstream.ejected\",reason=\"outlier_detection\"}"
+        ),
+        1.0,
+        "{m}"
+    );
 
     let st = upstream_status(&gw, bad.addr()).await;
     assert_eq!(st["breaker"]["state"], "open", "{st}");

@@ -368,6 +368,8 @@ pub struct Metrics {
     pub security_events: Family<EventReason, Counter>,
     /// Security-event lines left out by the per-event rate (each still counted above).
     pub security_events_suppressed: Counter,
+    /// The security-event stream, counting into the two families above.
+    security: crate::security::SecurityEvents,
 }
 
 impl Default for Metrics {
@@ -686,9 +688,14 @@ impl Metrics {
             "Security-event lines left out by the per-event rate limit (the events are still counted)",
             security_events_suppressed.clone(),
         );
+        let security = crate::security::SecurityEvents::new(
+            security_events.clone(),
+            security_events_suppressed.clone(),
+        );
         Self {
             registry,
             families,
+            security,
             security_events,
             security_events_suppressed,
             requests,
@@ -924,6 +931,12 @@ impl Metrics {
         self.upstream_ejections.remove(endpoint);
         self.upstream_connections_opened.remove(endpoint);
         self.upstream_connections_closed.remove(endpoint);
+    }
+
+    /// The security-event stream (counted here; written once
+    /// [`crate::SecurityEvents::write_to`] is called).
+    pub fn security_events(&self) -> &crate::security::SecurityEvents {
+        &self.security
     }
 
     /// Every series name this registry can write, whether or not it holds a series yet

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
@@ -60,14 +60,19 @@ struct Line<'a> {
     suppressed: Option<u64>,
 }
 
-/// Where events go. Cheap to clone.
+/// Where events go. Cheap to clone; clones share the writer, set once
+/// ([`SecurityEvents::write_to`]).
 #[derive(Clone)]
 pub struct SecurityEvents {
-    out: AccessLog,
+    out: Arc<OnceLock<Writer>>,
     counts: Family<EventReason, Counter>,
     suppressed: Counter,
-    per_second: u32,
     windows: Arc<Mutex<HashMap<(&'static str, &'static str), Window>>>,
+}
+
+struct Writer {
+    out: AccessLog,
+    per_second: u32,
 }
 
 /// One event and reason's current second: lines written in it, and lines left out since the
@@ -79,26 +84,26 @@ struct Window {
 }
 
 impl SecurityEvents {
-    /// Events counted in `counts` and `suppressed`, written to `out` (a disabled
-    /// [`AccessLog`] writes nothing) at most `per_second` lines a second per event and reason.
-    pub fn new(
-        out: AccessLog,
-        counts: Family<EventReason, Counter>,
-        suppressed: Counter,
-        per_second: u32,
-    ) -> Self {
+    /// Events counted in `counts`, lines left out counted in `suppressed`; nothing is written
+    /// until [`SecurityEvents::write_to`].
+    pub fn new(counts: Family<EventReason, Counter>, suppressed: Counter) -> Self {
         SecurityEvents {
-            out,
+            out: Arc::new(OnceLock::new()),
             counts,
             suppressed,
-            per_second: per_second.max(1),
             windows: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    /// Counts only (no lines): for tests and embedders without a stream.
-    pub fn counting(counts: Family<EventReason, Counter>, suppressed: Counter) -> Self {
-        Self::new(AccessLog::disabled(), counts, suppressed, 1)
+    /// Writes events to `out` from now on, at most `per_second` lines a second per event
+    /// and reason. Once per stream (later calls are ignored, and say so).
+    pub fn write_to(&self, out: AccessLog, per_second: u32) -> bool {
+        self.out
+            .set(Writer {
+                out,
+                per_second: per_second.max(1),
+            })
+            .is_ok()
     }
 
     /// Counts `e`, and writes it unless its event and reason are over their rate.
@@ -109,9 +114,9 @@ impl SecurityEvents {
                 reason: e.reason,
             })
             .inc();
-        if !self.out.enabled() {
+        let Some(writer) = self.out.get().filter(|w| w.out.enabled()) else {
             return;
-        }
+        };
         let suppressed = {
             let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
             let w = windows.entry((e.event, e.reason)).or_insert(Window {
@@ -123,7 +128,7 @@ impl SecurityEvents {
                 w.started = Instant::now();
                 w.written = 0;
             }
-            if w.written >= self.per_second {
+            if w.written >= writer.per_second {
                 w.suppressed += 1;
                 self.suppressed.inc();
                 return;
@@ -137,7 +142,7 @@ impl SecurityEvents {
             suppressed: (suppressed > 0).then_some(suppressed),
         };
         if let Ok(text) = serde_json::to_string(&line) {
-            self.out.write_line(text);
+            writer.out.write_line(text);
         }
     }
 }
@@ -145,8 +150,7 @@ impl SecurityEvents {
 impl std::fmt::Debug for SecurityEvents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecurityEvents")
-            .field("writing", &self.out.enabled())
-            .field("per_second", &self.per_second)
+            .field("writing", &self.out.get().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -176,12 +180,11 @@ mod tests {
         let path = dir.path().join("events.jsonl");
         let counts = Family::<EventReason, Counter>::default();
         let suppressed = Counter::default();
-        let events = SecurityEvents::new(
+        let events = SecurityEvents::new(counts.clone(), suppressed.clone());
+        assert!(events.write_to(
             AccessLog::open(path.to_str().unwrap(), Counter::default()).unwrap(),
-            counts.clone(),
-            suppressed.clone(),
             3,
-        );
+        ));
         let e = SecurityEvent {
             event: "authn.failure",
             reason: "bad_signature",

@@ -411,6 +411,29 @@ impl Cluster {
         self.metrics.upstream_errors.get_or_create(&ep.metric).inc();
     }
 
+    /// A breaker opening (an endpoint ejected) or closing again, on the security-event
+    /// stream: a flapping dependency, or one being pushed over, shows next to the refusals.
+    fn breaker_event(
+        &self,
+        event: &'static str,
+        reason: &'static str,
+        endpoint: &str,
+        seconds: Option<f64>,
+    ) {
+        self.metrics
+            .security_events()
+            .emit(&warden_telemetry::SecurityEvent {
+                event,
+                reason,
+                detail: Some(serde_json::json!({
+                    "cluster": &*self.name,
+                    "endpoint": endpoint,
+                    "ejected_for_seconds": seconds,
+                })),
+                ..Default::default()
+            });
+    }
+
     /// Tells the endpoint's breaker how the exchange went (a 5xx, connection error, reset or
     /// timeout is a failure) and updates the ejection metrics.
     fn record(&self, guard: &mut EndpointGuard, ok: bool) {
@@ -435,6 +458,16 @@ impl Cluster {
                     .upstream_ejections
                     .get_or_create(&ep.metric)
                     .inc();
+                self.breaker_event(
+                    "upstream.ejected",
+                    if from_closed {
+                        "outlier_detection"
+                    } else {
+                        "half_open_trial_failed"
+                    },
+                    &ep.label,
+                    Some(secs),
+                );
             }
             Transition::Recovered => {
                 tracing::info!(cluster = %self.name, endpoint = %ep.label, "endpoint back after half-open trials");
@@ -442,6 +475,12 @@ impl Cluster {
                     .endpoint_ejected
                     .get_or_create(&ep.metric)
                     .set(0);
+                self.breaker_event(
+                    "upstream.restored",
+                    "half_open_trials_passed",
+                    &ep.label,
+                    None,
+                );
             }
             Transition::Refused => {
                 tracing::debug!(cluster = %self.name, endpoint = %ep.label, "ejection due but max_ejected_percent reached");
