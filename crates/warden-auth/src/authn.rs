@@ -122,6 +122,7 @@ impl Authenticator {
         cfg: &AuthConfig,
         previous: Option<&Authenticator>,
         on_drop: &crate::revocation::DropHook,
+        on_event: &crate::events::EventHook,
         secrets: &dyn SecretResolver,
     ) -> Result<Authenticator, Vec<CompileProblem>> {
         let mut errors = Vec::new();
@@ -143,7 +144,7 @@ impl Authenticator {
                 })),
                 Ok(None) => {
                     let keys = KeySet::remote(j.jwks_unknown_kid_interval.0, j.jwks_timeout.0);
-                    match crate::jwks::spawn(j, &keys) {
+                    match crate::jwks::spawn(j, &keys, on_event.clone()) {
                         Ok(fetcher) => issuers.push(Arc::new(IssuerSlot {
                             issuer: Arc::new(Issuer::new(j, keys)),
                             _fetcher: fetcher,
@@ -234,6 +235,7 @@ impl Authenticator {
                 &cache,
                 signer,
                 on_drop.clone(),
+                on_event.clone(),
                 secrets,
             ) {
                 Ok(p) => p.map(Arc::new),

@@ -66,6 +66,18 @@ enum FetchFailure {
     NoKeys,
 }
 
+impl FetchFailure {
+    /// The stable reason code of a `jwks.fetch_failed` event.
+    fn code(&self) -> &'static str {
+        match self {
+            FetchFailure::Http(_) => "unreachable",
+            FetchFailure::Status(_) => "bad_status",
+            FetchFailure::NotJwks(_) => "not_jwks",
+            FetchFailure::NoKeys => "no_usable_key",
+        }
+    }
+}
+
 /// What a fetch needs, parsed from the issuer's config once.
 struct Source {
     issuer: String,
@@ -75,6 +87,8 @@ struct Source {
     max_bytes: usize,
     refresh_min: Duration,
     refresh_max: Duration,
+    /// Told when fetching starts failing and when it recovers.
+    on_event: crate::events::EventHook,
 }
 
 /// Outage tracking and backoff (sans-IO; the caller passes the time).
@@ -89,7 +103,11 @@ struct Health {
 /// Starts fetching `cfg.jwks_url` into `keys` in the background. `Ok(None)` for an issuer
 /// without `jwks_url`, or when there is no Tokio runtime to run it on (`warden check`); an
 /// error for a URL or CA bundle that cannot be used.
-pub fn spawn(cfg: &JwtIssuerConfig, keys: &Arc<KeySet>) -> Result<Option<Fetcher>, String> {
+pub fn spawn(
+    cfg: &JwtIssuerConfig,
+    keys: &Arc<KeySet>,
+    on_event: crate::events::EventHook,
+) -> Result<Option<Fetcher>, String> {
     let Some(url) = cfg.jwks_url.as_deref() else {
         return Ok(None);
     };
@@ -106,6 +124,7 @@ pub fn spawn(cfg: &JwtIssuerConfig, keys: &Arc<KeySet>) -> Result<Option<Fetcher
         max_bytes: usize::try_from(cfg.jwks_max_bytes.0).unwrap_or(usize::MAX),
         refresh_min: cfg.jwks_refresh_min.0,
         refresh_max: cfg.jwks_refresh_max.0.max(cfg.jwks_refresh_min.0),
+        on_event,
     };
     let task = runtime.spawn(run(source, Arc::downgrade(keys)));
     Ok(Some(Fetcher(task.abort_handle())))
@@ -158,19 +177,33 @@ fn record(
             let keys = jwks.len();
             set.install(jwks);
             match health.succeeded(Instant::now()) {
-                Some((failures, outage)) => tracing::info!(
-                    %issuer,
-                    keys,
-                    failures,
-                    outage_secs = outage.as_secs(),
-                    "JWKS fetch recovered"
-                ),
+                Some((failures, outage)) => {
+                    tracing::info!(
+                        %issuer,
+                        keys,
+                        failures,
+                        outage_secs = outage.as_secs(),
+                        "JWKS fetch recovered"
+                    );
+                    (source.on_event)(crate::events::SourceEvent {
+                        event: "jwks.fetch_recovered",
+                        reason: "recovered",
+                        source: issuer,
+                    });
+                }
                 None => tracing::debug!(%issuer, keys, "JWKS fetched"),
             }
             refresh
         }
         Err(error) => {
             let (backoff, first) = health.failed(Instant::now());
+            if first {
+                (source.on_event)(crate::events::SourceEvent {
+                    event: "jwks.fetch_failed",
+                    reason: error.code(),
+                    source: issuer,
+                });
+            }
             if first && set.is_ready() {
                 tracing::warn!(
                     %issuer,
@@ -453,11 +486,20 @@ mod tests {
     #[test]
     fn no_url_or_no_runtime_spawns_nothing() {
         let keys = KeySet::remote(Duration::from_secs(30), Duration::from_secs(2));
-        assert!(spawn(&config(None), &keys).unwrap().is_none());
+        assert!(spawn(&config(None), &keys, crate::events::ignore())
+            .unwrap()
+            .is_none());
         let cfg = config(Some("http://127.0.0.1:9/jwks".into()));
-        assert!(spawn(&cfg, &keys).unwrap().is_none());
+        assert!(spawn(&cfg, &keys, crate::events::ignore())
+            .unwrap()
+            .is_none());
         assert!(!keys.is_ready());
-        assert!(spawn(&config(Some("jwks.json".into())), &keys).is_err());
+        assert!(spawn(
+            &config(Some("jwks.json".into())),
+            &keys,
+            crate::events::ignore()
+        )
+        .is_err());
     }
 
     /// A one-response-per-connection HTTP server answering with whatever `reply` holds.
@@ -523,6 +565,7 @@ mod tests {
             max_bytes: 4096,
             refresh_min: Duration::from_secs(1),
             refresh_max: Duration::from_secs(3600),
+            on_event: crate::events::ignore(),
         }
     }
 
@@ -569,9 +612,13 @@ mod tests {
     async fn the_fetcher_fills_the_set_and_stops_when_the_set_is_gone() {
         let server = Canned::start(response("200 OK", "", &jwks_body())).await;
         let keys = KeySet::remote(Duration::from_secs(30), Duration::from_secs(2));
-        let fetcher = spawn(&config(Some(server.url.clone())), &keys)
-            .unwrap()
-            .expect("a runtime is running");
+        let fetcher = spawn(
+            &config(Some(server.url.clone())),
+            &keys,
+            crate::events::ignore(),
+        )
+        .unwrap()
+        .expect("a runtime is running");
         let deadline = Instant::now() + Duration::from_secs(10);
         while !keys.is_ready() {
             assert!(Instant::now() < deadline, "no key set installed");
@@ -590,7 +637,12 @@ mod tests {
     async fn a_wake_up_fetches_again_but_not_within_a_second() {
         let server = Canned::start(response("200 OK", "", &jwks_body())).await;
         let keys = KeySet::remote(Duration::from_millis(1), Duration::from_secs(3));
-        let _fetcher = spawn(&config(Some(server.url.clone())), &keys).unwrap();
+        let _fetcher = spawn(
+            &config(Some(server.url.clone())),
+            &keys,
+            crate::events::ignore(),
+        )
+        .unwrap();
         let start = Instant::now();
         let deadline = start + Duration::from_secs(10);
         while !keys.is_ready() {

@@ -11,6 +11,7 @@ mod authn;
 pub mod cache;
 pub mod cert;
 mod error;
+pub mod events;
 pub mod http_client;
 pub mod identity;
 pub mod internal;

@@ -135,6 +135,7 @@ pub fn spawn(
     cache: &Arc<TokenCache>,
     signer: Option<Arc<Issuer>>,
     on_drop: DropHook,
+    on_event: crate::events::EventHook,
     secrets: &dyn warden_config::SecretResolver,
 ) -> Result<Option<Poller>, String> {
     let redis = match &cfg.redis_url {
@@ -189,7 +190,15 @@ pub fn spawn(
     let signer = redis.as_ref().map(|(_, s)| s.clone());
     if let Some((url, client)) = feed {
         let weak = Arc::downgrade(cache);
-        let poll = run(url, auth, client, cfg.poll_interval.0, weak, resync.clone());
+        let poll = run(
+            url,
+            auth,
+            client,
+            cfg.poll_interval.0,
+            weak,
+            resync.clone(),
+            on_event,
+        );
         tasks.push(rt.spawn(poll).abort_handle());
     }
     if let Some((ep, signer)) = redis {
@@ -261,6 +270,7 @@ async fn run(
     interval: Duration,
     cache: Weak<TokenCache>,
     resync: Arc<Notify>,
+    on_event: crate::events::EventHook,
 ) {
     let mut after = 0u64;
     let mut failing = false;
@@ -295,6 +305,11 @@ async fn run(
                 }
                 if failing {
                     tracing::info!(feed = %url, "revocation feed reachable again");
+                    on_event(crate::events::SourceEvent {
+                        event: "revocation_feed.recovered",
+                        reason: "recovered",
+                        source: &url,
+                    });
                     failing = false;
                 }
                 if !feed.revocations.is_empty() {
@@ -305,6 +320,11 @@ async fn run(
             Err(e) => {
                 if !failing {
                     tracing::warn!(feed = %url, error = %e, "revocation feed failed; retrying");
+                    on_event(crate::events::SourceEvent {
+                        event: "revocation_feed.failed",
+                        reason: "fetch_failed",
+                        source: &url,
+                    });
                     failing = true;
                 }
             }

@@ -198,16 +198,33 @@ impl Snapshot {
         for r in warden_auth::revocation::Dropped::ALL {
             let _ = dropped.get_or_create(&warden_telemetry::metrics::Reason(r.reason()));
         }
+        let events = metrics.security_events().clone();
         let on_drop: warden_auth::revocation::DropHook =
             Arc::new(move |r: warden_auth::revocation::Dropped| {
                 dropped
                     .get_or_create(&warden_telemetry::metrics::Reason(r.reason()))
                     .inc();
+                events.emit(&warden_telemetry::SecurityEvent {
+                    event: "revocation.message_dropped",
+                    reason: r.reason(),
+                    ..Default::default()
+                });
+            });
+        let events = metrics.security_events().clone();
+        let on_event: warden_auth::events::EventHook =
+            Arc::new(move |e: warden_auth::events::SourceEvent<'_>| {
+                events.emit(&warden_telemetry::SecurityEvent {
+                    event: e.event,
+                    reason: e.reason,
+                    detail: Some(serde_json::json!({ "source": e.source })),
+                    ..Default::default()
+                });
             });
         let auth = match warden_auth::Authenticator::compile(
             &config.auth,
             previous.map(|p| p.auth.as_ref()),
             &on_drop,
+            &on_event,
             secrets.as_ref(),
         ) {
             Ok(a) => Some(Arc::new(a)),

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use serde_json::{json, Value};
+use warden_test_util::authcfg::{metrics, metrics_once, series};
 use warden_test_util::jwt::TestIssuer;
 use warden_test_util::servers::JwksServer;
 use warden_test_util::{base_toml, client, Gateway, Upstream};
@@ -223,6 +224,20 @@ async fn the_jwks_server_going_down_leaves_valid_tokens_working() {
     }
     assert_eq!(readyz(&gw).await, 200, "a gateway with keys stays ready");
     assert_eq!(up.requests().len(), 7);
+    // One security event for the outage (its first failure), not one per retry.
+    let events = |m: &str, event: &str, reason: &str| {
+        series(
+            m,
+            &format!("warden_security_events_total{{event=\"{event}\",reason=\"{reason}\"}}"),
+        )
+    };
+    let m = metrics(gw.admin()).await;
+    assert_eq!(
+        events(&m, "jwks.fetch_failed", "bad_status"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(events(&m, "jwks.fetch_failed", "unreachable"), None, "{m}");
 
     // Back: refreshes resume.
     jwks.set_status(200);
@@ -230,6 +245,17 @@ async fn the_jwks_server_going_down_leaves_valid_tokens_working() {
     jwks.restart().await;
     assert!(jwks.wait_for_fetches(n + 1, Duration::from_secs(10)).await);
     assert_eq!(call(&gw, &token(&iss)).await.status, 200);
+    let m = metrics_once(
+        gw.admin(),
+        "warden_security_events_total{event=\"jwks.fetch_recovered\",reason=\"recovered\"}",
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        events(&m, "jwks.fetch_failed", "bad_status"),
+        Some(1.0),
+        "{m}"
+    );
 }
 
 #[tokio::test]

@@ -113,6 +113,24 @@ accept = ["jwt"]
         .log()
         .iter()
         .all(|f| f.accept.as_deref() == Some("application/json")));
+
+    // The feed failing, then answering again: one security event each, not one per poll.
+    feed.set_status(503);
+    let n = feed.fetches();
+    assert!(feed.wait_for_fetches(n + 3, Duration::from_secs(5)).await);
+    feed.set_status(200);
+    let text = warden_test_util::authcfg::metrics_once(
+        gw.admin(),
+        "warden_security_events_total{event=\"revocation_feed.recovered\",reason=\"recovered\"}",
+        1.0,
+    )
+    .await;
+    assert!(
+        text.contains(
+            "warden_security_events_total{event=\"revocation_feed.failed\",reason=\"fetch_failed\"} 1\n"
+        ),
+        "{text}"
+    );
 }
 
 // ---- a real authority: /oauth2/revoke to the gateway, through Redis or the feed ------------
@@ -537,6 +555,15 @@ async fn a_forged_revocation_published_to_the_channel_revokes_nothing() {
     let took = revoke_and_measure(&auth, &gw, &secret, Duration::from_secs(1)).await;
     println!("signed revocation latency through Redis pub/sub: {took:?}");
     assert_eq!(dropped(&gw, "unsigned").await, 1);
+    // Each forgery is a security event too.
+    let text =
+        String::from_utf8_lossy(&client::get(gw.admin(), "/metrics").await.body).into_owned();
+    for reason in ["unsigned", "bad_signature", "unknown_key"] {
+        let series = format!(
+            "warden_security_events_total{{event=\"revocation.message_dropped\",reason=\"{reason}\"}} 1"
+        );
+        assert!(text.contains(&series), "{series}: {text}");
+    }
     auth.shutdown().await;
 }
 
