@@ -84,17 +84,44 @@ async fn token_service(State(s): State<Arc<Services>>, req: Request) -> Response
         "/oauth2/revoke" => Some("revoke"),
         _ => None,
     };
+    let client = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<crate::client_auth::Peer>>()
+        .map(|c| c.0.ip);
     let res = match live.token_router.clone().oneshot(req).await {
         Ok(res) => res,
         Err(never) => match never {},
     };
     if let Some(endpoint) = endpoint {
+        let error = res.extensions().get::<ErrorCode>().copied();
         s.metrics().token_response(
             endpoint,
             res.status().as_u16(),
             res.extensions().get::<GrantTag>().copied(),
-            res.extensions().get::<ErrorCode>().copied(),
+            error,
         );
+        // A refused client authentication is its own event, with the precise reason
+        // (client_auth.rs); a failure of ours is not a security decision.
+        if let Some(code) = error.filter(|c| {
+            !matches!(
+                c,
+                ErrorCode::InvalidClient
+                    | ErrorCode::ServerError
+                    | ErrorCode::TemporarilyUnavailable
+            )
+        }) {
+            s.metrics()
+                .security_events()
+                .emit(&warden_telemetry::SecurityEvent {
+                    event: "token.refused",
+                    reason: code.as_str(),
+                    method: Some("POST"),
+                    client,
+                    status: Some(res.status().as_u16()),
+                    detail: Some(json!({ "endpoint": endpoint })),
+                    ..Default::default()
+                });
+        }
     }
     res
 }

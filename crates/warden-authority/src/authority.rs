@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use warden_config::AuthorityConfig;
 use warden_store::Store;
+use warden_telemetry::SecurityEvents;
 
 use crate::audit::{Audit, Issuance};
 use crate::client_auth::ClientKeys;
@@ -31,6 +32,9 @@ pub struct Authority {
     pub(crate) introspected: TokenCache,
     pub(crate) client_keys: ClientKeys,
     pub(crate) revoked_tx: tokio::sync::broadcast::Sender<Revoked>,
+    /// Security events (failed client authentications, issued, exchanged and revoked
+    /// tokens, refusals): the authority's stream, see [`crate::metrics::Metrics`].
+    pub(crate) events: SecurityEvents,
     clock: Arc<dyn Clock>,
 }
 
@@ -44,11 +48,12 @@ impl std::fmt::Debug for Authority {
 
 impl Authority {
     /// Opens the token service on an open store: loads (or makes) the secret-hashing key and
-    /// the signing keys.
+    /// the signing keys. Its security decisions go to `events`.
     pub async fn open(
         config: &AuthorityConfig,
         store: Store,
         clock: Arc<dyn Clock>,
+        events: SecurityEvents,
     ) -> Result<Arc<Authority>> {
         let settings = Settings::from_config(config)?;
         let audit = Audit::with_issuance(store.clone(), Issuance::from_config(&config.audit));
@@ -65,6 +70,7 @@ impl Authority {
             registry,
             keys,
             audit,
+            events,
             clock,
         }))
     }

@@ -179,6 +179,7 @@ impl Authority {
             Err(e) => {
                 if e.code == ErrorCode::InvalidClient {
                     if let Some(wait) = self.throttle.blocked(None, peer.ip) {
+                        self.throttled(None, peer);
                         return Err(too_many(wait));
                     }
                     self.auth_failed(None, peer, "no_credentials").await?;
@@ -188,6 +189,7 @@ impl Authority {
         };
         let claimed = claimed_id(&presented);
         if let Some(wait) = self.throttle.blocked(claimed.as_deref(), peer.ip) {
+            self.throttled(claimed.as_deref(), peer);
             return Err(too_many(wait));
         }
         match self.verify(presented, peer, endpoint).await? {
@@ -200,6 +202,18 @@ impl Authority {
     }
 
     /// Records a failed authentication; 429 when it emptied a throttle bucket.
+    /// A request refused unseen because its address or claimed client failed too often.
+    fn throttled(&self, claimed: Option<&str>, peer: &Peer) {
+        self.events.emit(&warden_telemetry::SecurityEvent {
+            event: "client_auth.throttled",
+            reason: "too_many_failures",
+            client: Some(peer.ip),
+            status: Some(429),
+            detail: Some(json!({ "client_id": claimed })),
+            ..Default::default()
+        });
+    }
+
     async fn auth_failed(
         &self,
         claimed: Option<&str>,
@@ -207,6 +221,15 @@ impl Authority {
         why: Why,
     ) -> Result<(), OAuthError> {
         let wait = self.throttle.failure(claimed, peer.ip);
+        // The claimed id is what the caller sent: not verified, but never a secret.
+        self.events.emit(&warden_telemetry::SecurityEvent {
+            event: "client_auth.failure",
+            reason: why,
+            client: Some(peer.ip),
+            status: Some(if wait.is_some() { 429 } else { 401 }),
+            detail: Some(json!({ "client_id": claimed })),
+            ..Default::default()
+        });
         self.audit
             .record_lossy(
                 Event::new("client.authenticate", claimed.unwrap_or("-"), "failure")

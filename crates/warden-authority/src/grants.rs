@@ -12,6 +12,7 @@ use crate::error::{OAuthError, Refusal};
 use crate::form::Params;
 use crate::token_cache::{Introspected, TokenCache};
 use crate::tokens::{self, audiences_of, scopes_of, Grant, Minted};
+use warden_telemetry::SecurityEvent;
 
 /// RFC 8693 token type of access tokens.
 pub const TOKEN_TYPE_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -148,7 +149,34 @@ impl Authority {
                     .source(Some(peer.ip.to_string())),
             )
             .await?;
+        self.security_event(
+            "token.issued",
+            "client_credentials",
+            peer,
+            &c.client_id,
+            json!({ "jti": m.jti, "aud": g.audiences, "scope": g.scopes.join(" ") }),
+        );
         Ok(response(&m, &g, false))
+    }
+
+    /// One security event about `client_id`'s request (a client id is not a secret; a token
+    /// id neither; the token itself never appears).
+    fn security_event(
+        &self,
+        event: &'static str,
+        reason: &'static str,
+        peer: &Peer,
+        client_id: &str,
+        detail: Value,
+    ) {
+        self.events.emit(&SecurityEvent {
+            event,
+            reason,
+            client: Some(peer.ip),
+            subject: Some(client_id),
+            detail: Some(detail),
+            ..Default::default()
+        });
     }
 
     /// Verifies a token presented to the authority (ours, valid now, not revoked).
@@ -275,6 +303,19 @@ impl Authority {
                     .source(Some(peer.ip.to_string())),
             )
             .await?;
+        self.security_event(
+            "token.exchanged",
+            "delegation",
+            peer,
+            &c.client_id,
+            json!({
+                "jti": m.jti,
+                "sub": g.subject,
+                "subject_jti": subject.get("jti"),
+                "aud": g.audiences,
+                "scope": g.scopes.join(" "),
+            }),
+        );
         Ok(response(&m, &g, true))
     }
 
@@ -298,6 +339,13 @@ impl Authority {
                         .source(Some(peer.ip.to_string())),
                 )
                 .await;
+            self.security_event(
+                "introspection.refused",
+                "not_permitted",
+                peer,
+                &a.client.client_id,
+                json!({}),
+            );
             return Ok(Bytes::from_static(INACTIVE));
         }
         self.introspect(token).await
@@ -383,6 +431,13 @@ impl Authority {
                         .source(Some(peer.ip.to_string())),
                 )
                 .await;
+            self.security_event(
+                "revocation.refused",
+                "not_issued_to_client",
+                peer,
+                &a.client.client_id,
+                json!({ "jti": c.get("jti") }),
+            );
             return Err(err(Refusal::RevokeNotOwner));
         }
         let jti = c.get("jti").and_then(Value::as_str).unwrap_or_default();
@@ -397,6 +452,13 @@ impl Authority {
                     .source(Some(peer.ip.to_string())),
             )
             .await?;
+        self.security_event(
+            "token.revoked",
+            "revoked",
+            peer,
+            &a.client.client_id,
+            json!({ "jti": jti, "seq": r.seq }),
+        );
         Ok(())
     }
 }

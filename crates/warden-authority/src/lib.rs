@@ -103,8 +103,24 @@ pub async fn open_store(config: &AuthorityConfig) -> Result<Store> {
 /// starts the services (loads keys and clients, starts the upkeep timer); binds `listen` (TLS
 /// when `tls` is set).
 pub async fn start(config: &AuthorityConfig) -> Result<AuthorityHandle> {
+    start_with_events(config, None).await
+}
+
+/// [`start`], writing the authority's security events (`[security_events]`) to `events` with
+/// its lines-per-second limit from the first one on (the keys made at a first start, say).
+pub async fn start_with_events(
+    config: &AuthorityConfig,
+    events: Option<(warden_telemetry::AccessLog, u32)>,
+) -> Result<AuthorityHandle> {
     let store = open_store(config).await?;
-    start_with(config, store, Arc::new(SystemClock)).await
+    let services = Services::new(config, store, Arc::new(SystemClock));
+    if let Some((out, per_second)) = events {
+        services
+            .metrics()
+            .security_events()
+            .write_to(out, per_second);
+    }
+    launch(config, services).await
 }
 
 /// [`start`] on a given store (sealed or not) and clock (tests, and embedding in `warden dev`).
@@ -113,7 +129,10 @@ pub async fn start_with(
     store: Store,
     clock: Arc<dyn Clock>,
 ) -> Result<AuthorityHandle> {
-    let services = Services::new(config, store, clock);
+    launch(config, Services::new(config, store, clock)).await
+}
+
+async fn launch(config: &AuthorityConfig, services: Arc<Services>) -> Result<AuthorityHandle> {
     if !services.store().is_sealed() {
         services.start().await?;
     }

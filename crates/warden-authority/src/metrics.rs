@@ -16,7 +16,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use warden_telemetry::metrics::{register, series_names, MetricType};
+use warden_telemetry::metrics::{register, series_names, EventReason, MetricType};
+use warden_telemetry::SecurityEvents;
 
 /// Distinct vault mount labels kept; requests to further mounts count as `other`.
 pub const MAX_MOUNT_LABELS: usize = 64;
@@ -42,6 +43,7 @@ pub struct Metrics {
     vault_requests: Family<Labels, Counter>,
     federated_fetched: Family<Labels, Gauge>,
     mounts: Mutex<HashSet<String>>,
+    security: SecurityEvents,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -73,6 +75,7 @@ impl Metrics {
             vault_requests: Family::default(),
             federated_fetched: Family::default(),
             mounts: Mutex::new(HashSet::new()),
+            security: SecurityEvents::new(Family::default(), Counter::default()),
             registry: Registry::default(),
             families: Vec::new(),
         };
@@ -147,11 +150,36 @@ impl Metrics {
              seconds; alert when it falls behind the bundle's refresh hint)",
             m.federated_fetched.clone(),
         );
+        let security_events = Family::<EventReason, Counter>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "security_events",
+            "Security decisions of the token service, vault and CA (failed client \
+             authentications, issued, exchanged and revoked tokens, refusals), by event and reason",
+            security_events.clone(),
+        );
+        let suppressed = Counter::default();
+        register(
+            &mut registry,
+            &mut families,
+            "security_events_suppressed",
+            "Security-event lines left out by the per-event rate limit (the events are still counted)",
+            suppressed.clone(),
+        );
         Metrics {
             registry,
             families,
+            security: SecurityEvents::new(security_events, suppressed).component("authority"),
             ..m
         }
+    }
+
+    /// The authority's security-event stream (counted in
+    /// `warden_authority_security_events_total`; written once [`SecurityEvents::write_to`]
+    /// is given a writer, by `warden serve` from `[security_events]`).
+    pub fn security_events(&self) -> &SecurityEvents {
+        &self.security
     }
 
     /// Counts one token service response on `endpoint` (`token`, `introspect`, `revoke`).

@@ -33,6 +33,7 @@ use crate::clock::Clock;
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::{publisher, Authority, TICK};
+use warden_telemetry::{SecurityEvent, SecurityEvents};
 use warden_vault::seal::Unsealer;
 use warden_vault::{Vault, VaultError, VaultOptions};
 
@@ -296,8 +297,13 @@ impl Services {
     }
 
     async fn build(&self) -> Result<Live> {
-        let authority =
-            Authority::open(&self.config, self.store.clone(), self.clock.clone()).await?;
+        let authority = Authority::open(
+            &self.config,
+            self.store.clone(),
+            self.clock.clone(),
+            self.metrics.security_events().clone(),
+        )
+        .await?;
         let vault = Vault::open(self.store.clone(), VaultOptions::default())
             .await
             .map_err(|e| crate::AuthorityError::Config(format!("the vault did not open: {e}")))?;
@@ -349,6 +355,7 @@ impl Services {
         }
         tasks.push(spawn_head_signer(
             audit_head.clone(),
+            self.metrics.security_events().clone(),
             self.store.clone(),
             self.clock.clone(),
             self.config.audit.head_interval.0,
@@ -491,10 +498,12 @@ fn jwt_authorities(authority: &Authority) -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
-/// Signs the audit chain's head at once and then every `every`, and logs each head that
-/// moved (`audit.head`, with the JWS: the log pipeline keeps them, see `audit_head.rs`).
+/// Signs the audit chain's head at once and then every `every`, and publishes each head that
+/// moved in the log and the security-event stream (`audit.head`, with the JWS: the log
+/// pipeline keeps them, see `audit_head.rs`).
 fn spawn_head_signer(
     signer: Arc<HeadSigner>,
+    events: SecurityEvents,
     store: Store,
     clock: Arc<dyn Clock>,
     every: Duration,
@@ -513,6 +522,16 @@ fn spawn_head_signer(
                         head = %h.head,
                         "audit head signed"
                     );
+                    events.emit(&SecurityEvent {
+                        event: "audit.head",
+                        reason: "signed",
+                        detail: Some(serde_json::json!({
+                            "seq": h.seq,
+                            "hash": h.hash,
+                            "head": h.head,
+                        })),
+                        ..Default::default()
+                    });
                 }
                 Ok(_) => {}
                 Err(e) => {

@@ -80,12 +80,48 @@ fn body<T: for<'de> Deserialize<'de> + Default>(b: &Bytes) -> Result<T, VaultErr
         .map_err(|e| VaultError::BadRequest(format!("failed to parse JSON input: {e}")))
 }
 
-/// Counts each response by mount and status.
+/// Counts each response by mount and status, and makes refusals security events: a 403
+/// (`vault.denied`: a missing, unknown or expired token, or a policy without the
+/// capability; Vault does not tell them apart, nor does this) and a refused login
+/// (`vault.login_failed`: a 400 from `auth/<mount>/login`). The path is not a secret (Vault's
+/// audit devices keep it in clear too).
 async fn count(State(s): State<Arc<Services>>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let client = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<crate::client_auth::Peer>>()
+        .map(|c| c.0.ip);
     let res = next.run(req).await;
-    s.metrics().vault_response(&path, res.status().as_u16());
+    let status = res.status();
+    s.metrics().vault_response(&path, status.as_u16());
+    let refusal = match status {
+        StatusCode::FORBIDDEN => Some(("vault.denied", "permission_denied")),
+        StatusCode::BAD_REQUEST if is_login(&path) => {
+            Some(("vault.login_failed", "invalid_credentials"))
+        }
+        _ => None,
+    };
+    if let Some((event, reason)) = refusal {
+        s.metrics()
+            .security_events()
+            .emit(&warden_telemetry::SecurityEvent {
+                event,
+                reason,
+                method: Some(method.as_str()),
+                client,
+                status: Some(status.as_u16()),
+                detail: Some(json!({ "path": format!("/v1{path}") })),
+                ..Default::default()
+            });
+    }
     res
+}
+
+/// `auth/<mount>/login` or below (`auth/userpass/login/<name>`).
+fn is_login(path: &str) -> bool {
+    let mut parts = path.trim_start_matches('/').split('/');
+    parts.next() == Some("auth") && parts.next().is_some() && parts.next() == Some("login")
 }
 
 /// The paths a standby answers itself; it sends every other request to the active authority.

@@ -72,18 +72,26 @@ pub fn reply(status: StatusCode, v: Value) -> Response {
     res
 }
 
+/// The stable code of a refusal (`invalid_token`, `revoked`, `invalid_request`, ...), on the
+/// response as an extension for whoever mounts the router (the authority's security events).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefusalCode(pub &'static str);
+
 /// The JSON answer for a refusal or failure (`{"error", "error_description"}`; server
 /// errors are logged and answered without detail). `Cache-Control: no-store`.
 pub fn failed(e: CaServiceError) -> Response {
     let (status, code) = e.status();
-    if status.is_server_error() {
+    let mut res = if status.is_server_error() {
         tracing::error!(error = %e, "CA request failed");
-        return reply(status, json!({ "error": code }));
-    }
-    reply(
-        status,
-        json!({ "error": code, "error_description": e.to_string() }),
-    )
+        reply(status, json!({ "error": code }))
+    } else {
+        reply(
+            status,
+            json!({ "error": code, "error_description": e.to_string() }),
+        )
+    };
+    res.extensions_mut().insert(RefusalCode(code));
+    res
 }
 
 fn bad(m: impl Into<String>) -> CaServiceError {

@@ -144,6 +144,7 @@ pub struct Builder {
     config_path: Option<PathBuf>,
     secrets: Option<Arc<dyn SecretSource>>,
     identity: Option<Identity>,
+    security_log: Option<AccessLog>,
 }
 
 impl Builder {
@@ -154,6 +155,7 @@ impl Builder {
             config_path: None,
             secrets: None,
             identity: None,
+            security_log: None,
         }
     }
 
@@ -176,6 +178,14 @@ impl Builder {
         self
     }
 
+    /// Where security events go when `[security_events]` is on, instead of a writer of
+    /// its own for `security_events.path` (one writer shared with the authority in one
+    /// process, so that their lines never interleave).
+    pub fn security_log(mut self, out: AccessLog) -> Self {
+        self.security_log = Some(out);
+        self
+    }
+
     /// Compiles the config, binds every listener and starts serving.
     pub async fn start(self) -> Result<GatewayHandle, StartError> {
         start_parts(self).await
@@ -188,6 +198,7 @@ async fn start_parts(b: Builder) -> Result<GatewayHandle, StartError> {
         config_path,
         secrets,
         identity,
+        security_log,
     } = b;
     let metrics = Arc::new(Metrics::new());
     let access_log = if config.access_log.enabled {
@@ -243,14 +254,17 @@ async fn start_parts(b: Builder) -> Result<GatewayHandle, StartError> {
     };
     snapshot.start_background();
     if config.security_events.enabled {
-        let out = AccessLog::open(
-            &config.security_events.path,
-            metrics.security_events_suppressed.clone(),
-        )
-        .map_err(|source| StartError::AccessLog {
-            path: config.security_events.path.clone(),
-            source,
-        })?;
+        let out = match security_log {
+            Some(out) => out,
+            None => AccessLog::open(
+                &config.security_events.path,
+                metrics.security_events_suppressed.clone(),
+            )
+            .map_err(|source| StartError::AccessLog {
+                path: config.security_events.path.clone(),
+                source,
+            })?,
+        };
         metrics
             .security_events()
             .write_to(out, config.security_events.max_lines_per_second);

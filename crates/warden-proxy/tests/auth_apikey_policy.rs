@@ -15,14 +15,7 @@ use warden_test_util::jwt::{now, TestIssuer};
 use warden_test_util::{base_toml, client, Gateway, Upstream};
 
 async fn call(gw: &Gateway, method: &str, path: &str, headers: &[(&str, &str)]) -> client::Answer {
-    let mut b = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost");
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    client::send_h1(gw.addr("main"), b.body(Full::new(Bytes::new())).unwrap()).await
+    client::request(gw.addr("main"), method, path, headers, Bytes::new()).await
 }
 
 fn key(owner: &str, expires: Option<i64>, revoked: bool) -> (String, warden_config::ApiKeyConfig) {

@@ -4,8 +4,6 @@
 //! says why a request was refused and never holds the credential.
 
 use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
 use serde_json::{json, Value};
 use warden_test_util::authcfg::{self, bearer, cluster, issuer, route, Keys};
 use warden_test_util::jwt::TestIssuer;
@@ -116,14 +114,7 @@ fn mallory(iss: &TestIssuer) -> Value {
 }
 
 async fn send(gw: &Gateway, method: &str, path: &str, headers: &[(&str, &str)]) -> client::Answer {
-    let mut b = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost");
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    client::send_h1(gw.addr("main"), b.body(Full::new(Bytes::new())).unwrap()).await
+    client::request(gw.addr("main"), method, path, headers, Bytes::new()).await
 }
 
 /// One request and what it must get: 200, or a status, error code and reason.

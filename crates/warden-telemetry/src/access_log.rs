@@ -100,6 +100,12 @@ impl AccessLog {
         })
     }
 
+    /// The same writer, counting the lines it drops in `dropped` instead (two parts of one
+    /// process sharing a file, each counting its own).
+    pub fn with_dropped(self, dropped: Counter) -> Self {
+        Self { dropped, ..self }
+    }
+
     /// True when lines are being written.
     pub fn enabled(&self) -> bool {
         self.tx.is_some()

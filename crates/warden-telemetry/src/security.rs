@@ -54,6 +54,8 @@ pub struct SecurityEvent<'a> {
 #[derive(Serialize)]
 struct Line<'a> {
     time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    component: Option<&'static str>,
     #[serde(flatten)]
     event: &'a SecurityEvent<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,6 +67,7 @@ struct Line<'a> {
 #[derive(Clone)]
 pub struct SecurityEvents {
     out: Arc<OnceLock<Writer>>,
+    component: Option<&'static str>,
     counts: Family<EventReason, Counter>,
     suppressed: Counter,
     windows: Arc<Mutex<HashMap<(&'static str, &'static str), Window>>>,
@@ -89,18 +92,27 @@ impl SecurityEvents {
     pub fn new(counts: Family<EventReason, Counter>, suppressed: Counter) -> Self {
         SecurityEvents {
             out: Arc::new(OnceLock::new()),
+            component: None,
             counts,
             suppressed,
             windows: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
+    /// Names the part of Warden whose events these are (`"authority"`) in every line; the
+    /// gateway's and sidecar's lines carry none.
+    pub fn component(mut self, name: &'static str) -> Self {
+        self.component = Some(name);
+        self
+    }
+
     /// Writes events to `out` from now on, at most `per_second` lines a second per event
-    /// and reason. Once per stream (later calls are ignored, and say so).
+    /// and reason; lines `out` drops (its queue full) count as suppressed. Once per stream
+    /// (later calls are ignored, and say so).
     pub fn write_to(&self, out: AccessLog, per_second: u32) -> bool {
         self.out
             .set(Writer {
-                out,
+                out: out.with_dropped(self.suppressed.clone()),
                 per_second: per_second.max(1),
             })
             .is_ok()
@@ -138,6 +150,7 @@ impl SecurityEvents {
         };
         let line = Line {
             time: format_time(SystemTime::now()),
+            component: self.component,
             event: e,
             suppressed: (suppressed > 0).then_some(suppressed),
         };

@@ -64,6 +64,25 @@ pub async fn send_h1(addr: SocketAddr, req: Request<Full<Bytes>>) -> Answer {
     read(sender.send_request(req).await.expect("h1 request")).await
 }
 
+/// Sends `method path` with `headers` (and `host: localhost`) and `body` over a new HTTP/1.1
+/// connection.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Answer {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send_h1(addr, b.body(Full::new(body.into())).unwrap()).await
+}
+
 /// Sends one request over a new h2c (prior knowledge) connection.
 pub async fn send_h2c(addr: SocketAddr, req: Request<Full<Bytes>>) -> Answer {
     let stream = TcpStream::connect(addr).await.expect("connect");

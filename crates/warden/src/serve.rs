@@ -10,9 +10,13 @@ pub(crate) async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let signals = Signals::install()?;
     let config =
         warden_config::load(&path).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
+    let security_log = security_log(&config)?;
     // The authority first: a gateway that trusts it finds its keys sooner.
     let authority = if config.authority.enabled {
-        let a = warden_authority::start(&config.authority)
+        let out = security_log
+            .clone()
+            .map(|log| (log, config.security_events.max_lines_per_second));
+        let a = warden_authority::start_with_events(&config.authority, out)
             .await
             .map_err(|e| anyhow::anyhow!("authority: {e}"))?;
         tracing::info!(addr = %a.addr(), "authority listening");
@@ -26,6 +30,9 @@ pub(crate) async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let mut builder = warden_proxy::Builder::new(config.clone())
         .config_path(Some(path.clone()))
         .secrets(source);
+    if let Some(log) = security_log {
+        builder = builder.security_log(log);
+    }
     if let Some(sc) = &config.sidecar {
         builder = builder.identity(sidecar_identity(sc).await?);
     }
@@ -41,6 +48,20 @@ pub(crate) async fn serve(path: PathBuf) -> anyhow::Result<()> {
         tracing::info!(addr = %a, "admin listening");
     }
     signals.run_until_stopped(handle, authority).await
+}
+
+/// One writer for the security events of the gateway (or sidecar) and the authority, when
+/// `[security_events]` is on: their lines go through one queue, never interleaved.
+pub(crate) fn security_log(
+    config: &warden_config::Config,
+) -> anyhow::Result<Option<warden_telemetry::AccessLog>> {
+    let events = &config.security_events;
+    if !events.enabled {
+        return Ok(None);
+    }
+    warden_telemetry::AccessLog::open(&events.path, Default::default())
+        .map(Some)
+        .with_context(|| format!("security_events.path: cannot open {}", events.path))
 }
 
 /// The sidecar's identity: the first SVID from the authority with the join token (a sidecar

@@ -7,6 +7,7 @@ mod common;
 
 mod apikey_cli;
 mod audit_cli;
+mod authority_events;
 mod cli;
 mod client_cli;
 mod deploy_monitoring;

@@ -103,12 +103,33 @@ async fn ca_throttle(
     if req.method() == axum::http::Method::GET {
         return next.run(req).await;
     }
+    let path = req.uri().path().to_owned();
+    let refused = |reason: &'static str, status: u16| {
+        a.events.emit(&warden_telemetry::SecurityEvent {
+            event: "ca.refused",
+            reason,
+            method: Some("POST"),
+            client: Some(peer.ip),
+            status: Some(status),
+            detail: Some(serde_json::json!({ "path": path })),
+            ..Default::default()
+        });
+    };
     if let Some(wait) = a.throttle.blocked(None, peer.ip) {
+        refused("throttled", 429);
         return oauth::too_many(wait);
     }
     let res = next.run(req).await;
-    if res.status() == axum::http::StatusCode::FORBIDDEN {
+    let status = res.status();
+    if status == axum::http::StatusCode::FORBIDDEN {
         a.throttle.failure(None, peer.ip);
+    }
+    if status.is_client_error() {
+        let code = res
+            .extensions()
+            .get::<warden_ca::http::RefusalCode>()
+            .map_or("invalid_request", |c| c.0);
+        refused(code, status.as_u16());
     }
     res
 }

@@ -230,7 +230,11 @@ pub(crate) async fn dev(given: Option<PathBuf>, root_token: Option<String>) -> a
     std::fs::write(&config_path, dev_config(&dir, echo))?;
     let config = warden_config::load(&config_path)
         .map_err(|e| anyhow::anyhow!("generated dev config is invalid:\n{e}"))?;
-    let authority = warden_authority::start(&config.authority)
+    let security_log = crate::serve::security_log(&config)?;
+    let events = security_log
+        .clone()
+        .map(|log| (log, config.security_events.max_lines_per_second));
+    let authority = warden_authority::start_with_events(&config.authority, events)
         .await
         .map_err(|e| anyhow::anyhow!("starting the authority: {e}"))?;
     let (client_secret, token) = demo_client(&authority, now).await?;
@@ -246,11 +250,13 @@ pub(crate) async fn dev(given: Option<PathBuf>, root_token: Option<String>) -> a
     let mesh = mesh::start(&authority, &dir, now)
         .await
         .context("starting the dev mesh")?;
-    let handle = warden_proxy::Builder::new(config)
+    let mut builder = warden_proxy::Builder::new(config)
         .config_path(Some(config_path.clone()))
-        .identity(mesh.gateway.clone())
-        .start()
-        .await?;
+        .identity(mesh.gateway.clone());
+    if let Some(log) = security_log {
+        builder = builder.security_log(log);
+    }
+    let handle = builder.start().await?;
     let mut creds = serde_json::json!({
         "client_id": DEV_CLIENT,
         "client_secret": *client_secret,
