@@ -238,7 +238,7 @@ start_authority() { # start_authority SCENARIO TAG: fresh store and process; set
     write_conf "$RUN_DIR" "$storage"
     "$WARDEN_BIN" check --config "$RUN_DIR/warden.toml" >"$RUN_DIR/check.out" 2>&1 ||
         { cat "$RUN_DIR/check.out" >&2; die "warden check refuses the generated config"; }
-    start warden "$WARDEN_BIN" serve --config "$RUN_DIR/warden.toml"
+    start warden "$WARDEN_BIN" serve --allow-root --config "$RUN_DIR/warden.toml"
     wait_http warden "$BASE/.well-known/oauth-authorization-server" 60
 
     resp=$(curl -fsS -X POST -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \

@@ -90,7 +90,7 @@ EOF
 measure() { # measure N: sets TOTAL to the instructions of a Warden run answering N requests
     # (not run in $(...): the PIDS it records must reach the exit trap)
     local n=$1 out="$TMP/callgrind.$1.out"
-    start warden valgrind --tool=callgrind --callgrind-out-file="$out" "$WARDEN_BIN" serve --config "$TMP/warden.toml"
+    start warden valgrind --tool=callgrind --callgrind-out-file="$out" "$WARDEN_BIN" serve --allow-root --config "$TMP/warden.toml"
     wait_http warden "http://$HOST:$PORT/bench" 120
     # A warm-up outside the measured difference: the same in both runs.
     h2load --h1 -c10 -t1 -n 200 "http://$HOST:$PORT/bench" >/dev/null

@@ -367,8 +367,8 @@ start_proxy() { # start_proxy SCENARIO ROUND_DIR
     case $s in
         haproxy-plain) start proxy haproxy -db -f "$TMP/haproxy-plain.cfg" ;;
         haproxy-jwt-*) start proxy haproxy -db -f "$d/haproxy-jwt.cfg" ;;
-        warden-plain) start proxy "$WARDEN_BIN" serve --config "$TMP/warden-plain.toml" ;;
-        warden-jwt-*) start proxy "$WARDEN_BIN" serve --config "$d/warden-jwt.toml" ;;
+        warden-plain) start proxy "$WARDEN_BIN" serve --allow-root --config "$TMP/warden-plain.toml" ;;
+        warden-jwt-*) start proxy "$WARDEN_BIN" serve --allow-root --config "$d/warden-jwt.toml" ;;
     esac
     wait_http proxy "$URL" 30 -H "Authorization: Bearer $tok"
 }

@@ -261,7 +261,7 @@ start_proxy() { # start_proxy NAME THREADS
     case $1 in
         nginx) start nginx nginx -e "$TMP/nginx-$2/error.log" -p "$TMP/nginx-$2" -c "$TMP/nginx-$2/nginx.conf" ;;
         haproxy) start haproxy haproxy -db -f "$TMP/haproxy-$2/haproxy.cfg" ;;
-        warden) start warden "$WARDEN_BIN" serve --config "$TMP/warden-$2/warden.toml" ;;
+        warden) start warden "$WARDEN_BIN" serve --allow-root --config "$TMP/warden-$2/warden.toml" ;;
     esac
     wait_http "$1" "$URL" 30
     wait_http "$1" "$TLS_URL" 10 --cacert "$TMP/pki/cert.pem"

@@ -286,7 +286,7 @@ $REDIS_LIMIT" ;;
 
 start_scenario() { # start_scenario NAME
     case $1 in
-        warden*) start "$1" "$WARDEN_BIN" serve --config "$TMP/$1/warden.toml" ;;
+        warden*) start "$1" "$WARDEN_BIN" serve --allow-root --config "$TMP/$1/warden.toml" ;;
         haproxy*) start "$1" haproxy -db -f "$TMP/$1/haproxy.cfg" ;;
     esac
     wait_http "$1" "$URL" 30
@@ -427,7 +427,7 @@ run_stall() { # run_stall NAME: one line of results appended to $STALL_TSV
     per_gw=$(((CONNECTIONS + 2) / 3))
     for i in 0 1 2; do
         write_stall_conf "$name" "$i" "$extra"
-        start "$name-$i" "$WARDEN_BIN" serve --config "$TMP/$name-$i/warden.toml"
+        start "$name-$i" "$WARDEN_BIN" serve --allow-root --config "$TMP/$name-$i/warden.toml"
     done
     for i in 0 1 2; do
         wait_http "$name-$i" "http://$HOST:${STALL_PORTS[$i]}/bench" 30

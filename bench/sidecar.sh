@@ -342,7 +342,7 @@ wait_http upstream "http://$HOST:$UPSTREAM_PORT/bench" 15
 
 log "starting the authority (CA for $TD)"
 write_authority_conf
-start authority "$WARDEN_BIN" serve --config "$TMP/authority.toml"
+start authority "$WARDEN_BIN" serve --allow-root --config "$TMP/authority.toml"
 wait_http authority "http://$HOST:$AUTH_PORT/ca/v1/bundle" 60
 
 ENTRY_A=$(register "$ID_A") || die "could not register $ID_A with the authority"
@@ -359,9 +359,9 @@ log "starting sidecar B, sidecar A, HAProxy B, HAProxy A"
 write_sidecar_b_conf
 write_sidecar_a_conf
 write_haproxy_confs
-start warden-b "$WARDEN_BIN" serve --config "$TMP/sidecar-b.toml"
+start warden-b "$WARDEN_BIN" serve --allow-root --config "$TMP/sidecar-b.toml"
 wait_port warden-b "$WB_PORT" 60
-start warden-a "$WARDEN_BIN" serve --config "$TMP/sidecar-a.toml"
+start warden-a "$WARDEN_BIN" serve --allow-root --config "$TMP/sidecar-a.toml"
 wait_http warden-a "http://$HOST:$WA_PORT/bench" 60
 start haproxy-b haproxy -db -f "$TMP/haproxy-b.cfg"
 wait_port haproxy-b "$HB_PORT" 15

@@ -176,7 +176,7 @@ start_proxy() { # start_proxy NAME THREADS
     case $1 in
         nginx) start nginx nginx -e "$TMP/nginx-$2/error.log" -p "$TMP/nginx-$2" -c "$TMP/nginx-$2/nginx.conf" ;;
         haproxy) start haproxy haproxy -db -f "$TMP/haproxy-$2/haproxy.cfg" ;;
-        warden) start warden "$WARDEN_BIN" serve --config "$TMP/warden-$2/warden.toml" ;;
+        warden) start warden "$WARDEN_BIN" serve --allow-root --config "$TMP/warden-$2/warden.toml" ;;
     esac
     # The proxy answers once a WebSocket round trip through it works.
     local i

@@ -37,6 +37,10 @@ enum Command {
         /// Config file (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// Run even as root. Warden needs no privilege beyond binding its ports: run it as
+        /// a user of its own (with CAP_NET_BIND_SERVICE for ports below 1024).
+        #[arg(long)]
+        allow_root: bool,
     },
     /// Validate a config file: print every error with its field path, exit 1 if any.
     Check {
@@ -79,19 +83,39 @@ enum Command {
         #[command(subcommand)]
         command: audit_cmd::AuditCommand,
     },
-    /// Print the version.
-    Version,
+    /// Print the version; with `--json`, what the binary was built from.
+    Version {
+        /// Version, git revision, build profile, compiler, target, features and the number
+        /// of crates from the registry, as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Version => {
+        Command::Version { json: false } => {
             println!("warden {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Version { json: true } => {
+            println!("{:#}", build_info());
+            ExitCode::SUCCESS
+        }
         Command::Check { config } => check(&config),
-        Command::Serve { config } => run(serve::serve(config)),
+        Command::Serve { config, allow_root } => {
+            if !allow_root && effective_uid() == Some(0) {
+                eprintln!(
+                    "error: refusing to run as root: a compromised process would own the \
+                     machine, and Warden needs no privilege beyond binding its ports. Run it \
+                     as a user of its own (systemd: DynamicUser=yes; for ports below 1024 \
+                     grant CAP_NET_BIND_SERVICE), or pass --allow-root to run as root anyway"
+                );
+                return ExitCode::FAILURE;
+            }
+            run(serve::serve(config))
+        }
         Command::Dev {
             data_dir,
             root_token,
@@ -102,6 +126,37 @@ fn main() -> ExitCode {
         Command::Vault { command } => vault_cmd::run(command),
         Command::Workload { command } => workload_cmd::run(command),
     }
+}
+
+/// This process's effective user id (Linux: the second `Uid:` field of `/proc/self/status`),
+/// or `None` where that cannot be read.
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// What `warden version --json` prints (set by `build.rs`).
+fn build_info() -> serde_json::Value {
+    let features: Vec<&str> = env!("WARDEN_FEATURES")
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .collect();
+    serde_json::json!({
+        "name": "warden",
+        "version": env!("CARGO_PKG_VERSION"),
+        "git_revision": env!("WARDEN_GIT_REVISION"),
+        "profile": env!("WARDEN_BUILD_PROFILE"),
+        "rustc": env!("WARDEN_RUSTC_VERSION"),
+        "target": env!("WARDEN_TARGET"),
+        "features": features,
+        "dependencies": env!("WARDEN_REGISTRY_CRATES").parse::<u64>().unwrap_or(0),
+    })
 }
 
 fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {

@@ -44,6 +44,88 @@ fn version_prints_the_package_version() {
 }
 
 #[test]
+fn version_json_says_what_the_binary_was_built_from() {
+    let out = warden(&["version", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    // The revision checked out here (the tests run from the repository).
+    let head = Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
+        .output()
+        .unwrap();
+    if head.status.success() {
+        assert_eq!(v["git_revision"], text(&head.stdout).trim(), "{v}");
+    }
+    assert!(
+        matches!(v["profile"].as_str(), Some("debug" | "release")),
+        "{v}"
+    );
+    assert!(v["rustc"].as_str().unwrap().starts_with("rustc 1."), "{v}");
+    assert!(v["target"].as_str().unwrap().contains("linux"), "{v}");
+    assert!(v["features"].is_array(), "{v}");
+    // Every crate from the registry in Cargo.lock.
+    let lock = std::fs::read_to_string(workspace_file("Cargo.lock")).unwrap();
+    let registry = lock
+        .split("[[package]]")
+        .filter(|p| p.contains("\nsource = \"registry+"))
+        .count();
+    assert!(registry > 100, "{registry}");
+    assert_eq!(v["dependencies"], registry, "{v}");
+}
+
+#[test]
+fn serve_refuses_to_run_as_root_unless_told_to() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|u| u.split_whitespace().nth(1).map(str::to_owned))
+        .unwrap();
+    if euid != "0" {
+        eprintln!("skipped: the tests do not run as root here (uid {euid}), so there is no root to refuse");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.toml");
+    let port = free_port();
+    std::fs::write(
+        &path,
+        format!(
+            "[admin]\nenabled = false\n[reload]\nwatch = false\n\
+             [[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:{port}\"\n"
+        ),
+    )
+    .unwrap();
+    let out = warden(&["serve", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("refusing to run as root"), "{err}");
+    assert!(err.contains("--allow-root"), "{err}");
+    // With the flag it serves (and is stopped here).
+    let mut child = Command::new(BIN)
+        .args(["serve", "--allow-root", "--config", path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "serve --allow-root exited"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "serve --allow-root did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
 fn check_accepts_a_valid_config() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ok.toml");
@@ -234,7 +316,12 @@ impl Served {
     async fn start(config: &Path) -> Self {
         let log = config.with_extension("stderr.log");
         let child = Command::new(BIN)
-            .args(["serve", "--config", config.to_str().unwrap()])
+            .args([
+                "serve",
+                "--allow-root",
+                "--config",
+                config.to_str().unwrap(),
+            ])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

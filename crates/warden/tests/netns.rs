@@ -252,7 +252,13 @@ impl Lab {
         self.spawn(
             ns,
             name,
-            &[common::BIN, "serve", "--config", cfg.to_str().unwrap()],
+            &[
+                common::BIN,
+                "serve",
+                "--allow-root",
+                "--config",
+                cfg.to_str().unwrap(),
+            ],
         );
     }
 

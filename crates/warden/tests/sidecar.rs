@@ -135,7 +135,12 @@ async fn sidecars_get_svids_from_the_authority_and_carry_calls_over_mtls() {
 
     // The same token again: the second sidecar does not start, and says why.
     let again = Command::new(common::BIN)
-        .args(["serve", "--config", d.join("a.toml").to_str().unwrap()])
+        .args([
+            "serve",
+            "--allow-root",
+            "--config",
+            d.join("a.toml").to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(!again.status.success());

@@ -96,7 +96,12 @@ impl Setup {
     async fn start(&self, round: usize) -> Child {
         let log = self.dir.path().join(format!("serve-{round}.log"));
         let mut child = Command::new(BIN)
-            .args(["serve", "--config", self.config.to_str().unwrap()])
+            .args([
+                "serve",
+                "--allow-root",
+                "--config",
+                self.config.to_str().unwrap(),
+            ])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

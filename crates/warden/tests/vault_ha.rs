@@ -122,7 +122,12 @@ impl Authority {
         .unwrap();
         let log = dir.join(format!("{name}.{port}.log"));
         let child = Command::new(BIN)
-            .args(["serve", "--config", config.to_str().unwrap()])
+            .args([
+                "serve",
+                "--allow-root",
+                "--config",
+                config.to_str().unwrap(),
+            ])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

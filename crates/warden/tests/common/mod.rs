@@ -51,7 +51,7 @@ pub fn serve(dir: &std::path::Path, name: &str, toml: &str) -> Proc {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     Proc(
         Command::new(BIN)
-            .args(["serve", "--config", cfg.to_str().unwrap()])
+            .args(["serve", "--allow-root", "--config", cfg.to_str().unwrap()])
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
