@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 pub mod auth;
 pub mod authority;
 pub mod defaults;
+pub mod inputs;
 pub mod model;
 pub mod types;
 mod validate;
@@ -115,6 +116,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             "access_log" => section(value, &key, &mut errors, &mut config.access_log),
             "security_events" => section(value, &key, &mut errors, &mut config.security_events),
             "reload" => section(value, &key, &mut errors, &mut config.reload),
+            "config_signing" => section(value, &key, &mut errors, &mut config.config_signing),
             "auth" => section(value, &key, &mut errors, &mut config.auth),
             "authority" => section(value, &key, &mut errors, &mut config.authority),
             "rate_limit_store" => section(value, &key, &mut errors, &mut config.rate_limit_store),
@@ -126,7 +128,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             _ => errors.push(
                 key.clone(),
                 "unknown section; expected one of server, forwarding, security_headers, admin, \
-                 access_log, security_events, reload, auth, authority, rate_limit_store, vault, sidecar, listeners, \
+                 access_log, security_events, reload, config_signing, auth, authority, rate_limit_store, vault, sidecar, listeners, \
                  clusters, routes",
             ),
         }

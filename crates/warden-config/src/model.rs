@@ -36,6 +36,10 @@ pub struct Config {
     /// Hot reload of this file.
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// Signed configuration: the keys whose signature a config (and every file it reads)
+    /// must carry to be started or reloaded.
+    #[serde(default)]
+    pub config_signing: ConfigSigningConfig,
     /// Credentials the gateway verifies (JWT issuers, API keys, introspection, client
     /// certificates), policies, and internal tokens.
     #[serde(default)]
@@ -175,6 +179,34 @@ pub struct SecurityEventsConfig {
     /// Lines written per second for each event and reason; the rest are counted and the
     /// next line written for that event and reason says how many were suppressed.
     pub max_lines_per_second: u32,
+}
+
+/// Signed configuration (`warden config sign`): with trusted keys, `serve` refuses to start on,
+/// and a reload refuses to apply, a config that is unsigned, signed by a key not trusted here
+/// (or expired, or revoked), or whose files changed since it was signed. A reload is checked
+/// against the keys of the config that runs, not those of the new one.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigSigningConfig {
+    /// Public keys (PEM, Ed25519 or ECDSA P-256) that may sign this config.
+    pub trusted_keys: Vec<TrustedKeyConfig>,
+    /// Key ids (RFC 7638 thumbprints, as `warden config key-id` prints them) no longer
+    /// trusted, whatever `trusted_keys` says.
+    pub revoked_keys: Vec<String>,
+    /// Require a signature even with no trusted key listed here (the keys then come from
+    /// `serve --trusted-config-key`).
+    pub require: bool,
+}
+
+/// One key that may sign configs.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedKeyConfig {
+    /// The public key file (PEM `PUBLIC KEY`).
+    pub key: PathBuf,
+    /// Signatures by this key are refused after this time (RFC 3339).
+    #[serde(default)]
+    pub not_after: Option<crate::types::Timestamp>,
 }
 
 /// Hot reload.

@@ -89,6 +89,32 @@ pub(crate) fn validate(c: &Config, e: &mut ConfigErrors) {
     if c.reload.poll_interval.0.is_zero() {
         e.push("reload.poll_interval", "must be more than zero");
     }
+    for (i, k) in c.config_signing.trusted_keys.iter().enumerate() {
+        let field = format!("config_signing.trusted_keys[{i}].key");
+        match std::fs::read(&k.key) {
+            Err(err) => e.push(field, format!("cannot read {}: {err}", k.key.display())),
+            Ok(pem) => match warden_crypto::jws::VerifyingKey::from_pem(&pem) {
+                Ok(
+                    warden_crypto::jws::VerifyingKey::Ed25519(_)
+                    | warden_crypto::jws::VerifyingKey::P256(_),
+                ) => {}
+                Ok(_) => e.push(field, "must be an Ed25519 or ECDSA P-256 public key"),
+                Err(err) => e.push(field, format!("not a public key: {err}")),
+            },
+        }
+    }
+    for (i, kid) in c.config_signing.revoked_keys.iter().enumerate() {
+        if kid.len() != 43
+            || !kid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            e.push(
+                format!("config_signing.revoked_keys[{i}]"),
+                "must be a key id (43 base64url characters, as `warden config key-id` prints)",
+            );
+        }
+    }
     if c.security_events.path.is_empty() {
         e.push("security_events.path", "must be `stdout` or a file path");
     }

@@ -34,12 +34,37 @@ pub trait SecretSource: Send + Sync {
     fn prepare<'a>(&'a self, config: &'a Config) -> Prepared<'a>;
 }
 
+/// A check of a config file's bytes before they are parsed, at every reload (the `warden`
+/// binary checks the config's signature against the keys of the config that runs). A
+/// refusal keeps the running config and is a `config.reload` security event with its code.
+pub trait ConfigGate: Send + Sync {
+    /// Checks `bytes`, read once from `path`: `Err((code, message))` refuses them.
+    fn check(&self, path: &Path, bytes: &[u8]) -> Result<(), (&'static str, String)>;
+    /// `config` (from bytes that passed) now runs.
+    fn applied(&self, config: &Config);
+    /// Files besides the config whose change should trigger a reload (its signature).
+    fn watched(&self, _config_path: &Path) -> Vec<PathBuf> {
+        Vec::new()
+    }
+}
+
 /// Why a reload was refused. The running config stays in place.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("config not reloaded: {}", .errors.join("; "))]
 pub struct ReloadError {
     /// Every problem found, each `path: reason`.
     pub errors: Vec<String>,
+    /// The [`ConfigGate`]'s code, when it refused.
+    pub refused_by_gate: Option<&'static str>,
+}
+
+impl ReloadError {
+    fn new(errors: Vec<String>) -> Self {
+        ReloadError {
+            errors,
+            refused_by_gate: None,
+        }
+    }
 }
 
 /// State shared by listeners, requests, the admin API and the reloader.
@@ -52,6 +77,7 @@ pub struct Gateway {
     connections_idle: Notify,
     config_path: Option<PathBuf>,
     secret_source: Option<Arc<dyn SecretSource>>,
+    config_gate: Option<Arc<dyn ConfigGate>>,
     reload_lock: tokio::sync::Mutex<()>,
     pub(crate) shutdown: watch::Sender<bool>,
     ready: AtomicBool,
@@ -65,6 +91,7 @@ impl Gateway {
         access_log: AccessLog,
         config_path: Option<PathBuf>,
         secret_source: Option<Arc<dyn SecretSource>>,
+        config_gate: Option<Arc<dyn ConfigGate>>,
     ) -> Self {
         let listener_shape = shape(snapshot.config());
         Self {
@@ -76,6 +103,7 @@ impl Gateway {
             connections_idle: Notify::new(),
             config_path,
             secret_source,
+            config_gate,
             reload_lock: tokio::sync::Mutex::new(()),
             shutdown: watch::channel(false).0,
             ready: AtomicBool::new(false),
@@ -166,14 +194,18 @@ impl Gateway {
         };
         self.security_events().emit(&SecurityEvent {
             event: "config.reload",
-            reason: if result.is_ok() {
-                "accepted"
-            } else {
-                "refused"
+            reason: match &result {
+                Ok(()) => "accepted",
+                Err(ReloadError {
+                    refused_by_gate: Some(_),
+                    ..
+                }) => "signature_refused",
+                Err(_) => "refused",
             },
             detail: Some(serde_json::json!({
                 "config_sha256": hash,
                 "errors": result.as_ref().err().map(|e| e.errors.len()),
+                "signature": result.as_ref().err().and_then(|e| e.refused_by_gate),
             })),
             ..Default::default()
         });
@@ -200,29 +232,42 @@ impl Gateway {
 
     async fn try_reload(&self) -> Result<(), ReloadError> {
         let Some(path) = self.config_path.clone() else {
-            return Err(ReloadError {
-                errors: vec!["this gateway was not started from a config file".into()],
-            });
+            return Err(ReloadError::new(vec![
+                "this gateway was not started from a config file".into(),
+            ]));
         };
-        let config = tokio::task::spawn_blocking(move || warden_config::load(&path))
-            .await
-            .map_err(|e| ReloadError {
-                errors: vec![format!("reload task failed: {e}")],
-            })?
-            .map_err(|errs| ReloadError {
-                errors: errs.0.iter().map(ToString::to_string).collect(),
+        let gate = self.config_gate.clone();
+        // Read once: the bytes checked are the bytes parsed.
+        let config = tokio::task::spawn_blocking(move || -> Result<Config, ReloadError> {
+            let bytes = std::fs::read(&path).map_err(|e| {
+                ReloadError::new(vec![format!(
+                    "{}: cannot read config file: {e}",
+                    path.display()
+                )])
             })?;
+            if let Some(gate) = &gate {
+                gate.check(&path, &bytes)
+                    .map_err(|(code, message)| ReloadError {
+                        errors: vec![message],
+                        refused_by_gate: Some(code),
+                    })?;
+            }
+            let text = std::str::from_utf8(&bytes)
+                .map_err(|_| ReloadError::new(vec![format!("{}: not UTF-8", path.display())]))?;
+            warden_config::parse(text)
+                .map_err(|errs| ReloadError::new(errs.0.iter().map(ToString::to_string).collect()))
+        })
+        .await
+        .map_err(|e| ReloadError::new(vec![format!("reload task failed: {e}")]))??;
         if shape(&config) != self.listener_shape {
-            return Err(ReloadError {
-                errors: vec![
-                    "listeners: adding, removing, renaming or moving a listener (or switching TLS on or off) needs a restart".into(),
-                ],
-            });
+            return Err(ReloadError::new(vec![
+                "listeners: adding, removing, renaming or moving a listener (or switching TLS on or off) needs a restart".into(),
+            ]));
         }
         let old = self.snapshot();
         let metrics = self.metrics.clone();
-        let failed = |errs: Vec<crate::CompileError>| ReloadError {
-            errors: errs.iter().map(ToString::to_string).collect(),
+        let failed = |errs: Vec<crate::CompileError>| {
+            ReloadError::new(errs.iter().map(ToString::to_string).collect())
         };
         let snapshot = match &self.secret_source {
             Some(source) => {
@@ -235,6 +280,9 @@ impl Gateway {
         }
         .map_err(failed)?;
         snapshot.start_background();
+        if let Some(gate) = &self.config_gate {
+            gate.applied(snapshot.config());
+        }
         let snapshot = Arc::new(snapshot);
         self.snapshot.store(snapshot.clone());
         crate::series::sync(&self.metrics, Some(&old), &snapshot);
@@ -244,6 +292,9 @@ impl Gateway {
     /// Modification stamps of the config file and every file it names, for change watching.
     pub(crate) fn watched_files(&self) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
         let mut paths: Vec<PathBuf> = self.config_path.iter().cloned().collect();
+        if let (Some(gate), Some(p)) = (&self.config_gate, &self.config_path) {
+            paths.extend(gate.watched(p));
+        }
         let snap = self.snapshot();
         for l in &snap.config().listeners {
             if let Some(t) = &l.tls {

@@ -63,7 +63,7 @@ impl InMemory {
             None,
         )?;
         crate::series::sync(&metrics, None, &snapshot);
-        let gw = Gateway::new(snapshot, metrics, AccessLog::disabled(), None, None);
+        let gw = Gateway::new(snapshot, metrics, AccessLog::disabled(), None, None, None);
         Ok(Self {
             gw: Arc::new(gw),
             tls: false,

@@ -38,7 +38,7 @@ mod workers;
 
 pub use body::BodyError;
 pub use error::{CompileError, Reject};
-pub use gateway::{Gateway, Prepared, ReloadError, SecretSource};
+pub use gateway::{ConfigGate, Gateway, Prepared, ReloadError, SecretSource};
 pub use in_memory::InMemory;
 pub use snapshot::Snapshot;
 
@@ -145,6 +145,7 @@ pub struct Builder {
     secrets: Option<Arc<dyn SecretSource>>,
     identity: Option<Identity>,
     security_log: Option<AccessLog>,
+    config_gate: Option<Arc<dyn ConfigGate>>,
 }
 
 impl Builder {
@@ -156,6 +157,7 @@ impl Builder {
             secrets: None,
             identity: None,
             security_log: None,
+            config_gate: None,
         }
     }
 
@@ -186,6 +188,12 @@ impl Builder {
         self
     }
 
+    /// What every reload's config file must pass before it is parsed (a signature check).
+    pub fn config_gate(mut self, gate: Arc<dyn ConfigGate>) -> Self {
+        self.config_gate = Some(gate);
+        self
+    }
+
     /// Compiles the config, binds every listener and starts serving.
     pub async fn start(self) -> Result<GatewayHandle, StartError> {
         start_parts(self).await
@@ -199,6 +207,7 @@ async fn start_parts(b: Builder) -> Result<GatewayHandle, StartError> {
         secrets,
         identity,
         security_log,
+        config_gate,
     } = b;
     let metrics = Arc::new(Metrics::new());
     let access_log = if config.access_log.enabled {
@@ -275,6 +284,7 @@ async fn start_parts(b: Builder) -> Result<GatewayHandle, StartError> {
         access_log,
         config_path,
         secrets,
+        config_gate,
     ));
     let mut tasks = Vec::new();
     let mut listeners = Vec::new();

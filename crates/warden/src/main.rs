@@ -16,6 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod apikey_cmd;
 mod audit_cmd;
 mod client_cmd;
+mod config_cmd;
 mod dev;
 mod serve;
 mod vault_cmd;
@@ -41,6 +42,14 @@ enum Command {
         /// a user of its own (with CAP_NET_BIND_SERVICE for ports below 1024).
         #[arg(long)]
         allow_root: bool,
+        /// A public key (PEM) that may sign the config (repeatable): the config and every
+        /// file it reads must carry a signature by one of these, at start and on reload.
+        #[arg(long = "trusted-config-key", value_name = "PUB")]
+        trusted_config_keys: Vec<PathBuf>,
+        /// Refuse an unsigned config even without trusted keys given here (the config's
+        /// [config_signing] keys then decide).
+        #[arg(long)]
+        require_signed: bool,
     },
     /// Validate a config file: print every error with its field path, exit 1 if any.
     Check {
@@ -83,6 +92,11 @@ enum Command {
         #[command(subcommand)]
         command: audit_cmd::AuditCommand,
     },
+    /// Sign configs and check their signatures.
+    Config {
+        #[command(subcommand)]
+        command: config_cmd::ConfigCommand,
+    },
     /// Print the version; with `--json`, what the binary was built from.
     Version {
         /// Version, git revision, build profile, compiler, target, features and the number
@@ -104,7 +118,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { config } => check(&config),
-        Command::Serve { config, allow_root } => {
+        Command::Serve {
+            config,
+            allow_root,
+            trusted_config_keys,
+            require_signed,
+        } => {
             if !allow_root && effective_uid() == Some(0) {
                 eprintln!(
                     "error: refusing to run as root: a compromised process would own the \
@@ -114,7 +133,13 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::FAILURE;
             }
-            run(serve::serve(config))
+            run(serve::serve(
+                config,
+                serve::Signing {
+                    anchors: trusted_config_keys,
+                    require: require_signed,
+                },
+            ))
         }
         Command::Dev {
             data_dir,
@@ -123,6 +148,7 @@ fn main() -> ExitCode {
         Command::Apikey { command } => apikey_cmd::run(command),
         Command::Audit { command } => audit_cmd::run(command),
         Command::Client { command } => client_cmd::run(command),
+        Command::Config { command } => config_cmd::run(command),
         Command::Vault { command } => vault_cmd::run(command),
         Command::Workload { command } => workload_cmd::run(command),
     }

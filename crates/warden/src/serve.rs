@@ -4,12 +4,20 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use warden_signed_config::Trust;
 
-pub(crate) async fn serve(path: PathBuf) -> anyhow::Result<()> {
+/// `serve`'s signed-configuration options.
+pub(crate) struct Signing {
+    /// `--trusted-config-key` files.
+    pub anchors: Vec<PathBuf>,
+    /// `--require-signed`.
+    pub require: bool,
+}
+
+pub(crate) async fn serve(path: PathBuf, signing: Signing) -> anyhow::Result<()> {
     // Handlers first: a SIGHUP that arrives while listeners are binding must not kill us.
     let signals = Signals::install()?;
-    let config =
-        warden_config::load(&path).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
+    let (config, gate) = load_checked(&path, &signing)?;
     let security_log = security_log(&config)?;
     // The authority first: a gateway that trusts it finds its keys sooner.
     let authority = if config.authority.enabled {
@@ -29,7 +37,8 @@ pub(crate) async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let source: std::sync::Arc<dyn warden_proxy::SecretSource> = secrets.clone();
     let mut builder = warden_proxy::Builder::new(config.clone())
         .config_path(Some(path.clone()))
-        .secrets(source);
+        .secrets(source)
+        .config_gate(gate);
     if let Some(log) = security_log {
         builder = builder.security_log(log);
     }
@@ -48,6 +57,92 @@ pub(crate) async fn serve(path: PathBuf) -> anyhow::Result<()> {
         tracing::info!(addr = %a, "admin listening");
     }
     signals.run_until_stopped(handle, authority).await
+}
+
+/// Reads the config once and, when a signature is required (trusted keys on the command line
+/// or in the config, or `--require-signed`), checks it and every file it reads against its
+/// signature before parsing the same bytes. Returns the config and the check every reload
+/// will pass (against the keys of the config that runs).
+fn load_checked(
+    path: &std::path::Path,
+    signing: &Signing,
+) -> anyhow::Result<(warden_config::Config, std::sync::Arc<SignedConfigGate>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| anyhow::anyhow!("{}: not UTF-8", path.display()))?;
+    let config =
+        warden_config::parse(text).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
+    let mut anchors = Trust::anchors(&signing.anchors).map_err(anyhow::Error::msg)?;
+    if signing.require {
+        anchors = anchors.require();
+    }
+    let own = Trust::of_config(&config).map_err(anyhow::Error::msg)?;
+    // At start, keys from the command line are the anchor: the config's own keys cannot
+    // vouch for it then (whoever edits it could add theirs), only its revocations count.
+    // Without them the config's own keys check that nothing it reads was swapped.
+    let at_start = if anchors.kids().is_empty() {
+        anchors.and(&own)
+    } else {
+        anchors.and(&own.revocations())
+    };
+    if at_start.required() {
+        match warden_signed_config::verify(path, &bytes, &at_start, crate::config_cmd::now()) {
+            Ok(v) => {
+                tracing::info!(kid = %v.kid, files = v.manifest.files.len(), "config signature holds")
+            }
+            Err(r) => anyhow::bail!("refusing to start ({}): {}", r.reason.code(), r),
+        }
+    }
+    let gate = std::sync::Arc::new(SignedConfigGate {
+        anchors,
+        running: std::sync::Mutex::new(own),
+    });
+    Ok((config, gate))
+}
+
+/// Every reload's signature check: the command line's keys and those of the config that
+/// runs (a new config cannot vouch for itself), then the new config's keys once it runs.
+pub(crate) struct SignedConfigGate {
+    anchors: Trust,
+    running: std::sync::Mutex<Trust>,
+}
+
+impl SignedConfigGate {
+    fn verify(&self, path: &std::path::Path, bytes: &[u8]) -> Result<(), (&'static str, String)> {
+        let trust = {
+            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            self.anchors.and(&running)
+        };
+        if !trust.required() {
+            return Ok(());
+        }
+        match warden_signed_config::verify(path, bytes, &trust, crate::config_cmd::now()) {
+            Ok(v) => {
+                tracing::info!(kid = %v.kid, files = v.manifest.files.len(), "config signature holds");
+                Ok(())
+            }
+            Err(r) => Err((r.reason.code(), r.to_string())),
+        }
+    }
+}
+
+impl warden_proxy::ConfigGate for SignedConfigGate {
+    fn check(&self, path: &std::path::Path, bytes: &[u8]) -> Result<(), (&'static str, String)> {
+        self.verify(path, bytes)
+    }
+
+    fn applied(&self, config: &warden_config::Config) {
+        match Trust::of_config(config) {
+            Ok(t) => *self.running.lock().unwrap_or_else(|p| p.into_inner()) = t,
+            Err(e) => {
+                tracing::error!(error = %e, "the new config's signing keys cannot be read; the previous ones stay")
+            }
+        }
+    }
+
+    fn watched(&self, config_path: &std::path::Path) -> Vec<PathBuf> {
+        vec![warden_signed_config::signature_path(config_path)]
+    }
 }
 
 /// One writer for the security events of the gateway (or sidecar) and the authority, when

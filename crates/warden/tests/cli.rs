@@ -569,6 +569,22 @@ fn example_config_is_valid() {
                 base64_lines(key.pkcs8())
             );
             std::fs::write(&path, pem).unwrap();
+        } else if f.ends_with(".pub") {
+            // An Ed25519 public key (SubjectPublicKeyInfo).
+            let key =
+                warden_crypto::jws::SigningKey::generate(warden_crypto::jws::Alg::EdDSA).unwrap();
+            let warden_crypto::jws::VerifyingKey::Ed25519(raw) = key.verifying_key() else {
+                unreachable!()
+            };
+            let mut der = vec![
+                0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+            ];
+            der.extend(raw);
+            let pem = format!(
+                "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+                base64_lines(&der)
+            );
+            std::fs::write(&path, pem).unwrap();
         } else {
             panic!("the test does not know what to put in /etc/warden/{f}");
         }

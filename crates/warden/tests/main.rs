@@ -10,6 +10,7 @@ mod audit_cli;
 mod authority_events;
 mod cli;
 mod client_cli;
+mod config_signing;
 mod deploy_monitoring;
 mod federation;
 mod netns;
