@@ -21,6 +21,9 @@ fi
 cargo cyclonedx --manifest-path crates/warden/Cargo.toml --format json --spec-version 1.5 \
     --target all --override-filename warden.cdx -q
 mv crates/warden/warden.cdx.json "$out/warden.cdx.json"
+# cargo-cyclonedx writes one file next to every member of the workspace; only the binary's is
+# kept.
+rm -f crates/*/warden.cdx.json
 cargo tree --locked -p warden -e normal,build --target all --prefix none -f '{p}' \
     | sed 's/ (\*)$//' | sort -u > "$out/built-from.txt"
 
