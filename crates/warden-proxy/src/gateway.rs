@@ -184,12 +184,9 @@ impl Gateway {
         let result = self.try_reload().await;
         // The file's hash names the config that was applied or refused.
         let hash = match &self.config_path {
-            Some(p) => std::fs::read(p).ok().map(|b| {
-                warden_crypto::jws::sha256(&b)
-                    .iter()
-                    .map(|x| format!("{x:02x}"))
-                    .collect::<String>()
-            }),
+            Some(p) => std::fs::read(p)
+                .ok()
+                .map(|b| crate::hex(&warden_crypto::jws::sha256(&b))),
             None => None,
         };
         self.security_events().emit(&SecurityEvent {
@@ -211,6 +208,9 @@ impl Gateway {
         });
         match &result {
             Ok(()) => {
+                if let Some(h) = &hash {
+                    self.metrics.set_config_hash(h);
+                }
                 self.metrics
                     .reloads
                     .get_or_create(&Outcome("success"))

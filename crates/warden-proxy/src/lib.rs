@@ -278,6 +278,9 @@ async fn start_parts(b: Builder) -> Result<GatewayHandle, StartError> {
             .security_events()
             .write_to(out, config.security_events.max_lines_per_second);
     }
+    if let Some(bytes) = config_path.as_ref().and_then(|p| std::fs::read(p).ok()) {
+        metrics.set_config_hash(&hex(&warden_crypto::jws::sha256(&bytes)));
+    }
     let gw = Arc::new(Gateway::new(
         snapshot,
         metrics,
@@ -397,4 +400,9 @@ impl GatewayHandle {
             t.abort();
         }
     }
+}
+
+/// Lower-case hex.
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }

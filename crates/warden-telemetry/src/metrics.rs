@@ -323,6 +323,8 @@ pub struct Metrics {
     pub tls_certificate_expiry: Family<ListenerLabel, Gauge>,
     /// 1 when the last reload attempt succeeded, 0 when it failed.
     pub config_last_reload_ok: Gauge,
+    /// `config_info{sha256}`: 1 for the running config (see [`Metrics::set_config_hash`]).
+    config_info: Family<Vec<(&'static str, String)>, Gauge>,
     /// Access-log lines dropped because the writer fell behind.
     pub access_log_dropped: Counter,
     /// Idle HTTP/1 connections whose buffers were released while they wait.
@@ -552,6 +554,15 @@ impl Metrics {
             "1 when the last config reload succeeded, 0 when it failed",
             config_last_reload_ok.clone(),
         );
+        let config_info = Family::<Vec<(&'static str, String)>, Gauge>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "config_info",
+            "1 for the config this process runs, labelled with its file's SHA-256 (compare across \
+             a fleet to see which gateways run which config)",
+            config_info.clone(),
+        );
         let access_log_dropped = Counter::default();
         register(
             &mut registry,
@@ -718,6 +729,7 @@ impl Metrics {
             tls_certificate_reloads,
             tls_certificate_expiry,
             config_last_reload_ok,
+            config_info,
             access_log_dropped,
             idle_releases,
             websocket_open,
@@ -931,6 +943,14 @@ impl Metrics {
         self.upstream_ejections.remove(endpoint);
         self.upstream_connections_opened.remove(endpoint);
         self.upstream_connections_closed.remove(endpoint);
+    }
+
+    /// The running config's SHA-256 (hex): `config_info{sha256}` is 1 for it alone.
+    pub fn set_config_hash(&self, sha256: &str) {
+        self.config_info.clear();
+        self.config_info
+            .get_or_create(&vec![("sha256", sha256.to_owned())])
+            .set(1);
     }
 
     /// The security-event stream (counted here; written once

@@ -24,6 +24,13 @@ fn openssl(args: &[&str]) {
     );
 }
 
+fn sha256_of(path: &str) -> String {
+    warden_crypto::jws::sha256(&std::fs::read(path).unwrap())
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
 /// A new ECDSA P-256 private key (PKCS#8 PEM) at `out`.
 fn p256_key(out: &str) {
     openssl(&[
@@ -330,6 +337,11 @@ async fn serve_starts_only_on_a_trusted_signature_and_a_reload_needs_one_too() {
     wait_listening(&mut p, b.http, &log).await;
     let admin: std::net::SocketAddr = format!("127.0.0.1:{}", b.admin).parse().unwrap();
 
+    let signed_sha = sha256_of(&b.config());
+    let info = |sha: &str| format!("warden_config_info{{sha256=\"{sha}\"}}");
+    let m = String::from_utf8_lossy(&client::get(admin, "/metrics").await.body).into_owned();
+    assert_eq!(series(&m, &info(&signed_sha)), Some(1.0), "{m}");
+
     // A change not signed again is refused on reload; the running config stays.
     b.write_config(100);
     let pid = p.0.id().to_string();
@@ -363,6 +375,11 @@ async fn serve_starts_only_on_a_trusted_signature_and_a_reload_needs_one_too() {
         Some(0.0),
         "{m}"
     );
+    assert_eq!(
+        series(&m, &info(&signed_sha)),
+        Some(1.0),
+        "still the signed one: {m}"
+    );
     assert!(p.0.try_wait().unwrap().is_none(), "still serving");
     let a = client::get(format!("127.0.0.1:{}", b.http).parse().unwrap(), "/").await;
     assert_eq!(a.status, 404, "the old config still answers");
@@ -376,6 +393,13 @@ async fn serve_starts_only_on_a_trusted_signature_and_a_reload_needs_one_too() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(b.events("config.reload")[1]["reason"], "accepted");
+    let m = String::from_utf8_lossy(&client::get(admin, "/metrics").await.body).into_owned();
+    assert_eq!(series(&m, &info(&sha256_of(&b.config()))), Some(1.0), "{m}");
+    assert_eq!(
+        series(&m, &info(&signed_sha)),
+        None,
+        "the old hash is gone: {m}"
+    );
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(log_text.contains("config signature holds"), "{log_text}");
 }
