@@ -190,10 +190,13 @@ fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The config's directory, resolved (symbolic links followed).
+/// The config's directory, resolved (symbolic links followed). The config file itself need
+/// not exist yet (a fetched config is checked before it is written).
 fn config_dir(config: &Path) -> std::io::Result<PathBuf> {
-    let abs = std::fs::canonicalize(config)?;
-    Ok(abs.parent().map(Path::to_path_buf).unwrap_or(abs))
+    match config.parent() {
+        Some(p) if !p.as_os_str().is_empty() => std::fs::canonicalize(p),
+        _ => std::fs::canonicalize("."),
+    }
 }
 
 /// A problem with one of the config's files: outside the directory, or unreadable.

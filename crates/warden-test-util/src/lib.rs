@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 
 pub mod authcfg;
 pub mod client;
+pub mod files;
 pub mod flaky;
 pub mod interop;
 pub mod jwt;

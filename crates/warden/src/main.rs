@@ -17,6 +17,7 @@ mod apikey_cmd;
 mod audit_cmd;
 mod client_cmd;
 mod config_cmd;
+mod config_url;
 mod dev;
 mod serve;
 mod vault_cmd;
@@ -50,6 +51,16 @@ enum Command {
         /// [config_signing] keys then decide).
         #[arg(long)]
         require_signed: bool,
+        /// Take the config from this https:// URL (its signature from URL.sig), written over
+        /// --config when it is new and verified; needs --trusted-config-key.
+        #[arg(long, value_name = "URL")]
+        config_url: Option<String>,
+        /// CA certificates (PEM) for --config-url (default: the Mozilla roots).
+        #[arg(long, value_name = "FILE")]
+        config_url_ca: Option<PathBuf>,
+        /// How often --config-url is polled.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = warden_config::parse_duration)]
+        config_poll: std::time::Duration,
     },
     /// Validate a config file: print every error with its field path, exit 1 if any.
     Check {
@@ -123,6 +134,9 @@ fn main() -> ExitCode {
             allow_root,
             trusted_config_keys,
             require_signed,
+            config_url,
+            config_url_ca,
+            config_poll,
         } => {
             if !allow_root && effective_uid() == Some(0) {
                 eprintln!(
@@ -138,6 +152,7 @@ fn main() -> ExitCode {
                 serve::Signing {
                     anchors: trusted_config_keys,
                     require: require_signed,
+                    url: config_url.map(|u| (u, config_url_ca, config_poll)),
                 },
             ))
         }

@@ -12,11 +12,17 @@ pub(crate) struct Signing {
     pub anchors: Vec<PathBuf>,
     /// `--require-signed`.
     pub require: bool,
+    /// `--config-url`, `--config-url-ca` and `--config-poll`.
+    pub url: Option<(String, Option<PathBuf>, std::time::Duration)>,
 }
 
 pub(crate) async fn serve(path: PathBuf, signing: Signing) -> anyhow::Result<()> {
     // Handlers first: a SIGHUP that arrives while listeners are binding must not kill us.
     let signals = Signals::install()?;
+    let mut fetcher = match &signing.url {
+        None => None,
+        Some((url, ca, _)) => Some(first_fetch(url, ca.as_deref(), &path, &signing).await?),
+    };
     let (config, gate) = load_checked(&path, &signing)?;
     let security_log = security_log(&config)?;
     // The authority first: a gateway that trusts it finds its keys sooner.
@@ -38,7 +44,7 @@ pub(crate) async fn serve(path: PathBuf, signing: Signing) -> anyhow::Result<()>
     let mut builder = warden_proxy::Builder::new(config.clone())
         .config_path(Some(path.clone()))
         .secrets(source)
-        .config_gate(gate);
+        .config_gate(gate.clone());
     if let Some(log) = security_log {
         builder = builder.security_log(log);
     }
@@ -46,6 +52,14 @@ pub(crate) async fn serve(path: PathBuf, signing: Signing) -> anyhow::Result<()>
         builder = builder.identity(sidecar_identity(sc).await?);
     }
     let handle = builder.start().await?;
+    if let (Some(fetcher), Some((_, _, every))) = (fetcher.take(), &signing.url) {
+        tokio::spawn(crate::config_url::poll(
+            fetcher,
+            gate.clone(),
+            handle.gateway().clone(),
+            *every,
+        ));
+    }
     tokio::spawn(crate::vault_secrets::watch(
         secrets,
         handle.gateway().clone(),
@@ -73,7 +87,7 @@ fn load_checked(
     let config =
         warden_config::parse(text).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
     let mut anchors = Trust::anchors(&signing.anchors).map_err(anyhow::Error::msg)?;
-    if signing.require {
+    if signing.require || signing.url.is_some() {
         anchors = anchors.require();
     }
     let own = Trust::of_config(&config).map_err(anyhow::Error::msg)?;
@@ -100,6 +114,44 @@ fn load_checked(
     Ok((config, gate))
 }
 
+/// `--config-url`: fetches the config once before anything starts, checked against the
+/// command line's keys only (a fetched config must be signed by one). When the server cannot
+/// be reached or its config is refused, the local copy from an earlier fetch is used if there
+/// is one.
+async fn first_fetch(
+    url: &str,
+    ca: Option<&std::path::Path>,
+    path: &std::path::Path,
+    signing: &Signing,
+) -> anyhow::Result<crate::config_url::ConfigUrl> {
+    let anchors = Trust::anchors(&signing.anchors).map_err(anyhow::Error::msg)?;
+    if anchors.kids().is_empty() {
+        anyhow::bail!("--config-url needs --trusted-config-key: a fetched config must be signed by a key given here");
+    }
+    let mut source = crate::config_url::ConfigUrl::new(url, path, ca)?;
+    let now = crate::config_cmd::now();
+    let result = source
+        .fetch(|p, bytes, sig| {
+            warden_signed_config::verify_signature(p, bytes, sig, &anchors, now)
+                .map(drop)
+                .map_err(|r| (r.reason.code(), r.to_string()))
+        })
+        .await;
+    match result {
+        Ok(f) => tracing::info!(%url, fetched = ?f, "config fetched"),
+        Err((reason, message)) if path.exists() => {
+            tracing::warn!(%url, reason, %message, "config fetch failed; starting on the local copy");
+        }
+        Err((reason, message)) => {
+            anyhow::bail!(
+                "--config-url {url}: {reason}: {message} (and no local copy at {})",
+                path.display()
+            )
+        }
+    }
+    Ok(source)
+}
+
 /// Every reload's signature check: the command line's keys and those of the config that
 /// runs (a new config cannot vouch for itself), then the new config's keys once it runs.
 pub(crate) struct SignedConfigGate {
@@ -123,6 +175,31 @@ impl SignedConfigGate {
             }
             Err(r) => Err((r.reason.code(), r.to_string())),
         }
+    }
+}
+
+impl SignedConfigGate {
+    /// A fetched config and its signature, checked before they are written (always: a
+    /// fetched config must be signed).
+    pub(crate) fn verify_signature(
+        &self,
+        path: &std::path::Path,
+        bytes: &[u8],
+        signature: &str,
+    ) -> Result<(), (&'static str, String)> {
+        let trust = {
+            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            self.anchors.and(&running)
+        };
+        warden_signed_config::verify_signature(
+            path,
+            bytes,
+            signature,
+            &trust,
+            crate::config_cmd::now(),
+        )
+        .map(drop)
+        .map_err(|r| (r.reason.code(), r.to_string()))
     }
 }
 

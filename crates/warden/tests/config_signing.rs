@@ -403,3 +403,142 @@ async fn serve_starts_only_on_a_trusted_signature_and_a_reload_needs_one_too() {
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(log_text.contains("config signature holds"), "{log_text}");
 }
+
+#[tokio::test]
+async fn a_config_from_an_https_url_applies_when_it_changes_and_only_when_signed_by_a_trusted_key()
+{
+    if !have_openssl() {
+        eprintln!("skipped: the openssl CLI is missing (scripts/test installs it)");
+        return;
+    }
+    let b = Bundle::new();
+    // The publisher signs warden.toml in the bundle's directory and publishes the config and
+    // its signature; the gateway keeps its copy as running.toml beside the same files.
+    let publish = tempfile::tempdir().unwrap();
+    let publish_as = |key: &str, sig_from: Option<&str>| {
+        if let Some(sig) = sig_from {
+            std::fs::write(publish.path().join("warden.toml.sig"), sig).unwrap();
+        } else {
+            let o = b.sign(key);
+            assert!(o.status.success(), "{}", text(&o));
+            std::fs::copy(
+                format!("{}.sig", b.config()),
+                publish.path().join("warden.toml.sig"),
+            )
+            .unwrap();
+        }
+        std::fs::copy(b.config(), publish.path().join("warden.toml")).unwrap();
+    };
+    publish_as("signer.pem", None);
+    let first_sig = std::fs::read_to_string(publish.path().join("warden.toml.sig")).unwrap();
+    let ca = warden_crypto::dev_ca::DevCa::new("config server CA").unwrap();
+    let leaf = ca.server_cert(&["localhost"]).unwrap();
+    std::fs::write(b.path("server-ca.pem"), ca.cert_pem()).unwrap();
+    let server = warden_test_util::files::FileServer::start(
+        publish.path().to_path_buf(),
+        &leaf.cert_pem,
+        &leaf.key_pem,
+    )
+    .await;
+
+    let running = b.path("running.toml");
+    let log = b.d.join("fleet.log");
+    let child = Command::new(BIN)
+        .args(["serve", "--allow-root", "--config", &running])
+        .args(["--config-url", &server.url("warden.toml")])
+        .args(["--config-url-ca", &b.path("server-ca.pem")])
+        .args(["--trusted-config-key", &b.path("signer.pub")])
+        .args(["--config-poll", "200ms"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut p = Proc(child);
+    wait_listening(&mut p, b.http, &log).await;
+    assert_eq!(
+        std::fs::read(&running).unwrap(),
+        std::fs::read(b.config()).unwrap(),
+        "fetched before the start"
+    );
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", b.admin).parse().unwrap();
+    let info = |sha: &str| format!("warden_config_info{{sha256=\"{sha}\"}}");
+    let metrics = || async {
+        String::from_utf8_lossy(&client::get(admin, "/metrics").await.body).into_owned()
+    };
+    // Polls that find nothing new are answered 304 (If-None-Match with the last ETag).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.not_modified() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no conditional polls: {}",
+            server.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A new config, signed: fetched, written, reloaded.
+    b.write_config(100);
+    publish_as("signer.pem", None);
+    let new_sha = sha256_of(&b.config());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while series(&metrics().await, &info(&new_sha)) != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the new config never ran: {}",
+            metrics().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(&running).unwrap(),
+        std::fs::read_to_string(b.config()).unwrap()
+    );
+    assert_eq!(
+        b.events("config.reload").last().unwrap()["reason"],
+        "accepted"
+    );
+
+    // A changed config under an old signature, then one signed by a key nobody trusts: both
+    // refused before they touch the disk; the running config stays.
+    b.write_config(90);
+    publish_as("", Some(&first_sig));
+    let wait_fetch_event = |reason: &'static str| {
+        let b = &b;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if b.events("config.fetch")
+                    .iter()
+                    .any(|e| e["reason"] == reason)
+                {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "no config.fetch/{reason}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_fetch_event("config_changed").await;
+    publish_as("other.pem", None);
+    wait_fetch_event("unknown_key").await;
+    let m = metrics().await;
+    assert_eq!(series(&m, &info(&new_sha)), Some(1.0), "{m}");
+    assert_eq!(
+        sha256_of(&running),
+        new_sha,
+        "the local copy was not replaced"
+    );
+    assert!(
+        series(
+            &m,
+            "warden_security_events_total{event=\"config.fetch\",reason=\"unknown_key\"}"
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{m}"
+    );
+    // The server gone: refused as unreachable, the gateway serves on.
+    drop(server);
+    wait_fetch_event("unreachable").await;
+    assert!(p.0.try_wait().unwrap().is_none(), "still serving");
+    assert_eq!(sha256_of(&running), new_sha);
+}
