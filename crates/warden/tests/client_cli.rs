@@ -62,3 +62,99 @@ fn client_create_and_update_take_several_methods_and_introspect() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("auth method `password`"));
 }
+
+/// A PostgreSQL store whose server wants a password takes it from `PGPASSWORD` (the URL holds
+/// none: validation refuses one there). A throwaway cluster with SCRAM authentication, made
+/// with the server's own `initdb` as the `postgres` user; skipped where that cannot be done.
+#[test]
+fn a_postgres_store_takes_its_password_from_pgpassword() {
+    use std::process::Command;
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(Result::ok)
+        .map(|e| e.path().join("bin"));
+    let is_root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    });
+    let Some(bin) = bin.filter(|b| b.join("initdb").exists() && is_root) else {
+        eprintln!("skipped: needs root and PostgreSQL's initdb (Debian's postgresql package)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let su = |cmd: String| {
+        let o = Command::new("su")
+            .args(["postgres", "-s", "/bin/sh", "-c", &cmd])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    std::fs::write(d.join("pw"), "pw-from-env-0123\n").unwrap();
+    Command::new("chown")
+        .args(["-R", "postgres", d.to_str().unwrap()])
+        .status()
+        .unwrap();
+    Command::new("chmod")
+        .args(["755", d.to_str().unwrap()])
+        .status()
+        .unwrap();
+    su(format!(
+        "{}/initdb -D {}/data -U warden --pwfile={}/pw --auth=scram-sha-256 >/dev/null",
+        bin.display(),
+        d.display(),
+        d.display()
+    ));
+    let port = common::free_port();
+    su(format!(
+        "{}/pg_ctl -D {}/data -o '-p {port} -k {}' -l {}/log -w start >/dev/null",
+        bin.display(),
+        d.display(),
+        d.display(),
+        d.display()
+    ));
+    struct Stop(String);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new("su")
+                .args(["postgres", "-s", "/bin/sh", "-c", &self.0])
+                .output();
+        }
+    }
+    let _stop = Stop(format!(
+        "{}/pg_ctl -D {}/data -m immediate stop",
+        bin.display(),
+        d.display()
+    ));
+    let kek = d.join("kek");
+    std::fs::write(&kek, [5u8; 32]).unwrap();
+    let url = format!("postgres://warden@127.0.0.1:{port}/postgres");
+    let create = |pw: &str, id: &str| {
+        Command::new(common::BIN)
+            .args(["client", "create", "--storage", &url, "--kek"])
+            .arg(format!("file:{}", kek.display()))
+            .args(["--client-id", id, "--audience", "api"])
+            .env("PGPASSWORD", pw)
+            .output()
+            .unwrap()
+    };
+    let wrong = create("not-the-password", "a");
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("password authentication failed"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    let right = create("pw-from-env-0123", "b");
+    assert!(
+        right.status.success(),
+        "{}",
+        String::from_utf8_lossy(&right.stderr)
+    );
+    assert_eq!(json_out(&right)["client_id"], "b");
+}

@@ -97,6 +97,14 @@ impl PgBackend {
                     .into(),
             ));
         }
+        // The password is not written in the URL (config validation refuses one there); it
+        // comes from PGPASSWORD, as libpq and psql take it.
+        if cfg.get_password().is_none() {
+            if let Some(pw) = std::env::var_os("PGPASSWORD") {
+                use std::os::unix::ffi::OsStrExt as _;
+                cfg.password(pw.as_bytes());
+            }
+        }
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(CONNECT_TIMEOUT);
         }
