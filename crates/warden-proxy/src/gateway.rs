@@ -42,6 +42,11 @@ pub trait ConfigGate: Send + Sync {
     fn check(&self, path: &Path, bytes: &[u8]) -> Result<(), (&'static str, String)>;
     /// `config` (from bytes that passed) now runs.
     fn applied(&self, config: &Config);
+    /// Whether the files the config reads may change only through a checked reload: then
+    /// the listeners' certificate stores do not pick up rotated files by themselves.
+    fn pins_files(&self) -> bool {
+        false
+    }
     /// Files besides the config whose change should trigger a reload (its signature).
     fn watched(&self, _config_path: &Path) -> Vec<PathBuf> {
         Vec::new()
@@ -279,7 +284,7 @@ impl Gateway {
             None => Snapshot::compile(config, Some(&old), &metrics),
         }
         .map_err(failed)?;
-        snapshot.start_background();
+        snapshot.start_background(!self.config_gate.as_ref().is_some_and(|g| g.pins_files()));
         if let Some(gate) = &self.config_gate {
             gate.applied(snapshot.config());
         }

@@ -261,7 +261,7 @@ async fn start_parts(b: Builder) -> Result<GatewayHandle, StartError> {
     } else {
         None
     };
-    snapshot.start_background();
+    snapshot.start_background(!config_gate.as_ref().is_some_and(|g| g.pins_files()));
     if config.security_events.enabled {
         let out = match security_log {
             Some(out) => out,

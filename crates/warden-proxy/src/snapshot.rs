@@ -405,10 +405,14 @@ impl Snapshot {
         self.listener_routers.get(listener).unwrap_or(&self.router)
     }
 
-    /// Starts background work (health checks) for clusters that are new in this snapshot.
-    pub(crate) fn start_background(&self) {
-        for store in self.listeners.values().filter_map(|l| l.certs.as_ref()) {
-            store.watch(warden_crypto::tls::WATCH_INTERVAL);
+    /// Starts background work (health checks) for clusters that are new in this snapshot, and
+    /// the listeners' certificate watchers unless `watch_certs` is false (a signed config pins
+    /// its files: they change only through a checked reload).
+    pub(crate) fn start_background(&self, watch_certs: bool) {
+        if watch_certs {
+            for store in self.listeners.values().filter_map(|l| l.certs.as_ref()) {
+                store.watch(warden_crypto::tls::WATCH_INTERVAL);
+            }
         }
         for c in self.clusters.values() {
             c.start_health_checks();

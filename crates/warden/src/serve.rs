@@ -217,6 +217,11 @@ impl warden_proxy::ConfigGate for SignedConfigGate {
         }
     }
 
+    fn pins_files(&self) -> bool {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        self.anchors.and(&running).required()
+    }
+
     fn watched(&self, config_path: &std::path::Path) -> Vec<PathBuf> {
         vec![warden_signed_config::signature_path(config_path)]
     }

@@ -92,23 +92,7 @@ impl Bundle {
             "-out",
             &p("other.pub"),
         ]);
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &p("tls.key"),
-            "-out",
-            &p("tls.crt"),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-        ]);
+        self_signed(&p("tls.crt"), &p("tls.key"));
         let b = Bundle {
             _dir: dir,
             d,
@@ -402,6 +386,90 @@ async fn serve_starts_only_on_a_trusted_signature_and_a_reload_needs_one_too() {
     );
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(log_text.contains("config signature holds"), "{log_text}");
+
+    // A certificate swapped in place is not served: the listener's store does not watch its
+    // files while signing is enforced. Signed again and reloaded, it is.
+    let served = || served_fingerprint(b.tls);
+    let old_fp = fingerprint(&b.path("tls.crt"));
+    assert_eq!(served(), old_fp);
+    self_signed(&b.path("tls.crt"), &b.path("tls.key"));
+    let new_fp = fingerprint(&b.path("tls.crt"));
+    assert_ne!(new_fp, old_fp);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(served(), old_fp, "an unsigned certificate was picked up");
+    assert!(b.sign("signer.pem").status.success());
+    hup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.events("config.reload").len() < 3 {
+        assert!(Instant::now() < deadline, "no third reload event");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(b.events("config.reload")[2]["reason"], "accepted");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while served() != new_fp {
+        assert!(
+            Instant::now() < deadline,
+            "the signed certificate is not served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A new self-signed P-256 certificate and key for localhost.
+fn self_signed(crt: &str, key: &str) {
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        crt,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+    ]);
+}
+
+/// The SHA-256 fingerprint of a PEM certificate file.
+fn fingerprint(crt: &str) -> String {
+    let o = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in", crt])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// The fingerprint of the certificate served on 127.0.0.1:`port` (openssl s_client).
+fn served_fingerprint(port: u16) -> String {
+    let s = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            "localhost",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let mut x = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    x.stdin.take().unwrap().write_all(&s.stdout).unwrap();
+    String::from_utf8_lossy(&x.wait_with_output().unwrap().stdout)
+        .trim()
+        .to_owned()
 }
 
 #[tokio::test]
