@@ -17,6 +17,8 @@ pub struct InputFile {
     pub field: String,
     /// The path as written (relative paths are relative to the working directory).
     pub path: PathBuf,
+    /// Whether it holds a secret (a `file:` reference: a key, a token, a password).
+    pub secret: bool,
 }
 
 #[derive(Default)]
@@ -27,6 +29,7 @@ impl Inputs {
         self.0.push(InputFile {
             field,
             path: p.to_path_buf(),
+            secret: false,
         });
     }
 
@@ -38,7 +41,11 @@ impl Inputs {
 
     fn secret(&mut self, field: String, s: Option<&SecretRef>) {
         if let Some(p) = s.and_then(SecretRef::path) {
-            self.path(field, p);
+            self.0.push(InputFile {
+                field,
+                path: p.to_path_buf(),
+                secret: true,
+            });
         }
     }
 
@@ -151,4 +158,19 @@ impl Config {
         }
         f.0
     }
+}
+
+/// A secret file that users other than its owner and group can read or write: the field, the
+/// file and its mode. Warden refuses to start on one, as OpenSSH refuses such private keys.
+pub fn exposed_secrets(config: &Config) -> Vec<(String, PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    config
+        .input_files()
+        .into_iter()
+        .filter(|f| f.secret)
+        .filter_map(|f| {
+            let mode = std::fs::metadata(&f.path).ok()?.permissions().mode() & 0o7777;
+            (mode & 0o006 != 0).then_some((f.field, f.path, mode))
+        })
+        .collect()
 }

@@ -380,6 +380,9 @@ impl Pki {
         let key = self.dir.path().join(format!("{stem}.key"));
         std::fs::write(&cert, &c.cert_pem).expect("write cert");
         std::fs::write(&key, &c.key_pem).expect("write key");
+        // Owner-only, as a deployment keeps keys (`warden serve` refuses others-readable ones).
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod key");
         (cert, key)
     }
 

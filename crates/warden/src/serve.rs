@@ -86,6 +86,7 @@ fn load_checked(
         .map_err(|_| anyhow::anyhow!("{}: not UTF-8", path.display()))?;
     let config =
         warden_config::parse(text).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
+    refuse_exposed_secrets(&config)?;
     let mut anchors = Trust::anchors(&signing.anchors).map_err(anyhow::Error::msg)?;
     if signing.require || signing.url.is_some() {
         anchors = anchors.require();
@@ -152,6 +153,24 @@ async fn first_fetch(
     Ok(source)
 }
 
+/// Refuses secret files other users can read or write (as OpenSSH refuses such private
+/// keys), naming each with its field and mode.
+pub(crate) fn refuse_exposed_secrets(config: &warden_config::Config) -> anyhow::Result<()> {
+    let exposed = warden_config::inputs::exposed_secrets(config);
+    if exposed.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = exposed
+        .iter()
+        .map(|(field, path, mode)| format!("  {field}: {} has mode {mode:04o}", path.display()))
+        .collect();
+    anyhow::bail!(
+        "refusing to start: secret files are readable or writable by other users:\n{}\n\
+         make them 0600 (or 0640 for a group the service is in): chmod o-rwx FILE",
+        list.join("\n")
+    )
+}
+
 /// Every reload's signature check: the command line's keys and those of the config that
 /// runs (a new config cannot vouch for itself), then the new config's keys once it runs.
 pub(crate) struct SignedConfigGate {
@@ -207,7 +226,6 @@ impl warden_proxy::ConfigGate for SignedConfigGate {
     fn check(&self, path: &std::path::Path, bytes: &[u8]) -> Result<(), (&'static str, String)> {
         self.verify(path, bytes)
     }
-
     fn applied(&self, config: &warden_config::Config) {
         match Trust::of_config(config) {
             Ok(t) => *self.running.lock().unwrap_or_else(|p| p.into_inner()) = t,

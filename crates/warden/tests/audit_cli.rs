@@ -45,7 +45,7 @@ impl Db {
 
     fn new(dir: tempfile::TempDir, location: String, sqlite: Option<PathBuf>) -> Db {
         let kek_file = dir.path().join("kek");
-        std::fs::write(&kek_file, KEK).unwrap();
+        crate::common::write_secret(&kek_file, KEK);
         Db {
             _dir: dir,
             location,

@@ -105,7 +105,7 @@ async fn the_authority_s_security_decisions_are_events_with_reasons_and_counters
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let events_file = d.join("events.jsonl");
-    std::fs::write(d.join("admin"), ADMIN).unwrap();
+    crate::common::write_secret(d.join("admin"), ADMIN);
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let toml = format!(

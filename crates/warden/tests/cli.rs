@@ -74,6 +74,25 @@ fn version_json_says_what_the_binary_was_built_from() {
     assert_eq!(v["dependencies"], registry, "{v}");
 }
 
+/// Starts `warden serve --allow-root --config path`, waits until it listens on `port`
+/// (panicking if it exits first), and kills it.
+fn serves_until_killed(path: &Path, port: u16) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--allow-root", "--config", path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "serve exited");
+        assert!(Instant::now() < deadline, "serve did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[test]
 fn serve_refuses_to_run_as_root_unless_told_to() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -103,26 +122,49 @@ fn serve_refuses_to_run_as_root_unless_told_to() {
     assert!(err.contains("refusing to run as root"), "{err}");
     assert!(err.contains("--allow-root"), "{err}");
     // With the flag it serves (and is stopped here).
-    let mut child = Command::new(BIN)
-        .args(["serve", "--allow-root", "--config", path.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    serves_until_killed(&path, port);
+}
+
+#[test]
+fn serve_refuses_secret_files_other_users_can_read() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = warden_crypto::dev_ca::DevCa::new("test CA").unwrap();
+    let leaf = ca.server_cert(&["localhost"]).unwrap();
+    std::fs::write(d.join("tls.crt"), &leaf.cert_pem).unwrap();
+    std::fs::write(d.join("tls.key"), &leaf.key_pem).unwrap();
+    let mode = |m: u32| {
+        std::fs::set_permissions(d.join("tls.key"), std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    let port = free_port();
+    let path = d.join("warden.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[admin]\nenabled = false\n[reload]\nwatch = false\n\
+             [[listeners]]\nname = \"tls\"\naddress = \"127.0.0.1:{port}\"\n\
+             [listeners.tls]\ncertificates = [{{ cert = \"{}\", key = \"file:{}\" }}]\n",
+            d.join("tls.crt").display(),
+            d.join("tls.key").display()
+        ),
+    )
+    .unwrap();
+    for m in [0o644, 0o604, 0o602] {
+        mode(m);
+        let out = warden(&["serve", "--allow-root", "--config", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "mode {m:o}");
+        let err = text(&out.stderr);
         assert!(
-            child.try_wait().unwrap().is_none(),
-            "serve --allow-root exited"
+            err.contains("listeners[0].tls.certificates[0].key")
+                && err.contains(&format!("has mode {m:04o}"))
+                && err.contains("chmod o-rwx"),
+            "{err}"
         );
-        assert!(
-            Instant::now() < deadline,
-            "serve --allow-root did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    // Owner only, or a group: it serves.
+    mode(0o640);
+    serves_until_killed(&path, port);
 }
 
 #[test]

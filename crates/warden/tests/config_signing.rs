@@ -42,6 +42,7 @@ fn p256_key(out: &str) {
         "-out",
         out,
     ]);
+    owner_only(out);
 }
 
 fn have_openssl() -> bool {
@@ -415,6 +416,12 @@ async fn serve_starts_only_on_a_trusted_signature_and_a_reload_needs_one_too() {
     }
 }
 
+/// Makes a key file owner-only, as `warden serve` wants secrets.
+fn owner_only(path: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// A new self-signed P-256 certificate and key for localhost.
 fn self_signed(crt: &str, key: &str) {
     openssl(&[
@@ -434,6 +441,7 @@ fn self_signed(crt: &str, key: &str) {
         "-subj",
         "/CN=localhost",
     ]);
+    owner_only(key);
 }
 
 /// The SHA-256 fingerprint of a PEM certificate file.

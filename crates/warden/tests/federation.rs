@@ -49,7 +49,7 @@ impl Domain {
                 pki.ca_file().display()
             ));
         }
-        std::fs::write(d.join(format!("{name}.kek")), [7u8; 32]).unwrap();
+        crate::common::write_secret(d.join(format!("{name}.kek")), [7u8; 32]);
         let mut proc = serve(
             d,
             name,
@@ -114,7 +114,7 @@ impl Domain {
             .admin(pki, &format!("/admin/workloads/{id}/join-token"), json!({}))
             .await;
         let file = d.join(format!("{}{}.token", self.name, path.replace('/', "-")));
-        std::fs::write(&file, t["token"].as_str().unwrap()).unwrap();
+        crate::common::write_secret(&file, t["token"].as_str().unwrap());
         file
     }
 
@@ -194,7 +194,7 @@ impl Domain {
 async fn workloads_of_federated_trust_domains_call_each_other_and_strangers_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("admin"), ADMIN).unwrap();
+    crate::common::write_secret(d.join("admin"), ADMIN);
     let pki = Pki::new("web");
 
     // Two trust domains that federate with each other, and a stranger nobody federates

@@ -776,8 +776,8 @@ fn three_hosts_in_network_namespaces_exchange_only_tls_on_the_links() {
     let pki = Pki::new("netns-authority");
     let (cert, key) = pki.server("authority", &[AUTHORITY_IP]);
     std::fs::copy(pki.ca_file(), lab.path("authority-ca.pem")).unwrap();
-    std::fs::write(lab.path("kek"), [3u8; 32]).unwrap();
-    std::fs::write(lab.path("admin"), ADMIN).unwrap();
+    crate::common::write_secret(lab.path("kek"), [3u8; 32]);
+    crate::common::write_secret(lab.path("admin"), ADMIN);
     let authority = format!(
         "[reload]\nwatch = false\n[access_log]\nenabled = false\n[admin]\nenabled = false\n\
          [[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:8080\"\n\
@@ -805,7 +805,7 @@ fn three_hosts_in_network_namespaces_exchange_only_tls_on_the_links() {
         let id = entry["id"].as_str().unwrap();
         let token = lab.admin(&format!("/admin/workloads/{id}/join-token"), json!({}));
         let token = token["token"].as_str().unwrap().to_owned();
-        std::fs::write(lab.path(&format!("{h}.token")), &token).unwrap();
+        crate::common::write_secret(lab.path(&format!("{h}.token")), &token);
         tokens.push(token);
 
         let script = lab.path("service.py");

@@ -49,7 +49,7 @@ async fn join_token(port: u16, dir: &Path, path: &str, name: &str) -> String {
     )
     .await;
     let file = dir.join(format!("{name}.token"));
-    std::fs::write(&file, t["token"].as_str().unwrap()).unwrap();
+    crate::common::write_secret(&file, t["token"].as_str().unwrap());
     file.to_str().unwrap().to_owned()
 }
 
@@ -109,8 +109,8 @@ fn a_toml(auth_port: u16, token: &str, port: u16, b_port: u16) -> String {
 async fn sidecars_get_svids_from_the_authority_and_carry_calls_over_mtls() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("kek"), [3u8; 32]).unwrap();
-    std::fs::write(d.join("admin"), ADMIN).unwrap();
+    crate::common::write_secret(d.join("kek"), [3u8; 32]);
+    crate::common::write_secret(d.join("admin"), ADMIN);
     let (auth_port, gw_port) = (free_port(), free_port());
     let mut authority = serve(d, "authority", &authority_toml(d, auth_port, gw_port));
     wait_port(&mut authority, auth_port, d, "authority").await;
@@ -166,8 +166,8 @@ async fn get_after_restart(a: SocketAddr, path: &str) -> u16 {
 async fn a_sidecar_killed_and_restarted_keeps_its_identity_even_with_the_authority_down() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("kek"), [3u8; 32]).unwrap();
-    std::fs::write(d.join("admin"), ADMIN).unwrap();
+    crate::common::write_secret(d.join("kek"), [3u8; 32]);
+    crate::common::write_secret(d.join("admin"), ADMIN);
     let (auth_port, gw_port) = (free_port(), free_port());
     let mut authority = serve(d, "authority", &authority_toml(d, auth_port, gw_port));
     wait_port(&mut authority, auth_port, d, "authority").await;

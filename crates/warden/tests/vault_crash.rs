@@ -48,7 +48,7 @@ impl Setup {
         let db = dir.path().join("authority.db");
         let kek: [u8; 32] = rand::rng().random();
         let kek_file = dir.path().join("kek");
-        std::fs::write(&kek_file, kek).unwrap();
+        crate::common::write_secret(&kek_file, kek);
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = dir.path().join("warden.toml");
         std::fs::write(
