@@ -51,8 +51,19 @@ pub(crate) struct ConfigUrl {
 impl ConfigUrl {
     /// A fetcher of `url` (https only) into `path`, trusting `ca` (PEM) or the Mozilla roots.
     pub(crate) fn new(url: &str, path: &Path, ca: Option<&Path>) -> anyhow::Result<ConfigUrl> {
-        if !url.starts_with("https://") {
-            anyhow::bail!("--config-url must be an https:// URL (got {url})");
+        let Some(rest) = url.strip_prefix("https://") else {
+            anyhow::bail!("--config-url must be an https:// URL");
+        };
+        // The URL is logged and put in security events: credentials have no place in it.
+        if rest
+            .split(['/', '?', '#'])
+            .next()
+            .is_some_and(|a| a.contains('@'))
+        {
+            anyhow::bail!(
+                "--config-url must not carry credentials (user:password@): the URL is logged; \
+                 serve configs from a server that needs none (they are signed)"
+            );
         }
         let http = HttpClient::new(ca, FETCH_TIMEOUT)
             .map_err(|e| anyhow::anyhow!("--config-url-ca: {e}"))?;

@@ -179,11 +179,14 @@ pub(crate) struct SignedConfigGate {
 }
 
 impl SignedConfigGate {
+    /// The command line's keys and those of the config that runs.
+    fn trust(&self) -> Trust {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        self.anchors.and(&running)
+    }
+
     fn verify(&self, path: &std::path::Path, bytes: &[u8]) -> Result<(), (&'static str, String)> {
-        let trust = {
-            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-            self.anchors.and(&running)
-        };
+        let trust = self.trust();
         if !trust.required() {
             return Ok(());
         }
@@ -206,10 +209,7 @@ impl SignedConfigGate {
         bytes: &[u8],
         signature: &str,
     ) -> Result<(), (&'static str, String)> {
-        let trust = {
-            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-            self.anchors.and(&running)
-        };
+        let trust = self.trust();
         warden_signed_config::verify_signature(
             path,
             bytes,
@@ -236,8 +236,7 @@ impl warden_proxy::ConfigGate for SignedConfigGate {
     }
 
     fn pins_files(&self) -> bool {
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        self.anchors.and(&running).required()
+        self.trust().required()
     }
 
     fn watched(&self, config_path: &std::path::Path) -> Vec<PathBuf> {

@@ -618,3 +618,30 @@ async fn a_config_from_an_https_url_applies_when_it_changes_and_only_when_signed
     assert!(p.0.try_wait().unwrap().is_none(), "still serving");
     assert_eq!(sha256_of(&running), new_sha);
 }
+
+#[test]
+fn a_config_url_with_credentials_is_refused_without_echoing_them() {
+    if !have_openssl() {
+        eprintln!("skipped: the openssl CLI is missing (scripts/test installs it)");
+        return;
+    }
+    let b = Bundle::new();
+    for url in [
+        "https://deploy:hunter2-pw@configs.example/warden.toml",
+        "http://configs.example/warden.toml",
+    ] {
+        let (mut p, log) = b.serve(&[
+            "--config-url",
+            url,
+            "--trusted-config-key",
+            &b.path("signer.pub"),
+        ]);
+        let (code, out) = exit_of(&mut p, &log);
+        assert_eq!(code, Some(1), "{url}: {out}");
+        assert!(out.contains("--config-url must"), "{url}: {out}");
+        assert!(
+            !out.contains("hunter2-pw"),
+            "the password was echoed: {out}"
+        );
+    }
+}
