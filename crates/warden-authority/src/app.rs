@@ -38,6 +38,10 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/audit/v1/head", get(audit_head))
         .nest_service("/v1", crate::vault::service(services.clone()))
         .fallback(token_service)
+        .layer(axum::middleware::from_fn_with_state(
+            services.clone(),
+            crate::traced::traced,
+        ))
         .with_state(services)
 }
 

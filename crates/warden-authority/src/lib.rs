@@ -51,6 +51,7 @@ pub mod settings;
 pub mod throttle;
 pub mod token_cache;
 pub mod tokens;
+mod traced;
 mod vault;
 
 pub use authority::Authority;
@@ -112,8 +113,19 @@ pub async fn start_with_events(
     config: &AuthorityConfig,
     events: Option<(warden_telemetry::AccessLog, u32)>,
 ) -> Result<AuthorityHandle> {
+    start_with_telemetry(config, events, warden_otel::Tracer::default()).await
+}
+
+/// [`start_with_events`], with the process's OpenTelemetry tracer: a span for each request
+/// the authority serves, and its security events as logs when `[tracing]` asks for them.
+pub async fn start_with_telemetry(
+    config: &AuthorityConfig,
+    events: Option<(warden_telemetry::AccessLog, u32)>,
+    tracer: warden_otel::Tracer,
+) -> Result<AuthorityHandle> {
     let store = open_store(config).await?;
     let services = Services::new(config, store, Arc::new(SystemClock));
+    services.set_tracer(tracer);
     if let Some((out, per_second)) = events {
         services
             .metrics()

@@ -71,6 +71,7 @@ pub struct Services {
     live: ArcSwapOption<Live>,
     transition: tokio::sync::Mutex<()>,
     ha: Option<Ha>,
+    tracer: std::sync::OnceLock<warden_otel::Tracer>,
 }
 
 /// How often a standby tries the leader lock, and the active one checks it.
@@ -121,6 +122,7 @@ impl Services {
             store,
             live: ArcSwapOption::empty(),
             transition: tokio::sync::Mutex::new(()),
+            tracer: std::sync::OnceLock::new(),
             ha: config.ha.enabled.then(|| Ha {
                 address: config
                     .ha
@@ -257,6 +259,23 @@ impl Services {
     /// The authority's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Sends the authority's spans, and its security events as logs when asked, through
+    /// `tracer` (the process's). Once.
+    pub fn set_tracer(&self, tracer: warden_otel::Tracer) {
+        if let Some(sink) = tracer.event_sink() {
+            self.metrics.security_events().send_to(sink);
+        }
+        let _ = self.tracer.set(tracer);
+    }
+
+    /// The tracer (recording nothing unless one was set).
+    pub fn tracer(&self) -> &warden_otel::Tracer {
+        static OFF: std::sync::OnceLock<warden_otel::Tracer> = std::sync::OnceLock::new();
+        self.tracer
+            .get()
+            .unwrap_or_else(|| OFF.get_or_init(warden_otel::Tracer::default))
     }
 
     /// The running services, or `None` while sealed.

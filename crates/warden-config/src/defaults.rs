@@ -112,6 +112,25 @@ impl Default for AdminConfig {
     }
 }
 
+impl Default for crate::model::TracingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: "http://127.0.0.1:4318".into(),
+            protocol: crate::model::OtlpProtocol::HttpProtobuf,
+            ca_file: None,
+            sampling_ratio: 0.01,
+            service_name: "warden".into(),
+            timeout: Dur::secs(10),
+            max_queue_size: 2048,
+            max_export_batch_size: 512,
+            scheduled_delay: Dur::secs(5),
+            record_subject: true,
+            security_events: true,
+        }
+    }
+}
+
 impl Default for crate::model::SecurityEventsConfig {
     fn default() -> Self {
         Self {

@@ -121,6 +121,7 @@ impl Config {
             f.secret("vault.approle.secret_id".into(), Some(&r.secret_id));
         }
         f.opt("vault.ca_file".into(), v.ca_file.as_ref());
+        f.opt("tracing.ca_file".into(), self.tracing.ca_file.as_ref());
         if let Some(s) = &self.sidecar {
             f.opt("sidecar.authority_ca".into(), s.authority_ca.as_ref());
             f.secret("sidecar.join_token".into(), Some(&s.join_token));

@@ -115,6 +115,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             "admin" => section(value, &key, &mut errors, &mut config.admin),
             "access_log" => section(value, &key, &mut errors, &mut config.access_log),
             "security_events" => section(value, &key, &mut errors, &mut config.security_events),
+            "tracing" => section(value, &key, &mut errors, &mut config.tracing),
             "reload" => section(value, &key, &mut errors, &mut config.reload),
             "config_signing" => section(value, &key, &mut errors, &mut config.config_signing),
             "auth" => section(value, &key, &mut errors, &mut config.auth),
@@ -128,7 +129,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             _ => errors.push(
                 key.clone(),
                 "unknown section; expected one of server, forwarding, security_headers, admin, \
-                 access_log, security_events, reload, config_signing, auth, authority, rate_limit_store, vault, sidecar, listeners, \
+                 access_log, security_events, tracing, reload, config_signing, auth, authority, rate_limit_store, vault, sidecar, listeners, \
                  clusters, routes",
             ),
         }

@@ -33,6 +33,10 @@ pub struct Config {
     /// reloads).
     #[serde(default)]
     pub security_events: SecurityEventsConfig,
+    /// OpenTelemetry: spans of requests, grants and vault calls, and the security events as
+    /// logs, exported over OTLP.
+    #[serde(default)]
+    pub tracing: TracingConfig,
     /// Hot reload of this file.
     #[serde(default)]
     pub reload: ReloadConfig,
@@ -179,6 +183,54 @@ pub struct SecurityEventsConfig {
     /// Lines written per second for each event and reason; the rest are counted and the
     /// next line written for that event and reason says how many were suppressed.
     pub max_lines_per_second: u32,
+}
+
+/// OpenTelemetry tracing: a server span for each gateway, sidecar and authority request (with
+/// child spans for authentication, authorization, rate limiting and the upstream call),
+/// sampled by a parent-based ratio sampler and exported over OTLP in batches from a bounded
+/// queue: a slow or absent collector costs dropped spans (counted), never a request's time.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// Export spans (and, with `security_events`, logs) to the collector at `endpoint`.
+    pub enabled: bool,
+    /// The collector's base URL: `http://` or `https://`, without a path for gRPC; for
+    /// `http/protobuf`, `/v1/traces` and `/v1/logs` are appended.
+    pub endpoint: String,
+    /// `http/protobuf` (port 4318 by convention) or `grpc` (4317).
+    pub protocol: OtlpProtocol,
+    /// PEM file of the CAs that sign an `https://` collector's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// The share of new traces sampled (0 to 1). A request that carries a `traceparent`
+    /// follows its caller's decision.
+    pub sampling_ratio: f64,
+    /// `service.name` of the spans and logs.
+    pub service_name: String,
+    /// Time allowed for one export call.
+    pub timeout: Dur,
+    /// Spans (and, separately, log records) held for export; beyond it new ones are dropped
+    /// and counted.
+    pub max_queue_size: usize,
+    /// Spans or records sent in one export call.
+    pub max_export_batch_size: usize,
+    /// The longest a finished span waits before its batch is sent.
+    pub scheduled_delay: Dur,
+    /// Record the authenticated caller's subject on spans (`enduser.id`).
+    pub record_subject: bool,
+    /// Also send the security events as OTLP log records, joined to their traces.
+    pub security_events: bool,
+}
+
+/// The OTLP transport.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// Protobuf over HTTP POST.
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// gRPC.
+    #[serde(rename = "grpc")]
+    Grpc,
 }
 
 /// Signed configuration (`warden config sign`): with trusted keys, `serve` refuses to start on,

@@ -121,6 +121,7 @@ pub(crate) fn validate(c: &Config, e: &mut ConfigErrors) {
     if c.security_events.max_lines_per_second == 0 {
         e.push("security_events.max_lines_per_second", "must be at least 1");
     }
+    validate_tracing(&c.tracing, e);
     if c.access_log.path.is_empty() {
         e.push("access_log.path", "must be `stdout` or a file path");
     }
@@ -745,9 +746,124 @@ fn websocket(ws: &WebSocketConfig, p: &str, e: &mut ConfigErrors) {
     }
 }
 
+/// `[tracing]`: a collector URL the exporter can use, a ratio, bounded queues.
+fn validate_tracing(t: &crate::model::TracingConfig, e: &mut ConfigErrors) {
+    let https = match t.endpoint.split_once("://") {
+        Some(("http", rest)) | Some(("https", rest)) if !rest.is_empty() => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            if authority.contains('@') {
+                e.push(
+                    "tracing.endpoint",
+                    "must not carry credentials (user:password@): they would be logged",
+                );
+            } else if authority.is_empty() {
+                e.push("tracing.endpoint", "must name a host");
+            } else if t.protocol == crate::model::OtlpProtocol::Grpc
+                && !rest[authority.len()..].trim_matches('/').is_empty()
+            {
+                e.push(
+                    "tracing.endpoint",
+                    "a gRPC collector's URL has no path (the service path is fixed)",
+                );
+            }
+            t.endpoint.starts_with("https://")
+        }
+        _ => {
+            e.push(
+                "tracing.endpoint",
+                "must be an http:// or https:// URL of an OTLP collector",
+            );
+            false
+        }
+    };
+    if https && t.protocol == crate::model::OtlpProtocol::Grpc && t.ca_file.is_none() {
+        e.push(
+            "tracing.ca_file",
+            "is needed for a gRPC collector over https (its CAs)",
+        );
+    }
+    if t.ca_file.is_some() && !https {
+        e.push("tracing.ca_file", "is only used with an https:// endpoint");
+    }
+    if !(0.0..=1.0).contains(&t.sampling_ratio) || t.sampling_ratio.is_nan() {
+        e.push("tracing.sampling_ratio", "must be between 0 and 1");
+    }
+    if t.service_name.trim().is_empty() {
+        e.push("tracing.service_name", "must not be empty");
+    }
+    if t.timeout.0.is_zero() {
+        e.push("tracing.timeout", "must be more than 0");
+    }
+    if t.scheduled_delay.0.is_zero() {
+        e.push("tracing.scheduled_delay", "must be more than 0");
+    }
+    if !(1..=1_000_000).contains(&t.max_queue_size) {
+        e.push("tracing.max_queue_size", "must be between 1 and 1000000");
+    }
+    if t.max_export_batch_size == 0 || t.max_export_batch_size > t.max_queue_size {
+        e.push(
+            "tracing.max_export_batch_size",
+            "must be at least 1 and at most max_queue_size",
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tracing_mistakes_name_the_field() {
+        let base = "[[listeners]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n";
+        let cases = [
+            (
+                "endpoint = \"127.0.0.1:4318\"",
+                "tracing.endpoint: must be an http:// or https:// URL",
+            ),
+            (
+                "endpoint = \"http://user:pw@collector:4318\"",
+                "tracing.endpoint: must not carry credentials",
+            ),
+            (
+                "protocol = \"grpc\"\nendpoint = \"http://c:4317/v1/traces\"",
+                "tracing.endpoint: a gRPC collector's URL has no path",
+            ),
+            (
+                "protocol = \"grpc\"\nendpoint = \"https://c:4317\"",
+                "tracing.ca_file: is needed for a gRPC collector over https",
+            ),
+            ("protocol = \"zipkin\"", "tracing.protocol"),
+            (
+                "ca_file = \"/x.pem\"",
+                "tracing.ca_file: is only used with an https:// endpoint",
+            ),
+            (
+                "sampling_ratio = 1.5",
+                "tracing.sampling_ratio: must be between 0 and 1",
+            ),
+            (
+                "max_queue_size = 0",
+                "tracing.max_queue_size: must be between 1 and 1000000",
+            ),
+            (
+                "max_queue_size = 10\nmax_export_batch_size = 11",
+                "tracing.max_export_batch_size: must be at least 1 and at most max_queue_size",
+            ),
+            ("timeout = \"0s\"", "tracing.timeout: must be more than 0"),
+            (
+                "service_name = \" \"",
+                "tracing.service_name: must not be empty",
+            ),
+        ];
+        for (section, needle) in cases {
+            let text = format!("{base}[tracing]\nenabled = true\n{section}\n");
+            let errors = crate::parse(&text).unwrap_err().to_string();
+            assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");
+        }
+        let ok = format!("{base}[tracing]\nenabled = true\nendpoint = \"https://otel.example:4318/\"\nsampling_ratio = 0.25\n");
+        let c = crate::parse(&ok).unwrap();
+        assert_eq!(c.tracing.sampling_ratio, 0.25);
+    }
 
     #[test]
     fn rate_limit_errors_name_the_field() {

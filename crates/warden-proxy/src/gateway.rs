@@ -87,6 +87,7 @@ pub struct Gateway {
     pub(crate) shutdown: watch::Sender<bool>,
     ready: AtomicBool,
     listener_shape: Vec<(String, std::net::SocketAddr, bool)>,
+    tracer: warden_otel::Tracer,
 }
 
 impl Gateway {
@@ -113,12 +114,24 @@ impl Gateway {
             shutdown: watch::channel(false).0,
             ready: AtomicBool::new(false),
             listener_shape,
+            tracer: warden_otel::Tracer::default(),
         }
     }
 
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// Sets the tracer requests' spans go to.
+    pub(crate) fn with_tracer(mut self, tracer: warden_otel::Tracer) -> Self {
+        self.tracer = tracer;
+        self
+    }
+
+    /// The process's tracer (recording nothing unless `[tracing]` is on).
+    pub fn tracer(&self) -> &warden_otel::Tracer {
+        &self.tracer
     }
 
     /// The metrics registry.

@@ -12,8 +12,6 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     // A match on the lower-case name: a length check and at most one comparison per name,
@@ -220,51 +218,6 @@ fn write_hex(v: u128, out: &mut [u8]) {
     }
 }
 
-fn is_lower_hex(s: &str, len: usize) -> bool {
-    s.len() == len
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// W3C trace context: a valid `traceparent` continues its trace with Warden as the new
-/// parent span; an invalid one (and its `tracestate`) is dropped and a new trace starts.
-/// Returns the trace id.
-pub(crate) fn propagate_trace(h: &mut HeaderMap) -> String {
-    let tp = TRACEPARENT;
-    let parsed = h.get(&tp).and_then(|v| v.to_str().ok()).and_then(|v| {
-        let parts: Vec<&str> = v.trim().split('-').collect();
-        let ok = parts.len() >= 4
-            && is_lower_hex(parts[0], 2)
-            && parts[0] != "ff"
-            && (parts[0] != "00" || parts.len() == 4)
-            && is_lower_hex(parts[1], 32)
-            && parts[1].bytes().any(|b| b != b'0')
-            && is_lower_hex(parts[2], 16)
-            && parts[2].bytes().any(|b| b != b'0')
-            && is_lower_hex(parts[3], 2);
-        ok.then(|| (parts[1].to_owned(), parts[3].to_owned()))
-    });
-    let (trace, flags) = match parsed {
-        Some(t) => t,
-        None => {
-            h.remove(TRACESTATE);
-            (hex(rand::random::<u128>() | 1, 32), "00".to_owned())
-        }
-    };
-    // `00-<trace 32>-<span 16>-<flags 2>`, built in place.
-    let mut v = [0u8; 55];
-    v[..3].copy_from_slice(b"00-");
-    v[3..35].copy_from_slice(trace.as_bytes());
-    v[35] = b'-';
-    write_hex(u128::from(rand::random::<u64>() | 1), &mut v[36..52]);
-    v[52] = b'-';
-    v[53..55].copy_from_slice(flags.as_bytes());
-    if let Ok(v) = HeaderValue::from_bytes(&v) {
-        h.insert(tp, v);
-    }
-    trace
-}
-
 /// Compiled security headers.
 #[derive(Default)]
 pub(crate) struct SecurityHeaders {
@@ -399,34 +352,6 @@ mod tests {
             client_ip("8.8.8.8".parse().unwrap(), &h, &proxies),
             "8.8.8.8".parse::<IpAddr>().unwrap()
         );
-    }
-
-    #[test]
-    fn traceparent_is_continued_when_valid_and_replaced_when_not() {
-        let mut h = map(&[
-            (
-                "traceparent",
-                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            ),
-            ("tracestate", "a=b"),
-        ]);
-        let trace = propagate_trace(&mut h);
-        assert_eq!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
-        let tp = h.get("traceparent").unwrap().to_str().unwrap();
-        assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && tp.ends_with("-01"));
-        assert!(!tp.contains("00f067aa0ba902b7"));
-        assert!(h.contains_key("tracestate"));
-
-        let mut h = map(&[
-            (
-                "traceparent",
-                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            ),
-            ("tracestate", "a=b"),
-        ]);
-        let trace = propagate_trace(&mut h);
-        assert_ne!(trace, "00000000000000000000000000000000");
-        assert!(!h.contains_key("tracestate"));
     }
 
     #[test]

@@ -32,6 +32,7 @@ mod series;
 mod server;
 mod snapshot;
 mod tls;
+mod trace;
 mod upstream;
 mod websocket;
 mod workers;
@@ -146,6 +147,7 @@ pub struct Builder {
     identity: Option<Identity>,
     security_log: Option<AccessLog>,
     config_gate: Option<Arc<dyn ConfigGate>>,
+    tracer: warden_otel::Tracer,
 }
 
 impl Builder {
@@ -158,6 +160,7 @@ impl Builder {
             identity: None,
             security_log: None,
             config_gate: None,
+            tracer: warden_otel::Tracer::default(),
         }
     }
 
@@ -194,6 +197,14 @@ impl Builder {
         self
     }
 
+    /// The process's OpenTelemetry tracer (started from `[tracing]` by whoever runs the
+    /// process, shared with the authority): requests' spans go to it, and so do the security
+    /// events when it sends them as logs. Its export counts show on the admin `/metrics`.
+    pub fn tracer(mut self, tracer: warden_otel::Tracer) -> Self {
+        self.tracer = tracer;
+        self
+    }
+
     /// Compiles the config, binds every listener and starts serving.
     pub async fn start(self) -> Result<GatewayHandle, StartError> {
         start_parts(self).await
@@ -208,8 +219,12 @@ async fn start_parts(b: Builder) -> Result<GatewayHandle, StartError> {
         identity,
         security_log,
         config_gate,
+        tracer,
     } = b;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_export_counters(tracer.counters()));
+    if let Some(sink) = tracer.event_sink() {
+        metrics.security_events().send_to(sink);
+    }
     let access_log = if config.access_log.enabled {
         AccessLog::open(&config.access_log.path, metrics.access_log_dropped.clone()).map_err(
             |source| StartError::AccessLog {
@@ -281,14 +296,17 @@ async fn start_parts(b: Builder) -> Result<GatewayHandle, StartError> {
     if let Some(bytes) = config_path.as_ref().and_then(|p| std::fs::read(p).ok()) {
         metrics.set_config_hash(&hex(&warden_crypto::jws::sha256(&bytes)));
     }
-    let gw = Arc::new(Gateway::new(
-        snapshot,
-        metrics,
-        access_log,
-        config_path,
-        secrets,
-        config_gate,
-    ));
+    let gw = Arc::new(
+        Gateway::new(
+            snapshot,
+            metrics,
+            access_log,
+            config_path,
+            secrets,
+            config_gate,
+        )
+        .with_tracer(tracer),
+    );
     let mut tasks = Vec::new();
     let mut listeners = Vec::new();
     for (name, listener) in bound {

@@ -28,6 +28,7 @@ use crate::handler::{ConnInfo, DASH};
 use crate::headers;
 use crate::router::Route;
 use crate::snapshot::Snapshot;
+use crate::trace::RequestTrace;
 use crate::upstream::{Admission, EndpointGuard, Upgraded};
 use crate::websocket::{Ended, OpenSlot, Revocation, Tunnel, WebSocketRoute};
 
@@ -112,6 +113,7 @@ where
     let snap = gw.snapshot();
     let (head, body) = req.into_parts();
     let request_id = headers::request_id(&head.headers, &snap.request_id_header);
+    let mut trace = RequestTrace::begin(&head.headers, gw.tracer());
     // A gRPC call gets its refusals as gRPC statuses.
     let grpc = crate::grpc::is_grpc(&head.headers);
     let version = head.version;
@@ -143,6 +145,7 @@ where
         from_upstream: false,
         rate_limit: None,
         limited_by: None,
+        phases: trace.recording.as_ref().map(|_| Vec::new()),
     };
     let mut tail = Tail::default();
     let result = if in_flight.over_limit(snap.limits.max_in_flight) {
@@ -170,6 +173,7 @@ where
             &mut tail,
             upstream,
             &request_id,
+            &mut trace,
         )
         .await
     };
@@ -204,6 +208,15 @@ where
 
     let logging = log_path.is_some();
     let authorized = ex.identity.as_deref().filter(|_| ex.authorized);
+    if let Some(rec) = trace.recording.as_mut() {
+        rec.phases = ex.phases.take().unwrap_or_default();
+        rec.host = std::mem::take(&mut ex.host);
+        rec.path = std::mem::take(&mut ex.path);
+        // Who, for the span: the subject once authorized, or the one a policy refused.
+        if rec.subject.is_none() {
+            rec.subject = ex.identity.as_ref().map(|id| id.subject.clone());
+        }
+    }
     let end = End {
         // Only what the access log needs is kept for it, and only when it is on.
         log: logging.then(|| (gw.access_log().clone(), conn.listener.clone())),
@@ -234,6 +247,9 @@ where
         limited_by: ex.limited_by.take(),
         upstream: tail.upstream,
         body: tail.body,
+        tls: conn.tls,
+        tracer: trace.recording.is_some().then(|| gw.tracer().clone()),
+        trace,
     };
     drop(ex);
     end.at_head(gw);
@@ -302,6 +318,7 @@ async fn serve<'a, B, U>(
     tail: &mut Tail,
     upstream: U,
     request_id: &HeaderValue,
+    trace: &mut RequestTrace,
 ) -> Result<Response<ResponseBody>, Reject>
 where
     U: Upstream<B>,
@@ -371,7 +388,7 @@ where
     );
     head.headers
         .insert(snap.request_id_header.clone(), request_id.clone());
-    headers::propagate_trace(&mut head.headers);
+    trace.propagate(&mut head.headers);
     if !host_value.is_empty() {
         head.headers.insert(header::HOST, host_value);
     }
@@ -417,6 +434,10 @@ where
         .await;
     tail.upstream = sent.upstream;
     tail.body = sent.body;
+    match &sent.response {
+        Ok(r) => trace.upstream_done(Some(r.status().as_u16()), None),
+        Err(e) => trace.upstream_done(None, Some(e.reason())),
+    }
     let mut res = sent.response?;
     // Read before the hop-by-hop headers (`Upgrade`, `Connection`) go.
     let accepted = ws
@@ -485,6 +506,11 @@ struct End {
     limited_by: Option<(Arc<str>, Option<Arc<str>>)>,
     upstream: Option<EndpointGuard>,
     body: Option<Arc<BodyState>>,
+    tls: bool,
+    /// The request's trace; its spans are recorded at the end when it is sampled.
+    trace: RequestTrace,
+    /// Set when the trace is recorded.
+    tracer: Option<warden_otel::Tracer>,
 }
 
 impl End {
@@ -535,6 +561,7 @@ impl End {
             status: Some(self.status),
             subject: self.denied_subject.as_deref(),
             detail,
+            trace: Some(self.trace.ids),
         });
     }
 
@@ -566,6 +593,40 @@ impl End {
             ended.to_client,
             Some(ended.closed.as_str()),
         );
+        self.record_spans();
+    }
+
+    /// The request's spans, when its trace is sampled: the server span ends now.
+    fn record_spans(&self) {
+        let (Some(tracer), Some(rec)) = (&self.tracer, &self.trace.recording) else {
+            return;
+        };
+        let upstream = self.upstream.as_ref().map(|g| g.endpoint().label.clone());
+        crate::trace::record(
+            tracer,
+            self.trace.ids,
+            self.trace.parent_span(),
+            rec,
+            &crate::trace::Exchanged {
+                method: self.method.as_str(),
+                route: &self.route,
+                status: self.status,
+                tls: self.tls,
+                protocol: match self.version {
+                    Version::HTTP_2 => "2",
+                    Version::HTTP_10 => "1.0",
+                    _ => "1.1",
+                },
+                client: self.client.ip(),
+                request_id: self.request_id.to_str().unwrap_or("-"),
+                refused: self.reason,
+                auth: self.auth,
+                subject: rec.subject.as_deref(),
+                upstream: upstream.as_deref().map(|s| s.as_str()),
+                start: self.time,
+                end: SystemTime::now(),
+            },
+        );
     }
 
     /// The access-log line, when the response body is done.
@@ -575,6 +636,7 @@ impl End {
             .as_ref()
             .map_or(0, |b| b.bytes.load(Ordering::Relaxed));
         self.write_log(bytes_in, bytes_out, None);
+        self.record_spans();
     }
 
     fn write_log(&self, bytes_in: u64, bytes_out: u64, closed: Option<&str>) {
@@ -607,6 +669,7 @@ impl End {
             auth: self.auth,
             subject: self.subject.as_deref(),
             closed,
+            trace: Some(self.trace.ids),
         });
     }
 }

@@ -222,5 +222,6 @@ pub(crate) fn record(gw: &Gateway, at: &Where<'_>, refusal: Refusal) {
         auth: None,
         subject: None,
         closed: None,
+        trace: None,
     });
 }

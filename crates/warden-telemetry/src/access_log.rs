@@ -60,6 +60,10 @@ pub struct AccessRecord<'a> {
     /// what it carried each way.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub closed: Option<&'a str>,
+    /// The trace this request belongs to and the gateway's span in it (`trace_id`,
+    /// `span_id`): the caller's trace when it sent a `traceparent`, a new one otherwise.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::TraceIds>,
 }
 
 /// Handle for writing access-log lines. Cheap to clone.
@@ -176,6 +180,7 @@ mod tests {
                 auth: None,
                 subject: None,
                 closed: None,
+                trace: None,
             });
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -7,10 +7,12 @@
 pub mod access_log;
 pub mod metrics;
 pub mod security;
+pub mod trace_ids;
 
 pub use access_log::{format_time, parse_time, AccessLog, AccessRecord};
 pub use metrics::Metrics;
-pub use security::{SecurityEvent, SecurityEvents};
+pub use security::{EventSink, SecurityEvent, SecurityEvents};
+pub use trace_ids::TraceIds;
 
 /// Starts process logging: JSON lines on stderr, level from `RUST_LOG` (default `info`).
 pub fn init_logging() {

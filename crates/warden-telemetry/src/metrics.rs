@@ -74,6 +74,37 @@ impl EncodeLabelSet for EventReason {
     }
 }
 
+/// Labels of the telemetry exporter's counts: the signal (`spans`, `logs`) and, for drops,
+/// why (`queue_full`, `export_failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct SignalReason {
+    /// `spans` or `logs`.
+    pub signal: &'static str,
+    /// Empty for the exported count.
+    pub reason: &'static str,
+}
+
+impl EncodeLabelSet for SignalReason {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        if self.reason.is_empty() {
+            [("signal", self.signal)].encode(encoder)
+        } else {
+            [("signal", self.signal), ("reason", self.reason)].encode(encoder)
+        }
+    }
+}
+
+/// The OpenTelemetry exporter's counts (one exporter per process, shared by the gateway and
+/// the authority; shown on the gateway's `/metrics`).
+#[derive(Clone, Debug, Default)]
+pub struct ExportCounters {
+    /// Spans and log records the collector accepted.
+    pub exported: Family<SignalReason, Counter>,
+    /// Spans and log records lost: the queue was full (a slow or absent collector), or the
+    /// export call failed or timed out.
+    pub dropped: Family<SignalReason, Counter>,
+}
+
 /// Labels naming a listener.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ListenerLabel(pub Arc<String>);
@@ -383,6 +414,22 @@ impl Default for Metrics {
 impl Metrics {
     /// A registry with every metric registered under the `warden_` prefix.
     pub fn new() -> Self {
+        Self::with_export_counters(ExportCounters::default())
+    }
+
+    /// The same, showing `export` as `warden_tracing_exported_total` and
+    /// `warden_tracing_dropped_total`.
+    pub fn with_export_counters(export: ExportCounters) -> Self {
+        for signal in ["spans", "logs"] {
+            let _ = export
+                .exported
+                .get_or_create(&SignalReason { signal, reason: "" });
+            for reason in ["queue_full", "export_failed"] {
+                let _ = export
+                    .dropped
+                    .get_or_create(&SignalReason { signal, reason });
+            }
+        }
         let mut registry = Registry::with_prefix("warden");
         let mut families = Vec::new();
         let requests = Family::<RouteStatus, Counter>::default();
@@ -682,6 +729,20 @@ impl Metrics {
             "revocation_messages_dropped",
             "Messages on the Redis revocation channel not applied, by reason (unsigned, bad_signature, unknown_key, malformed, stale)",
             revocation_messages_dropped.clone(),
+        );
+        register(
+            &mut registry,
+            &mut families,
+            "tracing_exported",
+            "Spans and log records the OpenTelemetry collector accepted, by signal",
+            export.exported,
+        );
+        register(
+            &mut registry,
+            &mut families,
+            "tracing_dropped",
+            "Spans and log records lost on the way to the OpenTelemetry collector, by signal and reason (queue_full: the collector is slow or down; export_failed: it refused or timed out)",
+            export.dropped,
         );
         let security_events = Family::<EventReason, Counter>::default();
         register(

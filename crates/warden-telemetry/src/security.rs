@@ -21,6 +21,9 @@ use serde::Serialize;
 use crate::access_log::{format_time, AccessLog};
 use crate::metrics::EventReason;
 
+/// The line limit when events only go to a sink (the JSON stream's default).
+const DEFAULT_PER_SECOND: u32 = 10;
+
 /// One security decision.
 #[derive(Debug, Default, Serialize)]
 pub struct SecurityEvent<'a> {
@@ -49,6 +52,16 @@ pub struct SecurityEvent<'a> {
     /// Anything else, non-secret (a config's hash, a rate limit's key kind).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,
+    /// The request's trace and span (`trace_id`, `span_id`), for decisions about a request.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::TraceIds>,
+}
+
+/// Somewhere else events go besides the JSON lines (OpenTelemetry logs): given the events
+/// the line limit lets through, after they are counted.
+pub trait EventSink: Send + Sync {
+    /// One event; `component` as in the line (`"authority"`, or none for the gateway).
+    fn event(&self, component: Option<&'static str>, e: &SecurityEvent<'_>, suppressed: u64);
 }
 
 #[derive(Serialize)]
@@ -67,6 +80,7 @@ struct Line<'a> {
 #[derive(Clone)]
 pub struct SecurityEvents {
     out: Arc<OnceLock<Writer>>,
+    sink: Arc<OnceLock<Arc<dyn EventSink>>>,
     component: Option<&'static str>,
     counts: Family<EventReason, Counter>,
     suppressed: Counter,
@@ -92,6 +106,7 @@ impl SecurityEvents {
     pub fn new(counts: Family<EventReason, Counter>, suppressed: Counter) -> Self {
         SecurityEvents {
             out: Arc::new(OnceLock::new()),
+            sink: Arc::new(OnceLock::new()),
             component: None,
             counts,
             suppressed,
@@ -118,6 +133,12 @@ impl SecurityEvents {
             .is_ok()
     }
 
+    /// Also sends the events that are written (or would be: the same limit applies) to
+    /// `sink`. Once per stream.
+    pub fn send_to(&self, sink: Arc<dyn EventSink>) -> bool {
+        self.sink.set(sink).is_ok()
+    }
+
     /// Counts `e`, and writes it unless its event and reason are over their rate.
     pub fn emit(&self, e: &SecurityEvent<'_>) {
         self.counts
@@ -126,9 +147,12 @@ impl SecurityEvents {
                 reason: e.reason,
             })
             .inc();
-        let Some(writer) = self.out.get().filter(|w| w.out.enabled()) else {
+        let writer = self.out.get().filter(|w| w.out.enabled());
+        let sink = self.sink.get();
+        if writer.is_none() && sink.is_none() {
             return;
-        };
+        }
+        let per_second = writer.map_or(DEFAULT_PER_SECOND, |w| w.per_second);
         let suppressed = {
             let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
             let w = windows.entry((e.event, e.reason)).or_insert(Window {
@@ -140,7 +164,7 @@ impl SecurityEvents {
                 w.started = Instant::now();
                 w.written = 0;
             }
-            if w.written >= writer.per_second {
+            if w.written >= per_second {
                 w.suppressed += 1;
                 self.suppressed.inc();
                 return;
@@ -148,6 +172,27 @@ impl SecurityEvents {
             w.written += 1;
             std::mem::take(&mut w.suppressed)
         };
+        // Events about a request served inside `TraceIds::scope` join its trace.
+        let joined;
+        let e = if e.trace.is_none() {
+            match crate::TraceIds::current() {
+                Some(ids) => {
+                    joined = SecurityEvent {
+                        trace: Some(ids),
+                        detail: e.detail.clone(),
+                        ..*e
+                    };
+                    &joined
+                }
+                None => e,
+            }
+        } else {
+            e
+        };
+        if let Some(sink) = sink {
+            sink.event(self.component, e, suppressed);
+        }
+        let Some(writer) = writer else { return };
         let line = Line {
             time: format_time(SystemTime::now()),
             component: self.component,

@@ -25,12 +25,21 @@ pub(crate) async fn serve(path: PathBuf, signing: Signing) -> anyhow::Result<()>
     };
     let (config, gate) = load_checked(&path, &signing)?;
     let security_log = security_log(&config)?;
+    // One exporter for the process: the authority's spans and the gateway's share it.
+    let tracer = warden_otel::Tracer::start(
+        &config.tracing,
+        warden_telemetry::metrics::ExportCounters::default(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    if tracer.enabled() {
+        tracing::info!(endpoint = %config.tracing.endpoint, ratio = config.tracing.sampling_ratio, "exporting spans over OTLP");
+    }
     // The authority first: a gateway that trusts it finds its keys sooner.
     let authority = if config.authority.enabled {
         let out = security_log
             .clone()
             .map(|log| (log, config.security_events.max_lines_per_second));
-        let a = warden_authority::start_with_events(&config.authority, out)
+        let a = warden_authority::start_with_telemetry(&config.authority, out, tracer.clone())
             .await
             .map_err(|e| anyhow::anyhow!("authority: {e}"))?;
         tracing::info!(addr = %a.addr(), "authority listening");
@@ -44,7 +53,8 @@ pub(crate) async fn serve(path: PathBuf, signing: Signing) -> anyhow::Result<()>
     let mut builder = warden_proxy::Builder::new(config.clone())
         .config_path(Some(path.clone()))
         .secrets(source)
-        .config_gate(gate.clone());
+        .config_gate(gate.clone())
+        .tracer(tracer.clone());
     if let Some(log) = security_log {
         builder = builder.security_log(log);
     }
@@ -70,7 +80,10 @@ pub(crate) async fn serve(path: PathBuf, signing: Signing) -> anyhow::Result<()>
     if let Some(a) = handle.admin_addr() {
         tracing::info!(addr = %a, "admin listening");
     }
-    signals.run_until_stopped(handle, authority).await
+    let stopped = signals.run_until_stopped(handle, authority).await;
+    // What the last requests recorded, sent before the process ends.
+    tracer.flush(std::time::Duration::from_secs(5));
+    stopped
 }
 
 /// Reads the config once and, when a signature is required (trusted keys on the command line

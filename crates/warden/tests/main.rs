@@ -14,6 +14,7 @@ mod config_signing;
 mod deploy_monitoring;
 mod federation;
 mod netns;
+mod otlp;
 mod sidecar;
 mod vault_crash;
 mod vault_ha;

@@ -112,6 +112,9 @@ pub struct Exchange<'a> {
     pub(crate) rate_limit: Option<(HeaderValue, u64, u64)>,
     /// What the limit that refused the request counts by.
     pub(crate) limited_by: Option<(Arc<str>, Option<Arc<str>>)>,
+    /// The traced filters' work (authentication, authorization, rate limiting), kept when
+    /// the request's trace is sampled.
+    pub(crate) phases: Option<Vec<crate::trace::Phase>>,
 }
 
 impl Exchange<'_> {
@@ -185,6 +188,17 @@ impl Stage {
             Stage::Identity(f) => f.request(ex, head),
             Stage::Rewrite(f) => f.request(ex),
             Stage::Custom(f) => f.request(ex, head),
+        }
+    }
+
+    /// The span a sampled request's trace gets for this filter, if any: the decisions an
+    /// on-call engineer looks for, not every header edit.
+    fn span_name(&self) -> Option<&'static str> {
+        match self {
+            Stage::Authenticate(_) => Some("authenticate"),
+            Stage::Authorize(_) => Some("authorize"),
+            Stage::RateLimits(_) => Some("rate_limit"),
+            _ => None,
         }
     }
 
@@ -276,7 +290,21 @@ impl Chain {
         head: &mut http::request::Parts,
     ) -> Flow {
         for s in &self.stages {
-            match s.request(ex, head).await {
+            let traced = ex.phases.is_some().then(|| s.span_name()).flatten();
+            let start = traced.map(|_| std::time::SystemTime::now());
+            let flow = s.request(ex, head).await;
+            if let (Some(name), Some(start), Some(phases)) = (traced, start, ex.phases.as_mut()) {
+                phases.push(crate::trace::Phase {
+                    name,
+                    start,
+                    end: std::time::SystemTime::now(),
+                    refused: match &flow {
+                        Flow::Reject(r) => Some(r.reason()),
+                        _ => None,
+                    },
+                });
+            }
+            match flow {
                 Flow::Continue => {}
                 other => return other,
             }
