@@ -544,16 +544,42 @@ impl Authenticator {
         client_ip: IpAddr,
         grpc: Option<(&str, &str)>,
     ) -> Result<(), AuthError> {
-        route.check(id, method).map_err(|d| AuthError::Forbidden {
-            reason: d.reason,
-            insufficient_scope: d.insufficient_scope,
+        self.authorize_explained(route, id, method, route_name, path, host, client_ip, grpc)
+            .map_err(|(e, _)| e)
+    }
+
+    /// [`Self::authorize`], also saying which Cedar policies decided a policy denial
+    /// (`forbidden by p1, p2` or `no policy permits`): policy ids, never the request's values.
+    #[allow(clippy::too_many_arguments)]
+    pub fn authorize_explained(
+        &self,
+        route: &RoutePolicy,
+        id: &Identity,
+        method: &Method,
+        route_name: &str,
+        path: &str,
+        host: &str,
+        client_ip: IpAddr,
+        grpc: Option<(&str, &str)>,
+    ) -> Result<(), (AuthError, Option<String>)> {
+        route.check(id, method).map_err(|d| {
+            (
+                AuthError::Forbidden {
+                    reason: d.reason,
+                    insufficient_scope: d.insufficient_scope,
+                },
+                None,
+            )
         })?;
         if route.policy {
             let Some(p) = &self.policies else {
-                return Err(AuthError::Forbidden {
-                    reason: "no_policies_loaded",
-                    insufficient_scope: false,
-                });
+                return Err((
+                    AuthError::Forbidden {
+                        reason: "no_policies_loaded",
+                        insufficient_scope: false,
+                    },
+                    None,
+                ));
             };
             let d = p.is_authorized(&PolicyRequest {
                 identity: id,
@@ -565,10 +591,13 @@ impl Authenticator {
                 grpc,
             });
             if !d.allowed {
-                return Err(AuthError::Forbidden {
-                    reason: "policy_denied",
-                    insufficient_scope: false,
-                });
+                return Err((
+                    AuthError::Forbidden {
+                        reason: "policy_denied",
+                        insufficient_scope: false,
+                    },
+                    Some(d.reason),
+                ));
             }
         }
         Ok(())

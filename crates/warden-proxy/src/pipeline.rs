@@ -146,6 +146,7 @@ where
         rate_limit: None,
         limited_by: None,
         phases: trace.recording.as_ref().map(|_| Vec::new()),
+        denied_by: None,
     };
     let mut tail = Tail::default();
     let result = if in_flight.over_limit(snap.limits.max_in_flight) {
@@ -241,6 +242,7 @@ where
             }
             _ => None,
         },
+        denied_by: ex.denied_by.take(),
         // How the caller authenticated and who, once authorized.
         auth: authorized.map(|id| id.method.as_str()),
         subject: authorized.filter(|_| logging).map(|id| id.subject.clone()),
@@ -501,6 +503,8 @@ struct End {
     reason: Option<&'static str>,
     auth_denied: Option<warden_auth::AuthError>,
     denied_subject: Option<String>,
+    /// The Cedar policies behind a policy denial.
+    denied_by: Option<String>,
     auth: Option<&'static str>,
     subject: Option<String>,
     limited_by: Option<(Arc<str>, Option<Arc<str>>)>,
@@ -527,7 +531,11 @@ impl End {
                 warden_auth::AuthError::Unavailable(_) => "authn.unavailable",
                 _ => "authn.failure",
             };
-            self.security_event(gw, event, e.reason(), None);
+            let detail = self
+                .denied_by
+                .as_ref()
+                .map(|by| serde_json::json!({ "policy": by }));
+            self.security_event(gw, event, e.reason(), detail);
         }
         if let Some(method) = self.auth {
             metrics.count_auth_allowed(&self.route, method);

@@ -203,7 +203,13 @@ when { context.client_ip.isInRange(ip("127.0.0.0/8")) };
 "#,
     )
     .unwrap();
-    let gw = Gateway::start(&policy_config(&up, &iss, &policies)).await;
+    let events = dir.path().join("events.jsonl");
+    let gw = Gateway::start(&format!(
+        "{}\n[security_events]\npath = {}\n",
+        policy_config(&up, &iss, &policies),
+        q(&events)
+    ))
+    .await;
     let tok = |sub: &str, scope: &str, tenant: &str| {
         let mut c = iss.claims(sub, "api", scope);
         c["tenant"] = tenant.into();
@@ -272,6 +278,32 @@ when { context.client_ip.isInRange(ip("127.0.0.0/8")) };
             "warden_auth_denied_requests_total{route=\"reports\",reason=\"policy_denied\"} 4"
         ),
         "{text}"
+    );
+    // Each denial's security event names the policy that decided, or that none permitted.
+    let lines: Vec<serde_json::Value> = warden_test_util::authcfg::wait_for_lines(&events, 4)
+        .await
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by: Vec<(&str, &str)> = lines
+        .iter()
+        .filter(|l| l["event"] == "authz.denied")
+        .map(|l| {
+            (
+                l["subject"].as_str().unwrap(),
+                l["detail"]["policy"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by,
+        [
+            ("bob", "no policy permits"),
+            ("alice", "no policy permits"),
+            ("carol", "no policy permits"),
+            ("mallory", "forbidden by no-loopback-for-mallory"),
+        ],
+        "{lines:?}"
     );
 }
 

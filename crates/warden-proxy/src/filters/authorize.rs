@@ -18,7 +18,7 @@ impl Authorize {
             // Authentication runs first and sets the identity; without one, deny.
             return Flow::Reject(Reject::Forbidden);
         };
-        match ex.snap.auth.authorize(
+        match ex.snap.auth.authorize_explained(
             &self.0,
             id,
             &ex.method,
@@ -34,7 +34,10 @@ impl Authorize {
                 ex.authorized = true;
                 Flow::Continue
             }
-            Err(e) => Flow::Reject(Reject::Auth(e)),
+            Err((e, by)) => {
+                ex.denied_by = by;
+                Flow::Reject(Reject::Auth(e))
+            }
         }
     }
 

@@ -115,6 +115,8 @@ pub struct Exchange<'a> {
     /// The traced filters' work (authentication, authorization, rate limiting), kept when
     /// the request's trace is sampled.
     pub(crate) phases: Option<Vec<crate::trace::Phase>>,
+    /// Which Cedar policies refused the request (`forbidden by p1`, `no policy permits`).
+    pub(crate) denied_by: Option<String>,
 }
 
 impl Exchange<'_> {
