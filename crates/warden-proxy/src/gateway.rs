@@ -42,6 +42,11 @@ pub trait ConfigGate: Send + Sync {
     fn check(&self, path: &Path, bytes: &[u8]) -> Result<(), (&'static str, String)>;
     /// `config` (from bytes that passed) now runs.
     fn applied(&self, config: &Config);
+    /// Checks the parsed config before it is compiled: each `Err` entry is a problem
+    /// (`field: reason`) that refuses the reload like a validation error.
+    fn admit(&self, _config: &Config) -> Result<(), Vec<String>> {
+        Ok(())
+    }
     /// Whether the files the config reads may change only through a checked reload: then
     /// the listeners' certificate stores do not pick up rotated files by themselves.
     fn pins_files(&self) -> bool {
@@ -139,7 +144,8 @@ impl Gateway {
         &self.metrics
     }
 
-    pub(crate) fn access_log(&self) -> &AccessLog {
+    /// The access log (for flushing it at shutdown).
+    pub fn access_log(&self) -> &AccessLog {
         &self.access_log
     }
 
@@ -272,8 +278,13 @@ impl Gateway {
             }
             let text = std::str::from_utf8(&bytes)
                 .map_err(|_| ReloadError::new(vec![format!("{}: not UTF-8", path.display())]))?;
-            warden_config::parse(text)
-                .map_err(|errs| ReloadError::new(errs.0.iter().map(ToString::to_string).collect()))
+            let config = warden_config::parse(text).map_err(|errs| {
+                ReloadError::new(errs.0.iter().map(ToString::to_string).collect())
+            })?;
+            if let Some(gate) = &gate {
+                gate.admit(&config).map_err(ReloadError::new)?;
+            }
+            Ok(config)
         })
         .await
         .map_err(|e| ReloadError::new(vec![format!("reload task failed: {e}")]))??;

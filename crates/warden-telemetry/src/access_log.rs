@@ -69,7 +69,7 @@ pub struct AccessRecord<'a> {
 /// Handle for writing access-log lines. Cheap to clone.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: Option<SyncSender<String>>,
+    tx: Option<SyncSender<Queued>>,
     dropped: Counter,
 }
 
@@ -110,6 +110,26 @@ impl AccessLog {
         Self { dropped, ..self }
     }
 
+    /// Waits (up to `timeout`) until every line queued before this call is written out: before
+    /// the process exits.
+    pub fn flush(&self, timeout: std::time::Duration) {
+        let Some(tx) = &self.tx else { return };
+        let (ack, done) = sync_channel(1);
+        let deadline = std::time::Instant::now() + timeout;
+        let mut msg = Queued::Flushed(ack);
+        loop {
+            match tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if std::time::Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(_) => return,
+            }
+        }
+        let _ = done.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
+    }
+
     /// True when lines are being written.
     pub fn enabled(&self) -> bool {
         self.tx.is_some()
@@ -128,7 +148,7 @@ impl AccessLog {
     /// Queues one line (without its newline); dropped and counted when the writer is behind.
     pub fn write_line(&self, line: String) {
         let Some(tx) = &self.tx else { return };
-        match tx.try_send(line) {
+        match tx.try_send(Queued::Line(line)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.inc();
@@ -137,15 +157,32 @@ impl AccessLog {
     }
 }
 
-fn writer(rx: Receiver<String>, out: Box<dyn Write + Send>) {
+/// What the writer thread is sent: a line, or a request to say when what came before it is
+/// written out.
+enum Queued {
+    Line(String),
+    Flushed(SyncSender<()>),
+}
+
+fn writer(rx: Receiver<Queued>, out: Box<dyn Write + Send>) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-    while let Ok(line) = rx.recv() {
-        let _ = out.write_all(line.as_bytes());
-        let _ = out.write_all(b"\n");
+    fn write(q: Queued, out: &mut std::io::BufWriter<Box<dyn Write + Send>>) {
+        match q {
+            Queued::Line(line) => {
+                let _ = out.write_all(line.as_bytes());
+                let _ = out.write_all(b"\n");
+            }
+            Queued::Flushed(ack) => {
+                let _ = out.flush();
+                let _ = ack.try_send(());
+            }
+        }
+    }
+    while let Ok(q) = rx.recv() {
+        write(q, &mut out);
         // Drain whatever else is queued, then flush once.
-        while let Ok(line) = rx.try_recv() {
-            let _ = out.write_all(line.as_bytes());
-            let _ = out.write_all(b"\n");
+        while let Ok(q) = rx.try_recv() {
+            write(q, &mut out);
         }
         let _ = out.flush();
     }

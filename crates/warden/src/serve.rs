@@ -55,7 +55,7 @@ pub(crate) async fn serve(path: PathBuf, signing: Signing) -> anyhow::Result<()>
         .secrets(source)
         .config_gate(gate.clone())
         .tracer(tracer.clone());
-    if let Some(log) = security_log {
+    if let Some(log) = security_log.clone() {
         builder = builder.security_log(log);
     }
     if let Some(sc) = &config.sidecar {
@@ -81,7 +81,10 @@ pub(crate) async fn serve(path: PathBuf, signing: Signing) -> anyhow::Result<()>
         tracing::info!(addr = %a, "admin listening");
     }
     let stopped = signals.run_until_stopped(handle, authority).await;
-    // What the last requests recorded, sent before the process ends.
+    // What the last requests recorded, written and sent before the process ends.
+    if let Some(log) = &security_log {
+        log.flush(std::time::Duration::from_secs(2));
+    }
     tracer.flush(std::time::Duration::from_secs(5));
     stopped
 }
@@ -118,7 +121,10 @@ fn load_checked(
             Ok(v) => {
                 tracing::info!(kid = %v.kid, files = v.manifest.files.len(), "config signature holds")
             }
-            Err(r) => anyhow::bail!("refusing to start ({}): {}", r.reason.code(), r),
+            Err(r) => {
+                refused_at_start(&config, &bytes, r.reason.code(), &r.to_string());
+                anyhow::bail!("refusing to start ({}): {}", r.reason.code(), r)
+            }
         }
     }
     let gate = std::sync::Arc::new(SignedConfigGate {
@@ -126,6 +132,28 @@ fn load_checked(
         running: std::sync::Mutex::new(own),
     });
     Ok((config, gate))
+}
+
+/// A refusal to start on a config whose signature does not hold, as a security event
+/// (`config.start`, `signature_refused`, with the code and the config's SHA-256), written out
+/// before the process ends. Reload refusals are `config.reload` events (the proxy's gate).
+fn refused_at_start(config: &warden_config::Config, bytes: &[u8], code: &str, why: &str) {
+    let Ok(Some(log)) = security_log(config) else {
+        return;
+    };
+    let events = warden_telemetry::SecurityEvents::new(Default::default(), Default::default());
+    events.write_to(log.clone(), config.security_events.max_lines_per_second);
+    let sha: String = warden_crypto::jws::sha256(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    events.emit(&warden_telemetry::SecurityEvent {
+        event: "config.start",
+        reason: "signature_refused",
+        detail: Some(serde_json::json!({"signature": code, "config_sha256": sha, "error": why})),
+        ..Default::default()
+    });
+    log.flush(std::time::Duration::from_secs(2));
 }
 
 /// `--config-url`: fetches the config once before anything starts, checked against the
@@ -169,19 +197,24 @@ async fn first_fetch(
 /// Refuses secret files other users can read or write (as OpenSSH refuses such private
 /// keys), naming each with its field and mode.
 pub(crate) fn refuse_exposed_secrets(config: &warden_config::Config) -> anyhow::Result<()> {
-    let exposed = warden_config::inputs::exposed_secrets(config);
+    let exposed = exposed_secrets(config);
     if exposed.is_empty() {
         return Ok(());
     }
-    let list: Vec<String> = exposed
-        .iter()
-        .map(|(field, path, mode)| format!("  {field}: {} has mode {mode:04o}", path.display()))
-        .collect();
+    let list: Vec<String> = exposed.iter().map(|l| format!("  {l}")).collect();
     anyhow::bail!(
         "refusing to start: secret files are readable or writable by other users:\n{}\n\
          make them 0600 (or 0640 for a group the service is in): chmod o-rwx FILE",
         list.join("\n")
     )
+}
+
+/// Each secret file other users may read or write, as `field: FILE has mode NNNN`.
+fn exposed_secrets(config: &warden_config::Config) -> Vec<String> {
+    warden_config::inputs::exposed_secrets(config)
+        .iter()
+        .map(|(field, path, mode)| format!("{field}: {} has mode {mode:04o}", path.display()))
+        .collect()
 }
 
 /// Every reload's signature check: the command line's keys and those of the config that
@@ -246,6 +279,18 @@ impl warden_proxy::ConfigGate for SignedConfigGate {
                 tracing::error!(error = %e, "the new config's signing keys cannot be read; the previous ones stay")
             }
         }
+    }
+
+    /// A reload is held to what `serve` checks at start: no secret file others can read.
+    fn admit(&self, config: &warden_config::Config) -> Result<(), Vec<String>> {
+        let exposed = exposed_secrets(config);
+        if exposed.is_empty() {
+            return Ok(());
+        }
+        Err(exposed
+            .into_iter()
+            .map(|l| format!("{l}: secret files must not be readable or writable by other users (chmod o-rwx)"))
+            .collect())
     }
 
     fn pins_files(&self) -> bool {

@@ -167,6 +167,38 @@ fn serve_refuses_secret_files_other_users_can_read() {
     serves_until_killed(&path, port);
 }
 
+#[tokio::test]
+async fn a_reload_is_refused_while_a_secret_file_is_exposed_and_the_running_config_stays() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    crate::common::write_secret(d.join("hmac"), "a-shared-secret-of-32-bytes-or-more!!");
+    let (port, admin) = (free_port(), free_port());
+    let toml = format!(
+        "[admin]\naddress = \"127.0.0.1:{admin}\"\n[reload]\nwatch = false\n\
+         [[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:{port}\"\n\
+         [[auth.jwt]]\nname = \"batch\"\nissuer = \"batch\"\naudiences = [\"api\"]\n\
+         algorithms = [\"HS256\"]\nhmac_secret = \"file:{}\"\n",
+        d.join("hmac").display()
+    );
+    let mut p = crate::common::serve(d, "w", &toml);
+    crate::common::wait_port(&mut p, admin, d, "w").await;
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let reload = || async {
+        warden_test_util::client::request(admin, "POST", "/reload", &[], String::new()).await
+    };
+    std::fs::set_permissions(d.join("hmac"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let a = reload().await;
+    assert_eq!(a.status, 422, "{:?}", String::from_utf8_lossy(&a.body));
+    let body = String::from_utf8_lossy(&a.body).into_owned();
+    assert!(
+        body.contains("auth.jwt[0].hmac_secret") && body.contains("has mode 0644"),
+        "{body}"
+    );
+    std::fs::set_permissions(d.join("hmac"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(reload().await.status, 200);
+}
+
 #[test]
 fn check_accepts_a_valid_config() {
     let dir = tempfile::tempdir().unwrap();

@@ -315,6 +315,21 @@ async fn serve_starts_only_on_a_trusted_signature_and_a_reload_needs_one_too() {
     let (code, out) = exit_of(&mut p, &log);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("refusing to start (unknown_key)"), "{out}");
+    // Each refusal to start is a security event too, with the signature's code.
+    let refused = b.events("config.start");
+    let codes: Vec<&str> = refused
+        .iter()
+        .map(|e| {
+            assert_eq!(e["reason"], "signature_refused", "{e}");
+            assert_eq!(
+                e["detail"]["config_sha256"].as_str().map(str::len),
+                Some(64),
+                "{e}"
+            );
+            e["detail"]["signature"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(codes, ["unsigned", "unknown_key"]);
 
     // Signed by the trusted key: it serves.
     let signer = b.path("signer.pub");
