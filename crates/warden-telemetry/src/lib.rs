@@ -1,15 +1,20 @@
 //! Warden's telemetry: process logging ([`init_logging`]), the Prometheus metrics registry
-//! ([`metrics::Metrics`]) and the JSON access log ([`access_log::AccessLog`]).
+//! ([`metrics::Metrics`]), the JSON access log ([`access_log::AccessLog`]), the security-event
+//! stream ([`security`]) and what the admin console keeps in memory: the last events
+//! ([`recent`]) and each route's recent traffic ([`history`]).
 //!
 //! Nothing here sees secrets: callers pass route names, statuses and addresses, never header
 //! values or tokens.
 
 pub mod access_log;
+pub mod history;
 pub mod metrics;
+pub mod recent;
 pub mod security;
 
 pub use access_log::{format_time, parse_time, AccessLog, AccessRecord};
 pub use metrics::Metrics;
+pub use recent::RecentEvents;
 pub use security::{SecurityEvent, SecurityEvents};
 
 /// Starts process logging: JSON lines on stderr, level from `RUST_LOG` (default `info`).
