@@ -317,6 +317,13 @@ impl Authenticator {
         &self.cache
     }
 
+    /// The Cedar policies' ids and effects (none without `auth.policies`).
+    pub fn policy_summary(&self) -> Vec<(String, &'static str)> {
+        self.policies
+            .as_ref()
+            .map_or_else(Vec::new, Policies::summary)
+    }
+
     /// The internal signer's JWK set.
     pub fn internal_jwks(&self) -> serde_json::Value {
         self.internal.jwks()

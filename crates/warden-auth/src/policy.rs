@@ -288,6 +288,24 @@ impl Policies {
         }
     }
 
+    /// Each policy's id (its `@id` annotation, or `policyN` in file order) and effect
+    /// (`permit` or `forbid`), sorted by id, for the admin console.
+    pub fn summary(&self) -> Vec<(String, &'static str)> {
+        let mut out: Vec<_> = self
+            .set
+            .policies()
+            .map(|p| {
+                let effect = match p.effect() {
+                    cedar_policy::Effect::Permit => "permit",
+                    cedar_policy::Effect::Forbid => "forbid",
+                };
+                (p.id().to_string(), effect)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Evaluates the policies for one request. Fails closed: an evaluation error refuses.
     pub fn is_authorized(&self, req: &PolicyRequest<'_>) -> PolicyDecision {
         let Some(action) = METHODS
@@ -930,6 +948,15 @@ mod tests {
             ..request(&cert)
         });
         assert_eq!(admin.reason, "forbidden by policy2");
+        // What the admin console lists: each id with its effect.
+        assert_eq!(
+            p.summary(),
+            vec![
+                ("certs".to_owned(), "permit"),
+                ("policy0".to_owned(), "permit"),
+                ("policy2".to_owned(), "forbid"),
+            ]
+        );
 
         let clash = [
             texts[1].clone(),

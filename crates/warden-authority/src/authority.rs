@@ -100,6 +100,27 @@ impl Authority {
         self.keys.ring().jwks().clone()
     }
 
+    /// The published signing keys, oldest first, for the admin console: kid, algorithm,
+    /// when made and from when they sign, and whether each signs now. No key material.
+    pub fn key_summary(&self) -> Vec<Value> {
+        let now = self.now();
+        let ring = self.keys.ring();
+        let signing = ring.signer(now).map(|k| k.kid().to_owned());
+        ring.keys()
+            .iter()
+            .map(|k| {
+                serde_json::json!({
+                    "kid": k.key.kid(),
+                    "alg": k.key.alg().name(),
+                    "created": k.created,
+                    "age_seconds": now - k.created,
+                    "activates_at": k.activates_at,
+                    "signing": signing.as_deref() == Some(k.key.kid()),
+                })
+            })
+            .collect()
+    }
+
     /// The `kid` that signs now.
     pub fn current_kid(&self) -> Option<String> {
         self.keys

@@ -48,6 +48,7 @@ pub mod revocation;
 pub mod server;
 pub mod services;
 pub mod settings;
+pub mod status;
 pub mod throttle;
 pub mod token_cache;
 pub mod tokens;

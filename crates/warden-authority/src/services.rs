@@ -154,6 +154,11 @@ impl Services {
         }
     }
 
+    /// Now, by the authority's clock (Unix seconds).
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
     /// Whether active/standby is on.
     pub fn ha_enabled(&self) -> bool {
         self.ha.is_some()

@@ -156,6 +156,32 @@ impl Ca {
             .map(|s| s.key().not_after())
     }
 
+    /// The CA's certificates now, for the admin console: the trust domain, each own root and
+    /// intermediate with its validity (Unix seconds), and when the signing one expires.
+    pub fn summary(&self) -> Value {
+        let ring = self.ring.load();
+        let validity = |slots: &[crate::keys::Slot]| -> Vec<Value> {
+            slots
+                .iter()
+                .map(|s| {
+                    json!({
+                        "not_before": s.key.not_before(),
+                        "not_after": s.key.not_after(),
+                        "activates_at": s.activates_at,
+                    })
+                })
+                .collect()
+        };
+        json!({
+            "trust_domain": self.settings.trust_domain.to_string(),
+            "roots": validity(&ring.roots),
+            "intermediates": validity(&ring.intermediates),
+            "upstream": !ring.upstream_chain.is_empty(),
+            "signer_expires_at": self.signer_expiry(),
+            "bundle_sequence": ring.sequence,
+        })
+    }
+
     /// Sets the bundle's JWT authorities (the token service's JWT-SVID keys).
     pub fn set_jwt_authorities(&self, keys: Vec<Value>) {
         self.jwt.store(Arc::new(keys));

@@ -395,23 +395,10 @@ pub(crate) fn validate(c: &crate::Config, e: &mut crate::ConfigErrors) {
             },
         }
         if let Some(t) = &a.admin_token {
-            match t.read() {
-                Err(err) => e.push(format!("{p}.admin_token"), err.to_string()),
-                Ok(v) if v.trim_ascii().len() < 16 => {
-                    e.push(format!("{p}.admin_token"), "must be at least 16 bytes")
-                }
-                Ok(_) => {}
-            }
+            crate::validate::bearer_token(t, format!("{p}.admin_token"), e);
         }
         if let Some(t) = &a.revocation_feed_token {
-            match t.read() {
-                Err(err) => e.push(format!("{p}.revocation_feed_token"), err.to_string()),
-                Ok(v) if v.trim_ascii().len() < 16 => e.push(
-                    format!("{p}.revocation_feed_token"),
-                    "must be at least 16 bytes",
-                ),
-                Ok(_) => {}
-            }
+            crate::validate::bearer_token(t, format!("{p}.revocation_feed_token"), e);
         }
         if a.listen.port() != 0 {
             if c.admin.enabled && a.listen == c.admin.address {

@@ -108,6 +108,7 @@ impl Default for AdminConfig {
         Self {
             address: SocketAddr::from(([127, 0, 0, 1], 9901)),
             enabled: true,
+            token: None,
         }
     }
 }

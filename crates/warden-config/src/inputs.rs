@@ -67,6 +67,7 @@ impl Config {
         for (i, k) in self.config_signing.trusted_keys.iter().enumerate() {
             f.path(format!("config_signing.trusted_keys[{i}].key"), &k.key);
         }
+        f.secret("admin.token".into(), self.admin.token.as_ref());
         for (i, l) in self.listeners.iter().enumerate() {
             if let Some(t) = &l.tls {
                 f.tls(&format!("listeners[{i}].tls"), t);

@@ -159,6 +159,12 @@ pub struct AdminConfig {
     pub address: SocketAddr,
     /// Set to false to run without an admin listener.
     pub enabled: bool,
+    /// Bearer token for the admin listener and its console: `env:NAME` or `file:PATH`, at
+    /// least 16 bytes. When set, every admin route but `/healthz`, `/readyz`, the internal
+    /// tokens' JWKS and the console's static files needs `Authorization: Bearer <token>`.
+    /// Unset: on loopback, no token is asked; on any other address, `/config`, `/upstreams`,
+    /// `/reload` and the console's data answer 403 until one is set.
+    pub token: Option<SecretRef>,
 }
 
 /// The access log: one JSON line per request.

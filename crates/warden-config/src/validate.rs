@@ -7,6 +7,19 @@ use std::path::Path;
 use crate::model::*;
 use crate::ConfigErrors;
 
+/// A bearer token's reference must read, and the token be long enough not to be guessed.
+/// (`vault:` references are refused where they are not supported, by the vault checks.)
+pub(crate) fn bearer_token(t: &crate::types::SecretRef, field: String, e: &mut ConfigErrors) {
+    if !t.is_local() {
+        return;
+    }
+    match t.read() {
+        Err(err) => e.push(field, err.to_string()),
+        Ok(v) if v.trim_ascii().len() < 16 => e.push(field, "must be at least 16 bytes"),
+        Ok(_) => {}
+    }
+}
+
 /// Scheme of an upstream endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scheme {
@@ -81,6 +94,9 @@ pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
 
 pub(crate) fn validate(c: &Config, e: &mut ConfigErrors) {
     server(&c.server, e);
+    if let Some(t) = &c.admin.token {
+        bearer_token(t, "admin.token".into(), e);
+    }
     crate::vault::validate(c, e);
     if c.forwarding.request_id_header.value().is_none() {
         e.push("forwarding.request_id_header", "not a valid header name");
@@ -893,6 +909,49 @@ per = "0s"
         ] {
             assert!(errors.contains(needle), "missing {needle:?} in:\n{errors}");
         }
+    }
+
+    #[test]
+    fn admin_token_mistakes_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short");
+        std::fs::write(&short, "too-short\n").unwrap();
+        let long = dir.path().join("long");
+        std::fs::write(&long, "0123456789abcdef-admin\n").unwrap();
+        let listener = "[[listeners]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n";
+        let with = |token: &str| format!("[admin]\ntoken = \"{token}\"\n{listener}");
+        let errors = crate::parse(&with(&format!("file:{}", short.display())))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errors.contains("admin.token: must be at least 16 bytes"),
+            "{errors}"
+        );
+        let errors = crate::parse(&with("file:/nonexistent/admin-token"))
+            .unwrap_err()
+            .to_string();
+        assert!(errors.contains("admin.token: "), "{errors}");
+        let errors = crate::parse(&with("vault:secret/warden#admin"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errors.contains(
+                "admin.token: the [admin] section is read once, at start: use env: or file:"
+            ),
+            "{errors}"
+        );
+        let errors = crate::parse(&with("inline-token-0123456789"))
+            .unwrap_err()
+            .to_string();
+        assert!(errors.contains("admin.token"), "{errors}");
+        let c = crate::parse(&with(&format!("file:{}", long.display()))).unwrap();
+        assert!(c.admin.token.is_some());
+        assert!(c
+            .input_files()
+            .iter()
+            .any(|f| f.field == "admin.token" && f.secret));
+        // Unset by default, and then a dump has nothing to hide.
+        assert!(crate::parse(listener).unwrap().admin.token.is_none());
     }
 
     #[test]

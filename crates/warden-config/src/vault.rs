@@ -77,6 +77,13 @@ fn local_only(c: &Config) -> Vec<(String, &SecretRef, &'static str)> {
         tls_keys(t, "authority.tls", &mut keys);
         out.extend(keys.into_iter().map(|(p, r)| (p, r, AUTHORITY)));
     }
+    if let Some(t) = &c.admin.token {
+        out.push((
+            "admin.token".into(),
+            t,
+            "the [admin] section is read once, at start: use env: or file:",
+        ));
+    }
     let v = &c.vault;
     if let Some(t) = &v.token {
         out.push(("vault.token".into(), t, CLIENT));

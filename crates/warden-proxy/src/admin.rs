@@ -1,6 +1,7 @@
 //! The admin listener (loopback by default): `/metrics`, `/healthz`, `/readyz`, `/config`
 //! (secrets appear only as their `env:`/`file:` references), `/upstreams` (endpoint health,
-//! breakers and load) and `POST /reload`.
+//! breakers and load), `POST /reload` and the web console at `/console/` ([`crate::console`]),
+//! behind `admin.token` ([`crate::admin_auth`]).
 
 use std::sync::Arc;
 
@@ -10,10 +11,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use crate::admin_auth::AdminAccess;
+use crate::console::Console;
 use crate::gateway::Gateway;
 
-/// The admin API's routes.
-pub fn router(gw: Arc<Gateway>) -> Router {
+/// The admin API's routes, the console's, and the access rule over them.
+pub(crate) fn router(gw: Arc<Gateway>, access: Arc<AdminAccess>, console: Console) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -23,6 +26,12 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/upstreams", get(upstreams))
         .route("/reload", post(reload))
         .with_state(gw)
+        .merge(crate::console::router(console))
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            crate::admin_auth::guard,
+        ))
+        .layer(axum::middleware::from_fn(crate::console::headers))
 }
 
 /// OpenMetrics for scrapers that ask for it (Prometheus does, in its Accept header), the
@@ -118,12 +127,17 @@ async fn config(State(gw): State<Arc<Gateway>>) -> Json<serde_json::Value> {
 
 /// Each cluster's endpoints: health, breaker state, load and concurrency limits.
 async fn upstreams(State(gw): State<Arc<Gateway>>) -> Json<serde_json::Value> {
+    Json(upstreams_json(&gw))
+}
+
+/// Every cluster's status, by name.
+pub(crate) fn upstreams_json(gw: &Gateway) -> serde_json::Value {
     let snap = gw.snapshot();
     let mut clusters: Vec<_> = snap.clusters.values().collect();
     clusters.sort_by(|a, b| a.name.cmp(&b.name));
-    Json(serde_json::json!({
+    serde_json::json!({
         "clusters": clusters.iter().map(|c| c.status()).collect::<Vec<_>>(),
-    }))
+    })
 }
 
 async fn reload(State(gw): State<Arc<Gateway>>) -> Response {

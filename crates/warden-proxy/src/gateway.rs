@@ -93,6 +93,7 @@ pub struct Gateway {
     ready: AtomicBool,
     listener_shape: Vec<(String, std::net::SocketAddr, bool)>,
     tracer: warden_otel::Tracer,
+    reloads: crate::reload_history::ReloadHistory,
 }
 
 impl Gateway {
@@ -120,7 +121,13 @@ impl Gateway {
             ready: AtomicBool::new(false),
             listener_shape,
             tracer: warden_otel::Tracer::default(),
+            reloads: Default::default(),
         }
+    }
+
+    /// The last config loads, for the admin console.
+    pub fn reload_history(&self) -> &crate::reload_history::ReloadHistory {
+        &self.reloads
     }
 
     /// The current snapshot.
@@ -213,16 +220,19 @@ impl Gateway {
                 .map(|b| crate::hex(&warden_crypto::jws::sha256(&b))),
             None => None,
         };
+        let outcome = match &result {
+            Ok(()) => "accepted",
+            Err(ReloadError {
+                refused_by_gate: Some(_),
+                ..
+            }) => "signature_refused",
+            Err(_) => "refused",
+        };
+        let errors = result.as_ref().err().map_or(&[][..], |e| &e.errors[..]);
+        self.reloads.record(outcome, hash.clone(), errors);
         self.security_events().emit(&SecurityEvent {
             event: "config.reload",
-            reason: match &result {
-                Ok(()) => "accepted",
-                Err(ReloadError {
-                    refused_by_gate: Some(_),
-                    ..
-                }) => "signature_refused",
-                Err(_) => "refused",
-            },
+            reason: outcome,
             detail: Some(serde_json::json!({
                 "config_sha256": hash,
                 "errors": result.as_ref().err().map(|e| e.errors.len()),

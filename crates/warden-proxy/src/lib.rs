@@ -1,5 +1,5 @@
 //! Warden's data plane: listeners, TLS, the HTTP server and client, routing, upstream pools,
-//! forwarding, the admin API and hot reload.
+//! forwarding, the admin API and its web console, and hot reload.
 //!
 //! [`start`] compiles a validated config into a [`Snapshot`], binds every listener and returns
 //! a [`GatewayHandle`] to reload, inspect and drain the running gateway.
@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use warden_config::Config;
-use warden_telemetry::{AccessLog, Metrics};
+use warden_telemetry::{AccessLog, Metrics, RecentEvents};
 
 pub mod admin;
+pub mod admin_auth;
 mod body;
 mod conn_io;
+mod console;
 mod cors;
 mod error;
 pub mod filters;
@@ -27,6 +29,7 @@ mod in_memory;
 pub mod normalize;
 mod pipeline;
 mod refusal;
+pub mod reload_history;
 mod router;
 mod series;
 mod server;
@@ -38,6 +41,7 @@ mod websocket;
 mod workers;
 
 pub use body::BodyError;
+pub use console::{StatusFuture, StatusSource, CSP as CONSOLE_CSP};
 pub use error::{CompileError, Reject};
 pub use gateway::{ConfigGate, Gateway, Prepared, ReloadError, SecretSource};
 pub use in_memory::InMemory;
@@ -62,6 +66,9 @@ pub enum StartError {
     /// The data-plane threads could not be started.
     #[error("{0}")]
     Threads(String),
+    /// `admin.token` could not be read.
+    #[error("admin.token: {0}")]
+    AdminToken(String),
     /// The access log could not be opened.
     #[error("cannot open access log `{path}`: {source}")]
     AccessLog {
@@ -148,6 +155,8 @@ pub struct Builder {
     security_log: Option<AccessLog>,
     config_gate: Option<Arc<dyn ConfigGate>>,
     tracer: warden_otel::Tracer,
+    status_source: Option<Arc<dyn StatusSource>>,
+    recent_events: Option<Arc<RecentEvents>>,
 }
 
 impl Builder {
@@ -161,6 +170,8 @@ impl Builder {
             security_log: None,
             config_gate: None,
             tracer: warden_otel::Tracer::default(),
+            status_source: None,
+            recent_events: None,
         }
     }
 
@@ -205,6 +216,19 @@ impl Builder {
         self
     }
 
+    /// What the console's Authority page shows (the authority in the same process).
+    pub fn status_source(mut self, source: Arc<dyn StatusSource>) -> Self {
+        self.status_source = Some(source);
+        self
+    }
+
+    /// The ring the console's Events page reads, when it is shared with other event streams
+    /// of the process (the authority's); a ring of its own otherwise.
+    pub fn recent_events(mut self, ring: Arc<RecentEvents>) -> Self {
+        self.recent_events = Some(ring);
+        self
+    }
+
     /// Compiles the config, binds every listener and starts serving.
     pub async fn start(self) -> Result<GatewayHandle, StartError> {
         start_parts(self).await
@@ -220,6 +244,8 @@ async fn start_parts(b: Builder) -> Result<GatewayHandle, StartError> {
         security_log,
         config_gate,
         tracer,
+        status_source,
+        recent_events,
     } = b;
     let metrics = Arc::new(Metrics::with_export_counters(tracer.counters()));
     if let Some(sink) = tracer.event_sink() {
@@ -240,6 +266,10 @@ async fn start_parts(b: Builder) -> Result<GatewayHandle, StartError> {
     let resolver: Arc<dyn warden_config::SecretResolver> = match &secrets {
         Some(source) => source.prepare(&config).await.map_err(StartError::Compile)?,
         None => Arc::new(warden_config::LocalSecrets),
+    };
+    let admin_token = match &config.admin.token {
+        Some(t) => Some(resolver.resolve_line(t).map_err(StartError::AdminToken)?),
+        None => None,
     };
     let snapshot = Snapshot::compile_with(
         config,
@@ -293,8 +323,16 @@ async fn start_parts(b: Builder) -> Result<GatewayHandle, StartError> {
             .security_events()
             .write_to(out, config.security_events.max_lines_per_second);
     }
-    if let Some(bytes) = config_path.as_ref().and_then(|p| std::fs::read(p).ok()) {
-        metrics.set_config_hash(&hex(&warden_crypto::jws::sha256(&bytes)));
+    let config_hash = config_path
+        .as_ref()
+        .and_then(|p| std::fs::read(p).ok())
+        .map(|bytes| hex(&warden_crypto::jws::sha256(&bytes)));
+    if let Some(h) = &config_hash {
+        metrics.set_config_hash(h);
+    }
+    let recent = recent_events.unwrap_or_default();
+    if config.admin.enabled {
+        metrics.security_events().record_to(recent.clone());
     }
     let gw = Arc::new(
         Gateway::new(
@@ -307,6 +345,7 @@ async fn start_parts(b: Builder) -> Result<GatewayHandle, StartError> {
         )
         .with_tracer(tracer),
     );
+    gw.reload_history().record("started", config_hash, &[]);
     let mut tasks = Vec::new();
     let mut listeners = Vec::new();
     for (name, listener) in bound {
@@ -325,7 +364,13 @@ async fn start_parts(b: Builder) -> Result<GatewayHandle, StartError> {
     let mut admin = None;
     if let Some(listener) = admin_listener {
         admin = listener.local_addr().ok();
-        let app = admin::router(gw.clone());
+        let access = Arc::new(admin_auth::AdminAccess::new(
+            config.admin.address,
+            admin_token.as_ref().map(|t| t.as_bytes()),
+        ));
+        let console = console::Console::new(gw.clone(), recent, status_source, access.clone());
+        tasks.push(tokio::spawn(console::sample(console.clone())));
+        let app = admin::router(gw.clone(), access, console);
         let mut shutdown = gw.shutdown.subscribe();
         tasks.push(tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -14,6 +14,7 @@ mod auth_jwt;
 mod auth_revocation;
 mod auth_rules;
 mod authority_rotation;
+mod console_api;
 mod forwarding_hygiene;
 mod framing_limits;
 mod grpc;

@@ -1,16 +1,21 @@
 //! Warden's telemetry: process logging ([`init_logging`]), the Prometheus metrics registry
-//! ([`metrics::Metrics`]) and the JSON access log ([`access_log::AccessLog`]).
+//! ([`metrics::Metrics`]), the JSON access log ([`access_log::AccessLog`]), the security-event
+//! stream ([`security`]) and what the admin console keeps in memory: the last events
+//! ([`recent`]) and each route's recent traffic ([`history`]).
 //!
 //! Nothing here sees secrets: callers pass route names, statuses and addresses, never header
 //! values or tokens.
 
 pub mod access_log;
+pub mod history;
 pub mod metrics;
+pub mod recent;
 pub mod security;
 pub mod trace_ids;
 
 pub use access_log::{format_time, parse_time, AccessLog, AccessRecord};
 pub use metrics::Metrics;
+pub use recent::RecentEvents;
 pub use security::{EventSink, SecurityEvent, SecurityEvents};
 pub use trace_ids::TraceIds;
 

@@ -301,6 +301,18 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
+/// Every route and status counted in `requests` so far (`-`: requests that matched no
+/// route), so that the console's sampler reads the counters without walking the registry.
+pub(crate) fn route_statuses(m: &Metrics) -> Vec<(Arc<String>, u16)> {
+    let seen = m.route_series.lock().unwrap_or_else(|p| p.into_inner());
+    seen.iter()
+        .filter_map(|(route, s)| match s {
+            RouteSeries::Status(status) => Some((route.clone(), *status)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,

@@ -8,6 +8,9 @@
 //! the next line written for that event and reason carries `"suppressed": N`, the lines left
 //! out since the one before (also counted in `warden_security_events_suppressed_total`).
 //! Events never carry a credential: the subject (who was authenticated), never the token.
+//! The events the rate limit lets through are also kept in a [`RecentEvents`] ring when one
+//! is given ([`SecurityEvents::record_to`]), whether lines are written or not: the admin
+//! console's live view.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -20,9 +23,11 @@ use serde::Serialize;
 
 use crate::access_log::{format_time, AccessLog};
 use crate::metrics::EventReason;
+use crate::recent::RecentEvents;
 
-/// The line limit when events only go to a sink (the JSON stream's default).
-const DEFAULT_PER_SECOND: u32 = 10;
+/// Events a second per event and reason kept in the ring and sent to the sink when no lines
+/// are written (the `[security_events]` default rate).
+const RING_PER_SECOND: u32 = 10;
 
 /// One security decision.
 #[derive(Debug, Default, Serialize)]
@@ -85,6 +90,7 @@ pub struct SecurityEvents {
     counts: Family<EventReason, Counter>,
     suppressed: Counter,
     windows: Arc<Mutex<HashMap<(&'static str, &'static str), Window>>>,
+    recent: Arc<OnceLock<Arc<RecentEvents>>>,
 }
 
 struct Writer {
@@ -111,7 +117,14 @@ impl SecurityEvents {
             counts,
             suppressed,
             windows: Arc::new(Mutex::new(HashMap::new())),
+            recent: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Keeps the events the rate limit lets through in `ring` from now on. Once per stream
+    /// (later calls are ignored, and say so).
+    pub fn record_to(&self, ring: Arc<RecentEvents>) -> bool {
+        self.recent.set(ring).is_ok()
     }
 
     /// Names the part of Warden whose events these are (`"authority"`) in every line; the
@@ -139,7 +152,8 @@ impl SecurityEvents {
         self.sink.set(sink).is_ok()
     }
 
-    /// Counts `e`, and writes it unless its event and reason are over their rate.
+    /// Counts `e`, and writes it (and keeps it in the ring, and sends it to the sink) unless
+    /// its event and reason are over their rate.
     pub fn emit(&self, e: &SecurityEvent<'_>) {
         self.counts
             .get_or_create(&EventReason {
@@ -149,28 +163,13 @@ impl SecurityEvents {
             .inc();
         let writer = self.out.get().filter(|w| w.out.enabled());
         let sink = self.sink.get();
-        if writer.is_none() && sink.is_none() {
+        let recent = self.recent.get();
+        if writer.is_none() && recent.is_none() && sink.is_none() {
             return;
         }
-        let per_second = writer.map_or(DEFAULT_PER_SECOND, |w| w.per_second);
-        let suppressed = {
-            let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-            let w = windows.entry((e.event, e.reason)).or_insert(Window {
-                started: Instant::now(),
-                written: 0,
-                suppressed: 0,
-            });
-            if w.started.elapsed().as_secs() >= 1 {
-                w.started = Instant::now();
-                w.written = 0;
-            }
-            if w.written >= per_second {
-                w.suppressed += 1;
-                self.suppressed.inc();
-                return;
-            }
-            w.written += 1;
-            std::mem::take(&mut w.suppressed)
+        let per_second = writer.map_or(RING_PER_SECOND, |w| w.per_second);
+        let Some(suppressed) = self.admit(e, per_second, writer.is_some()) else {
+            return;
         };
         // Events about a request served inside `TraceIds::scope` join its trace.
         let joined;
@@ -192,16 +191,46 @@ impl SecurityEvents {
         if let Some(sink) = sink {
             sink.event(self.component, e, suppressed);
         }
-        let Some(writer) = writer else { return };
         let line = Line {
             time: format_time(SystemTime::now()),
             component: self.component,
             event: e,
             suppressed: (suppressed > 0).then_some(suppressed),
         };
-        if let Ok(text) = serde_json::to_string(&line) {
-            writer.out.write_line(text);
+        if let Some(ring) = recent {
+            if let Ok(v) = serde_json::to_value(&line) {
+                ring.push(v);
+            }
         }
+        if let Some(writer) = writer {
+            if let Ok(text) = serde_json::to_string(&line) {
+                writer.out.write_line(text);
+            }
+        }
+    }
+
+    /// Whether `e` is within `per_second` for its event and reason: `Some(lines left out
+    /// since the last one let through)`, or `None` (counted as suppressed when `writing`).
+    fn admit(&self, e: &SecurityEvent<'_>, per_second: u32, writing: bool) -> Option<u64> {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let w = windows.entry((e.event, e.reason)).or_insert(Window {
+            started: Instant::now(),
+            written: 0,
+            suppressed: 0,
+        });
+        if w.started.elapsed().as_secs() >= 1 {
+            w.started = Instant::now();
+            w.written = 0;
+        }
+        if w.written >= per_second {
+            w.suppressed += 1;
+            if writing {
+                self.suppressed.inc();
+            }
+            return None;
+        }
+        w.written += 1;
+        Some(std::mem::take(&mut w.suppressed))
     }
 }
 
@@ -280,5 +309,52 @@ mod tests {
         events.emit(&e);
         let lines = read(&path, 5);
         assert_eq!(lines[4]["suppressed"], 47, "{lines:?}");
+    }
+
+    #[test]
+    fn the_ring_keeps_what_the_rate_lets_through_even_when_no_lines_are_written() {
+        let counts = Family::<EventReason, Counter>::default();
+        let suppressed = Counter::default();
+        let events = SecurityEvents::new(counts.clone(), suppressed.clone()).component("authority");
+        let ring = Arc::new(RecentEvents::new());
+        assert!(events.record_to(ring.clone()));
+        assert!(!events.record_to(Arc::new(RecentEvents::new())), "once");
+        let refused = SecurityEvent {
+            event: "authn.failure",
+            reason: "missing_credential",
+            route: Some("api"),
+            status: Some(401),
+            ..Default::default()
+        };
+        for _ in 0..40 {
+            events.emit(&refused);
+        }
+        events.emit(&SecurityEvent {
+            event: "config.reload",
+            reason: "accepted",
+            ..Default::default()
+        });
+        let page = ring.after(0, 100);
+        // The flood keeps its ten a second; the reload is not pushed out by it.
+        assert_eq!(page.events.len(), RING_PER_SECOND as usize + 1, "{page:?}");
+        let last = page.events.last().unwrap();
+        assert_eq!(last["event"], "config.reload");
+        assert_eq!(page.events[0]["route"], "api");
+        assert_eq!(page.events[0]["status"], 401);
+        assert_eq!(page.events[0]["component"], "authority");
+        assert!(page.events[0]["time"].as_str().unwrap().ends_with('Z'));
+        // Every one is counted; none was a line left out, as no lines are written.
+        let key = EventReason {
+            event: "authn.failure",
+            reason: "missing_credential",
+        };
+        assert_eq!(counts.get_or_create(&key).get(), 40);
+        assert_eq!(suppressed.get(), 0);
+        // The next second's first one says how many the ring did not get.
+        std::thread::sleep(std::time::Duration::from_millis(1050));
+        events.emit(&refused);
+        let page = ring.after(last["seq"].as_u64().unwrap(), 100);
+        assert_eq!(page.events.len(), 1);
+        assert_eq!(page.events[0]["suppressed"], 30, "{page:?}");
     }
 }

@@ -18,6 +18,7 @@ mod audit_cmd;
 mod client_cmd;
 mod config_cmd;
 mod config_url;
+mod console;
 mod dev;
 mod serve;
 mod vault_cmd;

@@ -58,6 +58,9 @@ pub(crate) async fn serve(path: PathBuf, signing: Signing) -> anyhow::Result<()>
     if let Some(log) = security_log.clone() {
         builder = builder.security_log(log);
     }
+    if let Some(a) = &authority {
+        builder = crate::console::with_authority(builder, a);
+    }
     if let Some(sc) = &config.sidecar {
         builder = builder.identity(sidecar_identity(sc).await?);
     }

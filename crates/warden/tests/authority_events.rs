@@ -15,19 +15,9 @@ use serde_json::{json, Value};
 use warden_test_util::authcfg::series;
 use warden_test_util::client::{self, Answer};
 
-use crate::common::{free_port, serve, wait_port};
+use crate::common::{free_port, send, serve, wait_port};
 
 const ADMIN: &str = "events-admin-token-0123456789abcdef";
-
-async fn send(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Answer {
-    client::request(addr, method, path, headers, body.to_owned()).await
-}
 
 fn basic(id: &str, secret: &str) -> String {
     format!(

@@ -11,6 +11,7 @@ mod authority_events;
 mod cli;
 mod client_cli;
 mod config_signing;
+mod console;
 mod deploy_monitoring;
 mod federation;
 mod netns;

@@ -256,6 +256,7 @@ pub(crate) async fn dev(given: Option<PathBuf>, root_token: Option<String>) -> a
     if let Some(log) = security_log {
         builder = builder.security_log(log);
     }
+    builder = crate::console::with_authority(builder, &authority);
     let handle = builder.start().await?;
     let mut creds = serde_json::json!({
         "client_id": DEV_CLIENT,

@@ -25,6 +25,17 @@ pub fn json_out(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).expect("JSON on stdout")
 }
 
+/// Sends `method path` with `headers` and `body` to `addr` (HTTP/1.1), and reads the answer.
+pub async fn send(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> warden_test_util::client::Answer {
+    warden_test_util::client::request(addr, method, path, headers, body.to_owned()).await
+}
+
 /// A port free on 127.0.0.1 a moment ago (for `warden serve` configs that need a fixed one).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
