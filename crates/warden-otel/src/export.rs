@@ -3,6 +3,7 @@
 //! Warden's rustls, or gRPC through tonic), each call bounded by the export timeout.
 
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry::InstrumentationScope;
@@ -16,10 +17,62 @@ use opentelemetry_sdk::Resource;
 use warden_config::{OtlpProtocol, TracingConfig};
 use warden_telemetry::metrics::{ExportCounters, SignalReason};
 
-/// What the queue carries: an item, or a request to send what is held and say so.
+/// What the queue carries: items (a staged batch), or a request to send what is held and say
+/// so.
 pub(crate) enum Msg<T> {
-    Item(T),
+    Items(Vec<T>),
     Flush(SyncSender<()>),
+}
+
+/// Items staged before they go on the queue: a request path adds one under an uncontended
+/// lock, and only every `stage`th item moves a batch onto the channel (one wake-up of the
+/// export thread per batch, not per span: at 100 % sampling a wake-up per span cost more than
+/// building the span). The export thread also takes what is staged when its delay is up, so
+/// a quiet moment leaves nothing behind.
+pub(crate) struct Queue<T> {
+    tx: SyncSender<Msg<T>>,
+    staged: Arc<Mutex<Vec<T>>>,
+    stage: usize,
+    counters: ExportCounters,
+    signal: &'static str,
+}
+
+impl<T: Send + 'static> Queue<T> {
+    /// Adds `item`; a full queue drops the batch it completes, counted.
+    pub(crate) fn push(&self, item: T) {
+        let full = {
+            let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+            staged.push(item);
+            (staged.len() >= self.stage)
+                .then(|| std::mem::replace(&mut *staged, Vec::with_capacity(self.stage)))
+        };
+        if let Some(batch) = full {
+            let n = batch.len() as u64;
+            if self.tx.try_send(Msg::Items(batch)).is_err() {
+                self.counters
+                    .dropped
+                    .get_or_create(&SignalReason {
+                        signal: self.signal,
+                        reason: "queue_full",
+                    })
+                    .inc_by(n);
+            }
+        }
+    }
+
+    /// Asks the export thread to send what it holds and what is staged, and waits up to
+    /// `timeout`.
+    pub(crate) fn flush(&self, timeout: Duration) {
+        let (ack, done) = sync_channel(1);
+        let tx = self.tx.clone();
+        // The queue may be full: wait for room on another thread, bounded by `timeout` here.
+        let _ = std::thread::Builder::new()
+            .name("warden-otel-flush".into())
+            .spawn(move || {
+                let _ = tx.send(Msg::Flush(ack));
+            });
+        let _ = done.recv_timeout(timeout);
+    }
 }
 
 /// Counts a batch's fate.
@@ -59,57 +112,58 @@ impl Batching {
     }
 }
 
-/// Takes items off `rx` and calls `send` with batches: when `max_batch` are held, when the
-/// oldest held has waited `delay`, on a flush, and when every sender is gone.
-fn batches<T>(rx: &Receiver<Msg<T>>, b: Batching, mut send: impl FnMut(Vec<T>)) {
+/// Takes items off `rx` (and what is staged) and calls `send` with batches of at most
+/// `max_batch`: when that many are held, when the oldest held has waited `delay` (or, idle,
+/// every `delay`, for what is staged), on a flush, and when every sender is gone.
+fn batches<T>(
+    rx: &Receiver<Msg<T>>,
+    staged: &Mutex<Vec<T>>,
+    b: Batching,
+    mut send: impl FnMut(Vec<T>),
+) {
     let mut held: Vec<T> = Vec::with_capacity(b.max_batch);
     let mut due: Option<Instant> = None;
+    let mut send_all = |held: &mut Vec<T>| {
+        held.append(&mut staged.lock().unwrap_or_else(|p| p.into_inner()));
+        while !held.is_empty() {
+            let rest = if held.len() > b.max_batch {
+                held.split_off(b.max_batch)
+            } else {
+                Vec::new()
+            };
+            send(std::mem::replace(held, rest));
+        }
+    };
     loop {
-        let msg = match due {
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
-        };
-        match msg {
-            Ok(Msg::Item(item)) => {
-                held.push(item);
+        let wait = due.map_or(b.delay, |at| at.saturating_duration_since(Instant::now()));
+        match rx.recv_timeout(wait) {
+            Ok(Msg::Items(mut items)) => {
+                held.append(&mut items);
                 due.get_or_insert_with(|| Instant::now() + b.delay);
                 if held.len() >= b.max_batch {
-                    send(std::mem::take(&mut held));
-                    due = None;
+                    let rest = held.split_off(b.max_batch);
+                    let mut full = std::mem::replace(&mut held, rest);
+                    send_all(&mut full);
+                    if held.is_empty() {
+                        due = None;
+                    }
                 }
             }
             Ok(Msg::Flush(ack)) => {
-                if !held.is_empty() {
-                    send(std::mem::take(&mut held));
-                }
+                send_all(&mut held);
                 due = None;
                 let _ = ack.send(());
             }
             Err(RecvTimeoutError::Timeout) => {
-                send(std::mem::take(&mut held));
+                send_all(&mut held);
                 due = None;
             }
             Err(RecvTimeoutError::Disconnected) => {
-                if !held.is_empty() {
-                    send(held);
-                }
+                send_all(&mut held);
                 return;
             }
         }
     }
-}
-
-/// Asks the worker behind `tx` to send what it holds, and waits up to `timeout`.
-pub(crate) fn flush<T: Send + 'static>(tx: &SyncSender<Msg<T>>, timeout: Duration) {
-    let (ack, done) = sync_channel(1);
-    let tx = tx.clone();
-    // The queue may be full: wait for room on another thread, bounded by `timeout` here.
-    let _ = std::thread::Builder::new()
-        .name("warden-otel-flush".into())
-        .spawn(move || {
-            let _ = tx.send(Msg::Flush(ack));
-        });
-    let _ = done.recv_timeout(timeout);
 }
 
 /// A worker thread with a current-thread runtime: the exporter is built inside it (tonic's
@@ -122,12 +176,18 @@ fn spawn_worker<T, E>(
     export: impl Fn(&E, Vec<T>) -> futures_lite::BoxedExport<'_> + Send + 'static,
     counters: ExportCounters,
     signal: &'static str,
-) -> Result<SyncSender<Msg<T>>, String>
+    stage: usize,
+) -> Result<Queue<T>, String>
 where
     T: Send + 'static,
     E: 'static,
 {
-    let (tx, rx) = sync_channel::<Msg<T>>(config.max_queue_size.max(1));
+    let stage = stage.clamp(1, config.max_queue_size.max(1));
+    // The queue holds `max_queue_size` items in batches of `stage`, plus one staged batch.
+    let (tx, rx) = sync_channel::<Msg<T>>((config.max_queue_size / stage).max(1));
+    let staged = Arc::new(Mutex::new(Vec::with_capacity(stage)));
+    let worker_staged = staged.clone();
+    let worker_counters = counters.clone();
     let (ready_tx, ready) = sync_channel::<Result<(), String>>(1);
     let b = Batching::of(config);
     std::thread::Builder::new()
@@ -151,7 +211,8 @@ where
                 }
             };
             let _ = ready_tx.send(Ok(()));
-            batches(&rx, b, |batch| {
+            let counters = worker_counters;
+            batches(&rx, &worker_staged, b, |batch| {
                 let n = batch.len();
                 let ok = rt
                     .block_on(async {
@@ -174,7 +235,13 @@ where
     ready
         .recv()
         .map_err(|_| "tracing thread ended".to_owned())??;
-    Ok(tx)
+    Ok(Queue {
+        tx,
+        staged,
+        stage,
+        counters,
+        signal,
+    })
 }
 
 /// Boxed export futures, so one worker serves both signals.
@@ -277,12 +344,15 @@ macro_rules! exporter {
     }};
 }
 
+/// Spans staged before a batch goes on the queue.
+const SPAN_STAGE: usize = 64;
+
 /// The span exporter's worker.
 pub(crate) fn start_spans(
     config: &TracingConfig,
     resource: &Resource,
     counters: ExportCounters,
-) -> Result<SyncSender<Msg<SpanData>>, String> {
+) -> Result<Queue<SpanData>, String> {
     let c = config.clone();
     let resource = resource.clone();
     let build = move || -> Result<SpanExporter, String> {
@@ -303,6 +373,7 @@ pub(crate) fn start_spans(
         },
         counters,
         "spans",
+        SPAN_STAGE,
     )
 }
 
@@ -314,7 +385,7 @@ pub(crate) fn start_logs(
     config: &TracingConfig,
     resource: &Resource,
     counters: ExportCounters,
-) -> Result<SyncSender<Msg<Record>>, String> {
+) -> Result<Queue<Record>, String> {
     let c = config.clone();
     let resource = resource.clone();
     let build = move || -> Result<LogExporter, String> {
@@ -339,34 +410,35 @@ pub(crate) fn start_logs(
         },
         counters,
         "logs",
+        1,
     )
 }
 
 /// The logger provider's processor: records go on the logs queue, or are dropped and counted.
 #[derive(Debug)]
 pub(crate) struct QueueLogProcessor {
-    tx: SyncSender<Msg<Record>>,
-    counters: ExportCounters,
+    queue: Queue<Record>,
+}
+
+impl std::fmt::Debug for Queue<Record> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Queue")
+    }
 }
 
 impl QueueLogProcessor {
-    pub(crate) fn new(tx: SyncSender<Msg<Record>>, counters: ExportCounters) -> Self {
-        QueueLogProcessor { tx, counters }
+    pub(crate) fn new(queue: Queue<Record>) -> Self {
+        QueueLogProcessor { queue }
     }
 }
 
 impl LogProcessor for QueueLogProcessor {
     fn emit(&self, data: &mut SdkLogRecord, instrumentation: &InstrumentationScope) {
-        crate::queue(
-            &self.tx,
-            Msg::Item((data.clone(), instrumentation.clone())),
-            &self.counters,
-            "logs",
-        );
+        self.queue.push((data.clone(), instrumentation.clone()));
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        flush(&self.tx, Duration::from_secs(5));
+        self.queue.flush(Duration::from_secs(5));
         Ok(())
     }
 }
@@ -376,12 +448,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batches_go_when_full_when_due_and_on_flush() {
+    fn batches_go_when_full_when_due_and_on_flush_with_what_is_staged() {
         let (tx, rx) = sync_channel::<Msg<u32>>(100);
+        let staged = Arc::new(Mutex::new(Vec::new()));
         let (out_tx, out) = std::sync::mpsc::channel();
+        let worker_staged = staged.clone();
         let worker = std::thread::spawn(move || {
             batches(
                 &rx,
+                &worker_staged,
                 Batching {
                     max_batch: 3,
                     delay: Duration::from_millis(200),
@@ -390,9 +465,8 @@ mod tests {
                 |b| out_tx.send(b).unwrap(),
             )
         });
-        for i in 0..4 {
-            tx.send(Msg::Item(i)).unwrap();
-        }
+        tx.send(Msg::Items(vec![0, 1])).unwrap();
+        tx.send(Msg::Items(vec![2, 3])).unwrap();
         assert_eq!(
             out.recv_timeout(Duration::from_secs(1)).unwrap(),
             vec![0, 1, 2]
@@ -401,11 +475,21 @@ mod tests {
         let t = Instant::now();
         assert_eq!(out.recv_timeout(Duration::from_secs(2)).unwrap(), vec![3]);
         assert!(t.elapsed() >= Duration::from_millis(100));
-        tx.send(Msg::Item(9)).unwrap();
+        // Staged items that never made a batch go when the delay is up, idle or not.
+        staged.lock().unwrap().extend([7, 8]);
+        assert_eq!(
+            out.recv_timeout(Duration::from_secs(2)).unwrap(),
+            vec![7, 8]
+        );
+        tx.send(Msg::Items(vec![9])).unwrap();
+        staged.lock().unwrap().push(10);
         let (ack, acked) = sync_channel(1);
         tx.send(Msg::Flush(ack)).unwrap();
         acked.recv_timeout(Duration::from_secs(1)).unwrap();
-        assert_eq!(out.recv_timeout(Duration::from_secs(1)).unwrap(), vec![9]);
+        assert_eq!(
+            out.recv_timeout(Duration::from_secs(1)).unwrap(),
+            vec![9, 10]
+        );
         drop(tx);
         worker.join().unwrap();
     }
