@@ -114,15 +114,18 @@ pub async fn start_with_events(
     config: &AuthorityConfig,
     events: Option<(warden_telemetry::AccessLog, u32)>,
 ) -> Result<AuthorityHandle> {
-    start_with_telemetry(config, events, warden_otel::Tracer::default()).await
+    start_with_telemetry(config, events, warden_otel::Tracer::default(), false).await
 }
 
 /// [`start_with_events`], with the process's OpenTelemetry tracer: a span for each request
 /// the authority serves, and its security events as logs when `[tracing]` asks for them.
+/// With `pin_files` (a signed config is enforced), the listener's certificate files are read
+/// once and not watched: they change with a restart on a config whose signature covers them.
 pub async fn start_with_telemetry(
     config: &AuthorityConfig,
     events: Option<(warden_telemetry::AccessLog, u32)>,
     tracer: warden_otel::Tracer,
+    pin_files: bool,
 ) -> Result<AuthorityHandle> {
     let store = open_store(config).await?;
     let services = Services::new(config, store, Arc::new(SystemClock));
@@ -133,7 +136,7 @@ pub async fn start_with_telemetry(
             .security_events()
             .write_to(out, per_second);
     }
-    launch(config, services).await
+    launch(config, services, !pin_files).await
 }
 
 /// [`start`] on a given store (sealed or not) and clock (tests, and embedding in `warden dev`).
@@ -142,10 +145,14 @@ pub async fn start_with(
     store: Store,
     clock: Arc<dyn Clock>,
 ) -> Result<AuthorityHandle> {
-    launch(config, Services::new(config, store, clock)).await
+    launch(config, Services::new(config, store, clock), true).await
 }
 
-async fn launch(config: &AuthorityConfig, services: Arc<Services>) -> Result<AuthorityHandle> {
+async fn launch(
+    config: &AuthorityConfig,
+    services: Arc<Services>,
+    watch_certs: bool,
+) -> Result<AuthorityHandle> {
     if !services.store().is_sealed() {
         services.start().await?;
     }
@@ -165,7 +172,9 @@ async fn launch(config: &AuthorityConfig, services: Arc<Services>) -> Result<Aut
             let (cfg, certs) = server::tls_config(t)?;
             // Rotated certificate files are swapped in while the listener runs; the watcher
             // ends with the store, which the listener's config holds.
-            certs.watch(warden_crypto::tls::WATCH_INTERVAL);
+            if watch_certs {
+                certs.watch(warden_crypto::tls::WATCH_INTERVAL);
+            }
             (server::Listener::Tls(tcp, cfg), true)
         }
         None => (server::Listener::Plain(tcp), false),

@@ -39,7 +39,12 @@ pub(crate) async fn serve(path: PathBuf, signing: Signing) -> anyhow::Result<()>
         let out = security_log
             .clone()
             .map(|log| (log, config.security_events.max_lines_per_second));
-        let a = warden_authority::start_with_telemetry(&config.authority, out, tracer.clone())
+        let a = warden_authority::start_with_telemetry(
+            &config.authority,
+            out,
+            tracer.clone(),
+            warden_proxy::ConfigGate::pins_files(&*gate),
+        )
             .await
             .map_err(|e| anyhow::anyhow!("authority: {e}"))?;
         tracing::info!(addr = %a.addr(), "authority listening");
