@@ -45,8 +45,8 @@ pub(crate) async fn serve(path: PathBuf, signing: Signing) -> anyhow::Result<()>
             tracer.clone(),
             warden_proxy::ConfigGate::pins_files(&*gate),
         )
-            .await
-            .map_err(|e| anyhow::anyhow!("authority: {e}"))?;
+        .await
+        .map_err(|e| anyhow::anyhow!("authority: {e}"))?;
         tracing::info!(addr = %a.addr(), "authority listening");
         Some(a)
     } else {
