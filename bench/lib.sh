@@ -59,8 +59,8 @@ EOT
 
 # bench_init NAME: log/die with the script's name, a temp dir, the PIDS table, exit traps
 # that stop everything started (upstream last) and keep the temp dir on failure.
-write_ok_upstream() { # write_ok_upstream: nginx on $HOST:$UPSTREAM_PORT answering 200 "ok", in $TMP/upstream
-    local d="$TMP/upstream"
+write_nginx() { # write_nginx NAME PORT LOCATION: a one-worker nginx on $HOST:PORT serving LOCATION, in $TMP/NAME
+    local d="$TMP/$1"
     mkdir -p "$d"
     cat >"$d/nginx.conf" <<EOT
 daemon off;
@@ -74,13 +74,18 @@ http {
     access_log off;
     keepalive_timeout 300s;
     keepalive_requests 1000000;
+    client_max_body_size 64m;
 $(nginx_temp_paths "$d")
     server {
-        listen $HOST:$UPSTREAM_PORT backlog=4096;
-        location / { return 200 "ok\n"; }
+        listen $HOST:$2 backlog=4096;
+        $3
     }
 }
 EOT
+}
+
+write_ok_upstream() { # write_ok_upstream: nginx on $HOST:$UPSTREAM_PORT answering 200 "ok", in $TMP/upstream
+    write_nginx upstream "$UPSTREAM_PORT" 'location / { return 200 "ok\n"; }'
 }
 
 bench_init() {

@@ -59,30 +59,6 @@ if [[ -z ${WARDEN_BIN:-} ]]; then
 fi
 [[ -x $WARDEN_BIN ]] || die "warden binary not found: $WARDEN_BIN"
 
-nginx_conf() { # nginx_conf NAME PORT LOCATION
-    local d="$TMP/$1"
-    mkdir -p "$d"
-    cat >"$d/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_timeout 300s;
-    keepalive_requests 1000000;
-    client_max_body_size 64m;
-$(nginx_temp_paths "$d")
-    server {
-        listen $HOST:$2 backlog=4096;
-        $3
-    }
-}
-EOF
-}
-
 warden_conf() { # warden_conf SCENARIO THREADS
     local d="$TMP/warden-$1-$2" tracing="enabled = false"
     mkdir -p "$d"
@@ -131,8 +107,8 @@ path_prefix = "/"
 EOF
 }
 
-nginx_conf upstream "$UPSTREAM_PORT" 'location / { return 200 "ok\n"; }'
-nginx_conf sink "$SINK_PORT" 'location /v1/ { default_type application/x-protobuf; return 200 ""; }'
+write_ok_upstream
+write_nginx sink "$SINK_PORT" 'location /v1/ { default_type application/x-protobuf; return 200 ""; }'
 start upstream nginx -e "$TMP/upstream/error.log" -p "$TMP/upstream" -c "$TMP/upstream/nginx.conf"
 start sink nginx -e "$TMP/sink/error.log" -p "$TMP/sink" -c "$TMP/sink/nginx.conf"
 wait_http upstream "http://$HOST:$UPSTREAM_PORT/" 10

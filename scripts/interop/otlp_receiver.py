@@ -99,6 +99,10 @@ def serve_http(port, out):
             n = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(n)
             try:
+                # OTLP/HTTP binary is application/x-protobuf: anything else is refused
+                # before it is decoded, and nothing of it is recorded as spans or logs.
+                if self.headers.get("content-type") != "application/x-protobuf":
+                    raise DecodeError("content-type " + str(self.headers.get("content-type")))
                 if self.path == "/v1/traces":
                     write(out, spans_of(decode(trace_service_pb2.ExportTraceServiceRequest, body)))
                     reply = trace_service_pb2.ExportTraceServiceResponse()
@@ -108,8 +112,6 @@ def serve_http(port, out):
                 else:
                     self.send_error(404)
                     return
-                if self.headers.get("content-type") != "application/x-protobuf":
-                    raise DecodeError("content-type " + str(self.headers.get("content-type")))
             except DecodeError as e:
                 write(out, [{"kind": "garbage", "path": self.path, "error": str(e)}])
                 self.send_error(400)

@@ -539,26 +539,10 @@ impl Authenticator {
 
     /// Applies the route's rules and, where it asks, the Cedar policies. `grpc` is a gRPC
     /// call's service and method (Cedar's `context.grpc_service` and `context.grpc_method`).
+    /// A refusal comes with, for a policy denial, which Cedar policies decided (`forbidden by
+    /// p1, p2` or `no policy permits`): policy ids, never the request's values.
     #[allow(clippy::too_many_arguments)]
     pub fn authorize(
-        &self,
-        route: &RoutePolicy,
-        id: &Identity,
-        method: &Method,
-        route_name: &str,
-        path: &str,
-        host: &str,
-        client_ip: IpAddr,
-        grpc: Option<(&str, &str)>,
-    ) -> Result<(), AuthError> {
-        self.authorize_explained(route, id, method, route_name, path, host, client_ip, grpc)
-            .map_err(|(e, _)| e)
-    }
-
-    /// [`Self::authorize`], also saying which Cedar policies decided a policy denial
-    /// (`forbidden by p1, p2` or `no policy permits`): policy ids, never the request's values.
-    #[allow(clippy::too_many_arguments)]
-    pub fn authorize_explained(
         &self,
         route: &RoutePolicy,
         id: &Identity,

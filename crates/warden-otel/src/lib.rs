@@ -338,7 +338,7 @@ mod tests {
         let mut c = config(1.0);
         c.endpoint = format!("http://{}", hung.local_addr().unwrap());
         let t = Tracer::start(&c, counters.clone()).unwrap();
-        let started = std::time::Instant::now();
+        // Were a full queue to block, this loop would hang on the stuck export thread.
         for _ in 0..1000 {
             t.record(Span {
                 ids: TraceIds {
@@ -354,7 +354,6 @@ mod tests {
                 error: None,
             });
         }
-        assert!(started.elapsed() < Duration::from_secs(1));
         let dropped = counters
             .dropped
             .get_or_create(&SignalReason {

@@ -177,6 +177,11 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// The SHA-256 of `bytes` in lower-case hex, as manifests (and `sha256sum`) write it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&sha256(bytes))
+}
+
 fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     let f = std::fs::File::open(path)?;
     if !f.metadata()?.is_file() {
@@ -227,7 +232,7 @@ fn hash_inputs(config: &Config, dir: &Path) -> Result<Vec<FileHash>, FileProblem
         out.push(FileHash {
             field: input.field,
             path: rel.to_string_lossy().into_owned(),
-            sha256: hex(&sha256(&bytes)),
+            sha256: sha256_hex(&bytes),
         });
     }
     Ok(out)
@@ -261,7 +266,7 @@ pub fn sign(config_path: &Path, key: &SigningKey, now: i64) -> Result<String, Si
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        config_sha256: hex(&sha256(&bytes)),
+        config_sha256: sha256_hex(&bytes),
         files,
         iat: now,
     };
@@ -484,7 +489,7 @@ pub fn verify_signature(
     let manifest: Manifest = b64url_decode(p.as_bytes())
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| malformed("the signed manifest does not decode"))?;
-    let actual_sha = hex(&sha256(config_bytes));
+    let actual_sha = sha256_hex(config_bytes);
     if actual_sha != manifest.config_sha256 {
         return Err(refused(
             Reason::ConfigChanged,

@@ -151,10 +151,7 @@ fn refused_at_start(config: &warden_config::Config, bytes: &[u8], code: &str, wh
     };
     let events = warden_telemetry::SecurityEvents::new(Default::default(), Default::default());
     events.write_to(log.clone(), config.security_events.max_lines_per_second);
-    let sha: String = warden_crypto::jws::sha256(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha = warden_signed_config::sha256_hex(bytes);
     events.emit(&warden_telemetry::SecurityEvent {
         event: "config.start",
         reason: "signature_refused",

@@ -184,9 +184,21 @@ async fn a_reload_is_refused_while_a_secret_file_is_exposed_and_the_running_conf
     let mut p = crate::common::serve(d, "w", &toml);
     crate::common::wait_port(&mut p, admin, d, "w").await;
     let admin: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let web: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let reload = || async {
         warden_test_util::client::request(admin, "POST", "/reload", &[], String::new()).await
     };
+    // The new config adds a route; the key file becomes readable by everyone.
+    let up = Upstream::start("new").await;
+    std::fs::write(
+        d.join("w.toml"),
+        format!(
+            "{toml}[[clusters]]\nname = \"new\"\nendpoints = [\"{}\"]\n\
+             [[routes]]\nname = \"new\"\ncluster = \"new\"\npath_prefix = \"/new\"\nauth = \"none\"\n",
+            up.url()
+        ),
+    )
+    .unwrap();
     std::fs::set_permissions(d.join("hmac"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let a = reload().await;
     assert_eq!(a.status, 422, "{:?}", String::from_utf8_lossy(&a.body));
@@ -195,8 +207,14 @@ async fn a_reload_is_refused_while_a_secret_file_is_exposed_and_the_running_conf
         body.contains("auth.jwt[0].hmac_secret") && body.contains("has mode 0644"),
         "{body}"
     );
+    // The running config stays: the new route is not served.
+    assert_eq!(client::get(web, "/new/x").await.status, 404);
+    assert!(up.requests().is_empty());
+    // Owner-only again: the same config applies.
     std::fs::set_permissions(d.join("hmac"), std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(reload().await.status, 200);
+    assert_eq!(client::get(web, "/new/x").await.status, 200);
+    assert_eq!(up.requests().len(), 1);
 }
 
 #[test]

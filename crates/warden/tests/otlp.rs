@@ -493,6 +493,16 @@ async fn over_grpc_the_spans_and_the_security_events_arrive_too() {
         .unwrap();
     assert!(sent.headers["traceparent"].starts_with(&format!("00-{quiet}-")));
     assert!(sent.headers["traceparent"].ends_with("-00"));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A sampled request after it: once its spans have arrived, anything recorded for the
+    // unsampled one (queued before them) would have too.
+    let after = "55555555555555555555555555555555";
+    let tp = format!("00-{after}-6666666666666666-01");
+    assert_eq!(
+        get(gateway, "/open/z", &[("traceparent", &tp)])
+            .await
+            .status,
+        200
+    );
+    receiver.spans(after, 2).await;
     assert!(!receiver.records().iter().any(|r| r["trace_id"] == quiet));
 }

@@ -18,7 +18,7 @@ impl Authorize {
             // Authentication runs first and sets the identity; without one, deny.
             return Flow::Reject(Reject::Forbidden);
         };
-        match ex.snap.auth.authorize_explained(
+        match ex.snap.auth.authorize(
             &self.0,
             id,
             &ex.method,
